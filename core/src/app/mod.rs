@@ -1,0 +1,5 @@
+//! The git lifecycle: commands, authorization sources, backends and the
+//! messages users see.
+
+pub mod authorized_keys;
+pub mod command;

@@ -1,0 +1,5 @@
+//! The SSH transport layer (RFC 4253), server and client roles.
+
+pub mod cipher;
+pub mod hostkey;
+pub mod kex;
