@@ -6,5 +6,24 @@
 //! a clock: time is an argument and randomness comes from a seed.
 
 pub mod app;
+pub mod config;
 pub mod transport;
 pub mod wire;
+pub mod link;
+pub mod server;
+
+/// Renders client-controlled bytes for a log line: non-printable bytes
+/// escaped, at most 200 characters, so a peer can neither forge log lines
+/// nor flood them (SECURITY.md rule 8).
+pub fn log_safe(bytes: &[u8]) -> String {
+    const MAX: usize = 200;
+    let mut out = String::new();
+    for (i, b) in bytes.iter().enumerate() {
+        if out.len() >= MAX {
+            out.push_str(&format!("…(+{} bytes)", bytes.len() - i));
+            break;
+        }
+        out.extend(b.escape_ascii().map(char::from));
+    }
+    out
+}

@@ -1,0 +1,256 @@
+//! Command line and environment: one definition for every runtime's binary.
+//!
+//! Pure: the runtime hands in the arguments, its environment and the text of
+//! a `.env` file if one exists; this module decides what they mean. Clap
+//! parses only the arguments it is given (its `env` feature is not used, so
+//! it reads nothing by itself).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Variables visible to the server: the process environment over a `.env`
+/// file (a variable already in the environment wins, as the original's
+/// foreman setup behaved).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    /// Merges the process environment with the text of a `.env` file.
+    /// Malformed `.env` lines are returned as warnings for the log.
+    pub fn new(process: impl IntoIterator<Item = (String, String)>, dotenv: Option<&str>) -> (Self, Vec<String>) {
+        let mut vars = BTreeMap::new();
+        let mut warnings = Vec::new();
+        if let Some(text) = dotenv {
+            for item in dotenvy::from_read_iter(text.as_bytes()) {
+                match item {
+                    Ok((k, v)) => {
+                        vars.insert(k, v);
+                    }
+                    Err(e) => warnings.push(format!(".env: {e}")),
+                }
+            }
+        }
+        vars.extend(process);
+        (Self(vars), warnings)
+    }
+
+    /// A variable's value, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A variable's value if set and not empty.
+    pub fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|v| !v.is_empty())
+    }
+}
+
+/// The command line, shared by `gitmouth` and `gitmouth-async-std`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    version,
+    about = "An SSH server for git: git push and git clone over SSH, standalone or in front of an Openruko platform.",
+    long_about = None
+)]
+pub struct Cli {
+    /// Address and port to listen on [default: 0.0.0.0:2222, or 0.0.0.0:$GITMOUTH_PORT]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory for the default host key, authorized_keys and repositories
+    #[arg(long, value_name = "DIR", default_value = "./gitmouth-data")]
+    pub data_dir: PathBuf,
+
+    /// Host private key (OpenSSH format, or PEM PKCS#1 RSA); repeat to offer
+    /// several. Default: $GITMOUTH_PRIVATE_KEY, else
+    /// <data-dir>/ssh_host_ed25519_key, which is generated when missing. A
+    /// key named here that does not exist is an error.
+    #[arg(long = "host-key", value_name = "FILE")]
+    pub host_keys: Vec<PathBuf>,
+
+    /// Seconds from connect to successful authentication
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub login_grace_time: u64,
+
+    /// Authentication attempts allowed per connection
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub max_auth_tries: u32,
+
+    /// Re-key after this many bytes in either direction (suffixes K, M, G)
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
+    pub rekey_limit: u64,
+
+    /// Re-key after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub rekey_interval: u64,
+
+    /// Log filter (tracing's syntax, e.g. "info" or "gitmouth=debug"); RUST_LOG wins when set
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+}
+
+/// Parses `1024`, `64K`, `8M`, `1G` into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&text[..text.len() - 1], 10),
+        Some('M') => (&text[..text.len() - 1], 20),
+        Some('G') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("not a size: {text:?}"))?;
+    n.checked_mul(1 << shift).filter(|&n| n > 0).ok_or_else(|| format!("size out of range: {text:?}"))
+}
+
+/// Where a host key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeySource {
+    /// Named by the operator: must exist.
+    Given(PathBuf),
+    /// The default path: generated (ed25519, mode 0600) when missing.
+    Default(PathBuf),
+}
+
+/// The settings a runtime starts a server with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Host keys to load.
+    pub host_keys: Vec<HostKeySource>,
+    /// Login grace time.
+    pub login_grace: Duration,
+    /// Authentication attempts per connection.
+    pub max_auth_tries: u32,
+    /// Re-key volume.
+    pub rekey_limit: u64,
+    /// Re-key interval.
+    pub rekey_interval: Duration,
+    /// Log filter.
+    pub log: String,
+}
+
+/// Parses a command line (`args` includes the program name) against `env`.
+/// Errors are clap's, including `--help` and `--version`, which the runtime
+/// prints and exits with (`err.exit()`).
+pub fn parse(bin_name: &'static str, args: impl IntoIterator<Item = OsString>, env: &Env) -> Result<Settings, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command().name(bin_name).bin_name(bin_name);
+    let matches = command.try_get_matches_from(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    settings(cli, env).map_err(|msg| {
+        Cli::command().name(bin_name).error(clap::error::ErrorKind::ValueValidation, msg)
+    })
+}
+
+fn settings(cli: Cli, env: &Env) -> Result<Settings, String> {
+    let listen = match cli.listen {
+        Some(addr) => addr,
+        None => {
+            let port = match env.non_empty("GITMOUTH_PORT") {
+                Some(p) => p.parse::<u16>().map_err(|_| format!("GITMOUTH_PORT is not a port: {p:?}"))?,
+                None => 2222,
+            };
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }
+    };
+    let host_keys = if !cli.host_keys.is_empty() {
+        cli.host_keys.into_iter().map(HostKeySource::Given).collect()
+    } else if let Some(path) = env.non_empty("GITMOUTH_PRIVATE_KEY") {
+        vec![HostKeySource::Given(PathBuf::from(path))]
+    } else {
+        vec![HostKeySource::Default(cli.data_dir.join("ssh_host_ed25519_key"))]
+    };
+    Ok(Settings {
+        listen,
+        data_dir: cli.data_dir,
+        host_keys,
+        login_grace: Duration::from_secs(cli.login_grace_time),
+        max_auth_tries: cli.max_auth_tries,
+        rekey_limit: cli.rekey_limit,
+        rekey_interval: Duration::from_secs(cli.rekey_interval),
+        log: cli.log,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        std::iter::once("gitmouth").chain(list.iter().copied()).map(OsString::from).collect()
+    }
+
+    fn env(pairs: &[(&str, &str)], dotenv: Option<&str>) -> Env {
+        let process = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Env::new(process, dotenv).0
+    }
+
+    #[test]
+    fn defaults() {
+        let s = parse("gitmouth", args(&[]), &Env::default()).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:2222".parse().unwrap());
+        assert_eq!(s.data_dir, PathBuf::from("./gitmouth-data"));
+        assert_eq!(
+            s.host_keys,
+            [HostKeySource::Default(PathBuf::from("./gitmouth-data/ssh_host_ed25519_key"))]
+        );
+        assert_eq!(s.rekey_limit, 1 << 30);
+    }
+
+    #[test]
+    fn environment_and_flags() {
+        let e = env(&[("GITMOUTH_PORT", "2022"), ("GITMOUTH_PRIVATE_KEY", "certs/server.key")], None);
+        let s = parse("gitmouth", args(&[]), &e).unwrap();
+        assert_eq!(s.listen.port(), 2022);
+        assert_eq!(s.host_keys, [HostKeySource::Given("certs/server.key".into())]);
+        let s = parse(
+            "gitmouth",
+            args(&["--listen", "127.0.0.1:9", "--host-key", "a", "--host-key", "b", "--rekey-limit", "8M"]),
+            &e,
+        )
+        .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(s.host_keys, [HostKeySource::Given("a".into()), HostKeySource::Given("b".into())]);
+        assert_eq!(s.rekey_limit, 8 << 20);
+        assert!(parse("gitmouth", args(&[]), &env(&[("GITMOUTH_PORT", "x")], None)).is_err());
+        assert!(parse("gitmouth", args(&["--bogus"]), &e).is_err());
+    }
+
+    #[test]
+    fn the_environment_wins_over_dotenv() {
+        let dotenv = "# the original's\nAPISERVER_KEY=abc\nPYTHONUNBUFFERED=true\nQUOTED=\"a b\"\n";
+        let e = env(&[("PYTHONUNBUFFERED", "false")], Some(dotenv));
+        assert_eq!(e.get("APISERVER_KEY"), Some("abc"));
+        assert_eq!(e.get("PYTHONUNBUFFERED"), Some("false"));
+        assert_eq!(e.get("QUOTED"), Some("a b"));
+    }
+
+    #[test]
+    fn help_describes_every_option() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for option in ["--listen", "--data-dir", "--host-key", "--login-grace-time", "--rekey-limit"] {
+            assert!(help.contains(option), "{option} missing from --help");
+        }
+        for arg in Cli::command().get_arguments() {
+            assert!(arg.get_help().is_some(), "{} has no help", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("0").is_err() && parse_size("x").is_err() && parse_size("99999999999G").is_err());
+    }
+}
