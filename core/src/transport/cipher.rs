@@ -1,1 +1,0 @@
-//! Packet ciphers and MACs.
