@@ -37,6 +37,21 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The configuration the command line and environment describe.
+    pub fn from_settings(settings: &crate::config::Settings, host_keys: Vec<HostKey>) -> Self {
+        let transport = TransportConfig {
+            rekey_bytes: settings.rekey_limit,
+            rekey_interval: settings.rekey_interval,
+            ..TransportConfig::default()
+        };
+        Self {
+            transport: Arc::new(transport),
+            host_keys: host_keys.into(),
+            login_grace: settings.login_grace,
+            max_auth_attempts: settings.max_auth_tries,
+        }
+    }
+
     /// Defaults around the given host keys.
     pub fn new(host_keys: Vec<HostKey>) -> Self {
         Self {
