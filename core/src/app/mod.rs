@@ -3,3 +3,5 @@
 
 pub mod authorized_keys;
 pub mod command;
+pub mod fingerprint;
+pub mod messages;
