@@ -620,13 +620,20 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        // Each case runs all five methods; sntrup761 key generation dominates.
+        #![proptest_config(ProptestConfig::with_cases(24))]
 
         #[test]
-        fn client_and_server_agree(alg in any_alg(), c in any::<u64>(), s in any::<u64>()) {
-            let (k_client, k_server) = exchange(alg, c, s);
-            prop_assert_eq!(k_client, k_server);
+        fn client_and_server_agree(c in any::<u64>(), s in any::<u64>()) {
+            for alg in KexAlg::ALL {
+                let (k_client, k_server) = exchange(alg, c, s);
+                prop_assert_eq!(k_client, k_server, "{}", alg);
+            }
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn server_never_panics(
