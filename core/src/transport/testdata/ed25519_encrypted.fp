@@ -1,0 +1,1 @@
+256 SHA256:UPlKnCrRQ0XO/Wdvf928fS5NXEBSOv2J6LrJyqtNUWM gitmouth-test-encrypted (ED25519)

@@ -1,0 +1,1 @@
+8192 SHA256:EIrD3EA/Vo0LvYjEKFK4ly5oApLHNS6H54reFHNwnaE gitmouth-test-rsa8192-pem (RSA)
