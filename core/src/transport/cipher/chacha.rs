@@ -130,7 +130,7 @@ mod tests {
     /// for "ssh-userauth"). The length bytes are given to `open` as received;
     /// with K_1 all zero, what it decrypts them to is checked against ring.
     #[test]
-    fn openssh_session_vector_opens() {
+    fn ssh_cipher_k2_vector_opens() {
         let k2 = hex("379a8ca9e7e705763633213511e8d92eb148a46f1dd0045ec8164e5d23e456eb");
         let mut key = [0u8; 64];
         key[..32].copy_from_slice(&k2);

@@ -407,6 +407,7 @@ impl PacketCipher {
         assert_eq!(tag.len(), self.tag_len(), "tag buffer must be tag_len()");
         match &mut self.mode {
             Mode::Plaintext => {}
+            // The conversions always succeed after the assert above.
             Mode::ChaCha(state) => {
                 if let Ok(tag) = tag.try_into() {
                     state.seal(seq, packet, tag);
