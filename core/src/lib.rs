@@ -6,6 +6,7 @@
 //! a clock: time is an argument and randomness comes from a seed.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod transport;
 pub mod wire;

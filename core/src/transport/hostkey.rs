@@ -644,7 +644,7 @@ fn crt_exponent(d: &[u8], prime: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 /// The number of significant bits in a big-endian unsigned integer.
-fn bit_length(bytes: &[u8]) -> u32 {
+pub(crate) fn bit_length(bytes: &[u8]) -> u32 {
     let Some(start) = bytes.iter().position(|&b| b != 0) else {
         return 0;
     };
