@@ -22,7 +22,10 @@ pub struct Env(BTreeMap<String, String>);
 impl Env {
     /// Merges the process environment with the text of a `.env` file.
     /// Malformed `.env` lines are returned as warnings for the log.
-    pub fn new(process: impl IntoIterator<Item = (String, String)>, dotenv: Option<&str>) -> (Self, Vec<String>) {
+    pub fn new(
+        process: impl IntoIterator<Item = (String, String)>,
+        dotenv: Option<&str>,
+    ) -> (Self, Vec<String>) {
         let mut vars = BTreeMap::new();
         let mut warnings = Vec::new();
         if let Some(text) = dotenv {
@@ -103,8 +106,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         Some('G') => (&text[..text.len() - 1], 30),
         _ => (text, 0),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("not a size: {text:?}"))?;
-    n.checked_mul(1 << shift).filter(|&n| n > 0).ok_or_else(|| format!("size out of range: {text:?}"))
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a size: {text:?}"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("size out of range: {text:?}"))
 }
 
 /// Where a host key comes from.
@@ -140,13 +147,19 @@ pub struct Settings {
 /// Parses a command line (`args` includes the program name) against `env`.
 /// Errors are clap's, including `--help` and `--version`, which the runtime
 /// prints and exits with (`err.exit()`).
-pub fn parse(bin_name: &'static str, args: impl IntoIterator<Item = OsString>, env: &Env) -> Result<Settings, clap::Error> {
+pub fn parse(
+    bin_name: &'static str,
+    args: impl IntoIterator<Item = OsString>,
+    env: &Env,
+) -> Result<Settings, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
     let command = Cli::command().name(bin_name).bin_name(bin_name);
     let matches = command.try_get_matches_from(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
     settings(cli, env).map_err(|msg| {
-        Cli::command().name(bin_name).error(clap::error::ErrorKind::ValueValidation, msg)
+        Cli::command()
+            .name(bin_name)
+            .error(clap::error::ErrorKind::ValueValidation, msg)
     })
 }
 
@@ -155,18 +168,25 @@ fn settings(cli: Cli, env: &Env) -> Result<Settings, String> {
         Some(addr) => addr,
         None => {
             let port = match env.non_empty("GITMOUTH_PORT") {
-                Some(p) => p.parse::<u16>().map_err(|_| format!("GITMOUTH_PORT is not a port: {p:?}"))?,
+                Some(p) => p
+                    .parse::<u16>()
+                    .map_err(|_| format!("GITMOUTH_PORT is not a port: {p:?}"))?,
                 None => 2222,
             };
             SocketAddr::from(([0, 0, 0, 0], port))
         }
     };
     let host_keys = if !cli.host_keys.is_empty() {
-        cli.host_keys.into_iter().map(HostKeySource::Given).collect()
+        cli.host_keys
+            .into_iter()
+            .map(HostKeySource::Given)
+            .collect()
     } else if let Some(path) = env.non_empty("GITMOUTH_PRIVATE_KEY") {
         vec![HostKeySource::Given(PathBuf::from(path))]
     } else {
-        vec![HostKeySource::Default(cli.data_dir.join("ssh_host_ed25519_key"))]
+        vec![HostKeySource::Default(
+            cli.data_dir.join("ssh_host_ed25519_key"),
+        )]
     };
     Ok(Settings {
         listen,
@@ -178,81 +198,6 @@ fn settings(cli: Cli, env: &Env) -> Result<Settings, String> {
         rekey_interval: Duration::from_secs(cli.rekey_interval),
         log: cli.log,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn args(list: &[&str]) -> Vec<OsString> {
-        std::iter::once("gitmouth").chain(list.iter().copied()).map(OsString::from).collect()
-    }
-
-    fn env(pairs: &[(&str, &str)], dotenv: Option<&str>) -> Env {
-        let process = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        Env::new(process, dotenv).0
-    }
-
-    #[test]
-    fn defaults() {
-        let s = parse("gitmouth", args(&[]), &Env::default()).unwrap();
-        assert_eq!(s.listen, "0.0.0.0:2222".parse().unwrap());
-        assert_eq!(s.data_dir, PathBuf::from("./gitmouth-data"));
-        assert_eq!(
-            s.host_keys,
-            [HostKeySource::Default(PathBuf::from("./gitmouth-data/ssh_host_ed25519_key"))]
-        );
-        assert_eq!(s.rekey_limit, 1 << 30);
-    }
-
-    #[test]
-    fn environment_and_flags() {
-        let e = env(&[("GITMOUTH_PORT", "2022"), ("GITMOUTH_PRIVATE_KEY", "certs/server.key")], None);
-        let s = parse("gitmouth", args(&[]), &e).unwrap();
-        assert_eq!(s.listen.port(), 2022);
-        assert_eq!(s.host_keys, [HostKeySource::Given("certs/server.key".into())]);
-        let s = parse(
-            "gitmouth",
-            args(&["--listen", "127.0.0.1:9", "--host-key", "a", "--host-key", "b", "--rekey-limit", "8M"]),
-            &e,
-        )
-        .unwrap();
-        assert_eq!(s.listen, "127.0.0.1:9".parse().unwrap());
-        assert_eq!(s.host_keys, [HostKeySource::Given("a".into()), HostKeySource::Given("b".into())]);
-        assert_eq!(s.rekey_limit, 8 << 20);
-        assert!(parse("gitmouth", args(&[]), &env(&[("GITMOUTH_PORT", "x")], None)).is_err());
-        assert!(parse("gitmouth", args(&["--bogus"]), &e).is_err());
-    }
-
-    #[test]
-    fn the_environment_wins_over_dotenv() {
-        let dotenv = "# the original's\nAPISERVER_KEY=abc\nPYTHONUNBUFFERED=true\nQUOTED=\"a b\"\n";
-        let e = env(&[("PYTHONUNBUFFERED", "false")], Some(dotenv));
-        assert_eq!(e.get("APISERVER_KEY"), Some("abc"));
-        assert_eq!(e.get("PYTHONUNBUFFERED"), Some("false"));
-        assert_eq!(e.get("QUOTED"), Some("a b"));
-    }
-
-    #[test]
-    fn help_describes_every_option() {
-        use clap::CommandFactory;
-        let help = Cli::command().render_long_help().to_string();
-        for option in ["--listen", "--data-dir", "--host-key", "--login-grace-time", "--rekey-limit"] {
-            assert!(help.contains(option), "{option} missing from --help");
-        }
-        for arg in Cli::command().get_arguments() {
-            assert!(arg.get_help().is_some(), "{} has no help", arg.get_id());
-        }
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("0").is_err() && parse_size("x").is_err() && parse_size("99999999999G").is_err());
-    }
 }
 
 /// What to do with one host key source, given the result of reading it.
@@ -295,12 +240,130 @@ pub fn host_key_step(
             let contents = key
                 .to_openssh_private("gitmouth host key")
                 .map_err(|e| format!("cannot encode a new host key: {e}"))?;
-            Ok(HostKeyStep::Create { key, path: path.clone(), contents })
+            Ok(HostKeyStep::Create {
+                key,
+                path: path.clone(),
+                contents,
+            })
         }
         Err(std::io::ErrorKind::NotFound) => Err(format!(
             "host key {} does not exist (a key named with --host-key or GITMOUTH_PRIVATE_KEY is never generated)",
             path.display()
         )),
         Err(kind) => Err(format!("host key {}: cannot read: {kind}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        std::iter::once("gitmouth")
+            .chain(list.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    fn env(pairs: &[(&str, &str)], dotenv: Option<&str>) -> Env {
+        let process = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Env::new(process, dotenv).0
+    }
+
+    #[test]
+    fn defaults() {
+        let s = parse("gitmouth", args(&[]), &Env::default()).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:2222".parse().unwrap());
+        assert_eq!(s.data_dir, PathBuf::from("./gitmouth-data"));
+        assert_eq!(
+            s.host_keys,
+            [HostKeySource::Default(PathBuf::from(
+                "./gitmouth-data/ssh_host_ed25519_key"
+            ))]
+        );
+        assert_eq!(s.rekey_limit, 1 << 30);
+    }
+
+    #[test]
+    fn environment_and_flags() {
+        let e = env(
+            &[
+                ("GITMOUTH_PORT", "2022"),
+                ("GITMOUTH_PRIVATE_KEY", "certs/server.key"),
+            ],
+            None,
+        );
+        let s = parse("gitmouth", args(&[]), &e).unwrap();
+        assert_eq!(s.listen.port(), 2022);
+        assert_eq!(
+            s.host_keys,
+            [HostKeySource::Given("certs/server.key".into())]
+        );
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--listen",
+                "127.0.0.1:9",
+                "--host-key",
+                "a",
+                "--host-key",
+                "b",
+                "--rekey-limit",
+                "8M",
+            ]),
+            &e,
+        )
+        .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            s.host_keys,
+            [
+                HostKeySource::Given("a".into()),
+                HostKeySource::Given("b".into())
+            ]
+        );
+        assert_eq!(s.rekey_limit, 8 << 20);
+        assert!(parse("gitmouth", args(&[]), &env(&[("GITMOUTH_PORT", "x")], None)).is_err());
+        assert!(parse("gitmouth", args(&["--bogus"]), &e).is_err());
+    }
+
+    #[test]
+    fn the_environment_wins_over_dotenv() {
+        let dotenv = "# the original's\nAPISERVER_KEY=abc\nPYTHONUNBUFFERED=true\nQUOTED=\"a b\"\n";
+        let e = env(&[("PYTHONUNBUFFERED", "false")], Some(dotenv));
+        assert_eq!(e.get("APISERVER_KEY"), Some("abc"));
+        assert_eq!(e.get("PYTHONUNBUFFERED"), Some("false"));
+        assert_eq!(e.get("QUOTED"), Some("a b"));
+    }
+
+    #[test]
+    fn help_describes_every_option() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for option in [
+            "--listen",
+            "--data-dir",
+            "--host-key",
+            "--login-grace-time",
+            "--rekey-limit",
+        ] {
+            assert!(help.contains(option), "{option} missing from --help");
+        }
+        for arg in Cli::command().get_arguments() {
+            assert!(arg.get_help().is_some(), "{} has no help", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(
+            parse_size("0").is_err()
+                && parse_size("x").is_err()
+                && parse_size("99999999999G").is_err()
+        );
     }
 }

@@ -8,10 +8,10 @@
 pub mod app;
 pub mod auth;
 pub mod config;
-pub mod transport;
-pub mod wire;
 pub mod link;
 pub mod server;
+pub mod transport;
+pub mod wire;
 
 /// Renders client-controlled bytes for a log line: non-printable bytes
 /// escaped, at most 200 characters, so a peer can neither forge log lines

@@ -40,7 +40,13 @@ pub struct Link {
 impl Link {
     /// A link over a fresh transport.
     pub fn new(t: Transport, peer_is_server: bool) -> Self {
-        Self { rx: PacketReader::new(), t, peer_is_server, version_done: false, preamble: 0 }
+        Self {
+            rx: PacketReader::new(),
+            t,
+            peer_is_server,
+            version_done: false,
+            preamble: 0,
+        }
     }
 
     /// Feeds received bytes and processes every whole packet among them.
@@ -60,7 +66,7 @@ impl Link {
         }
         let Self { rx, t, .. } = self;
         while !t.is_closed() && !upper.is_blocked() {
-            let packet = match rx.next() {
+            let packet = match rx.next_packet() {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -97,7 +103,9 @@ impl Link {
                 Scan::Preamble { consumed } => {
                     self.preamble += consumed;
                     if self.preamble > version::MAX_PREAMBLE {
-                        self.t.close_silently(CloseReason::BadVersion("too many lines before the version"));
+                        self.t.close_silently(CloseReason::BadVersion(
+                            "too many lines before the version",
+                        ));
                         return false;
                     }
                     self.rx.consume_raw(consumed);

@@ -108,7 +108,9 @@ enum State {
 impl Session {
     /// A session for a client that has just connected.
     pub fn new(config: Arc<ServerConfig>, seed: [u8; 32], now: Instant) -> Self {
-        let role = Role::Server { host_keys: config.host_keys.clone() };
+        let role = Role::Server {
+            host_keys: config.host_keys.clone(),
+        };
         let t = Transport::new(role, config.transport.clone(), seed, now);
         let deadline = Some(now + config.login_grace);
         Self {
@@ -134,7 +136,9 @@ impl Session {
                 if self.upper.deadline.is_some_and(|d| now >= d) {
                     self.upper.deadline = None;
                     tracing::info!("login grace time exceeded");
-                    self.link.t.disconnect(DisconnectReason::ByApplication, "login grace time exceeded");
+                    self.link
+                        .t
+                        .disconnect(DisconnectReason::ByApplication, "login grace time exceeded");
                 }
             }
         }
@@ -156,7 +160,10 @@ impl Session {
         if self.link.t.is_closed() {
             return None;
         }
-        [self.link.t.poll_timeout(), self.upper.deadline].into_iter().flatten().min()
+        [self.link.t.poll_timeout(), self.upper.deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Bytes to write to the client.
@@ -208,13 +215,19 @@ impl Upper for ServerUpper {
                     });
                     self.state = State::Authenticating;
                 } else {
-                    t.disconnect(DisconnectReason::ServiceNotAvailable, "service not available");
+                    t.disconnect(
+                        DisconnectReason::ServiceNotAvailable,
+                        "service not available",
+                    );
                 }
             }
             (State::Authenticating, numbers::USERAUTH_REQUEST) => {
                 self.attempts += 1;
                 if self.attempts > self.config.max_auth_attempts {
-                    t.disconnect(DisconnectReason::NoMoreAuthMethods, "too many authentication failures");
+                    t.disconnect(
+                        DisconnectReason::NoMoreAuthMethods,
+                        "too many authentication failures",
+                    );
                     return;
                 }
                 t.send(|out| {
@@ -226,7 +239,10 @@ impl Upper for ServerUpper {
             (_, numbers::EXT_INFO) => {}
             _ => {
                 let name = wire::msg_info(number).map_or("unknown message", |m| m.name);
-                t.disconnect(DisconnectReason::ProtocolError, &format!("unexpected {name}"));
+                t.disconnect(
+                    DisconnectReason::ProtocolError,
+                    &format!("unexpected {name}"),
+                );
             }
         }
     }

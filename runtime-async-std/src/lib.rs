@@ -1,1 +1,1 @@
-//! x
+//! gitmouth on async-std (built out in its own issue).

@@ -1,1 +1,3 @@
+//! The `gitmouth-async-std` binary (built out in its own issue).
+
 fn main() {}

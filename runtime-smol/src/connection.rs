@@ -76,7 +76,10 @@ pub async fn drive(mut stream: TcpStream, peer: SocketAddr, config: Arc<ServerCo
         .await;
         let now = Instant::now();
         match event {
-            Event::Read(Ok(0)) | Event::Read(Err(_)) | Event::Wrote(Err(_)) | Event::Wrote(Ok(0)) => {
+            Event::Read(Ok(0))
+            | Event::Read(Err(_))
+            | Event::Wrote(Err(_))
+            | Event::Wrote(Ok(0)) => {
                 session.handle_input(now, Input::PeerClosed);
             }
             Event::Read(Ok(n)) => session.handle_input(now, Input::Received(&buf[..n])),

@@ -39,14 +39,19 @@ pub fn run(settings: gitmouth_core::config::Settings) -> Result<(), String> {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(address = %local, "listening");
         let stop = async {
-            use futures_lite::StreamExt;
             use async_signal::{Signal, Signals};
-            let mut signals = Signals::new([Signal::Term, Signal::Int]).map_err(|e| e.to_string())?;
+            use futures_lite::StreamExt;
+            let mut signals =
+                Signals::new([Signal::Term, Signal::Int]).map_err(|e| e.to_string())?;
             let signal = signals.next().await;
             tracing::info!(?signal, "stopping");
             Ok::<(), String>(())
         };
-        let served = async { serve(listener, config).await.map_err(|e| format!("accept failed: {e}")) };
+        let served = async {
+            serve(listener, config)
+                .await
+                .map_err(|e| format!("accept failed: {e}"))
+        };
         futures_lite::future::or(stop, served).await
     })
 }

@@ -1,7 +1,10 @@
 //! The `gitmouth` binary: gitmouth on smol.
 
 fn main() {
-    let (env, warnings) = gitmouth_core::config::Env::new(std::env::vars(), std::fs::read_to_string(".env").ok().as_deref());
+    let (env, warnings) = gitmouth_core::config::Env::new(
+        std::env::vars(),
+        std::fs::read_to_string(".env").ok().as_deref(),
+    );
     let settings = match gitmouth_core::config::parse("gitmouth", std::env::args_os(), &env) {
         Ok(s) => s,
         Err(e) => e.exit(),

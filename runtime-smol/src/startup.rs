@@ -18,9 +18,14 @@ pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String>
         let read = std::fs::read(path).map_err(|e| e.kind());
         let key = match host_key_step(source, read, crate::connection::seed())? {
             HostKeyStep::Loaded(key) => key,
-            HostKeyStep::Create { key, path, contents } => {
+            HostKeyStep::Create {
+                key,
+                path,
+                contents,
+            } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 }
                 let mut file = std::fs::OpenOptions::new()
                     .write(true)

@@ -56,7 +56,10 @@ impl Runtime {
                 cmd.arg("--release");
             }
             let status = cmd.status().expect("run cargo build");
-            assert!(status.success(), "cargo build of the server binaries failed");
+            assert!(
+                status.success(),
+                "cargo build of the server binaries failed"
+            );
         });
         profile_dir(&target).join(self.bin())
     }
@@ -65,7 +68,11 @@ impl Runtime {
 /// `target/` of the running test binary (`target/<profile>/deps/<test>`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).and_then(Path::parent).unwrap().to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf()
 }
 
 fn profile_dir(target: &Path) -> PathBuf {
@@ -97,6 +104,8 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Run in this directory instead of the scratch directory.
     pub cwd: Option<PathBuf>,
+    /// Use this data directory instead of a fresh one.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Server {
@@ -108,19 +117,29 @@ impl Server {
     /// Starts a server with extra arguments and environment.
     pub fn start_with(runtime: Runtime, options: ServerOptions) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
+        let data_dir = options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
         let mut cmd = Command::new(runtime.binary());
-        cmd.arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir);
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data_dir);
         cmd.args(&options.args);
         cmd.current_dir(options.cwd.as_deref().unwrap_or(dir.path()));
-        cmd.env_remove("RUST_LOG").env_remove("APISERVER_KEY").env_remove("GITMOUTH_PORT");
+        cmd.env_remove("RUST_LOG")
+            .env_remove("APISERVER_KEY")
+            .env_remove("GITMOUTH_PORT");
         cmd.env_remove("GITMOUTH_PRIVATE_KEY");
         cmd.env("RUST_LOG", "debug,polling=info,async_io=info");
         cmd.env("NO_COLOR", "1");
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
@@ -131,10 +150,10 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let line = strip_ansi(&line);
-                if let Some(addr) = line.split("listening address=").nth(1) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_owned());
-                    }
+                if let Some(addr) = line.split("listening address=").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -149,7 +168,14 @@ impl Server {
                 panic!("server did not start; its log:\n{}", log.lock().unwrap());
             }
         };
-        Server { child, addr, data_dir, dir, log, runtime }
+        Server {
+            child,
+            addr,
+            data_dir,
+            dir,
+            log,
+            runtime,
+        }
     }
 
     /// Everything the server logged so far.
@@ -236,7 +262,11 @@ impl Ssh {
             "-o",
             "ConnectTimeout=20",
         ];
-        Self { addr, args: args.iter().map(|s| s.to_string()).collect(), user: "git".into() }
+        Self {
+            addr,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            user: "git".into(),
+        }
     }
 
     /// Adds an option such as `-c aes128-ctr` (each word one argument).
@@ -265,7 +295,12 @@ impl Ssh {
 
     /// The remote URL of repository `name` on this server.
     pub fn url(&self, name: &str) -> String {
-        format!("ssh://{}@{}:{}/{name}.git", self.user, self.addr.ip(), self.addr.port())
+        format!(
+            "ssh://{}@{}:{}/{name}.git",
+            self.user,
+            self.addr.ip(),
+            self.addr.port()
+        )
     }
 
     /// A `Command` running ssh with `remote` as the remote command (none
@@ -287,7 +322,9 @@ impl Ssh {
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,".contains(&b)) {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,".contains(&b))
+    {
         s.to_owned()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -318,12 +355,17 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
 pub fn keygen(dir: &Path, kind: &str, name: &str, comment: &str) -> PathBuf {
     let path = dir.join(name);
     let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-N", "", "-t", kind, "-C", comment, "-f"]).arg(&path);
+    cmd.args(["-q", "-N", "", "-t", kind, "-C", comment, "-f"])
+        .arg(&path);
     if kind == "rsa" {
         cmd.args(["-b", "2048"]);
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 

@@ -65,7 +65,10 @@ pub enum CloseReason {
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Sent { reason, description } => write!(f, "disconnected ({reason:?}): {description}"),
+            Self::Sent {
+                reason,
+                description,
+            } => write!(f, "disconnected ({reason:?}): {description}"),
             Self::Received { code, description } => {
                 write!(f, "peer disconnected (code {code}): {description}")
             }

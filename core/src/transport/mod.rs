@@ -242,7 +242,10 @@ impl Transport {
 
     /// Whether upper-layer messages are being queued rather than sent.
     fn deferring(&self) -> bool {
-        matches!(self.phase, Phase::AwaitPeerInit | Phase::AwaitExchange { .. })
+        matches!(
+            self.phase,
+            Phase::AwaitPeerInit | Phase::AwaitExchange { .. }
+        )
     }
 
     /// New incoming keys to install before the next packet is decoded, and
@@ -264,8 +267,12 @@ impl Transport {
         }
         tracing::debug!(?reason, description, "sending disconnect");
         let rng = &mut self.rng;
-        self.tx.packet(rng, |out| write_disconnect(out, reason, description));
-        self.close = Some(CloseReason::Sent { reason, description: description.to_owned() });
+        self.tx
+            .packet(rng, |out| write_disconnect(out, reason, description));
+        self.close = Some(CloseReason::Sent {
+            reason,
+            description: description.to_owned(),
+        });
     }
 
     /// Ends the connection without sending anything.
@@ -287,7 +294,10 @@ impl Transport {
             self.deferred_bytes += payload.len();
             self.deferred.push_back(payload);
             if self.deferred_bytes > MAX_DEFERRED_BYTES {
-                self.disconnect(DisconnectReason::ProtocolError, "too much queued during key exchange");
+                self.disconnect(
+                    DisconnectReason::ProtocolError,
+                    "too much queued during key exchange",
+                );
             }
             return;
         }
@@ -330,7 +340,10 @@ impl Transport {
         }
         if let Some(at) = self.kex_started {
             if now >= at + self.config.kex_timeout {
-                self.disconnect(DisconnectReason::KeyExchangeFailed, "key exchange timed out");
+                self.disconnect(
+                    DisconnectReason::KeyExchangeFailed,
+                    "key exchange timed out",
+                );
             }
             return;
         }
@@ -425,7 +438,10 @@ impl Transport {
         if number == numbers::DISCONNECT {
             let reason = match disconnect::parse_disconnect(payload) {
                 Ok((code, description)) => CloseReason::Received { code, description },
-                Err(_) => CloseReason::Received { code: 0, description: "(malformed)".into() },
+                Err(_) => CloseReason::Received {
+                    code: 0,
+                    description: "(malformed)".into(),
+                },
             };
             self.close_silently(reason);
             return Handled::Done;
@@ -467,18 +483,25 @@ impl Transport {
     /// (Strict kex's "KEXINIT first" rule is checked in `on_kexinit`, since
     /// that very KEXINIT decides whether the exchange is strict.)
     fn admissible(&self, number: u8) -> Result<(), String> {
-        let name = || msg_info(number).map_or_else(|| format!("message {number}"), |m| m.name.to_owned());
+        let name =
+            || msg_info(number).map_or_else(|| format!("message {number}"), |m| m.name.to_owned());
         let kex_msg = matches!(number, 20..=49);
         if !self.established {
             let strict_ok = matches!(number, numbers::KEXINIT | numbers::NEWKEYS | 30..=31);
             if self.strict && !strict_ok {
-                return Err(format!("{} during the initial key exchange (strict kex)", name()));
+                return Err(format!(
+                    "{} during the initial key exchange (strict kex)",
+                    name()
+                ));
             }
             if !kex_msg && !matches!(number, 1..=4) {
                 return Err(format!("{} before the key exchange completed", name()));
             }
         }
-        let peer_in_kex = matches!(self.phase, Phase::AwaitExchange { .. } | Phase::AwaitNewKeys { .. });
+        let peer_in_kex = matches!(
+            self.phase,
+            Phase::AwaitExchange { .. } | Phase::AwaitNewKeys { .. }
+        );
         if peer_in_kex {
             if number == numbers::KEXINIT {
                 return Err("a second KEXINIT during key exchange".into());
@@ -517,7 +540,10 @@ impl Transport {
             self.start_kex(now);
         }
         let Ok(ours) = KexInit::parse(&self.our_kexinit) else {
-            self.disconnect(DisconnectReason::ProtocolError, "internal error: our KEXINIT");
+            self.disconnect(
+                DisconnectReason::ProtocolError,
+                "internal error: our KEXINIT",
+            );
             return;
         };
         let result = if self.is_server() {
@@ -547,13 +573,24 @@ impl Transport {
             });
             Some((kex, share))
         };
-        self.phase = Phase::AwaitExchange { neg, ignore_next, client };
+        self.phase = Phase::AwaitExchange {
+            neg,
+            ignore_next,
+            client,
+        };
     }
 
     fn on_exchange(&mut self, payload: &[u8]) {
-        let expected = if self.is_server() { numbers::KEX_ECDH_INIT } else { numbers::KEX_ECDH_REPLY };
+        let expected = if self.is_server() {
+            numbers::KEX_ECDH_INIT
+        } else {
+            numbers::KEX_ECDH_REPLY
+        };
         let Phase::AwaitExchange { ignore_next, .. } = &mut self.phase else {
-            self.disconnect(DisconnectReason::ProtocolError, "key-exchange message out of sequence");
+            self.disconnect(
+                DisconnectReason::ProtocolError,
+                "key-exchange message out of sequence",
+            );
             return;
         };
         if *ignore_next {
@@ -562,10 +599,15 @@ impl Transport {
             return;
         }
         if payload[0] != expected {
-            self.disconnect(DisconnectReason::ProtocolError, "key-exchange message out of sequence");
+            self.disconnect(
+                DisconnectReason::ProtocolError,
+                "key-exchange message out of sequence",
+            );
             return;
         }
-        let Phase::AwaitExchange { neg, client, .. } = std::mem::replace(&mut self.phase, Phase::Idle) else {
+        let Phase::AwaitExchange { neg, client, .. } =
+            std::mem::replace(&mut self.phase, Phase::Idle)
+        else {
             return;
         };
         let result = if self.is_server() {
@@ -573,7 +615,10 @@ impl Transport {
         } else {
             match client {
                 Some((kex, share)) => self.client_exchange(neg, kex, &share, payload),
-                None => Err((DisconnectReason::ProtocolError, "internal error: no client share".into())),
+                None => Err((
+                    DisconnectReason::ProtocolError,
+                    "internal error: no client share".into(),
+                )),
             }
         };
         if let Err((reason, why)) = result {
@@ -581,21 +626,40 @@ impl Transport {
         }
     }
 
-    fn server_exchange(&mut self, neg: Negotiated, payload: &[u8]) -> Result<(), (DisconnectReason, String)> {
-        let malformed = || (DisconnectReason::ProtocolError, "malformed KEX_ECDH_INIT".to_owned());
+    fn server_exchange(
+        &mut self,
+        neg: Negotiated,
+        payload: &[u8],
+    ) -> Result<(), (DisconnectReason, String)> {
+        let malformed = || {
+            (
+                DisconnectReason::ProtocolError,
+                "malformed KEX_ECDH_INIT".to_owned(),
+            )
+        };
         let mut p = Parser::new(payload);
         p.u8().map_err(|_| malformed())?;
         let q_c = p.string().map_err(|_| malformed())?;
         p.finish().map_err(|_| malformed())?;
-        let (q_s, k) = kex::server_exchange(neg.kex, q_c, &mut self.rng)
-            .map_err(|e| (DisconnectReason::KeyExchangeFailed, format!("key exchange failed: {e}")))?;
+        let (q_s, k) = kex::server_exchange(neg.kex, q_c, &mut self.rng).map_err(|e| {
+            (
+                DisconnectReason::KeyExchangeFailed,
+                format!("key exchange failed: {e}"),
+            )
+        })?;
         let Role::Server { host_keys } = &self.role else {
-            return Err((DisconnectReason::ProtocolError, "internal error: role".into()));
+            return Err((
+                DisconnectReason::ProtocolError,
+                "internal error: role".into(),
+            ));
         };
         let key = host_keys
             .iter()
             .find(|k| k.algorithms().contains(&neg.host_key))
-            .ok_or((DisconnectReason::KeyExchangeFailed, "no host key for the algorithm".to_owned()))?;
+            .ok_or((
+                DisconnectReason::KeyExchangeFailed,
+                "no host key for the algorithm".to_owned(),
+            ))?;
         let k_s = key.public_blob();
         let v_c = self.peer_version.as_deref().unwrap_or_default();
         let h = kex::exchange_hash(
@@ -609,9 +673,12 @@ impl Transport {
             &q_s,
             &k,
         );
-        let signature = key
-            .sign(neg.host_key, &h)
-            .map_err(|e| (DisconnectReason::KeyExchangeFailed, format!("host key signature failed: {e}")))?;
+        let signature = key.sign(neg.host_key, &h).map_err(|e| {
+            (
+                DisconnectReason::KeyExchangeFailed,
+                format!("host key signature failed: {e}"),
+            )
+        })?;
         let rng = &mut self.rng;
         self.tx.packet(rng, |out| {
             wire::put_u8(out, numbers::KEX_ECDH_REPLY);
@@ -630,16 +697,24 @@ impl Transport {
         q_c: &[u8],
         payload: &[u8],
     ) -> Result<(), (DisconnectReason, String)> {
-        let malformed = || (DisconnectReason::ProtocolError, "malformed KEX_ECDH_REPLY".to_owned());
+        let malformed = || {
+            (
+                DisconnectReason::ProtocolError,
+                "malformed KEX_ECDH_REPLY".to_owned(),
+            )
+        };
         let mut p = Parser::new(payload);
         p.u8().map_err(|_| malformed())?;
         let k_s = p.string().map_err(|_| malformed())?;
         let q_s = p.string().map_err(|_| malformed())?;
         let signature = p.string().map_err(|_| malformed())?;
         p.finish().map_err(|_| malformed())?;
-        let k = kex
-            .finish(q_s)
-            .map_err(|e| (DisconnectReason::KeyExchangeFailed, format!("key exchange failed: {e}")))?;
+        let k = kex.finish(q_s).map_err(|e| {
+            (
+                DisconnectReason::KeyExchangeFailed,
+                format!("key exchange failed: {e}"),
+            )
+        })?;
         let v_s = self.peer_version.as_deref().unwrap_or_default();
         let h = kex::exchange_hash(
             neg.kex.hash(),
@@ -653,12 +728,18 @@ impl Transport {
             &k,
         );
         hostkey::verify_host_signature(neg.host_key, k_s, &h, signature).map_err(|e| {
-            (DisconnectReason::HostKeyNotVerifiable, format!("host key signature does not verify: {e}"))
+            (
+                DisconnectReason::HostKeyNotVerifiable,
+                format!("host key signature does not verify: {e}"),
+            )
         })?;
         if let Some(known) = &self.peer_host_key
             && known.as_slice() != k_s
         {
-            return Err((DisconnectReason::HostKeyNotVerifiable, "host key changed during re-key".into()));
+            return Err((
+                DisconnectReason::HostKeyNotVerifiable,
+                "host key changed during re-key".into(),
+            ));
         }
         self.peer_host_key = Some(k_s.to_vec());
         self.finish_exchange(neg, &k, h);
@@ -671,19 +752,27 @@ impl Transport {
         let first = self.session_id.is_none();
         let session_id = self.session_id.get_or_insert(h.clone()).clone();
         let hash = neg.kex.hash();
-        let derive = |letter: u8, len: usize| kex::derive_key(hash, k, &h, letter, &session_id, len);
-        let keys = |(cipher, mac): (CipherAlg, Option<MacAlg>), iv: u8, enc: u8, integrity: u8| DirectionKeys {
-            cipher,
-            mac,
-            iv: derive(iv, cipher.iv_len()),
-            enc_key: derive(enc, cipher.key_len()),
-            mac_key: derive(integrity, mac.map_or(0, |m| m.key_len())),
+        let derive =
+            |letter: u8, len: usize| kex::derive_key(hash, k, &h, letter, &session_id, len);
+        let keys = |(cipher, mac): (CipherAlg, Option<MacAlg>), iv: u8, enc: u8, integrity: u8| {
+            DirectionKeys {
+                cipher,
+                mac,
+                iv: derive(iv, cipher.iv_len()),
+                enc_key: derive(enc, cipher.key_len()),
+                mac_key: derive(integrity, mac.map_or(0, |m| m.key_len())),
+            }
         };
         let c2s = keys(neg.c2s, b'A', b'C', b'E');
         let s2c = keys(neg.s2c, b'B', b'D', b'F');
-        let (tx_keys, rx_keys) = if self.is_server() { (s2c, c2s) } else { (c2s, s2c) };
+        let (tx_keys, rx_keys) = if self.is_server() {
+            (s2c, c2s)
+        } else {
+            (c2s, s2c)
+        };
         let rng = &mut self.rng;
-        self.tx.packet(rng, |out| wire::put_u8(out, numbers::NEWKEYS));
+        self.tx
+            .packet(rng, |out| wire::put_u8(out, numbers::NEWKEYS));
         self.tx.set_cipher(PacketCipher::new(&tx_keys));
         if self.strict {
             self.tx.reset_seq();
@@ -693,7 +782,9 @@ impl Transport {
             let rng = &mut self.rng;
             self.tx.packet(rng, write_ext_info);
         }
-        self.phase = Phase::AwaitNewKeys { rx_keys: Box::new(rx_keys) };
+        self.phase = Phase::AwaitNewKeys {
+            rx_keys: Box::new(rx_keys),
+        };
         while let Some(payload) = self.deferred.pop_front() {
             let rng = &mut self.rng;
             self.tx.packet(rng, |out| out.extend_from_slice(&payload));
@@ -706,7 +797,8 @@ impl Transport {
             self.disconnect(DisconnectReason::ProtocolError, "malformed NEWKEYS");
             return Handled::Done;
         }
-        let Phase::AwaitNewKeys { rx_keys } = std::mem::replace(&mut self.phase, Phase::Idle) else {
+        let Phase::AwaitNewKeys { rx_keys } = std::mem::replace(&mut self.phase, Phase::Idle)
+        else {
             self.disconnect(DisconnectReason::ProtocolError, "NEWKEYS out of sequence");
             return Handled::Done;
         };

@@ -103,7 +103,11 @@ impl Offer {
     pub fn write_kexinit(&self, out: &mut Vec<u8>, cookie: [u8; 16], markers: &[&str]) {
         wire::put_u8(out, numbers::KEXINIT);
         out.extend_from_slice(&cookie);
-        let kex = self.kex.iter().map(|k| k.name()).chain(markers.iter().copied());
+        let kex = self
+            .kex
+            .iter()
+            .map(|k| k.name())
+            .chain(markers.iter().copied());
         wire::put_name_list(out, kex);
         wire::put_name_list(out, self.host_key.iter().map(|h| h.name()));
         for _ in 0..2 {
@@ -153,22 +157,47 @@ impl std::fmt::Display for NoMatch {
 /// Picks, in each category, the first of the client's algorithms that the
 /// server also offers (RFC 4253 §7.1).
 pub fn negotiate(client: &KexInit<'_>, server: &KexInit<'_>) -> Result<Negotiated, NoMatch> {
-    let kex = pick(client.kex, server.kex, KexAlg::from_name).ok_or(NoMatch("key exchange method"))?;
+    let kex =
+        pick(client.kex, server.kex, KexAlg::from_name).ok_or(NoMatch("key exchange method"))?;
     let host_key = pick(client.host_key, server.host_key, HostKeyAlg::from_name)
         .ok_or(NoMatch("host key type"))?;
-    let c2s = direction(client.enc_c2s, server.enc_c2s, client.mac_c2s, server.mac_c2s)?;
-    let s2c = direction(client.enc_s2c, server.enc_s2c, client.mac_s2c, server.mac_s2c)?;
-    for (c, s) in [(client.comp_c2s, server.comp_c2s), (client.comp_s2c, server.comp_s2c)] {
+    let c2s = direction(
+        client.enc_c2s,
+        server.enc_c2s,
+        client.mac_c2s,
+        server.mac_c2s,
+    )?;
+    let s2c = direction(
+        client.enc_s2c,
+        server.enc_s2c,
+        client.mac_s2c,
+        server.mac_s2c,
+    )?;
+    for (c, s) in [
+        (client.comp_c2s, server.comp_c2s),
+        (client.comp_s2c, server.comp_s2c),
+    ] {
         if pick(c, s, |n| (n == "none").then_some(())).is_none() {
             return Err(NoMatch("compression method"));
         }
     }
     // The guess is right only when both sides' first choices are the ones
     // negotiated (RFC 4253 §7).
-    let guesser = if client.first_kex_packet_follows { client } else { server };
+    let guesser = if client.first_kex_packet_follows {
+        client
+    } else {
+        server
+    };
     let ignore_guess = guesser.first_kex_packet_follows
-        && (guesser.kex.first() != Some(kex.name()) || guesser.host_key.first() != Some(host_key.name()));
-    Ok(Negotiated { kex, host_key, c2s, s2c, ignore_guess })
+        && (guesser.kex.first() != Some(kex.name())
+            || guesser.host_key.first() != Some(host_key.name()));
+    Ok(Negotiated {
+        kex,
+        host_key,
+        c2s,
+        s2c,
+        ignore_guess,
+    })
 }
 
 fn direction(
@@ -185,7 +214,11 @@ fn direction(
     Ok((cipher, Some(mac)))
 }
 
-fn pick<T>(client: NameList<'_>, server: NameList<'_>, known: impl Fn(&str) -> Option<T>) -> Option<T> {
+fn pick<T>(
+    client: NameList<'_>,
+    server: NameList<'_>,
+    known: impl Fn(&str) -> Option<T>,
+) -> Option<T> {
     client.iter().filter(|n| server.contains(n)).find_map(known)
 }
 
@@ -201,7 +234,11 @@ mod tests {
     }
 
     fn server() -> Offer {
-        Offer::all(vec![HostKeyAlg::Ed25519, HostKeyAlg::RsaSha2_512, HostKeyAlg::RsaSha2_256])
+        Offer::all(vec![
+            HostKeyAlg::Ed25519,
+            HostKeyAlg::RsaSha2_512,
+            HostKeyAlg::RsaSha2_256,
+        ])
     }
 
     #[test]
@@ -263,7 +300,11 @@ mod tests {
         c[n - 5] = 1; // first_kex_packet_follows
         let ci = KexInit::parse(&c).unwrap();
         assert!(ci.first_kex_packet_follows);
-        assert!(!negotiate(&ci, &KexInit::parse(&s).unwrap()).unwrap().ignore_guess);
+        assert!(
+            !negotiate(&ci, &KexInit::parse(&s).unwrap())
+                .unwrap()
+                .ignore_guess
+        );
         let mut other = server();
         other.kex.reverse();
         let s = kexinit(&other, &[]);

@@ -151,8 +151,8 @@ impl PacketReader {
     }
 
     /// Decodes the next whole packet, if one has arrived. The payload stays
-    /// valid until the next call to `feed` or `next`.
-    pub fn next(&mut self) -> Result<Option<Packet>, PacketError> {
+    /// valid until the next call to `feed` or `next_packet`.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, PacketError> {
         let avail = self.buf.len() - self.start;
         let len = match self.pending_len {
             Some(len) => len,
@@ -176,7 +176,9 @@ impl PacketReader {
         let seq = self.seq;
         let packet = &mut self.buf[self.start..self.start + total];
         let (body, tag) = packet.split_at_mut(body_end);
-        self.cipher.open(seq, body, tag).map_err(|_| PacketError::Mac)?;
+        self.cipher
+            .open(seq, body, tag)
+            .map_err(|_| PacketError::Mac)?;
         let padding = usize::from(body[4]);
         if padding < 4 || padding + 1 >= len as usize {
             return Err(PacketError::BadPadding);
@@ -379,11 +381,11 @@ mod tests {
             }
             r.feed(w.pending());
             for (i, p) in payloads().iter().enumerate() {
-                let packet = r.next().unwrap().unwrap();
+                let packet = r.next_packet().unwrap().unwrap();
                 assert_eq!(packet.seq, i as u32);
                 assert_eq!(r.payload(&packet), &p[..]);
             }
-            assert_eq!(r.next().unwrap(), None);
+            assert_eq!(r.next_packet().unwrap(), None);
         }
     }
 
@@ -403,7 +405,7 @@ mod tests {
                 r.feed(&bad);
                 // A flipped length byte may also be refused as a bad length,
                 // or leave the reader waiting for more; it never succeeds.
-                match r.next() {
+                match r.next_packet() {
                     Ok(Some(_)) => panic!("{:?}: flip at {offset} accepted", mode.cipher),
                     Ok(None) => assert!(offset < 4, "{:?} stalled at {offset}", mode.cipher),
                     Err(PacketError::Mac) => {}
@@ -418,13 +420,13 @@ mod tests {
         for len in [0u32, 3, 5, 0x7fff_ffff, 0xffff_ffff, MAX_PACKET_LEN + 4] {
             let mut r = PacketReader::new();
             r.feed(&len.to_be_bytes());
-            assert!(r.next().is_err(), "{len}");
+            assert!(r.next_packet().is_err(), "{len}");
             assert!(r.buf.capacity() < 64, "reserved for {len}");
         }
         // Not a multiple of the block size.
         let mut r = PacketReader::new();
         r.feed(&13u32.to_be_bytes());
-        assert_eq!(r.next(), Err(PacketError::BadLength(13)));
+        assert_eq!(r.next_packet(), Err(PacketError::BadLength(13)));
     }
 
     #[test]
@@ -435,14 +437,14 @@ mod tests {
         bytes.extend_from_slice(&[0x5e; 11]);
         let mut r = PacketReader::new();
         r.feed(&bytes);
-        assert_eq!(r.next(), Err(PacketError::BadPadding));
+        assert_eq!(r.next_packet(), Err(PacketError::BadPadding));
         // Padding covering the whole packet leaves no message number.
         let mut bytes = 12u32.to_be_bytes().to_vec();
         bytes.push(11);
         bytes.extend_from_slice(&[0; 11]);
         let mut r = PacketReader::new();
         r.feed(&bytes);
-        assert_eq!(r.next(), Err(PacketError::BadPadding));
+        assert_eq!(r.next_packet(), Err(PacketError::BadPadding));
     }
 
     #[test]
@@ -453,7 +455,7 @@ mod tests {
         let big = vec![7u8; MAX_PACKET_LEN as usize - 64];
         w.packet(&mut rng, |out| out.extend_from_slice(&big));
         r.feed(w.pending());
-        let p = r.next().unwrap().unwrap();
+        let p = r.next_packet().unwrap().unwrap();
         assert_eq!(r.payload(&p).len(), big.len());
     }
 
@@ -478,7 +480,7 @@ mod tests {
                 let n = (*cut.next().unwrap()).min(wire.len() - at);
                 r.feed(&wire[at..at + n]);
                 at += n;
-                while let Some(p) = r.next().unwrap() {
+                while let Some(p) = r.next_packet().unwrap() {
                     got.push(r.payload(&p).to_vec());
                 }
             }
@@ -492,7 +494,7 @@ mod tests {
                 r.set_cipher(PacketCipher::new(&keys(CipherAlg::Aes128Gcm, None)));
             }
             r.feed(&bytes);
-            while let Ok(Some(_)) = r.next() {}
+            while let Ok(Some(_)) = r.next_packet() {}
         }
     }
 }

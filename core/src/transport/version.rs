@@ -98,14 +98,20 @@ mod tests {
                 line: b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u6"
             }
         );
-        assert!(matches!(scan(b"SSH-1.99-x\n", false), Scan::Version { consumed: 11, .. }));
+        assert!(matches!(
+            scan(b"SSH-1.99-x\n", false),
+            Scan::Version { consumed: 11, .. }
+        ));
         assert_eq!(scan(b"SSH-2.0-Open", false), Scan::NeedMore);
         assert_eq!(scan(b"", false), Scan::NeedMore);
     }
 
     #[test]
     fn refusals() {
-        assert!(matches!(scan(b"GET / HTTP/1.1\r\n", false), Scan::Invalid(_)));
+        assert!(matches!(
+            scan(b"GET / HTTP/1.1\r\n", false),
+            Scan::Invalid(_)
+        ));
         // Refused before any line ending arrives.
         assert!(matches!(scan(b"GET", false), Scan::Invalid(_)));
         assert!(matches!(scan(b"SSH-1.5-old\r\n", false), Scan::Invalid(_)));
@@ -115,12 +121,18 @@ mod tests {
         let mut exact = [b"SSH-2.0-".as_slice(), &[b'x'; 245]].concat();
         exact.extend_from_slice(b"\r\n");
         assert_eq!(exact.len(), 255);
-        assert!(matches!(scan(&exact, false), Scan::Version { consumed: 255, .. }));
+        assert!(matches!(
+            scan(&exact, false),
+            Scan::Version { consumed: 255, .. }
+        ));
     }
 
     #[test]
     fn a_server_may_send_lines_first() {
-        assert_eq!(scan(b"hello\r\nSSH-2.0-x\r\n", true), Scan::Preamble { consumed: 7 });
+        assert_eq!(
+            scan(b"hello\r\nSSH-2.0-x\r\n", true),
+            Scan::Preamble { consumed: 7 }
+        );
         assert!(matches!(scan(b"hello\r\n", false), Scan::Invalid(_)));
     }
 
