@@ -76,6 +76,16 @@ pub struct Cli {
     #[arg(long = "host-key", value_name = "FILE")]
     pub host_keys: Vec<PathBuf>,
 
+    /// OpenSSH authorized_keys file whose keys may push and clone (each
+    /// key's comment is its user's name); a single .pub file works too.
+    /// Re-read when it changes and on SIGHUP. [default: <data-dir>/authorized_keys]
+    #[arg(long, value_name = "FILE")]
+    pub authorized_keys: Option<PathBuf>,
+
+    /// Host name users push to, shown in messages [default: this machine's host name]
+    #[arg(long, value_name = "NAME")]
+    pub public_host: Option<String>,
+
     /// Seconds from connect to successful authentication
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub login_grace_time: u64,
@@ -142,28 +152,34 @@ pub struct Settings {
     pub rekey_interval: Duration,
     /// Log filter.
     pub log: String,
+    /// The authorized_keys file (standalone mode).
+    pub authorized_keys: PathBuf,
+    /// Host name shown in messages.
+    pub public_host: String,
 }
 
-/// Parses a command line (`args` includes the program name) against `env`.
+/// Parses a command line (`args` includes the program name) against `env`;
+/// `host_name` is this machine's name, the default public host.
 /// Errors are clap's, including `--help` and `--version`, which the runtime
 /// prints and exits with (`err.exit()`).
 pub fn parse(
     bin_name: &'static str,
     args: impl IntoIterator<Item = OsString>,
     env: &Env,
+    host_name: &str,
 ) -> Result<Settings, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
     let command = Cli::command().name(bin_name).bin_name(bin_name);
     let matches = command.try_get_matches_from(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
-    settings(cli, env).map_err(|msg| {
+    settings(cli, env, host_name).map_err(|msg| {
         Cli::command()
             .name(bin_name)
             .error(clap::error::ErrorKind::ValueValidation, msg)
     })
 }
 
-fn settings(cli: Cli, env: &Env) -> Result<Settings, String> {
+fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
     let listen = match cli.listen {
         Some(addr) => addr,
         None => {
@@ -188,7 +204,15 @@ fn settings(cli: Cli, env: &Env) -> Result<Settings, String> {
             cli.data_dir.join("ssh_host_ed25519_key"),
         )]
     };
+    let authorized_keys = cli
+        .authorized_keys
+        .unwrap_or_else(|| cli.data_dir.join("authorized_keys"));
+    let public_host = cli
+        .public_host
+        .unwrap_or_else(|| host_name.trim().to_owned());
     Ok(Settings {
+        authorized_keys,
+        public_host,
         listen,
         data_dir: cli.data_dir,
         host_keys,
@@ -273,7 +297,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let s = parse("gitmouth", args(&[]), &Env::default()).unwrap();
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box").unwrap();
         assert_eq!(s.listen, "0.0.0.0:2222".parse().unwrap());
         assert_eq!(s.data_dir, PathBuf::from("./gitmouth-data"));
         assert_eq!(
@@ -294,7 +318,7 @@ mod tests {
             ],
             None,
         );
-        let s = parse("gitmouth", args(&[]), &e).unwrap();
+        let s = parse("gitmouth", args(&[]), &e, "box").unwrap();
         assert_eq!(s.listen.port(), 2022);
         assert_eq!(
             s.host_keys,
@@ -313,6 +337,7 @@ mod tests {
                 "8M",
             ]),
             &e,
+            "box",
         )
         .unwrap();
         assert_eq!(s.listen, "127.0.0.1:9".parse().unwrap());
@@ -324,8 +349,16 @@ mod tests {
             ]
         );
         assert_eq!(s.rekey_limit, 8 << 20);
-        assert!(parse("gitmouth", args(&[]), &env(&[("GITMOUTH_PORT", "x")], None)).is_err());
-        assert!(parse("gitmouth", args(&["--bogus"]), &e).is_err());
+        assert!(
+            parse(
+                "gitmouth",
+                args(&[]),
+                &env(&[("GITMOUTH_PORT", "x")], None),
+                "box"
+            )
+            .is_err()
+        );
+        assert!(parse("gitmouth", args(&["--bogus"]), &e, "box").is_err());
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! [`gitmouth_core::server::Session`] per connection and performs what the
 //! session asks for. Every decision is the core's.
 
+mod backend;
 mod connection;
+mod keys;
 mod startup;
 
 pub use connection::drive;
-pub use startup::{load_host_keys, server_config};
+pub use startup::{host_name, load_host_keys, server_config};
 
 use std::sync::Arc;
 
@@ -32,7 +34,9 @@ pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>) -> std::io:
 pub fn run(settings: gitmouth_core::config::Settings) -> Result<(), String> {
     smol::block_on(async {
         let host_keys = load_host_keys(&settings.host_keys)?;
-        let config = Arc::new(server_config(&settings, host_keys));
+        let (config, store) = server_config(&settings, host_keys);
+        let config = Arc::new(config);
+        smol::spawn(keys::watch(settings.authorized_keys.clone(), store)).detach();
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;

@@ -1,11 +1,11 @@
 //! The `gitmouth` binary: gitmouth on smol.
 
 fn main() {
-    let (env, warnings) = gitmouth_core::config::Env::new(
-        std::env::vars(),
-        std::fs::read_to_string(".env").ok().as_deref(),
-    );
-    let settings = match gitmouth_core::config::parse("gitmouth", std::env::args_os(), &env) {
+    let dotenv = std::fs::read_to_string(".env").ok();
+    let (env, warnings) = gitmouth_core::config::Env::new(std::env::vars(), dotenv.as_deref());
+    let host = gitmouth_smol::host_name();
+    let settings = match gitmouth_core::config::parse("gitmouth", std::env::args_os(), &env, &host)
+    {
         Ok(s) => s,
         Err(e) => e.exit(),
     };

@@ -1,10 +1,11 @@
-//! Start-up I/O: reading (or creating) host keys.
+//! Start-up I/O: host keys and the standalone key store.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
 
 use gitmouth_core::config::{HostKeySource, HostKeyStep, Settings, host_key_step};
-use gitmouth_core::server::ServerConfig;
+use gitmouth_core::server::{KeyStore, Mode, ServerConfig};
 use gitmouth_core::transport::hostkey::HostKey;
 
 /// Reads each host key, generating the default one when it is missing, as
@@ -45,7 +46,27 @@ pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String>
     Ok(keys)
 }
 
-/// The session configuration for `settings`.
-pub fn server_config(settings: &Settings, host_keys: Vec<HostKey>) -> ServerConfig {
-    gitmouth_core::server::ServerConfig::from_settings(settings, host_keys)
+/// The session configuration for `settings`, with the standalone key
+/// store it reads keys from.
+pub fn server_config(
+    settings: &Settings,
+    host_keys: Vec<HostKey>,
+) -> (ServerConfig, Arc<KeyStore>) {
+    let store = Arc::new(KeyStore::new(crate::keys::load(&settings.authorized_keys)));
+    let mode = Mode::Standalone {
+        keys: store.clone(),
+        repos: settings.data_dir.join("repos"),
+    };
+    (
+        ServerConfig::from_settings(settings, host_keys, mode),
+        store,
+    )
+}
+
+/// This machine's host name, the default public host.
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }

@@ -80,6 +80,12 @@ pub fn with_session_id(message: &str, session_id: &str) -> String {
     format!("{body}\n ! (session {}){trailing}", sanitize(session_id))
 }
 
+/// Something failed on our side (the repository could not be opened, git
+/// could not be started); the details are in the operator's log.
+pub fn server_failed() -> &'static str {
+    " ! The server could not run your command; this is not your fault. Try again shortly.\n"
+}
+
 /// A failure the user is told about, with its exit status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserError {
@@ -103,6 +109,8 @@ pub enum UserError {
         /// When the other push started, formatted for people.
         started: String,
     },
+    /// Our side failed to run the command.
+    ServerFailed,
     /// The client asked for a shell; not an error of the user's, but it ends
     /// the session with a message and a failure status all the same.
     NoShell {
@@ -123,6 +131,7 @@ impl UserError {
             UserError::LostBuildServer => lost_build_server().to_owned(),
             UserError::PushInProgress { app, started } => push_in_progress(app, started),
             UserError::NoShell { user } => shell_greeting(user),
+            UserError::ServerFailed => server_failed().to_owned(),
         }
     }
 
@@ -135,6 +144,7 @@ impl UserError {
             | UserError::PlatformUnavailable
             | UserError::LostBuildServer
             | UserError::PushInProgress { .. }
+            | UserError::ServerFailed
             | UserError::NoShell { .. } => EXIT_FAILURE,
         }
     }

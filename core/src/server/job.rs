@@ -1,0 +1,461 @@
+//! The git command's lifecycle in standalone mode: open (or create) the
+//! repository, run git locally, relay, stop it when the client goes, and
+//! report how it ended.
+//!
+//! ```text
+//! Idle ─exec─▶ OpeningRepo ─ok─▶ Spawning ─ok─▶ Running ─exit + EOFs─▶ [SettingHead] ─▶ Done
+//!                  │ not found        │ failed      │ client gone: TERM, then KILL
+//!                  └──────────────────┴─────────────┴──────────────▶ Done (message, status 1)
+//! ```
+//!
+//! A repository this push created gets its `HEAD` pointed at the branch the
+//! push created, so that a clone checks out `main` rather than a missing
+//! `master`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::app::command::{GitCommand, GitVerb};
+use crate::app::messages::UserError;
+use crate::transport::Transport;
+
+use super::{
+    DRAIN_WAIT, ExitStatus, Mode, Output, ProcessSpec, RepoError, RequestId, ServerUpper, Signal,
+    Stream,
+};
+
+/// The command's state.
+pub(super) enum Job {
+    /// No command yet.
+    Idle,
+    /// Waiting for the repository.
+    OpeningRepo {
+        id: RequestId,
+        cmd: GitCommand,
+        path: PathBuf,
+    },
+    /// Waiting for git to start.
+    Spawning {
+        id: RequestId,
+        cmd: GitCommand,
+        path: PathBuf,
+        created: bool,
+    },
+    /// git runs.
+    Running(Running),
+    /// git exited after creating the repository; finding its branches.
+    ListingBranches {
+        id: RequestId,
+        path: PathBuf,
+        status: ExitStatus,
+    },
+    /// Pointing HEAD at the pushed branch.
+    SettingHead { id: RequestId, status: ExitStatus },
+    /// Over; the exit is reported (or was never due, if the client left).
+    Done,
+}
+
+pub(super) struct Running {
+    id: RequestId,
+    cmd: GitCommand,
+    path: PathBuf,
+    created: bool,
+    stdout_open: bool,
+    stderr_open: bool,
+    exit: Option<ExitStatus>,
+    stdin_closed: bool,
+    /// Once stopping: when to escalate to SIGKILL.
+    kill_at: Option<Instant>,
+    killed: bool,
+    /// After exit: how long the output streams may stay open.
+    drain_until: Option<Instant>,
+}
+
+impl Job {
+    /// Whether git is running (stdin and output are relayed).
+    pub(super) fn is_running(&self) -> bool {
+        matches!(self, Job::Running(r) if r.exit.is_none() || r.stdout_open || r.stderr_open)
+    }
+
+    /// Whether a process may still be alive, so the session must not end.
+    pub(super) fn holds_backend(&self) -> bool {
+        match self {
+            Job::Spawning { .. } => true,
+            Job::Running(r) => r.exit.is_none(),
+            _ => false,
+        }
+    }
+
+    /// Whether data from the client can no longer reach git.
+    pub(super) fn stdin_closed(&self) -> bool {
+        match self {
+            Job::Running(r) => r.stdin_closed || r.exit.is_some(),
+            Job::Idle | Job::OpeningRepo { .. } | Job::Spawning { .. } => false,
+            _ => true,
+        }
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self {
+            Job::Running(r) => [r.kill_at.filter(|_| !r.killed), r.drain_until]
+                .into_iter()
+                .flatten()
+                .min(),
+            _ => None,
+        }
+    }
+}
+
+/// What `git init`ed repositories should point HEAD at, given the branches
+/// the first push created: `main`, else `master`, else the first in order.
+pub fn choose_head(branches: &[&str]) -> Option<String> {
+    for preferred in ["main", "master"] {
+        if branches.contains(&preferred) {
+            return Some(preferred.to_owned());
+        }
+    }
+    let mut sorted = branches.to_vec();
+    sorted.sort_unstable();
+    sorted.first().map(|b| (*b).to_owned())
+}
+
+/// Variables a spawned git must not inherit from the server's environment:
+/// they would point it at another repository or configuration.
+const GIT_ENV_REMOVE: [&str; 8] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_PROTOCOL",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_NAMESPACE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+];
+
+fn git(args: Vec<OsString>, git_protocol: Option<&str>) -> ProcessSpec {
+    let env = git_protocol
+        .map(|v| ("GIT_PROTOCOL".into(), v.into()))
+        .into_iter()
+        .collect();
+    ProcessSpec {
+        program: "git".into(),
+        args,
+        env,
+        env_remove: GIT_ENV_REMOVE.iter().map(OsString::from).collect(),
+    }
+}
+
+impl ServerUpper {
+    pub(super) fn start_job(&mut self, cmd: GitCommand, _now: Instant) {
+        let Mode::Standalone { repos, .. } = &self.config.mode;
+        let path = repos.join(format!("{}.git", cmd.repo.as_str()));
+        let id = self.next_id();
+        self.outputs.push_back(Output::OpenRepo {
+            id,
+            path: path.clone(),
+            create: cmd.verb.is_push(),
+        });
+        self.job = Job::OpeningRepo { id, cmd, path };
+    }
+
+    pub(super) fn on_repo_opened(
+        &mut self,
+        _t: &mut Transport,
+        _now: Instant,
+        id: RequestId,
+        result: Result<bool, RepoError>,
+    ) {
+        let Job::OpeningRepo { id: expected, .. } = &self.job else {
+            return;
+        };
+        if *expected != id {
+            return;
+        }
+        let Job::OpeningRepo { cmd, path, .. } = std::mem::replace(&mut self.job, Job::Done) else {
+            return;
+        };
+        match result {
+            Ok(created) => {
+                if created {
+                    tracing::info!(session = %self.id, repo = cmd.repo.as_str(), "created repository");
+                }
+                let spawn_id = self.next_id();
+                let process = git(
+                    vec![cmd.verb.subcommand().into(), path.clone().into_os_string()],
+                    self.channel
+                        .as_ref()
+                        .and_then(|c| c.git_protocol.as_deref()),
+                );
+                self.outputs.push_back(Output::Spawn {
+                    id: spawn_id,
+                    process,
+                });
+                self.job = Job::Spawning {
+                    id: spawn_id,
+                    cmd,
+                    path,
+                    created,
+                };
+            }
+            Err(RepoError::NotFound) => {
+                tracing::info!(session = %self.id, repo = cmd.repo.as_str(), "no such repository");
+                self.fail_command(UserError::NoSuchApp {
+                    app: cmd.repo.as_str().to_owned(),
+                });
+            }
+            Err(RepoError::Failed(why)) => {
+                tracing::error!(session = %self.id, repo = cmd.repo.as_str(), error = %why, "cannot open repository");
+                self.fail_command(UserError::ServerFailed);
+            }
+        }
+    }
+
+    pub(super) fn on_spawned(
+        &mut self,
+        _t: &mut Transport,
+        now: Instant,
+        id: RequestId,
+        result: Result<(), String>,
+    ) {
+        let Job::Spawning { id: expected, .. } = &self.job else {
+            return;
+        };
+        if *expected != id {
+            return;
+        }
+        let Job::Spawning {
+            cmd, path, created, ..
+        } = std::mem::replace(&mut self.job, Job::Done)
+        else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.job = Job::Running(Running {
+                    id,
+                    cmd,
+                    path,
+                    created,
+                    stdout_open: true,
+                    stderr_open: true,
+                    exit: None,
+                    stdin_closed: false,
+                    kill_at: None,
+                    killed: false,
+                    drain_until: None,
+                });
+                // The client left while git was starting.
+                if self.peer_gone || self.channel.as_ref().is_none_or(|c| c.is_closed()) {
+                    self.stop_job(now);
+                }
+            }
+            Err(why) => {
+                tracing::error!(session = %self.id, error = %why, "cannot start git");
+                self.fail_command(UserError::ServerFailed);
+            }
+        }
+    }
+
+    pub(super) fn on_backend_data(
+        &mut self,
+        t: &mut Transport,
+        id: RequestId,
+        stream: Stream,
+        data: &[u8],
+    ) {
+        match &self.job {
+            Job::Running(r) if r.id == id => {}
+            _ => return,
+        }
+        self.deliver(t, stream, data);
+    }
+
+    pub(super) fn on_backend_eof(&mut self, id: RequestId, stream: Stream, _now: Instant) {
+        let Job::Running(r) = &mut self.job else {
+            return;
+        };
+        if r.id != id {
+            return;
+        }
+        match stream {
+            Stream::Stdout => r.stdout_open = false,
+            Stream::Stderr => r.stderr_open = false,
+        }
+    }
+
+    pub(super) fn on_backend_exited(&mut self, id: RequestId, status: ExitStatus, now: Instant) {
+        let Job::Running(r) = &mut self.job else {
+            return;
+        };
+        if r.id != id || r.exit.is_some() {
+            return;
+        }
+        tracing::info!(session = %self.id, ?status, "git exited");
+        r.exit = Some(status);
+        r.drain_until = Some(now + DRAIN_WAIT);
+    }
+
+    pub(super) fn on_helper_done(
+        &mut self,
+        _t: &mut Transport,
+        id: RequestId,
+        result: Result<Vec<u8>, String>,
+    ) {
+        match std::mem::replace(&mut self.job, Job::Done) {
+            Job::ListingBranches {
+                id: expected,
+                path,
+                status,
+            } if expected == id => {
+                let branches = match &result {
+                    Ok(out) => String::from_utf8_lossy(out).into_owned(),
+                    Err(why) => {
+                        tracing::warn!(session = %self.id, error = %why, "cannot list branches");
+                        String::new()
+                    }
+                };
+                let names: Vec<&str> = branches
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("refs/heads/"))
+                    .collect();
+                match choose_head(&names) {
+                    Some(branch) => {
+                        let id = self.next_id();
+                        let process = git(
+                            vec![
+                                "--git-dir".into(),
+                                path.into_os_string(),
+                                "symbolic-ref".into(),
+                                "HEAD".into(),
+                                format!("refs/heads/{branch}").into(),
+                            ],
+                            None,
+                        );
+                        self.outputs.push_back(Output::RunHelper { id, process });
+                        self.job = Job::SettingHead { id, status };
+                    }
+                    None => self.report_exit(status),
+                }
+            }
+            Job::SettingHead {
+                id: expected,
+                status,
+            } if expected == id => {
+                if let Err(why) = result {
+                    tracing::warn!(session = %self.id, error = %why, "cannot set HEAD");
+                }
+                self.report_exit(status);
+            }
+            other => self.job = other,
+        }
+    }
+
+    /// Stops git: SIGTERM now, SIGKILL after the grace period.
+    pub(super) fn stop_job(&mut self, now: Instant) {
+        match &mut self.job {
+            Job::Running(r) if r.exit.is_none() && r.kill_at.is_none() => {
+                tracing::info!(session = %self.id, "stopping git");
+                r.kill_at = Some(now + self.config.kill_grace);
+                let id = r.id;
+                self.outputs.push_back(Output::Signal {
+                    id,
+                    signal: Signal::Term,
+                });
+            }
+            Job::OpeningRepo { .. } => self.job = Job::Done,
+            _ => {}
+        }
+    }
+
+    pub(super) fn job_timeout(&mut self, _t: &mut Transport, now: Instant) {
+        let Job::Running(r) = &mut self.job else {
+            return;
+        };
+        if r.exit.is_none() && !r.killed && r.kill_at.is_some_and(|at| now >= at) {
+            r.killed = true;
+            tracing::warn!(session = %self.id, "git ignored SIGTERM: killing it");
+            let id = r.id;
+            self.outputs.push_back(Output::Signal {
+                id,
+                signal: Signal::Kill,
+            });
+        }
+        if let Job::Running(r) = &mut self.job
+            && r.drain_until.is_some_and(|at| now >= at)
+        {
+            // Something (a hook's background child) holds git's output
+            // open after git exited: stop waiting for it.
+            r.stdout_open = false;
+            r.stderr_open = false;
+        }
+    }
+
+    /// Moves the job on once git has exited and its output is drained; closes
+    /// git's stdin once the client's EOF and data have all gone through.
+    pub(super) fn settle_job(&mut self, _now: Instant) {
+        let stdin_done = self
+            .channel
+            .as_ref()
+            .is_some_and(|c| c.eof_in && c.stdin().is_empty());
+        let Job::Running(r) = &mut self.job else {
+            return;
+        };
+        if stdin_done && !r.stdin_closed && r.exit.is_none() {
+            r.stdin_closed = true;
+            let id = r.id;
+            self.outputs.push_back(Output::CloseStdin { id });
+        }
+        let Job::Running(r) = &mut self.job else {
+            return;
+        };
+        if r.exit.is_none() || r.stdout_open || r.stderr_open {
+            return;
+        }
+        let Job::Running(r) = std::mem::replace(&mut self.job, Job::Done) else {
+            return;
+        };
+        let status = r.exit.unwrap_or(ExitStatus::Code(1));
+        if self.peer_gone || self.channel.as_ref().is_none_or(|c| c.is_closed()) {
+            // The client went away: nobody to report to.
+            return;
+        }
+        if r.created && r.cmd.verb == GitVerb::ReceivePack {
+            let id = self.next_id();
+            let process = git(
+                vec![
+                    "--git-dir".into(),
+                    r.path.clone().into_os_string(),
+                    "for-each-ref".into(),
+                    "--format=%(refname)".into(),
+                    "refs/heads/".into(),
+                ],
+                None,
+            );
+            self.outputs.push_back(Output::RunHelper { id, process });
+            self.job = Job::ListingBranches {
+                id,
+                path: r.path,
+                status,
+            };
+            return;
+        }
+        self.report_exit(status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_prefers_main_then_master_then_the_first_name() {
+        assert_eq!(
+            choose_head(&["feature", "main", "master"]),
+            Some("main".into())
+        );
+        assert_eq!(choose_head(&["master", "dev"]), Some("master".into()));
+        assert_eq!(choose_head(&["zeta", "alpha"]), Some("alpha".into()));
+        assert_eq!(choose_head(&[]), None);
+    }
+}

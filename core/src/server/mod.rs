@@ -1,0 +1,655 @@
+//! The server session: one client connection, from version exchange to close.
+//!
+//! The drive loop, written once (every runtime does exactly this):
+//!
+//! ```text
+//! let mut s = Session::new(config, seed, now);
+//! loop {
+//!     while let Some(out) = s.poll_output() { start doing it }
+//!     if s.is_finished() { close the socket; break }
+//!     wait for whichever comes first:
+//!       the socket writable, if !s.transmit().is_empty()  → s.consume_transmit(n)
+//!       the socket readable, if s.wants_read()             → Input::Received
+//!       the backend's stdout/stderr, up to s.backend_read_limit() bytes
+//!                                                          → Input::BackendData / BackendEof
+//!       the backend's stdin writable, if !s.backend_stdin().is_empty()
+//!                                                          → s.consume_backend_stdin(n)
+//!       the result of an output                            → Input::RepoOpened, Spawned, …
+//!       s.poll_timeout()                                   → Input::Timeout
+//!     feed it in with the current time
+//! }
+//! ```
+//!
+//! Lifecycle, as the session sees it:
+//!
+//! ```text
+//! Handshake → AwaitService → Authenticating → Connected
+//!   Connected: channel open → exec → parse → open repo → spawn → relay ⇄
+//!              → exit → [set HEAD] → exit-status, EOF, CLOSE → end
+//! ```
+
+mod auth;
+mod channel;
+mod job;
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rand_core::Rng;
+
+use crate::app::authorized_keys::AuthorizedKeys;
+use crate::link::{Link, Upper};
+use crate::transport::disconnect::{CloseReason, DisconnectReason};
+use crate::transport::hostkey::HostKey;
+use crate::transport::{Role, Transport, TransportConfig};
+use crate::wire::{self, Parser, numbers};
+
+use self::channel::Channel;
+use self::job::Job;
+
+/// The authorized keys of standalone mode, replaced whole when the file
+/// changes; each connection authenticates against the set current when
+/// its request arrives.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    current: RwLock<Arc<AuthorizedKeys>>,
+}
+
+impl KeyStore {
+    /// A store holding `keys`.
+    pub fn new(keys: AuthorizedKeys) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(keys)),
+        }
+    }
+
+    /// Replaces the keys.
+    pub fn replace(&self, keys: AuthorizedKeys) {
+        let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(keys);
+    }
+
+    /// The current keys.
+    pub fn snapshot(&self) -> Arc<AuthorizedKeys> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Where users and repositories come from.
+pub enum Mode {
+    /// Keys from an `authorized_keys` file; git runs locally on
+    /// repositories under `repos`.
+    Standalone {
+        /// The keys.
+        keys: Arc<KeyStore>,
+        /// The directory holding `<name>.git` repositories.
+        repos: PathBuf,
+    },
+}
+
+/// Everything a server session needs to know, shared by all connections.
+pub struct ServerConfig {
+    /// Transport algorithms and limits.
+    pub transport: Arc<TransportConfig>,
+    /// Host keys, in preference order.
+    pub host_keys: Arc<[HostKey]>,
+    /// Time from connect to successful authentication (OpenSSH `LoginGraceTime`).
+    pub login_grace: Duration,
+    /// Authentication attempts per connection (OpenSSH `MaxAuthTries`).
+    pub max_auth_attempts: u32,
+    /// The host name users push to, for messages.
+    pub public_host: String,
+    /// How long a stopped command has between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Users and repositories.
+    pub mode: Mode,
+}
+
+impl ServerConfig {
+    /// The configuration the command line and environment describe.
+    pub fn from_settings(
+        settings: &crate::config::Settings,
+        host_keys: Vec<HostKey>,
+        mode: Mode,
+    ) -> Self {
+        let transport = TransportConfig {
+            rekey_bytes: settings.rekey_limit,
+            rekey_interval: settings.rekey_interval,
+            ..TransportConfig::default()
+        };
+        Self {
+            transport: Arc::new(transport),
+            host_keys: host_keys.into(),
+            login_grace: settings.login_grace,
+            max_auth_attempts: settings.max_auth_tries,
+            public_host: settings.public_host.clone(),
+            kill_grace: Duration::from_secs(5),
+            mode,
+        }
+    }
+
+    /// Standalone defaults around the given host keys and authorized keys.
+    pub fn standalone(host_keys: Vec<HostKey>, keys: Arc<KeyStore>, repos: PathBuf) -> Self {
+        Self {
+            transport: Arc::new(TransportConfig::default()),
+            host_keys: host_keys.into(),
+            login_grace: Duration::from_secs(30),
+            max_auth_attempts: 6,
+            public_host: "localhost".into(),
+            kill_grace: Duration::from_secs(5),
+            mode: Mode::Standalone { keys, repos },
+        }
+    }
+}
+
+/// Tags an output and the input that answers it; an answer whose id is not
+/// the one the session waits for (a late reply) is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// One of the command's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output, relayed as channel data.
+    Stdout,
+    /// Standard error, relayed as extended data (type 1).
+    Stderr,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this status.
+    Code(u32),
+    /// A signal ended it (the name without "SIG", as RFC 4254 §6.10 wants).
+    Signal {
+        /// Signal name, e.g. "TERM".
+        name: String,
+        /// Whether it dumped core.
+        core_dumped: bool,
+    },
+}
+
+impl ExitStatus {
+    /// Whether the command succeeded.
+    pub fn success(&self) -> bool {
+        matches!(self, ExitStatus::Code(0))
+    }
+}
+
+/// The RFC 4254 §6.10 name of a Linux signal number.
+pub fn signal_name(number: i32) -> &'static str {
+    match number {
+        1 => "HUP",
+        2 => "INT",
+        3 => "QUIT",
+        4 => "ILL",
+        6 => "ABRT",
+        8 => "FPE",
+        9 => "KILL",
+        10 => "USR1",
+        11 => "SEGV",
+        12 => "USR2",
+        13 => "PIPE",
+        14 => "ALRM",
+        15 => "TERM",
+        _ => "UNKNOWN",
+    }
+}
+
+/// A signal the session asks the runtime to send to the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: please stop.
+    Term,
+    /// SIGKILL: stop now.
+    Kill,
+}
+
+/// A program for the runtime to start: no shell, exactly these arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// The program (looked up in `PATH`).
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Variables to set.
+    pub env: Vec<(OsString, OsString)>,
+    /// Variables to remove from the server's environment first.
+    pub env_remove: Vec<OsString>,
+}
+
+/// Why a repository could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoError {
+    /// It does not exist (and was not to be created).
+    NotFound,
+    /// Something failed; the text is for the operator's log.
+    Failed(String),
+}
+
+/// Something that happened, fed to [`Session::handle_input`].
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Bytes read from the client.
+    Received(&'a [u8]),
+    /// The client closed the connection (or reading or writing failed).
+    PeerClosed,
+    /// The instant given by [`Session::poll_timeout`] has come.
+    Timeout,
+    /// The answer to [`Output::OpenRepo`]: `Ok(true)` if it was created now.
+    RepoOpened {
+        /// The request.
+        id: RequestId,
+        /// What happened.
+        result: Result<bool, RepoError>,
+    },
+    /// The answer to [`Output::Spawn`].
+    Spawned {
+        /// The request.
+        id: RequestId,
+        /// Whether it started; the error is for the log.
+        result: Result<(), String>,
+    },
+    /// Bytes the command wrote, at most [`Session::backend_read_limit`].
+    BackendData {
+        /// The command.
+        id: RequestId,
+        /// Which stream.
+        stream: Stream,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// One of the command's output streams ended.
+    BackendEof {
+        /// The command.
+        id: RequestId,
+        /// Which stream.
+        stream: Stream,
+    },
+    /// The command ended.
+    BackendExited {
+        /// The command.
+        id: RequestId,
+        /// How.
+        status: ExitStatus,
+    },
+    /// The answer to [`Output::RunHelper`]: its stdout, or why it failed.
+    HelperDone {
+        /// The request.
+        id: RequestId,
+        /// Its standard output if it exited with status 0.
+        result: Result<Vec<u8>, String>,
+    },
+}
+
+/// Something the runtime must do, from [`Session::poll_output`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make sure a bare repository exists at `path`: answer `Ok(false)` if
+    /// it does; if not and `create`, run `git init --bare` there and answer
+    /// `Ok(true)`; otherwise answer `Err(RepoError::NotFound)`.
+    OpenRepo {
+        /// The request.
+        id: RequestId,
+        /// The repository's directory.
+        path: PathBuf,
+        /// Whether to create it when missing.
+        create: bool,
+    },
+    /// Start the command with its stdin, stdout and stderr piped; answer
+    /// with [`Input::Spawned`], then relay.
+    Spawn {
+        /// The command's id for every later input.
+        id: RequestId,
+        /// What to run.
+        process: ProcessSpec,
+    },
+    /// Close the command's stdin (the client sent EOF and all its data was
+    /// written).
+    CloseStdin {
+        /// The command.
+        id: RequestId,
+    },
+    /// Send a signal to the command.
+    Signal {
+        /// The command.
+        id: RequestId,
+        /// Which.
+        signal: Signal,
+    },
+    /// Run a short git helper to completion and answer with
+    /// [`Input::HelperDone`] (its stdout, bounded to 64 KiB).
+    RunHelper {
+        /// The request.
+        id: RequestId,
+        /// What to run.
+        process: ProcessSpec,
+    },
+    /// The session is over: flush [`Session::transmit`], then close.
+    Close(CloseReason),
+}
+
+/// Who authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user's name (the key's comment in standalone mode).
+    pub user: String,
+    /// The SHA256 fingerprint of the key whose signature was verified.
+    pub fingerprint: String,
+}
+
+/// One client connection.
+pub struct Session {
+    link: Link,
+    upper: ServerUpper,
+}
+
+/// Outgoing bytes above which we stop reading from the client and from the
+/// command.
+const HIGH_WATER: usize = 1024 * 1024;
+/// How long to wait for the client's CHANNEL_CLOSE after ours.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long the command's output streams may stay open after it exited
+/// (a hook's stray background process must not hold the session).
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+pub(crate) struct ServerUpper {
+    config: Arc<ServerConfig>,
+    /// A short random id, in every log line and in users' error messages.
+    id: String,
+    phase: Phase,
+    auth: auth::AuthState,
+    identity: Option<Identity>,
+    login_deadline: Option<Instant>,
+    channel: Option<Channel>,
+    /// Whether a session channel was ever opened (one per connection).
+    channel_used: bool,
+    job: Job,
+    outputs: VecDeque<Output>,
+    next_id: u64,
+    close_reported: bool,
+    peer_gone: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Handshake,
+    AwaitService,
+    Authenticating,
+    Connected,
+}
+
+impl Session {
+    /// A session for a client that has just connected.
+    pub fn new(config: Arc<ServerConfig>, seed: [u8; 32], now: Instant) -> Self {
+        let role = Role::Server {
+            host_keys: config.host_keys.clone(),
+        };
+        let mut t = Transport::new(role, config.transport.clone(), seed, now);
+        let mut id_bytes = [0u8; 4];
+        t.rng().fill_bytes(&mut id_bytes);
+        let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let login_deadline = Some(now + config.login_grace);
+        Self {
+            link: Link::new(t, false),
+            upper: ServerUpper {
+                config,
+                id,
+                phase: Phase::Handshake,
+                auth: auth::AuthState::default(),
+                identity: None,
+                login_deadline,
+                channel: None,
+                channel_used: false,
+                job: Job::Idle,
+                outputs: VecDeque::new(),
+                next_id: 1,
+                close_reported: false,
+                peer_gone: false,
+            },
+        }
+    }
+
+    /// The session's id, as logged and as shown to users in error messages.
+    pub fn id(&self) -> &str {
+        &self.upper.id
+    }
+
+    /// Who authenticated, once someone has.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.upper.identity.as_ref()
+    }
+
+    /// Feeds one event.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        let Self { link, upper } = self;
+        match input {
+            Input::Received(data) => link.receive(now, data, upper),
+            Input::PeerClosed => {
+                upper.peer_gone = true;
+                link.t.close_silently(CloseReason::PeerClosed);
+                upper.stop_job(now);
+            }
+            Input::Timeout => {
+                link.t.handle_timeout(now);
+                upper.on_timeout(&mut link.t, now);
+            }
+            Input::RepoOpened { id, result } => upper.on_repo_opened(&mut link.t, now, id, result),
+            Input::Spawned { id, result } => upper.on_spawned(&mut link.t, now, id, result),
+            Input::BackendData { id, stream, data } => {
+                upper.on_backend_data(&mut link.t, id, stream, data)
+            }
+            Input::BackendEof { id, stream } => upper.on_backend_eof(id, stream, now),
+            Input::BackendExited { id, status } => upper.on_backend_exited(id, status, now),
+            Input::HelperDone { id, result } => upper.on_helper_done(&mut link.t, id, result),
+        }
+        upper.settle(&mut link.t, now);
+        if link.t.is_closed() {
+            upper.stop_job(now);
+        }
+    }
+
+    /// The next thing for the runtime to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(output) = self.upper.outputs.pop_front() {
+            return Some(output);
+        }
+        if self.is_finished() && !self.upper.close_reported {
+            self.upper.close_reported = true;
+            let reason = self
+                .link
+                .t
+                .close_reason()
+                .cloned()
+                .unwrap_or(CloseReason::Finished);
+            return Some(Output::Close(reason));
+        }
+        None
+    }
+
+    /// When [`Input::Timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let upper = [
+            self.upper.login_deadline,
+            self.upper.job.deadline(),
+            self.upper.channel_deadline(),
+        ];
+        let transport = if self.link.t.is_closed() {
+            None
+        } else {
+            self.link.t.poll_timeout()
+        };
+        upper.into_iter().flatten().chain(transport).min()
+    }
+
+    /// Bytes to write to the client.
+    pub fn transmit(&self) -> &[u8] {
+        if self.upper.peer_gone {
+            &[]
+        } else {
+            self.link.t.pending()
+        }
+    }
+
+    /// Marks `n` bytes of [`Session::transmit`] as written.
+    pub fn consume_transmit(&mut self, n: usize) {
+        self.link.t.consume(n);
+    }
+
+    /// Whether to read from the client now. False while our replies pile up
+    /// unread (a client that floods requests without reading the answers
+    /// is not served), while a lookup holds the next message, and once the
+    /// connection is over.
+    pub fn wants_read(&self) -> bool {
+        !self.link.t.is_closed()
+            && self.link.t.pending().len() < HIGH_WATER
+            && !self.upper.is_blocked()
+    }
+
+    /// How many bytes of the command's output the session can take now:
+    /// zero while the client's window is shut, while our output to the
+    /// client piles up, and during key exchange.
+    pub fn backend_read_limit(&self) -> usize {
+        if self.link.t.in_kex() || self.link.t.is_closed() {
+            return 0;
+        }
+        let room = HIGH_WATER.saturating_sub(self.link.t.pending().len());
+        self.upper.backend_read_limit().min(room)
+    }
+
+    /// Bytes from the client waiting to be written to the command's stdin.
+    pub fn backend_stdin(&self) -> &[u8] {
+        self.upper
+            .channel
+            .as_ref()
+            .filter(|_| self.upper.job.is_running())
+            .map_or(&[], Channel::stdin)
+    }
+
+    /// Marks `n` bytes of [`Session::backend_stdin`] as written; the client's
+    /// window reopens by as much.
+    pub fn consume_backend_stdin(&mut self, now: Instant, n: usize) {
+        if let Some(ch) = self.upper.channel.as_mut() {
+            ch.consume_stdin(n);
+        }
+        self.upper.settle(&mut self.link.t, now);
+    }
+
+    /// Whether the session has ended: nothing left to send and no command
+    /// left running. The runtime then closes the socket.
+    pub fn is_finished(&self) -> bool {
+        self.link.t.is_closed()
+            && (self.upper.peer_gone || self.link.t.pending().is_empty())
+            && !self.upper.job.holds_backend()
+    }
+
+    /// The transport, for tests and logs.
+    pub fn transport(&self) -> &Transport {
+        &self.link.t
+    }
+}
+
+impl ServerUpper {
+    fn next_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    fn on_timeout(&mut self, t: &mut Transport, now: Instant) {
+        if self.login_deadline.is_some_and(|d| now >= d) {
+            self.login_deadline = None;
+            tracing::info!(session = %self.id, "login grace time exceeded");
+            t.disconnect(DisconnectReason::ByApplication, "login grace time exceeded");
+            self.auth.cancel();
+        }
+        self.job_timeout(t, now);
+        if let Some(ch) = &self.channel
+            && ch.close_deadline.is_some_and(|d| now >= d)
+        {
+            // The client never answered our CHANNEL_CLOSE: end it anyway.
+            t.close_silently(CloseReason::Finished);
+        }
+    }
+
+    fn channel_deadline(&self) -> Option<Instant> {
+        self.channel.as_ref().and_then(|c| c.close_deadline)
+    }
+}
+
+impl Upper for ServerUpper {
+    fn on_established(&mut self, _t: &mut Transport, _now: Instant) {
+        self.phase = Phase::AwaitService;
+    }
+
+    fn on_message(&mut self, t: &mut Transport, now: Instant, _seq: u32, payload: &[u8]) {
+        let number = payload[0];
+        match (self.phase, number) {
+            (_, numbers::EXT_INFO) => {}
+            (Phase::AwaitService, numbers::SERVICE_REQUEST) => self.on_service_request(t, payload),
+            (Phase::Authenticating, numbers::USERAUTH_REQUEST) => self.on_userauth(t, now, payload),
+            // RFC 4252 §5.1: requests after success are ignored.
+            (Phase::Connected, numbers::USERAUTH_REQUEST) => {}
+            (Phase::Connected, numbers::GLOBAL_REQUEST) => self.on_global_request(t, payload),
+            (Phase::Connected, 90..=100) => self.on_channel_message(t, now, payload),
+            _ => {
+                let name = wire::msg_info(number).map_or("unknown message", |m| m.name);
+                let when = match self.phase {
+                    Phase::Connected => "",
+                    _ => " before authentication",
+                };
+                tracing::info!(session = %self.id, message = name, "protocol violation{when}");
+                t.disconnect(
+                    DisconnectReason::ProtocolError,
+                    &format!("unexpected {name}{when}"),
+                );
+            }
+        }
+    }
+
+    fn is_blocked(&self) -> bool {
+        self.auth.is_pending()
+    }
+}
+
+impl ServerUpper {
+    fn on_service_request(&mut self, t: &mut Transport, payload: &[u8]) {
+        let mut p = Parser::new(payload);
+        let service = p.u8().and_then(|_| p.string());
+        if service == Ok(b"ssh-userauth".as_slice()) && p.finish().is_ok() {
+            t.send(|out| {
+                wire::put_u8(out, numbers::SERVICE_ACCEPT);
+                wire::put_string(out, b"ssh-userauth");
+            });
+            self.phase = Phase::Authenticating;
+        } else {
+            t.disconnect(
+                DisconnectReason::ServiceNotAvailable,
+                "service not available",
+            );
+        }
+    }
+
+    fn on_global_request(&mut self, t: &mut Transport, payload: &[u8]) {
+        let mut p = Parser::new(payload);
+        let parsed = p.u8().and_then(|_| Ok((p.string()?, p.bool()?)));
+        let Ok((name, want_reply)) = parsed else {
+            t.disconnect(DisconnectReason::ProtocolError, "malformed GLOBAL_REQUEST");
+            return;
+        };
+        tracing::debug!(session = %self.id, request = %crate::log_safe(name), "global request refused");
+        // We grant no global request: forwarding is refused, and a
+        // keepalive only needs an answer of either kind (OpenSSH's sshd
+        // answers failure too).
+        if want_reply {
+            t.send(|out| wire::put_u8(out, numbers::REQUEST_FAILURE));
+        }
+    }
+}
