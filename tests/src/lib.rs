@@ -49,6 +49,23 @@ impl Runtime {
         BUILD.call_once(|| {
             let mut cmd = Command::new(env!("CARGO"));
             cmd.args(["build", "--quiet"]);
+            // Variables cargo set for this test process would make build
+            // scripts (ring's) look changed and rebuild everything.
+            for (name, _) in std::env::vars() {
+                let keep = ["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&name.as_str())
+                    || [
+                        "CARGO_BUILD_",
+                        "CARGO_NET_",
+                        "CARGO_REGISTRIES_",
+                        "CARGO_PROFILE_",
+                        "CARGO_TERM_",
+                    ]
+                    .iter()
+                    .any(|p| name.starts_with(p));
+                if name.starts_with("CARGO_") && !keep || name == "RUST_TEST_THREADS" {
+                    cmd.env_remove(&name);
+                }
+            }
             for r in [Runtime::Smol, Runtime::AsyncStd] {
                 cmd.args(["-p", r.package()]);
             }
