@@ -153,7 +153,7 @@ impl ServerUpper {
             );
             return;
         };
-        let data = signed_data(session_id, user, alg, blob);
+        let data = crate::auth::signed_data(session_id, user, alg, blob);
         if let Err(e) = pubkey::verify_user_signature_for(alg, blob, signature, &data) {
             tracing::info!(session = %self.id, key = %fp, error = %e, "bad signature");
             self.fail(t);
@@ -215,19 +215,4 @@ fn send_failure(t: &mut Transport) {
         wire::put_name_list(out, ["publickey"]);
         wire::put_bool(out, false);
     });
-}
-
-/// The data a publickey signature covers (RFC 4252 §7), built from the
-/// request's own fields.
-pub fn signed_data(session_id: &[u8], user: &[u8], alg: &str, blob: &[u8]) -> Vec<u8> {
-    let mut data = Vec::with_capacity(session_id.len() + user.len() + blob.len() + 64);
-    wire::put_string(&mut data, session_id);
-    wire::put_u8(&mut data, numbers::USERAUTH_REQUEST);
-    wire::put_string(&mut data, user);
-    wire::put_string(&mut data, b"ssh-connection");
-    wire::put_string(&mut data, b"publickey");
-    wire::put_bool(&mut data, true);
-    wire::put_string(&mut data, alg.as_bytes());
-    wire::put_string(&mut data, blob);
-    data
 }

@@ -593,6 +593,9 @@ impl Upper for ServerUpper {
         let number = payload[0];
         match (self.phase, number) {
             (_, numbers::EXT_INFO) => {}
+            (_, numbers::UNIMPLEMENTED) => {
+                tracing::debug!(session = %self.id, "client sent UNIMPLEMENTED");
+            }
             (Phase::AwaitService, numbers::SERVICE_REQUEST) => self.on_service_request(t, payload),
             (Phase::Authenticating, numbers::USERAUTH_REQUEST) => self.on_userauth(t, now, payload),
             // RFC 4252 §5.1: requests after success are ignored.

@@ -62,6 +62,9 @@ pub struct TransportConfig {
     /// How long one key exchange may take, from the first KEXINIT to the
     /// peer's NEWKEYS.
     pub kex_timeout: Duration,
+    /// Offer strict key exchange (OpenSSH `PROTOCOL` §1.9). Always on in
+    /// the server; only tests turn it off in the client.
+    pub strict_kex: bool,
 }
 
 impl Default for TransportConfig {
@@ -74,6 +77,7 @@ impl Default for TransportConfig {
             rekey_interval: Duration::from_secs(3600),
             version_timeout: Duration::from_secs(10),
             kex_timeout: Duration::from_secs(60),
+            strict_kex: true,
         }
     }
 }
@@ -234,6 +238,17 @@ impl Transport {
         self.peer_version.as_deref()
     }
 
+    /// Sequence numbers of the next outgoing packet (for tests of strict
+    /// key exchange, which resets them).
+    pub fn tx_seq(&self) -> u32 {
+        self.tx.seq()
+    }
+
+    /// Whether strict key exchange is in force.
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+
     /// Whether a key exchange is running (the session then stops reading
     /// its backend: nothing but key-exchange messages may be sent).
     pub fn in_kex(&self) -> bool {
@@ -303,6 +318,13 @@ impl Transport {
         }
         let rng = &mut self.rng;
         self.tx.packet(rng, build);
+    }
+
+    /// Sends a payload now even during key exchange, as a misbehaving peer
+    /// would: only tests and fuzzing use it, through our client.
+    pub fn send_unchecked(&mut self, payload: &[u8]) {
+        let rng = &mut self.rng;
+        self.tx.packet(rng, |out| out.extend_from_slice(payload));
     }
 
     /// Overhead per packet, for sizing data packets.
@@ -379,9 +401,10 @@ impl Transport {
         let mut cookie = [0u8; 16];
         self.rng.fill_bytes(&mut cookie);
         // The strict-kex and ext-info markers belong to the first KEXINIT only.
-        let markers: &[&str] = match (self.is_server(), first) {
-            (true, true) => &[STRICT_S],
-            (false, true) => &[EXT_INFO_C, STRICT_C],
+        let markers: &[&str] = match (self.is_server(), first, self.config.strict_kex) {
+            (true, true, true) => &[STRICT_S],
+            (false, true, true) => &[EXT_INFO_C, STRICT_C],
+            (false, true, false) => &[EXT_INFO_C],
             _ => &[],
         };
         let mut payload = Vec::new();
@@ -451,7 +474,10 @@ impl Transport {
             return Handled::Done;
         }
         match number {
-            numbers::IGNORE | numbers::DEBUG | numbers::UNIMPLEMENTED => Handled::Done,
+            numbers::IGNORE | numbers::DEBUG => Handled::Done,
+            // The peer did not understand something we sent: the layer
+            // above may care (our test client reports it).
+            numbers::UNIMPLEMENTED => Handled::Upper,
             numbers::KEXINIT => {
                 self.on_kexinit(now, seq, payload);
                 Handled::Done
@@ -524,7 +550,7 @@ impl Transport {
         let first = self.session_id.is_none();
         if first {
             let theirs = if self.is_server() { STRICT_C } else { STRICT_S };
-            self.strict = parsed.kex.contains(theirs);
+            self.strict = self.config.strict_kex && parsed.kex.contains(theirs);
             if self.strict && seq != 0 {
                 self.disconnect(
                     DisconnectReason::ProtocolError,

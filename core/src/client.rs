@@ -1,0 +1,456 @@
+//! The client role: an SSH client on the same transport, for tests, fuzzing
+//! and benchmarks (RFC 4252 and RFC 4254, client side, one session channel).
+//!
+//! It does what it is told and reports what it receives as events; it takes
+//! no decisions of its own beyond answering the protocol, so tests can make
+//! it misbehave with [`Client::send_raw`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ssh_encoding::Encode;
+use ssh_key::{PrivateKey, PublicKey};
+
+use crate::link::{Link, Upper};
+use crate::transport::disconnect::CloseReason;
+use crate::transport::hostkey::HostKeyAlg;
+use crate::transport::{Role, Transport, TransportConfig};
+use crate::wire::{self, Parser, numbers};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Transport algorithms and limits.
+    pub transport: Arc<TransportConfig>,
+    /// Host-key algorithms to accept, in preference order.
+    pub host_key_algs: Vec<HostKeyAlg>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            transport: Arc::new(TransportConfig::default()),
+            host_key_algs: HostKeyAlg::ALL.to_vec(),
+        }
+    }
+}
+
+/// Something the client received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The first key exchange completed.
+    Established,
+    /// SERVICE_ACCEPT.
+    ServiceAccepted,
+    /// USERAUTH_FAILURE.
+    AuthFailure {
+        /// Methods that can continue.
+        methods: String,
+        /// Partial success.
+        partial: bool,
+    },
+    /// USERAUTH_SUCCESS.
+    AuthSuccess,
+    /// USERAUTH_PK_OK.
+    PkOk,
+    /// USERAUTH_BANNER.
+    Banner(String),
+    /// The session channel opened.
+    ChannelOpened,
+    /// The channel was refused.
+    ChannelOpenFailed {
+        /// Reason code.
+        reason: u32,
+        /// Description.
+        description: String,
+    },
+    /// A reply to a channel request.
+    ChannelReply(bool),
+    /// A reply to a global request.
+    GlobalReply(bool),
+    /// Channel data (stdout).
+    Data(Vec<u8>),
+    /// Extended channel data (stderr).
+    ExtendedData(Vec<u8>),
+    /// The server will send no more data.
+    Eof,
+    /// The server closed the channel.
+    Closed,
+    /// exit-status.
+    ExitStatus(u32),
+    /// exit-signal.
+    ExitSignal(String),
+    /// The server's window grew.
+    WindowAdjusted(u32),
+    /// Any other message (its number).
+    Other(u8),
+}
+
+/// Input for [`Client::handle_input`].
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Bytes from the server.
+    Received(&'a [u8]),
+    /// The connection ended.
+    PeerClosed,
+    /// Time passed.
+    Timeout,
+}
+
+/// An SSH client connection.
+pub struct Client {
+    link: Link,
+    upper: ClientUpper,
+}
+
+struct ClientUpper {
+    events: VecDeque<Event>,
+    /// Server channel id once open.
+    remote: Option<u32>,
+    /// What we may still send.
+    remote_window: u64,
+    remote_max: usize,
+    /// What the server may still send us.
+    local_window: u32,
+    initial_window: u32,
+    /// Reopen our window automatically as data arrives.
+    pub auto_window: bool,
+}
+
+impl Client {
+    /// A client that has just connected.
+    pub fn new(config: &ClientConfig, seed: [u8; 32], now: Instant) -> Self {
+        let role = Role::Client {
+            host_key_algs: config.host_key_algs.clone(),
+        };
+        let t = Transport::new(role, config.transport.clone(), seed, now);
+        Self {
+            link: Link::new(t, true),
+            upper: ClientUpper {
+                events: VecDeque::new(),
+                remote: None,
+                remote_window: 0,
+                remote_max: 0,
+                local_window: 0,
+                initial_window: 0,
+                auto_window: true,
+            },
+        }
+    }
+
+    /// Feeds one event.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Received(data) => self.link.receive(now, data, &mut self.upper),
+            Input::PeerClosed => self.link.t.close_silently(CloseReason::PeerClosed),
+            Input::Timeout => self.link.t.handle_timeout(now),
+        }
+    }
+
+    /// The next received event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.upper.events.pop_front()
+    }
+
+    /// When [`Input::Timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.link.t.poll_timeout()
+    }
+
+    /// Bytes to send to the server.
+    pub fn transmit(&self) -> &[u8] {
+        self.link.t.pending()
+    }
+
+    /// Marks `n` bytes as sent.
+    pub fn consume_transmit(&mut self, n: usize) {
+        self.link.t.consume(n);
+    }
+
+    /// The transport (session id, negotiated algorithms, close reason).
+    pub fn transport(&self) -> &Transport {
+        &self.link.t
+    }
+
+    /// Whether the connection is over.
+    pub fn is_closed(&self) -> bool {
+        self.link.t.is_closed()
+    }
+
+    /// Whether our window is reopened automatically (default true).
+    pub fn set_auto_window(&mut self, on: bool) {
+        self.upper.auto_window = on;
+    }
+
+    /// How much channel data we may still send.
+    pub fn send_window(&self) -> u64 {
+        self.upper.remote_window
+    }
+
+    /// Starts a re-key now.
+    pub fn rekey(&mut self, now: Instant) {
+        self.link.t.start_kex(now);
+    }
+
+    /// Sends an arbitrary payload (message number first), for negative tests.
+    pub fn send_raw(&mut self, payload: &[u8]) {
+        self.link.t.send(|out| out.extend_from_slice(payload));
+    }
+
+    /// Sends an arbitrary payload at once, even in the middle of a key
+    /// exchange (which a well-behaved client never does).
+    pub fn send_raw_now(&mut self, payload: &[u8]) {
+        self.link.t.send_unchecked(payload);
+    }
+
+    /// SERVICE_REQUEST.
+    pub fn request_service(&mut self, name: &str) {
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::SERVICE_REQUEST);
+            wire::put_string(out, name.as_bytes());
+        });
+    }
+
+    /// USERAUTH_REQUEST with method `none`.
+    pub fn auth_none(&mut self, user: &str) {
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::USERAUTH_REQUEST);
+            wire::put_string(out, user.as_bytes());
+            wire::put_string(out, b"ssh-connection");
+            wire::put_string(out, b"none");
+        });
+    }
+
+    /// A publickey query: is this key acceptable? (No signature.)
+    pub fn auth_query(&mut self, user: &str, key: &PublicKey, alg: &str) {
+        let blob = key.key_data().encode_vec().unwrap_or_default();
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::USERAUTH_REQUEST);
+            wire::put_string(out, user.as_bytes());
+            wire::put_string(out, b"ssh-connection");
+            wire::put_string(out, b"publickey");
+            wire::put_bool(out, false);
+            wire::put_string(out, alg.as_bytes());
+            wire::put_string(out, &blob);
+        });
+    }
+
+    /// A signed publickey request with `key` (ed25519 or ECDSA; its own
+    /// algorithm name).
+    pub fn auth_publickey(&mut self, user: &str, key: &PrivateKey) {
+        let public = key.public_key();
+        let alg = public.algorithm().as_str().to_owned();
+        let blob = public.key_data().encode_vec().unwrap_or_default();
+        self.auth_signed(user, &alg, &blob, key);
+    }
+
+    /// A signed publickey request that claims `blob` and `alg` but is signed
+    /// by `signer` (the two differ only in attack tests).
+    pub fn auth_signed(&mut self, user: &str, alg: &str, blob: &[u8], signer: &PrivateKey) {
+        let session_id = self.link.t.session_id().unwrap_or_default().to_vec();
+        let data = crate::auth::signed_data(&session_id, user.as_bytes(), alg, blob);
+        let signature: ssh_key::Signature = match signature::Signer::try_sign(signer, &data) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let sig_blob = signature.encode_vec().unwrap_or_default();
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::USERAUTH_REQUEST);
+            wire::put_string(out, user.as_bytes());
+            wire::put_string(out, b"ssh-connection");
+            wire::put_string(out, b"publickey");
+            wire::put_bool(out, true);
+            wire::put_string(out, alg.as_bytes());
+            wire::put_string(out, blob);
+            wire::put_string(out, &sig_blob);
+        });
+    }
+
+    /// Opens the session channel with our window and maximum packet size.
+    pub fn open_session(&mut self, window: u32, max_packet: u32) {
+        self.upper.local_window = window;
+        self.upper.initial_window = window;
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::CHANNEL_OPEN);
+            wire::put_string(out, b"session");
+            wire::put_u32(out, 0);
+            wire::put_u32(out, window);
+            wire::put_u32(out, max_packet);
+        });
+    }
+
+    /// A channel request with type-specific fields `extra` already encoded.
+    pub fn channel_request(&mut self, kind: &str, want_reply: bool, extra: &[u8]) {
+        let remote = self.upper.remote.unwrap_or(0);
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::CHANNEL_REQUEST);
+            wire::put_u32(out, remote);
+            wire::put_string(out, kind.as_bytes());
+            wire::put_bool(out, want_reply);
+            out.extend_from_slice(extra);
+        });
+    }
+
+    /// `exec`.
+    pub fn exec(&mut self, command: &[u8], want_reply: bool) {
+        let mut extra = Vec::new();
+        wire::put_string(&mut extra, command);
+        self.channel_request("exec", want_reply, &extra);
+    }
+
+    /// `env`.
+    pub fn env(&mut self, name: &str, value: &str, want_reply: bool) {
+        let mut extra = Vec::new();
+        wire::put_string(&mut extra, name.as_bytes());
+        wire::put_string(&mut extra, value.as_bytes());
+        self.channel_request("env", want_reply, &extra);
+    }
+
+    /// Sends as much of `data` as the server's window allows; returns how
+    /// much was sent.
+    pub fn send_data(&mut self, data: &[u8]) -> usize {
+        let Some(remote) = self.upper.remote else {
+            return 0;
+        };
+        let mut sent = 0;
+        while sent < data.len() && self.upper.remote_window > 0 {
+            let room = usize::try_from(self.upper.remote_window).unwrap_or(usize::MAX);
+            let n = (data.len() - sent)
+                .min(self.upper.remote_max.max(1))
+                .min(room);
+            let chunk = &data[sent..sent + n];
+            self.link.t.send(|out| {
+                wire::put_u8(out, numbers::CHANNEL_DATA);
+                wire::put_u32(out, remote);
+                wire::put_string(out, chunk);
+            });
+            self.upper.remote_window -= n as u64;
+            sent += n;
+        }
+        sent
+    }
+
+    /// CHANNEL_EOF.
+    pub fn send_eof(&mut self) {
+        let remote = self.upper.remote.unwrap_or(0);
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::CHANNEL_EOF);
+            wire::put_u32(out, remote);
+        });
+    }
+
+    /// CHANNEL_CLOSE.
+    pub fn send_close(&mut self) {
+        let remote = self.upper.remote.unwrap_or(0);
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::CHANNEL_CLOSE);
+            wire::put_u32(out, remote);
+        });
+    }
+
+    /// Grows the server's window by `n`.
+    pub fn adjust_window(&mut self, n: u32) {
+        let remote = self.upper.remote.unwrap_or(0);
+        self.upper.local_window = self.upper.local_window.saturating_add(n);
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::CHANNEL_WINDOW_ADJUST);
+            wire::put_u32(out, remote);
+            wire::put_u32(out, n);
+        });
+    }
+}
+
+impl Upper for ClientUpper {
+    fn on_established(&mut self, _t: &mut Transport, _now: Instant) {
+        self.events.push_back(Event::Established);
+    }
+
+    fn on_message(&mut self, t: &mut Transport, _now: Instant, _seq: u32, payload: &[u8]) {
+        let number = payload[0];
+        let mut p = Parser::new(payload);
+        let _ = p.u8();
+        let event = match number {
+            numbers::SERVICE_ACCEPT => Event::ServiceAccepted,
+            numbers::USERAUTH_FAILURE => {
+                let methods = p
+                    .name_list()
+                    .map(|l| l.as_str().to_owned())
+                    .unwrap_or_default();
+                Event::AuthFailure {
+                    methods,
+                    partial: p.bool().unwrap_or(false),
+                }
+            }
+            numbers::USERAUTH_SUCCESS => Event::AuthSuccess,
+            numbers::USERAUTH_PK_OK => Event::PkOk,
+            numbers::USERAUTH_BANNER => Event::Banner(p.utf8().unwrap_or_default().to_owned()),
+            numbers::CHANNEL_OPEN_CONFIRMATION => {
+                let _ours = p.u32();
+                let (Ok(remote), Ok(window), Ok(max)) = (p.u32(), p.u32(), p.u32()) else {
+                    return;
+                };
+                self.remote = Some(remote);
+                self.remote_window = u64::from(window);
+                self.remote_max = max as usize;
+                Event::ChannelOpened
+            }
+            numbers::CHANNEL_OPEN_FAILURE => {
+                let _ours = p.u32();
+                let reason = p.u32().unwrap_or(0);
+                Event::ChannelOpenFailed {
+                    reason,
+                    description: p.utf8().unwrap_or_default().to_owned(),
+                }
+            }
+            numbers::CHANNEL_SUCCESS => Event::ChannelReply(true),
+            numbers::CHANNEL_FAILURE => Event::ChannelReply(false),
+            numbers::REQUEST_SUCCESS => Event::GlobalReply(true),
+            numbers::REQUEST_FAILURE => Event::GlobalReply(false),
+            numbers::CHANNEL_WINDOW_ADJUST => {
+                let _ours = p.u32();
+                let n = p.u32().unwrap_or(0);
+                self.remote_window += u64::from(n);
+                Event::WindowAdjusted(n)
+            }
+            numbers::CHANNEL_DATA | numbers::CHANNEL_EXTENDED_DATA => {
+                let _ours = p.u32();
+                let extended = number == numbers::CHANNEL_EXTENDED_DATA;
+                if extended {
+                    let _ = p.u32();
+                }
+                let data = p.string().unwrap_or_default().to_vec();
+                self.local_window = self.local_window.saturating_sub(data.len() as u32);
+                if self.auto_window && self.local_window < self.initial_window / 2 {
+                    let n = self.initial_window - self.local_window;
+                    self.local_window += n;
+                    let remote = self.remote.unwrap_or(0);
+                    t.send(|out| {
+                        wire::put_u8(out, numbers::CHANNEL_WINDOW_ADJUST);
+                        wire::put_u32(out, remote);
+                        wire::put_u32(out, n);
+                    });
+                }
+                if extended {
+                    Event::ExtendedData(data)
+                } else {
+                    Event::Data(data)
+                }
+            }
+            numbers::CHANNEL_EOF => Event::Eof,
+            numbers::CHANNEL_CLOSE => Event::Closed,
+            numbers::CHANNEL_REQUEST => {
+                let _ours = p.u32();
+                let kind = p.string().unwrap_or_default();
+                let _want = p.bool();
+                match kind {
+                    b"exit-status" => Event::ExitStatus(p.u32().unwrap_or(u32::MAX)),
+                    b"exit-signal" => Event::ExitSignal(p.utf8().unwrap_or_default().to_owned()),
+                    _ => Event::Other(number),
+                }
+            }
+            other => Event::Other(other),
+        };
+        self.events.push_back(event);
+    }
+}

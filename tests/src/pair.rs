@@ -1,0 +1,488 @@
+//! Two peers in memory: our client and the server session, joined by byte
+//! queues, with virtual time, a tamper hook and a scripted stand-in for the
+//! git process (the core's own test double: the end-to-end tests use real
+//! git).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gitmouth_core::app::authorized_keys::AuthorizedKeys;
+use gitmouth_core::client::{self, Client, ClientConfig, Event};
+use gitmouth_core::server::{
+    self, ExitStatus, Input, KeyStore, Output, ProcessSpec, RepoError, RequestId, ServerConfig,
+    Session, Signal, Stream,
+};
+use gitmouth_core::transport::hostkey::HostKey;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use ssh_key::PrivateKey;
+
+/// A key pair for tests, made from a seed.
+pub fn ed25519(seed: u8, comment: &str) -> PrivateKey {
+    let mut rng = ChaCha20Rng::from_seed([seed; 32]);
+    let mut key = PrivateKey::random(&mut rng, ssh_key::Algorithm::Ed25519).unwrap();
+    key.set_comment(comment);
+    key
+}
+
+/// An ECDSA P-256 key pair for tests.
+pub fn ecdsa(seed: u8, comment: &str) -> PrivateKey {
+    let mut rng = ChaCha20Rng::from_seed([seed; 32]);
+    let alg = ssh_key::Algorithm::Ecdsa {
+        curve: ssh_key::EcdsaCurve::NistP256,
+    };
+    let mut key = PrivateKey::random(&mut rng, alg).unwrap();
+    key.set_comment(comment);
+    key
+}
+
+/// An `authorized_keys` text listing `keys`.
+pub fn authorized(keys: &[&PrivateKey]) -> AuthorizedKeys {
+    let text: String = keys
+        .iter()
+        .map(|k| format!("{}\n", k.public_key().to_openssh().unwrap()))
+        .collect();
+    let (keys, errors) = AuthorizedKeys::parse(&text);
+    assert!(errors.is_empty(), "{errors:?}");
+    keys
+}
+
+/// A fixed ed25519 host key.
+pub fn host_key() -> HostKey {
+    HostKey::generate_ed25519(&mut ChaCha20Rng::from_seed([42; 32]))
+}
+
+/// A server configuration in standalone mode with these users.
+pub fn server_config(users: &[&PrivateKey]) -> ServerConfig {
+    let store = Arc::new(KeyStore::new(authorized(users)));
+    ServerConfig::standalone(vec![host_key()], store, PathBuf::from("/srv/repos"))
+}
+
+/// What the stand-in git process does.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Bytes it writes to stdout as soon as it starts.
+    pub stdout: Vec<u8>,
+    /// Bytes it writes to stderr as soon as it starts.
+    pub stderr: Vec<u8>,
+    /// Whether it echoes its stdin to stdout.
+    pub echo: bool,
+    /// Whether it reads its stdin at all (false: the pipe stays full).
+    pub reads_stdin: bool,
+    /// Exit when stdin closes (with this status); `None`: exit once its
+    /// output is written.
+    pub exit_on_eof: Option<ExitStatus>,
+    /// Status when exiting on its own.
+    pub status: ExitStatus,
+    /// Ignore SIGTERM (only SIGKILL stops it).
+    pub ignore_term: bool,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            echo: false,
+            reads_stdin: true,
+            exit_on_eof: Some(ExitStatus::Code(0)),
+            status: ExitStatus::Code(0),
+            ignore_term: false,
+        }
+    }
+}
+
+/// The stand-in process while it runs.
+#[derive(Debug)]
+pub struct Process {
+    /// Its id.
+    pub id: RequestId,
+    /// What was asked to run.
+    pub spec: ProcessSpec,
+    /// Everything it read from stdin.
+    pub stdin: Vec<u8>,
+    stdout: VecDeque<u8>,
+    stderr: VecDeque<u8>,
+    /// Whether its stdin was closed.
+    pub stdin_closed: bool,
+    exit: Option<ExitStatus>,
+    exit_reported: bool,
+    /// Signals it received.
+    pub signals: Vec<Signal>,
+}
+
+/// The runtime stand-in: performs the server's outputs in memory.
+#[derive(Debug, Default)]
+pub struct FakeRuntime {
+    /// Repositories that exist.
+    pub repos: BTreeSet<PathBuf>,
+    /// How new processes behave.
+    pub script: Script,
+    /// The process, once spawned.
+    pub process: Option<Process>,
+    /// Every output the server produced, in order.
+    pub outputs: Vec<Output>,
+    /// Answers not yet delivered.
+    pending: VecDeque<Answer>,
+    /// Whether spawning fails.
+    pub fail_spawn: bool,
+}
+
+#[derive(Debug)]
+enum Answer {
+    Repo(RequestId, Result<bool, RepoError>),
+    Spawned(RequestId, Result<(), String>),
+    Helper(RequestId, Result<Vec<u8>, String>),
+}
+
+/// The two peers.
+pub struct Pair {
+    /// Our client.
+    pub client: Client,
+    /// The server session.
+    pub server: Session,
+    /// Virtual time.
+    pub now: Instant,
+    /// The runtime stand-in.
+    pub rt: FakeRuntime,
+    /// Events the client received, in order.
+    pub events: Vec<Event>,
+    /// Largest chunk moved per step in each direction.
+    pub chunk: usize,
+    /// Called on each client→server chunk before delivery.
+    pub tamper: Option<Box<dyn FnMut(&mut Vec<u8>)>>,
+    /// Every byte the server sent.
+    pub server_sent: Vec<u8>,
+    /// Whether the client's transmit is held (a client that does not read
+    /// or write).
+    pub client_stalled: bool,
+    /// Whether the server's transmit is held (a client that does not read).
+    pub server_stalled: bool,
+}
+
+impl Pair {
+    /// A pair with default client settings.
+    pub fn new(config: ServerConfig) -> Self {
+        Self::with_client(config, ClientConfig::default(), 7)
+    }
+
+    /// A pair with the given client settings and seed.
+    pub fn with_client(config: ServerConfig, client: ClientConfig, seed: u8) -> Self {
+        let now = Instant::now();
+        Self {
+            client: Client::new(&client, [seed; 32], now),
+            server: Session::new(Arc::new(config), [seed.wrapping_add(1); 32], now),
+            now,
+            rt: FakeRuntime::default(),
+            events: Vec::new(),
+            chunk: usize::MAX,
+            tamper: None,
+            server_sent: Vec::new(),
+            client_stalled: false,
+            server_stalled: false,
+        }
+    }
+
+    /// Moves bytes and outputs once; returns whether anything happened.
+    pub fn step(&mut self) -> bool {
+        let mut moved = false;
+        let now = self.now;
+        if !self.client_stalled && self.server.wants_read() {
+            let pending = self.client.transmit();
+            if !pending.is_empty() {
+                let n = pending.len().min(self.chunk);
+                let mut bytes = pending[..n].to_vec();
+                self.client.consume_transmit(n);
+                if let Some(t) = self.tamper.as_mut() {
+                    t(&mut bytes);
+                }
+                self.server.handle_input(now, Input::Received(&bytes));
+                moved = true;
+            }
+        }
+        if !self.server_stalled {
+            let pending = self.server.transmit();
+            if !pending.is_empty() {
+                let n = pending.len().min(self.chunk);
+                let bytes = pending[..n].to_vec();
+                self.server.consume_transmit(n);
+                self.server_sent.extend_from_slice(&bytes);
+                self.client
+                    .handle_input(now, client::Input::Received(&bytes));
+                moved = true;
+            }
+        }
+        while let Some(e) = self.client.poll_event() {
+            self.events.push(e);
+            moved = true;
+        }
+        while let Some(out) = self.server.poll_output() {
+            self.rt.perform(&out);
+            self.rt.outputs.push(out);
+            moved = true;
+        }
+        moved |= self.rt.run(&mut self.server, now);
+        moved
+    }
+
+    /// Steps until nothing moves (bounded).
+    pub fn drive(&mut self) {
+        for _ in 0..100_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("the pair did not settle");
+    }
+
+    /// Jumps virtual time and fires due timeouts on both sides.
+    pub fn advance(&mut self, d: Duration) {
+        self.now += d;
+        if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.server.handle_input(self.now, Input::Timeout);
+        }
+        if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.client.handle_input(self.now, client::Input::Timeout);
+        }
+        self.drive();
+    }
+
+    /// Drives until the first key exchange is done.
+    pub fn handshake(&mut self) {
+        self.drive();
+        assert!(
+            self.events.contains(&Event::Established),
+            "no handshake: {:?}",
+            self.server_close()
+        );
+    }
+
+    /// Handshake, service request, and authentication with `key`.
+    pub fn login(&mut self, key: &PrivateKey) {
+        self.handshake();
+        self.client.request_service("ssh-userauth");
+        self.drive();
+        self.client.auth_publickey("git", key);
+        self.drive();
+        assert_eq!(
+            self.events.last(),
+            Some(&Event::AuthSuccess),
+            "login failed: {:?}",
+            self.events
+        );
+    }
+
+    /// Logs in and opens the session channel.
+    pub fn open(&mut self, key: &PrivateKey, window: u32, max_packet: u32) {
+        self.login(key);
+        self.client.open_session(window, max_packet);
+        self.drive();
+        assert_eq!(self.events.last(), Some(&Event::ChannelOpened));
+    }
+
+    /// Why the server ended the connection, if it did.
+    pub fn server_close(&self) -> Option<server::Output> {
+        self.rt
+            .outputs
+            .iter()
+            .rev()
+            .find(|o| matches!(o, Output::Close(_)))
+            .map(|o| match o {
+                Output::Close(r) => Output::Close(r.clone()),
+                _ => unreachable!(),
+            })
+    }
+
+    /// The server's close reason, as text.
+    pub fn close_text(&self) -> String {
+        match self.server_close() {
+            Some(Output::Close(r)) => r.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    /// All stdout and stderr the client received.
+    pub fn received(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        for e in &self.events {
+            match e {
+                Event::Data(d) => out.extend_from_slice(d),
+                Event::ExtendedData(d) => err.extend_from_slice(d),
+                _ => {}
+            }
+        }
+        (out, err)
+    }
+
+    /// The exit status the client received.
+    pub fn exit_status(&self) -> Option<u32> {
+        self.events.iter().find_map(|e| match e {
+            Event::ExitStatus(s) => Some(*s),
+            _ => None,
+        })
+    }
+}
+
+impl FakeRuntime {
+    fn perform(&mut self, out: &Output) {
+        match out {
+            Output::OpenRepo { id, path, create } => {
+                let result = if self.repos.contains(path) {
+                    Ok(false)
+                } else if *create {
+                    self.repos.insert(path.clone());
+                    Ok(true)
+                } else {
+                    Err(RepoError::NotFound)
+                };
+                self.pending.push_back(Answer::Repo(*id, result));
+            }
+            Output::Spawn { id, process } => {
+                if self.fail_spawn {
+                    self.pending
+                        .push_back(Answer::Spawned(*id, Err("no such program".into())));
+                    return;
+                }
+                let s = &self.script;
+                self.process = Some(Process {
+                    id: *id,
+                    spec: process.clone(),
+                    stdin: Vec::new(),
+                    stdout: s.stdout.iter().copied().collect(),
+                    stderr: s.stderr.iter().copied().collect(),
+                    stdin_closed: false,
+                    exit: None,
+                    exit_reported: false,
+                    signals: Vec::new(),
+                });
+                self.pending.push_back(Answer::Spawned(*id, Ok(())));
+            }
+            Output::CloseStdin { id } => {
+                if let Some(p) = self.process.as_mut().filter(|p| p.id == *id) {
+                    p.stdin_closed = true;
+                    if let Some(status) = self.script.exit_on_eof.clone() {
+                        p.exit.get_or_insert(status);
+                    }
+                }
+            }
+            Output::Signal { id, signal } => {
+                if let Some(p) = self.process.as_mut().filter(|p| p.id == *id) {
+                    p.signals.push(*signal);
+                    let dies = *signal == Signal::Kill || !self.script.ignore_term;
+                    if dies && p.exit.is_none() {
+                        let name = if *signal == Signal::Kill {
+                            "KILL"
+                        } else {
+                            "TERM"
+                        };
+                        p.exit = Some(ExitStatus::Signal {
+                            name: name.into(),
+                            core_dumped: false,
+                        });
+                    }
+                }
+            }
+            Output::RunHelper { id, process } => {
+                let is_list = process.args.iter().any(|a| a == "for-each-ref");
+                let out = if is_list {
+                    b"refs/heads/main\n".to_vec()
+                } else {
+                    Vec::new()
+                };
+                self.pending.push_back(Answer::Helper(*id, Ok(out)));
+            }
+            Output::Close(_) => {}
+        }
+    }
+
+    /// Delivers answers and runs the process; returns whether anything moved.
+    fn run(&mut self, server: &mut Session, now: Instant) -> bool {
+        let mut moved = false;
+        while let Some(a) = self.pending.pop_front() {
+            moved = true;
+            match a {
+                Answer::Repo(id, result) => {
+                    server.handle_input(now, Input::RepoOpened { id, result })
+                }
+                Answer::Spawned(id, result) => {
+                    server.handle_input(now, Input::Spawned { id, result })
+                }
+                Answer::Helper(id, result) => {
+                    server.handle_input(now, Input::HelperDone { id, result })
+                }
+            }
+        }
+        let script = self.script.clone();
+        let Some(p) = self.process.as_mut() else {
+            return moved;
+        };
+        if p.exit_reported {
+            return moved;
+        }
+        let id = p.id;
+        if script.reads_stdin && p.exit.is_none() {
+            let input = server.backend_stdin().to_vec();
+            if !input.is_empty() {
+                if script.echo {
+                    p.stdout.extend(input.iter().copied());
+                }
+                p.stdin.extend_from_slice(&input);
+                server.consume_backend_stdin(now, input.len());
+                moved = true;
+            }
+        }
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let queue = match stream {
+                Stream::Stdout => &mut p.stdout,
+                Stream::Stderr => &mut p.stderr,
+            };
+            let limit = server.backend_read_limit().min(8192);
+            if limit > 0 && !queue.is_empty() {
+                let n = limit.min(queue.len());
+                let data: Vec<u8> = queue.drain(..n).collect();
+                server.handle_input(
+                    now,
+                    Input::BackendData {
+                        id,
+                        stream,
+                        data: &data,
+                    },
+                );
+                moved = true;
+            }
+        }
+        if p.exit.is_none()
+            && script.exit_on_eof.is_none()
+            && p.stdout.is_empty()
+            && p.stderr.is_empty()
+        {
+            p.exit = Some(script.status.clone());
+        }
+        let killed = matches!(&p.exit, Some(ExitStatus::Signal { .. }));
+        if let Some(status) = p.exit.clone()
+            && (killed || (p.stdout.is_empty() && p.stderr.is_empty()))
+        {
+            p.exit_reported = true;
+            server.handle_input(
+                now,
+                Input::BackendEof {
+                    id,
+                    stream: Stream::Stdout,
+                },
+            );
+            server.handle_input(
+                now,
+                Input::BackendEof {
+                    id,
+                    stream: Stream::Stderr,
+                },
+            );
+            server.handle_input(now, Input::BackendExited { id, status });
+            moved = true;
+        }
+        moved
+    }
+}
