@@ -1,0 +1,493 @@
+//! The session channel and the git job in memory: windows both ways,
+//! requests in every state, stopping the command, what the user sees.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use gitmouth_core::client::Event;
+use gitmouth_core::server::{ExitStatus, Output, Signal};
+use gitmouth_core::transport::disconnect::{CloseReason, DisconnectReason};
+use gitmouth_core::wire::{self, numbers};
+use gitmouth_tests::pair::{Pair, Script, ed25519, server_config};
+
+const REPO: &str = "/srv/repos/app.git";
+
+fn disconnected(pair: &Pair) -> Option<(DisconnectReason, String)> {
+    match pair.server_close() {
+        Some(Output::Close(CloseReason::Sent {
+            reason,
+            description,
+        })) => Some((reason, description)),
+        _ => None,
+    }
+}
+
+fn running(script: Script, window: u32) -> Pair {
+    running_with(script, window, true)
+}
+
+fn running_with(script: Script, window: u32, auto_window: bool) -> Pair {
+    let alice = ed25519(1, "alice");
+    let mut pair = Pair::new(server_config(&[&alice]));
+    pair.rt.script = script;
+    pair.rt.repos.insert(REPO.into());
+    pair.client.set_auto_window(auto_window);
+    pair.open(&alice, window, 32768);
+    pair.client.exec(b"git-upload-pack '/app.git'", true);
+    pair.drive();
+    assert!(pair.events.contains(&Event::ChannelReply(true)));
+    assert!(pair.rt.process.is_some(), "git started");
+    pair
+}
+
+#[test]
+fn a_command_runs_with_its_output_and_exit_status() {
+    let script = Script {
+        stdout: b"0000".to_vec(),
+        stderr: b"warning\n".to_vec(),
+        exit_on_eof: None,
+        status: ExitStatus::Code(3),
+        ..Script::default()
+    };
+    let mut pair = running(script, 1 << 20);
+    pair.drive();
+    let (out, err) = pair.received();
+    assert_eq!(out, b"0000");
+    assert_eq!(err, b"warning\n");
+    assert_eq!(pair.exit_status(), Some(3));
+    assert!(pair.events.contains(&Event::Eof) && pair.events.contains(&Event::Closed));
+    // The spawned command: git upload-pack on the repository, no shell,
+    // nothing from the client in its environment.
+    let spec = &pair.rt.process.as_ref().unwrap().spec;
+    assert_eq!(spec.program, "git");
+    assert_eq!(spec.args, ["upload-pack", REPO]);
+    assert!(spec.env.is_empty());
+    assert!(spec.env_remove.iter().any(|v| v == "GIT_DIR"));
+    // Once we close and the client answers, the connection ends.
+    pair.client.send_close();
+    pair.drive();
+    assert!(pair.server.is_finished());
+    assert!(matches!(
+        pair.server_close(),
+        Some(Output::Close(CloseReason::Finished))
+    ));
+}
+
+#[test]
+fn the_connection_ends_even_if_the_client_never_closes() {
+    let script = Script {
+        exit_on_eof: None,
+        ..Script::default()
+    };
+    let mut pair = running(script, 1 << 20);
+    pair.drive();
+    assert!(pair.events.contains(&Event::Closed));
+    assert!(!pair.server.is_finished());
+    pair.advance(Duration::from_secs(6));
+    assert!(
+        pair.server.is_finished(),
+        "dropbear-style clients must not hang the session"
+    );
+}
+
+#[test]
+fn git_protocol_is_passed_and_other_env_is_refused() {
+    let alice = ed25519(1, "alice");
+    let mut pair = Pair::new(server_config(&[&alice]));
+    pair.rt.repos.insert(REPO.into());
+    pair.open(&alice, 1 << 20, 32768);
+    for (name, value, ok) in [
+        ("LD_PRELOAD", "/tmp/x.so", false),
+        ("GIT_CONFIG_COUNT", "1", false),
+        ("PATH", "/tmp", false),
+        ("GIT_PROTOCOL", "version=2; rm -rf /", false),
+        ("GIT_PROTOCOL", "version=2", true),
+    ] {
+        pair.client.env(name, value, true);
+        pair.drive();
+        assert_eq!(
+            pair.events.last(),
+            Some(&Event::ChannelReply(ok)),
+            "{name}={value}"
+        );
+    }
+    pair.client.exec(b"git upload-pack 'app.git'", true);
+    pair.drive();
+    let spec = &pair.rt.process.as_ref().unwrap().spec;
+    assert_eq!(spec.env, [("GIT_PROTOCOL".into(), "version=2".into())]);
+    // env after exec is refused.
+    pair.client.env("GIT_PROTOCOL", "version=1", true);
+    pair.drive();
+    assert_eq!(pair.events.last(), Some(&Event::ChannelReply(false)));
+}
+
+#[test]
+fn the_client_window_limits_what_the_command_may_send() {
+    // A client window of 1000 bytes and 100 KB of output: only 1000 bytes
+    // move until the window grows; nothing is lost.
+    let output: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let script = Script {
+        stdout: output.clone(),
+        exit_on_eof: None,
+        ..Script::default()
+    };
+    let mut pair = running_with(script, 1000, false);
+    pair.drive();
+    assert_eq!(pair.received().0.len(), 1000);
+    assert_eq!(pair.server.backend_read_limit(), 0);
+    assert_eq!(pair.exit_status(), None);
+    let mut got = pair.received().0.len();
+    while got < output.len() {
+        pair.client.adjust_window(7000);
+        pair.drive();
+        let now = pair.received().0.len();
+        assert!(now - got <= 7000, "sent past the window");
+        assert!(now > got, "no progress after a window adjust");
+        got = now;
+    }
+    assert_eq!(pair.received().0, output);
+    assert_eq!(pair.exit_status(), Some(0));
+}
+
+#[test]
+fn our_window_opens_only_as_fast_as_git_reads() {
+    let script = Script {
+        reads_stdin: false,
+        ..Script::default()
+    };
+    let mut pair = running(script, 1 << 20);
+    let data = vec![5u8; 4 << 20];
+    let mut sent = 0;
+    for _ in 0..100 {
+        sent += pair.client.send_data(&data[sent..]);
+        pair.drive();
+    }
+    // git reads nothing: the client can send exactly the initial window.
+    assert_eq!(sent, 2 << 20);
+    assert_eq!(pair.server.backend_stdin().len(), 2 << 20);
+    assert_eq!(pair.client.send_window(), 0);
+    // git starts reading: the window reopens and the rest flows.
+    pair.rt.script.reads_stdin = true;
+    for _ in 0..200 {
+        if sent == data.len() {
+            break;
+        }
+        sent += pair.client.send_data(&data[sent..]);
+        pair.drive();
+    }
+    pair.drive();
+    assert_eq!(sent, data.len());
+    assert_eq!(pair.rt.process.as_ref().unwrap().stdin.len(), data.len());
+}
+
+#[test]
+fn eof_from_the_client_closes_gits_stdin_after_its_data() {
+    let mut pair = running(Script::default(), 1 << 20);
+    pair.client.send_data(b"0032want 1234\n");
+    pair.client.send_eof();
+    pair.drive();
+    let p = pair.rt.process.as_ref().unwrap();
+    assert_eq!(p.stdin, b"0032want 1234\n");
+    assert!(p.stdin_closed);
+    assert!(
+        pair.rt
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::CloseStdin { .. }))
+    );
+    assert_eq!(pair.exit_status(), Some(0));
+}
+
+#[test]
+fn a_client_that_goes_away_stops_git_term_then_kill() {
+    // git that ignores SIGTERM and would wait for stdin forever.
+    let script = Script {
+        ignore_term: true,
+        ..Script::default()
+    };
+    let mut pair = running(script, 1 << 20);
+    let now = pair.now;
+    pair.server
+        .handle_input(now, gitmouth_core::server::Input::PeerClosed);
+    pair.drive();
+    assert_eq!(pair.rt.process.as_ref().unwrap().signals, [Signal::Term]);
+    assert!(!pair.server.is_finished(), "git still runs");
+    pair.advance(Duration::from_secs(6));
+    assert_eq!(
+        pair.rt.process.as_ref().unwrap().signals,
+        [Signal::Term, Signal::Kill]
+    );
+    assert!(pair.server.is_finished());
+}
+
+#[test]
+fn a_client_close_mid_command_stops_git() {
+    let mut pair = running(Script::default(), 1 << 20);
+    pair.client.send_close();
+    pair.drive();
+    assert_eq!(pair.rt.process.as_ref().unwrap().signals, [Signal::Term]);
+    assert!(pair.events.contains(&Event::Closed));
+    assert_eq!(pair.exit_status(), None);
+    assert!(pair.server.is_finished());
+}
+
+#[test]
+fn requests_in_the_wrong_state() {
+    let alice = ed25519(1, "alice");
+    // exec twice: the second is refused.
+    let mut pair = running(Script::default(), 1 << 20);
+    pair.client.exec(b"git-upload-pack 'app.git'", true);
+    pair.drive();
+    assert_eq!(pair.events.last(), Some(&Event::ChannelReply(false)));
+    assert_eq!(
+        pair.rt
+            .outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Spawn { .. }))
+            .count(),
+        1
+    );
+
+    // pty, subsystem, x11, agent: refused; the channel stays usable.
+    let mut pair = Pair::new(server_config(&[&alice]));
+    pair.open(&alice, 1 << 20, 32768);
+    for kind in [
+        "pty-req",
+        "subsystem",
+        "x11-req",
+        "auth-agent-req@openssh.com",
+        "window-change",
+    ] {
+        pair.client.channel_request(kind, true, &[0, 0, 0, 0]);
+        pair.drive();
+        assert_eq!(
+            pair.events.last(),
+            Some(&Event::ChannelReply(false)),
+            "{kind}"
+        );
+    }
+    // A second session channel, and other channel types.
+    for kind in [
+        "session",
+        "direct-tcpip",
+        "x11",
+        "auth-agent@openssh.com",
+        "bogus",
+    ] {
+        let mut open = vec![numbers::CHANNEL_OPEN];
+        wire::put_string(&mut open, kind.as_bytes());
+        open.extend_from_slice(&[0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 128, 0]);
+        pair.client.send_raw(&open);
+        pair.drive();
+        assert!(
+            matches!(pair.events.last(), Some(Event::ChannelOpenFailed { .. })),
+            "{kind}"
+        );
+    }
+    // Global requests: refused, answered.
+    let mut global = vec![numbers::GLOBAL_REQUEST];
+    wire::put_string(&mut global, b"keepalive@openssh.com");
+    wire::put_bool(&mut global, true);
+    pair.client.send_raw(&global);
+    pair.drive();
+    assert_eq!(pair.events.last(), Some(&Event::GlobalReply(false)));
+    assert!(disconnected(&pair).is_none());
+}
+
+#[test]
+fn protocol_violations_on_the_channel_end_the_connection() {
+    type Violation = fn(&mut Pair);
+    let cases: [(&str, Violation); 6] = [
+        ("data after EOF", |p| {
+            p.client.send_eof();
+            p.client
+                .send_raw(&[numbers::CHANNEL_DATA, 0, 0, 0, 0, 0, 0, 0, 1, b'x']);
+        }),
+        ("data past the window", |p| {
+            let mut payload = vec![numbers::CHANNEL_DATA, 0, 0, 0, 0];
+            wire::put_string(&mut payload, &vec![0; 32768]);
+            for _ in 0..70 {
+                p.client.send_raw(&payload);
+            }
+        }),
+        ("data larger than the maximum packet", |p| {
+            let mut payload = vec![numbers::CHANNEL_DATA, 0, 0, 0, 0];
+            wire::put_string(&mut payload, &vec![0; 40000]);
+            p.client.send_raw(&payload);
+        }),
+        ("window overflow", |p| {
+            // CVE-2025-54804: two adjusts of 0xffffffff.
+            for _ in 0..2 {
+                p.client.send_raw(&[
+                    numbers::CHANNEL_WINDOW_ADJUST,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0xff,
+                    0xff,
+                    0xff,
+                    0xff,
+                ]);
+            }
+        }),
+        ("unknown channel", |p| {
+            p.client.send_raw(&[numbers::CHANNEL_EOF, 0, 0, 0, 9]);
+        }),
+        ("open confirmation from the client", |p| {
+            p.client.send_raw(&[
+                numbers::CHANNEL_OPEN_CONFIRMATION,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ]);
+        }),
+    ];
+    for (what, violate) in cases {
+        let mut pair = running(
+            Script {
+                reads_stdin: false,
+                ..Script::default()
+            },
+            1 << 20,
+        );
+        violate(&mut pair);
+        pair.drive();
+        let (reason, _) = disconnected(&pair).unwrap_or_else(|| panic!("{what}: not refused"));
+        assert_eq!(reason, DisconnectReason::ProtocolError, "{what}");
+        // git is stopped, not left running.
+        assert!(
+            pair.rt
+                .process
+                .as_ref()
+                .unwrap()
+                .signals
+                .contains(&Signal::Term),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn what_the_user_sees() {
+    let alice = ed25519(1, "alice");
+    let cases: [(&[u8], Option<&str>, &str, u32); 5] = [
+        (
+            b"git-upload-pack 'nope.git'",
+            None,
+            " ! No such app as nope, or you do not have access to it.\n ! (session ",
+            1,
+        ),
+        (
+            b"rm -rf /",
+            None,
+            "\n ! Invalid path.\n ! Syntax is: git@localhost:<app>.git where <app> is your app's name.\n ! (session ",
+            1,
+        ),
+        (
+            b"git-upload-pack '../../etc/passwd.git'",
+            None,
+            " ! Invalid path.",
+            1,
+        ),
+        (
+            b"",
+            Some("shell"),
+            "Hi alice! You've successfully authenticated, but gitmouth does not provide shell access.\n",
+            1,
+        ),
+        (
+            b"git-receive-pack 'app.git'",
+            Some("fail-spawn"),
+            " ! The server could not run your command",
+            1,
+        ),
+    ];
+    for (command, special, expected, status) in cases {
+        let mut pair = Pair::new(server_config(&[&alice]));
+        pair.open(&alice, 1 << 20, 32768);
+        match special {
+            Some("shell") => pair.client.channel_request("shell", true, &[]),
+            Some("fail-spawn") => {
+                pair.rt.fail_spawn = true;
+                pair.client.exec(command, true);
+            }
+            _ => pair.client.exec(command, true),
+        }
+        pair.drive();
+        let (out, err) = pair.received();
+        assert!(out.is_empty());
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.starts_with(expected) || err.contains(expected),
+            "{command:?}: {err:?}"
+        );
+        if special != Some("shell") {
+            let id = pair.server.id().to_owned();
+            assert!(err.contains(&format!("(session {id})")), "{err}");
+        }
+        assert_eq!(pair.exit_status(), Some(status));
+        assert!(
+            pair.rt
+                .outputs
+                .iter()
+                .all(|o| !matches!(o, Output::Spawn { .. }))
+                || special == Some("fail-spawn")
+        );
+    }
+}
+
+#[test]
+fn a_push_to_a_new_repository_points_head_at_its_branch() {
+    let alice = ed25519(1, "alice");
+    let mut pair = Pair::new(server_config(&[&alice]));
+    pair.open(&alice, 1 << 20, 32768);
+    pair.client.exec(b"git-receive-pack 'fresh.git'", true);
+    pair.drive();
+    assert!(
+        pair.rt
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::OpenRepo { create: true, .. }))
+    );
+    pair.client.send_eof();
+    pair.drive();
+    let helpers: Vec<_> = pair
+        .rt
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::RunHelper { process, .. } => Some(process.args.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(helpers.len(), 2, "{helpers:?}");
+    assert!(helpers[1].iter().any(|a| a == "refs/heads/main"));
+    assert_eq!(pair.exit_status(), Some(0));
+    // A clone of a repository that does not exist is never created.
+    let mut pair = Pair::new(server_config(&[&alice]));
+    pair.open(&alice, 1 << 20, 32768);
+    pair.client.exec(b"git-upload-pack 'fresh.git'", true);
+    pair.drive();
+    assert!(
+        pair.rt
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::OpenRepo { create: false, .. }))
+    );
+    assert!(pair.rt.repos.is_empty());
+}
