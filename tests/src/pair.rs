@@ -137,6 +137,9 @@ enum Answer {
     Helper(RequestId, Result<Vec<u8>, String>),
 }
 
+/// A hook that may alter bytes in flight.
+pub type Tamper = Box<dyn FnMut(&mut Vec<u8>)>;
+
 /// The two peers.
 pub struct Pair {
     /// Our client.
@@ -152,7 +155,7 @@ pub struct Pair {
     /// Largest chunk moved per step in each direction.
     pub chunk: usize,
     /// Called on each client→server chunk before delivery.
-    pub tamper: Option<Box<dyn FnMut(&mut Vec<u8>)>>,
+    pub tamper: Option<Tamper>,
     /// Every byte the server sent.
     pub server_sent: Vec<u8>,
     /// Whether the client's transmit is held (a client that does not read
