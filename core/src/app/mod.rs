@@ -1,7 +1,9 @@
 //! The git lifecycle: commands, authorization sources, backends and the
 //! messages users see.
 
+pub mod api;
 pub mod authorized_keys;
 pub mod command;
+pub mod dyno;
 pub mod fingerprint;
 pub mod messages;
