@@ -122,6 +122,12 @@ pub fn perform(
             })
             .detach();
         }
+        Output::Http { .. }
+        | Output::CancelHttp { .. }
+        | Output::ConnectDyno { .. }
+        | Output::CloseDyno { .. } => {
+            tracing::error!("API mode is not available in this build");
+        }
         Output::Close(_) => {}
     }
 }

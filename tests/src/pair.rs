@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gitmouth_core::app::api::{HttpError, HttpRequest, HttpResponse};
 use gitmouth_core::app::authorized_keys::AuthorizedKeys;
+use gitmouth_core::app::dyno::DynoEnd;
 use gitmouth_core::client::{self, Client, ClientConfig, Event};
 use gitmouth_core::server::{
     self, ExitStatus, Input, KeyStore, Output, ProcessSpec, RepoError, RequestId, ServerConfig,
@@ -113,9 +115,64 @@ pub struct Process {
     pub signals: Vec<Signal>,
 }
 
+/// Answers HTTP requests in memory (`None`: leave it unanswered).
+pub type HttpHandler = Box<dyn FnMut(&HttpRequest) -> Option<Result<HttpResponse, HttpError>>>;
+
+/// How the stand-in dyno behaves.
+#[derive(Debug, Clone)]
+pub struct DynoScript {
+    /// Whether the connection succeeds.
+    pub connects: bool,
+    /// What it sends first, after the header.
+    pub first: Vec<u8>,
+    /// Whether it echoes what it receives.
+    pub echo: bool,
+    /// Close after sending `first` (and with what end); `None`: stay open
+    /// until the client closes.
+    pub end: Option<DynoEnd>,
+}
+
+impl Default for DynoScript {
+    fn default() -> Self {
+        Self {
+            connects: true,
+            first: b"0000".to_vec(),
+            echo: false,
+            end: Some(DynoEnd::Clean),
+        }
+    }
+}
+
+/// The stand-in dyno connection.
+#[derive(Debug)]
+pub struct Dyno {
+    /// Its id.
+    pub id: RequestId,
+    /// Host and port it was asked for.
+    pub target: (String, u16),
+    /// The header it received.
+    pub header: Vec<u8>,
+    /// What it received after the header.
+    pub received: Vec<u8>,
+    to_send: VecDeque<u8>,
+    /// Whether we (the session) closed it.
+    pub closed_by_session: bool,
+    ended: bool,
+}
+
 /// The runtime stand-in: performs the server's outputs in memory.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FakeRuntime {
+    /// Answers HTTP requests.
+    pub http: Option<HttpHandler>,
+    /// Every HTTP request made, in order.
+    pub requests: Vec<HttpRequest>,
+    /// Requests cancelled.
+    pub cancelled: Vec<RequestId>,
+    /// How dynos behave.
+    pub dyno_script: DynoScript,
+    /// The dyno connection, once made.
+    pub dyno: Option<Dyno>,
     /// Repositories that exist.
     pub repos: BTreeSet<PathBuf>,
     /// How new processes behave.
@@ -135,6 +192,8 @@ enum Answer {
     Repo(RequestId, Result<bool, RepoError>),
     Spawned(RequestId, Result<(), String>),
     Helper(RequestId, Result<Vec<u8>, String>),
+    Http(RequestId, Result<HttpResponse, HttpError>),
+    Dyno(RequestId, Result<(), String>),
 }
 
 /// A hook that may alter bytes in flight.
@@ -397,8 +456,98 @@ impl FakeRuntime {
                 };
                 self.pending.push_back(Answer::Helper(*id, Ok(out)));
             }
+            Output::Http { id, request } => {
+                self.requests.push(request.clone());
+                if let Some(answer) = self.http.as_mut().and_then(|h| h(request)) {
+                    self.pending.push_back(Answer::Http(*id, answer));
+                }
+            }
+            Output::CancelHttp { id } => {
+                self.cancelled.push(*id);
+                self.pending
+                    .retain(|a| !matches!(a, Answer::Http(i, _) if i == id));
+            }
+            Output::ConnectDyno {
+                id,
+                host,
+                port,
+                header,
+            } => {
+                let s = &self.dyno_script;
+                if !s.connects {
+                    self.pending
+                        .push_back(Answer::Dyno(*id, Err("connection refused".into())));
+                    return;
+                }
+                self.dyno = Some(Dyno {
+                    id: *id,
+                    target: (host.clone(), *port),
+                    header: header.to_vec(),
+                    received: Vec::new(),
+                    to_send: s.first.iter().copied().collect(),
+                    closed_by_session: false,
+                    ended: false,
+                });
+                self.pending.push_back(Answer::Dyno(*id, Ok(())));
+            }
+            Output::CloseDyno { id } => {
+                if let Some(d) = self.dyno.as_mut().filter(|d| d.id == *id) {
+                    d.closed_by_session = true;
+                }
+            }
             Output::Close(_) => {}
         }
+    }
+
+    /// Ends the dyno connection now.
+    pub fn end_dyno(&mut self, server: &mut Session, now: Instant, end: DynoEnd) {
+        if let Some(d) = self.dyno.as_mut().filter(|d| !d.ended) {
+            d.ended = true;
+            server.handle_input(now, Input::DynoClosed { id: d.id, end });
+        }
+    }
+
+    fn run_dyno(&mut self, server: &mut Session, now: Instant) -> bool {
+        let script = self.dyno_script.clone();
+        let Some(d) = self.dyno.as_mut() else {
+            return false;
+        };
+        if d.ended || d.closed_by_session {
+            return false;
+        }
+        let mut moved = false;
+        let input = server.backend_stdin().to_vec();
+        if !input.is_empty() {
+            d.received.extend_from_slice(&input);
+            if script.echo {
+                d.to_send.extend(input.iter().copied());
+            }
+            server.consume_backend_stdin(now, input.len());
+            moved = true;
+        }
+        let limit = server.backend_read_limit().min(8192);
+        if limit > 0 && !d.to_send.is_empty() {
+            let n = limit.min(d.to_send.len());
+            let data: Vec<u8> = d.to_send.drain(..n).collect();
+            server.handle_input(
+                now,
+                Input::BackendData {
+                    id: d.id,
+                    stream: Stream::Stdout,
+                    data: &data,
+                },
+            );
+            moved = true;
+        }
+        if let Some(end) = script.end
+            && d.to_send.is_empty()
+            && !script.echo
+        {
+            d.ended = true;
+            server.handle_input(now, Input::DynoClosed { id: d.id, end });
+            moved = true;
+        }
+        moved
     }
 
     /// Delivers answers and runs the process; returns whether anything moved.
@@ -416,8 +565,15 @@ impl FakeRuntime {
                 Answer::Helper(id, result) => {
                     server.handle_input(now, Input::HelperDone { id, result })
                 }
+                Answer::Http(id, result) => {
+                    server.handle_input(now, Input::HttpDone { id, result })
+                }
+                Answer::Dyno(id, result) => {
+                    server.handle_input(now, Input::DynoConnected { id, result })
+                }
             }
         }
+        moved |= self.run_dyno(server, now);
         let script = self.script.clone();
         let Some(p) = self.process.as_mut() else {
             return moved;

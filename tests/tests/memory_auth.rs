@@ -327,7 +327,9 @@ fn a_key_added_later_is_accepted_by_new_lookups() {
     let alice = ed25519(1, "alice");
     let bob = ed25519(2, "bob");
     let config = server_config(&[&alice]);
-    let gitmouth_core::server::Mode::Standalone { keys, .. } = &config.mode;
+    let gitmouth_core::server::Mode::Standalone { keys, .. } = &config.mode else {
+        unreachable!()
+    };
     let store = keys.clone();
     let mut pair = Pair::new(config);
     ready(&mut pair);

@@ -7,24 +7,44 @@
 //! remembered from a query except the cached answer "this key exists", so
 //! querying key B and signing with key A yields A's user, and signing with
 //! an unknown key C yields nothing (the CVE-2024-45337 class).
+//!
+//! In API mode a lookup is an HTTP request: the request waits (and every
+//! message after it stays undecoded) until the answer comes. An outage is
+//! not a wrong key: the user gets a banner saying the key was not checked.
 
 use std::time::Instant;
 
+use crate::app::api::{self, ApiUser, HttpError, HttpResponse, LookupResult};
 use crate::app::fingerprint;
+use crate::app::messages;
 use crate::auth::pubkey;
 use crate::transport::Transport;
 use crate::transport::disconnect::DisconnectReason;
 use crate::wire::{self, Parser, numbers};
 
-use super::{Identity, Mode, Phase, ServerUpper};
+use super::{Identity, Mode, Output, Phase, RequestId, ServerUpper};
 
 /// What a key lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Lookup {
-    /// The key belongs to this user.
-    Known(String),
+    /// The key belongs to this user (and, in API mode, this account).
+    Known(String, Option<ApiUser>),
     /// No such key.
     Unknown,
+    /// The platform could not say (never cached).
+    Unavailable,
+}
+
+/// A publickey request waiting for its lookup.
+#[derive(Debug)]
+struct Pending {
+    id: RequestId,
+    blob: Vec<u8>,
+    alg: String,
+    /// Whether its signature was already verified (a login), or it was a
+    /// query.
+    signed: bool,
+    fingerprint: String,
 }
 
 /// Authentication bookkeeping of one connection.
@@ -38,25 +58,19 @@ pub(super) struct AuthState {
     /// Lookup answers for this connection, by key blob (bounded by the
     /// attempt limit, since every miss is a failure).
     cache: Vec<(Vec<u8>, Lookup)>,
+    pending: Option<Pending>,
 }
 
 impl AuthState {
-    /// Whether a lookup holds the next message back. Standalone lookups
-    /// are immediate.
+    /// Whether a lookup holds the next message back.
     pub(super) fn is_pending(&self) -> bool {
-        false
+        self.pending.is_some()
     }
 
-    /// Abandons any lookup in flight.
-    pub(super) fn cancel(&mut self) {}
-}
-
-/// A parsed USERAUTH_REQUEST.
-struct Request<'a> {
-    user: &'a [u8],
-    service: &'a [u8],
-    method: &'a [u8],
-    rest: Parser<'a>,
+    /// Abandons any lookup in flight, returning its id.
+    pub(super) fn cancel(&mut self) -> Option<RequestId> {
+        self.pending.take().map(|p| p.id)
+    }
 }
 
 impl ServerUpper {
@@ -72,21 +86,15 @@ impl ServerUpper {
             );
             return;
         };
-        let request = Request {
-            user,
-            service,
-            method,
-            rest: p,
-        };
-        if request.service != b"ssh-connection" {
+        if service != b"ssh-connection" {
             t.disconnect(
                 DisconnectReason::ServiceNotAvailable,
                 "only ssh-connection is offered",
             );
             return;
         }
-        match request.method {
-            b"publickey" => self.on_publickey(t, request),
+        match method {
+            b"publickey" => self.on_publickey(t, user, p),
             b"none" if !self.auth.none_seen => {
                 self.auth.none_seen = true;
                 send_failure(t);
@@ -98,8 +106,7 @@ impl ServerUpper {
         }
     }
 
-    fn on_publickey(&mut self, t: &mut Transport, request: Request<'_>) {
-        let Request { user, mut rest, .. } = request;
+    fn on_publickey(&mut self, t: &mut Transport, user: &[u8], mut rest: Parser<'_>) {
         let parsed = (|| Ok::<_, wire::Malformed>((rest.bool()?, rest.utf8()?, rest.string()?)))();
         let Ok((signed, alg, blob)) = parsed else {
             t.disconnect(
@@ -116,81 +123,149 @@ impl ServerUpper {
                 return;
             }
         };
-        let fp = fingerprint::sha256(&key);
-        if !signed {
-            if rest.finish().is_err() {
-                t.disconnect(DisconnectReason::ProtocolError, "malformed publickey query");
+        let fingerprint = fingerprint::sha256(&key);
+        if signed {
+            let signature = rest.string();
+            let (Ok(signature), true) = (signature, rest.finish().is_ok()) else {
+                t.disconnect(
+                    DisconnectReason::ProtocolError,
+                    "malformed publickey request",
+                );
+                return;
+            };
+            let Some(session_id) = t.session_id() else {
+                t.disconnect(
+                    DisconnectReason::ProtocolError,
+                    "authentication before key exchange",
+                );
+                return;
+            };
+            // Verify first: a bad signature costs no lookup.
+            let data = crate::auth::signed_data(session_id, user, alg, blob);
+            if let Err(e) = pubkey::verify_user_signature_for(alg, blob, signature, &data) {
+                tracing::info!(session = %self.id, key = %fingerprint, error = %e, "bad signature");
+                self.fail(t);
                 return;
             }
-            match self.lookup(blob) {
-                Lookup::Known(_) => {
-                    tracing::debug!(session = %self.id, key = %fp, "key query accepted");
-                    t.send(|out| {
-                        wire::put_u8(out, numbers::USERAUTH_PK_OK);
-                        wire::put_string(out, alg.as_bytes());
-                        wire::put_string(out, blob);
-                    });
-                }
-                Lookup::Unknown => {
-                    tracing::info!(session = %self.id, key = %fp, "unknown key offered");
-                    self.fail(t);
-                }
-            }
+        } else if rest.finish().is_err() {
+            t.disconnect(DisconnectReason::ProtocolError, "malformed publickey query");
             return;
         }
-        let signature = rest.string();
-        let (Ok(signature), true) = (signature, rest.finish().is_ok()) else {
-            t.disconnect(
-                DisconnectReason::ProtocolError,
-                "malformed publickey request",
-            );
-            return;
+        let pending = Pending {
+            id: RequestId(0),
+            blob: blob.to_vec(),
+            alg: alg.to_owned(),
+            signed,
+            fingerprint,
         };
-        let Some(session_id) = t.session_id() else {
-            t.disconnect(
-                DisconnectReason::ProtocolError,
-                "authentication before key exchange",
-            );
-            return;
-        };
-        let data = crate::auth::signed_data(session_id, user, alg, blob);
-        if let Err(e) = pubkey::verify_user_signature_for(alg, blob, signature, &data) {
-            tracing::info!(session = %self.id, key = %fp, error = %e, "bad signature");
-            self.fail(t);
-            return;
-        }
-        // The identity is that of the key just verified, and of no other.
         match self.lookup(blob) {
-            Lookup::Known(name) => {
-                tracing::info!(session = %self.id, user = %name, key = %fp, "authenticated");
-                self.identity = Some(Identity {
-                    user: name,
-                    fingerprint: fp,
+            Some(found) => self.finish_publickey(t, pending, found),
+            None => self.start_lookup(pending),
+        }
+    }
+
+    /// Answers from the connection's cache or, in standalone mode, from the
+    /// keys; `None` when the platform must be asked.
+    fn lookup(&mut self, blob: &[u8]) -> Option<Lookup> {
+        if let Some((_, found)) = self.auth.cache.iter().find(|(b, _)| b == blob) {
+            return Some(found.clone());
+        }
+        match &self.config.mode {
+            Mode::Standalone { keys, .. } => {
+                let found = match keys.snapshot().find_blob(blob) {
+                    Some(entry) => Lookup::Known(entry.user.clone(), None),
+                    None => Lookup::Unknown,
+                };
+                self.auth.cache.push((blob.to_vec(), found.clone()));
+                Some(found)
+            }
+            Mode::Api { .. } => None,
+        }
+    }
+
+    fn start_lookup(&mut self, mut pending: Pending) {
+        let Mode::Api { api, .. } = &self.config.mode else {
+            return;
+        };
+        let request = api::lookup_request(api, &fingerprint::md5_hex(&pending.blob));
+        pending.id = self.next_id();
+        tracing::info!(session = %self.id, key = %pending.fingerprint, "looking the key up");
+        self.outputs.push_back(Output::Http {
+            id: pending.id,
+            request,
+        });
+        self.auth.pending = Some(pending);
+    }
+
+    /// The platform answered a key lookup.
+    pub(super) fn on_lookup_done(
+        &mut self,
+        t: &mut Transport,
+        _now: Instant,
+        id: RequestId,
+        result: Result<HttpResponse, HttpError>,
+    ) {
+        let Some(pending) = self.auth.pending.take_if(|p| p.id == id) else {
+            return;
+        };
+        let found = match api::parse_lookup(&result) {
+            LookupResult::Found(user) => Lookup::Known(user.id.clone(), Some(user)),
+            LookupResult::Unknown => Lookup::Unknown,
+            LookupResult::Unavailable(why) => {
+                tracing::error!(session = %self.id, error = %why, "the platform did not answer the key lookup");
+                Lookup::Unavailable
+            }
+        };
+        if found != Lookup::Unavailable {
+            self.auth.cache.push((pending.blob.clone(), found.clone()));
+        }
+        if !t.is_closed() {
+            self.finish_publickey(t, pending, found);
+        }
+    }
+
+    fn finish_publickey(&mut self, t: &mut Transport, pending: Pending, found: Lookup) {
+        let Pending {
+            blob,
+            alg,
+            signed,
+            fingerprint,
+            ..
+        } = pending;
+        match (found, signed) {
+            (Lookup::Known(..), false) => {
+                tracing::debug!(session = %self.id, key = %fingerprint, "key query accepted");
+                t.send(|out| {
+                    wire::put_u8(out, numbers::USERAUTH_PK_OK);
+                    wire::put_string(out, alg.as_bytes());
+                    wire::put_string(out, &blob);
                 });
+            }
+            (Lookup::Known(user, account), true) => {
+                // The identity is that of the key just verified, and of no other.
+                tracing::info!(session = %self.id, user = %user, key = %fingerprint, "authenticated");
+                self.identity = Some(Identity { user, fingerprint });
+                self.api_user = account;
                 self.phase = Phase::Connected;
                 self.login_deadline = None;
                 t.send(|out| wire::put_u8(out, numbers::USERAUTH_SUCCESS));
             }
-            Lookup::Unknown => {
-                tracing::info!(session = %self.id, key = %fp, "unknown key");
+            (Lookup::Unknown, _) => {
+                tracing::info!(session = %self.id, key = %fingerprint, "unknown key");
+                self.fail(t);
+            }
+            (Lookup::Unavailable, _) => {
+                // RFC 4252 §5.4: shown before the failure, so nobody
+                // mistakes an outage for a wrong key.
+                let text = messages::with_session_id(messages::platform_unavailable(), &self.id);
+                t.send(|out| {
+                    wire::put_u8(out, numbers::USERAUTH_BANNER);
+                    wire::put_string(out, text.as_bytes());
+                    wire::put_string(out, b"");
+                });
                 self.fail(t);
             }
         }
-    }
-
-    /// Looks a key up, answering from the connection's cache when it can.
-    fn lookup(&mut self, blob: &[u8]) -> Lookup {
-        if let Some((_, found)) = self.auth.cache.iter().find(|(b, _)| b == blob) {
-            return found.clone();
-        }
-        let found = match &self.config.mode {
-            Mode::Standalone { keys, .. } => match keys.snapshot().find_blob(blob) {
-                Some(entry) => Lookup::Known(entry.user.clone()),
-                None => Lookup::Unknown,
-            },
-        };
-        self.auth.cache.push((blob.to_vec(), found.clone()));
-        found
     }
 
     /// Counts a failed attempt and answers it, or ends the connection when

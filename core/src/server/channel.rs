@@ -78,6 +78,11 @@ impl Channel {
         self.stdin.len() - self.stdin_start
     }
 
+    /// Queues a message of ours for the user's stderr, ahead of the exit.
+    pub(super) fn push_notice(&mut self, text: Vec<u8>) {
+        self.backlog.push_back((Stream::Stderr, text));
+    }
+
     /// Whether both sides have closed.
     pub(super) fn is_closed(&self) -> bool {
         self.close_in && self.close_out

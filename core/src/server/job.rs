@@ -52,8 +52,22 @@ pub(super) enum Job {
     },
     /// Pointing HEAD at the pushed branch.
     SettingHead { id: RequestId, status: ExitStatus },
+    /// API mode: asking whether the user may use the app.
+    CheckingAccess { id: RequestId, cmd: GitCommand },
+    /// API mode: asking for a build dyno.
+    Provisioning { id: RequestId, cmd: GitCommand },
+    /// API mode: connecting to the dyno.
+    Connecting { id: RequestId, cmd: GitCommand },
+    /// API mode: relaying to and from the dyno.
+    Relaying(Relay),
     /// Over; the exit is reported (or was never due, if the client left).
     Done,
+}
+
+/// The dyno connection while it relays.
+pub(super) struct Relay {
+    pub(super) id: RequestId,
+    pub(super) stream: crate::app::dyno::DynoStream,
 }
 
 pub(super) struct Running {
@@ -73,15 +87,30 @@ pub(super) struct Running {
 }
 
 impl Job {
-    /// Whether git is running (stdin and output are relayed).
+    /// Whether the command's output is being relayed.
     pub(super) fn is_running(&self) -> bool {
-        matches!(self, Job::Running(r) if r.exit.is_none() || r.stdout_open || r.stderr_open)
+        match self {
+            Job::Running(r) => r.exit.is_none() || r.stdout_open || r.stderr_open,
+            Job::Relaying(_) => true,
+            _ => false,
+        }
     }
 
-    /// Whether a process may still be alive, so the session must not end.
+    /// Whether the client's data may go to the command now: to git while it
+    /// runs, to a dyno only once it has spoken first.
+    pub(super) fn accepts_stdin(&self) -> bool {
+        match self {
+            Job::Running(r) => r.exit.is_none() && !r.stdin_closed,
+            Job::Relaying(relay) => relay.stream.started(),
+            _ => false,
+        }
+    }
+
+    /// Whether a process or connection may still be alive, so the session
+    /// must not end.
     pub(super) fn holds_backend(&self) -> bool {
         match self {
-            Job::Spawning { .. } => true,
+            Job::Spawning { .. } | Job::Connecting { .. } | Job::Relaying(_) => true,
             Job::Running(r) => r.exit.is_none(),
             _ => false,
         }
@@ -91,7 +120,13 @@ impl Job {
     pub(super) fn stdin_closed(&self) -> bool {
         match self {
             Job::Running(r) => r.stdin_closed || r.exit.is_some(),
-            Job::Idle | Job::OpeningRepo { .. } | Job::Spawning { .. } => false,
+            Job::Idle
+            | Job::OpeningRepo { .. }
+            | Job::Spawning { .. }
+            | Job::CheckingAccess { .. }
+            | Job::Provisioning { .. }
+            | Job::Connecting { .. }
+            | Job::Relaying(_) => false,
             _ => true,
         }
     }
@@ -148,7 +183,10 @@ fn git(args: Vec<OsString>, git_protocol: Option<&str>) -> ProcessSpec {
 
 impl ServerUpper {
     pub(super) fn start_job(&mut self, cmd: GitCommand, _now: Instant) {
-        let Mode::Standalone { repos, .. } = &self.config.mode;
+        let repos = match &self.config.mode {
+            Mode::Standalone { repos, .. } => repos,
+            Mode::Api { .. } => return self.start_remote(cmd),
+        };
         let path = repos.join(format!("{}.git", cmd.repo.as_str()));
         let id = self.next_id();
         self.outputs.push_back(Output::OpenRepo {
@@ -265,10 +303,10 @@ impl ServerUpper {
         data: &[u8],
     ) {
         match &self.job {
-            Job::Running(r) if r.id == id => {}
-            _ => return,
+            Job::Running(r) if r.id == id => self.deliver(t, stream, data),
+            Job::Relaying(relay) if relay.id == id => self.on_dyno_data(t, data),
+            _ => {}
         }
-        self.deliver(t, stream, data);
     }
 
     pub(super) fn on_backend_eof(&mut self, id: RequestId, stream: Stream, _now: Instant) {
@@ -364,6 +402,16 @@ impl ServerUpper {
                 });
             }
             Job::OpeningRepo { .. } => self.job = Job::Done,
+            Job::CheckingAccess { id, .. } | Job::Provisioning { id, .. } => {
+                tracing::info!(session = %self.id, "abandoning the platform request");
+                self.outputs.push_back(Output::CancelHttp { id: *id });
+                self.job = Job::Done;
+            }
+            Job::Connecting { id, .. } | Job::Relaying(Relay { id, .. }) => {
+                tracing::info!(session = %self.id, "closing the dyno connection");
+                self.outputs.push_back(Output::CloseDyno { id: *id });
+                self.job = Job::Done;
+            }
             _ => {}
         }
     }

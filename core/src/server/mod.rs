@@ -31,6 +31,7 @@
 mod auth;
 mod channel;
 mod job;
+mod remote;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -40,7 +41,9 @@ use std::time::{Duration, Instant};
 
 use rand_core::Rng;
 
+use crate::app::api::{ApiServer, HttpError, HttpRequest, HttpResponse};
 use crate::app::authorized_keys::AuthorizedKeys;
+use crate::app::dyno::DynoEnd;
 use crate::link::{Link, Upper};
 use crate::transport::disconnect::{CloseReason, DisconnectReason};
 use crate::transport::hostkey::HostKey;
@@ -90,6 +93,13 @@ pub enum Mode {
         keys: Arc<KeyStore>,
         /// The directory holding `<name>.git` repositories.
         repos: PathBuf,
+    },
+    /// Keys, access and dynos from an Openruko platform.
+    Api {
+        /// The API server.
+        api: ApiServer,
+        /// TLS port of every dyno host (`DYNOHOST_RENDEZVOUS_PORT`).
+        rendezvous_port: u16,
     },
 }
 
@@ -280,6 +290,29 @@ pub enum Input<'a> {
         /// How.
         status: ExitStatus,
     },
+    /// The answer to [`Output::Http`].
+    HttpDone {
+        /// The request.
+        id: RequestId,
+        /// The reply, or why there is none.
+        result: Result<HttpResponse, HttpError>,
+    },
+    /// The answer to [`Output::ConnectDyno`]: the TLS connection is up and
+    /// the header was written, or why not.
+    DynoConnected {
+        /// The request.
+        id: RequestId,
+        /// Whether it worked; the error is for the log.
+        result: Result<(), String>,
+    },
+    /// The dyno's connection ended (after its last
+    /// [`Input::BackendData`]).
+    DynoClosed {
+        /// The dyno connection.
+        id: RequestId,
+        /// How it ended.
+        end: DynoEnd,
+    },
     /// The answer to [`Output::RunHelper`]: its stdout, or why it failed.
     HelperDone {
         /// The request.
@@ -332,6 +365,39 @@ pub enum Output {
         /// What to run.
         process: ProcessSpec,
     },
+    /// Make this HTTP request and answer with [`Input::HttpDone`].
+    Http {
+        /// The request's id.
+        id: RequestId,
+        /// What to send.
+        request: HttpRequest,
+    },
+    /// Abandon the request: its answer is no longer wanted.
+    CancelHttp {
+        /// The request.
+        id: RequestId,
+    },
+    /// Open TLS to `host:port`, verified as configured, and write `header`
+    /// as the first record, alone; answer with [`Input::DynoConnected`].
+    /// Then relay: what the dyno sends comes back as
+    /// [`Input::BackendData`] (stdout), its end as [`Input::DynoClosed`];
+    /// [`Session::backend_stdin`] goes to it.
+    ConnectDyno {
+        /// The connection's id for every later input.
+        id: RequestId,
+        /// Dyno host.
+        host: String,
+        /// Rendezvous port.
+        port: u16,
+        /// The rendezvous header (holds a secret: never log it).
+        header: zeroize::Zeroizing<Vec<u8>>,
+    },
+    /// Close the dyno connection (a connection being opened included): the
+    /// only stop signal the rendezvous protocol has.
+    CloseDyno {
+        /// The connection.
+        id: RequestId,
+    },
     /// The session is over: flush [`Session::transmit`], then close.
     Close(CloseReason),
 }
@@ -367,6 +433,8 @@ pub(crate) struct ServerUpper {
     phase: Phase,
     auth: auth::AuthState,
     identity: Option<Identity>,
+    /// The user's platform account (API mode).
+    api_user: Option<crate::app::api::ApiUser>,
     login_deadline: Option<Instant>,
     channel: Option<Channel>,
     /// Whether a session channel was ever opened (one per connection).
@@ -405,6 +473,7 @@ impl Session {
                 phase: Phase::Handshake,
                 auth: auth::AuthState::default(),
                 identity: None,
+                api_user: None,
                 login_deadline,
                 channel: None,
                 channel_used: false,
@@ -449,6 +518,17 @@ impl Session {
             Input::BackendEof { id, stream } => upper.on_backend_eof(id, stream, now),
             Input::BackendExited { id, status } => upper.on_backend_exited(id, status, now),
             Input::HelperDone { id, result } => upper.on_helper_done(&mut link.t, id, result),
+            Input::HttpDone { id, result } => {
+                if upper.auth.is_pending() {
+                    upper.on_lookup_done(&mut link.t, now, id, result);
+                    // Messages held back during the lookup may go on now.
+                    link.process(now, upper);
+                } else {
+                    upper.on_http_done(now, id, result);
+                }
+            }
+            Input::DynoConnected { id, result } => upper.on_dyno_connected(now, id, result),
+            Input::DynoClosed { id, end } => upper.on_dyno_closed(&mut link.t, id, end),
         }
         upper.settle(&mut link.t, now);
         if link.t.is_closed() {
@@ -529,7 +609,7 @@ impl Session {
         self.upper
             .channel
             .as_ref()
-            .filter(|_| self.upper.job.is_running())
+            .filter(|_| self.upper.job.accepts_stdin())
             .map_or(&[], Channel::stdin)
     }
 
@@ -568,7 +648,9 @@ impl ServerUpper {
             self.login_deadline = None;
             tracing::info!(session = %self.id, "login grace time exceeded");
             t.disconnect(DisconnectReason::ByApplication, "login grace time exceeded");
-            self.auth.cancel();
+            if let Some(id) = self.auth.cancel() {
+                self.outputs.push_back(Output::CancelHttp { id });
+            }
         }
         self.job_timeout(t, now);
         if let Some(ch) = &self.channel
