@@ -102,6 +102,21 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub rekey_interval: u64,
 
+    /// standalone: keys from an authorized_keys file, git run locally; api:
+    /// an Openruko platform's API server and dynos [default: api when
+    /// APISERVER_KEY is set and not empty, in the environment or in ./.env;
+    /// standalone otherwise]
+    #[arg(long, value_name = "MODE", value_parser = ["standalone", "api"])]
+    pub mode: Option<String>,
+
+    /// API mode: seconds allowed for the key lookup and the access check
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub api_timeout: u64,
+
+    /// API mode: seconds allowed for provisioning a build dyno
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub provision_timeout: u64,
+
     /// Log filter (tracing's syntax, e.g. "info" or "gitmouth=debug"); RUST_LOG wins when set
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
@@ -156,6 +171,108 @@ pub struct Settings {
     pub authorized_keys: PathBuf,
     /// Host name shown in messages.
     pub public_host: String,
+    /// Standalone or API mode, with API mode's settings.
+    pub mode: ModeSettings,
+    /// Things the operator should hear about at start.
+    pub warnings: Vec<String>,
+}
+
+/// Which backend, with its settings.
+#[derive(Debug, Clone)]
+pub enum ModeSettings {
+    /// Keys from a file, git run locally.
+    Standalone,
+    /// An Openruko platform.
+    Api(ApiSettings),
+}
+
+/// API mode's settings, from the original's environment variables.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// The API server and our key to it.
+    pub api: crate::app::api::ApiServer,
+    /// `DYNOHOST_RENDEZVOUS_PORT`.
+    pub rendezvous_port: u16,
+    /// How to verify the API server's certificate (https only).
+    pub api_tls: TlsSettings,
+    /// How to verify dyno hosts' certificates.
+    pub dyno_tls: TlsSettings,
+}
+
+/// Certificate verification for one kind of peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Verify at all (`*_TLS_VERIFY=false` turns it off, as the original).
+    pub verify: bool,
+    /// PEM CA bundle to verify against; the system roots when absent.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn env_bool(env: &Env, name: &str, default: bool) -> Result<bool, String> {
+    match env.non_empty(name).map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => Err(format!("{name} must be true or false, not {other:?}")),
+    }
+}
+
+fn env_port(env: &Env, name: &str, default: u16) -> Result<u16, String> {
+    match env.non_empty(name) {
+        None => Ok(default),
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("{name} is not a port: {p:?}")),
+    }
+}
+
+fn api_settings(cli: &Cli, env: &Env, warnings: &mut Vec<String>) -> Result<ApiSettings, String> {
+    use crate::app::api::{ApiServer, Scheme};
+    let key = env
+        .non_empty("APISERVER_KEY")
+        .ok_or("API mode needs APISERVER_KEY (in the environment or in ./.env)")?;
+    let protocol = env.non_empty("APISERVER_PROTOCOL").unwrap_or("https");
+    let scheme = Scheme::parse(protocol)
+        .ok_or_else(|| format!("APISERVER_PROTOCOL must be http or https, not {protocol:?}"))?;
+    let host = env
+        .non_empty("APISERVER_HOSTNAME")
+        .unwrap_or("localhost")
+        .to_owned();
+    let port = env_port(env, "APISERVER_PORT", 5000)?;
+    let rendezvous_port = env_port(env, "DYNOHOST_RENDEZVOUS_PORT", 4000)?;
+    let tls = |verify_var: &str,
+               ca_var: &str,
+               warnings: &mut Vec<String>|
+     -> Result<TlsSettings, String> {
+        let verify = env_bool(env, verify_var, true)?;
+        if !verify {
+            warnings.push(format!(
+                "{verify_var}=false: certificates are not verified, so anyone on the path can impersonate the peer"
+            ));
+        }
+        Ok(TlsSettings {
+            verify,
+            ca_file: env.non_empty(ca_var).map(PathBuf::from),
+        })
+    };
+    let api_tls = tls("APISERVER_TLS_VERIFY", "APISERVER_CA_FILE", warnings)?;
+    let dyno_tls = tls("DYNOHOST_TLS_VERIFY", "DYNOHOST_CA_FILE", warnings)?;
+    if scheme == Scheme::Http {
+        warnings.push("APISERVER_PROTOCOL=http: API keys cross the network in the clear".into());
+    }
+    Ok(ApiSettings {
+        api: ApiServer {
+            scheme,
+            host,
+            port,
+            key: zeroize::Zeroizing::new(key.to_owned()),
+            timeout: Duration::from_secs(cli.api_timeout),
+            provision_timeout: Duration::from_secs(cli.provision_timeout),
+        },
+        rendezvous_port,
+        api_tls,
+        dyno_tls,
+    })
 }
 
 /// Parses a command line (`args` includes the program name) against `env`;
@@ -192,6 +309,17 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
             SocketAddr::from(([0, 0, 0, 0], port))
         }
     };
+    let mut warnings = Vec::new();
+    let api_mode = match cli.mode.as_deref() {
+        Some("api") => true,
+        Some(_) => false,
+        None => env.non_empty("APISERVER_KEY").is_some(),
+    };
+    let mode = if api_mode {
+        ModeSettings::Api(api_settings(&cli, env, &mut warnings)?)
+    } else {
+        ModeSettings::Standalone
+    };
     let host_keys = if !cli.host_keys.is_empty() {
         cli.host_keys
             .into_iter()
@@ -199,6 +327,9 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
             .collect()
     } else if let Some(path) = env.non_empty("GITMOUTH_PRIVATE_KEY") {
         vec![HostKeySource::Given(PathBuf::from(path))]
+    } else if api_mode {
+        // Where the original kept it, so users' known_hosts stay valid.
+        vec![HostKeySource::Given(PathBuf::from("certs/server.key"))]
     } else {
         vec![HostKeySource::Default(
             cli.data_dir.join("ssh_host_ed25519_key"),
@@ -211,6 +342,8 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         .public_host
         .unwrap_or_else(|| host_name.trim().to_owned());
     Ok(Settings {
+        mode,
+        warnings,
         authorized_keys,
         public_host,
         listen,
@@ -386,6 +519,87 @@ mod tests {
         for arg in Cli::command().get_arguments() {
             assert!(arg.get_help().is_some(), "{} has no help", arg.get_id());
         }
+    }
+
+    #[test]
+    fn the_originals_dotenv_selects_api_mode() {
+        let e = env(&[], Some("APISERVER_KEY=abc123\nPYTHONUNBUFFERED=true\n"));
+        let s = parse("gitmouth", args(&[]), &e, "box").unwrap();
+        let ModeSettings::Api(api) = &s.mode else {
+            panic!("not api mode")
+        };
+        assert_eq!(api.api.base_url(), "https://localhost:5000");
+        assert_eq!(api.api.key.as_str(), "abc123");
+        assert_eq!(api.rendezvous_port, 4000);
+        assert!(api.api_tls.verify && api.dyno_tls.verify);
+        assert_eq!(
+            s.host_keys,
+            [HostKeySource::Given("certs/server.key".into())]
+        );
+        assert_eq!(s.listen.port(), 2222);
+        assert!(s.warnings.is_empty());
+        // An empty key is no key; --mode wins either way.
+        let e = env(&[("APISERVER_KEY", "")], Some("APISERVER_KEY=abc\n"));
+        assert!(matches!(
+            parse("gitmouth", args(&[]), &e, "box").unwrap().mode,
+            ModeSettings::Standalone
+        ));
+        let e = env(&[], Some("APISERVER_KEY=abc\n"));
+        let s = parse("gitmouth", args(&["--mode", "standalone"]), &e, "box").unwrap();
+        assert!(matches!(s.mode, ModeSettings::Standalone));
+        assert!(parse("gitmouth", args(&["--mode", "api"]), &Env::default(), "box").is_err());
+    }
+
+    #[test]
+    fn every_variable_of_the_contract() {
+        let e = env(
+            &[
+                ("APISERVER_KEY", "k"),
+                ("APISERVER_PROTOCOL", "http"),
+                ("APISERVER_HOSTNAME", "api.internal"),
+                ("APISERVER_PORT", "8080"),
+                ("DYNOHOST_RENDEZVOUS_PORT", "4443"),
+                ("GITMOUTH_PORT", "2022"),
+                ("GITMOUTH_PRIVATE_KEY", "/etc/gm/key"),
+                ("APISERVER_CA_FILE", "/etc/ca.pem"),
+                ("DYNOHOST_TLS_VERIFY", "false"),
+            ],
+            None,
+        );
+        let s = parse("gitmouth", args(&[]), &e, "box").unwrap();
+        let ModeSettings::Api(api) = &s.mode else {
+            panic!()
+        };
+        assert_eq!(api.api.base_url(), "http://api.internal:8080");
+        assert_eq!(api.rendezvous_port, 4443);
+        assert_eq!(
+            api.api_tls,
+            TlsSettings {
+                verify: true,
+                ca_file: Some("/etc/ca.pem".into())
+            }
+        );
+        assert!(!api.dyno_tls.verify);
+        assert_eq!(s.listen.port(), 2022);
+        assert_eq!(s.host_keys, [HostKeySource::Given("/etc/gm/key".into())]);
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        let bad = env(
+            &[("APISERVER_KEY", "k"), ("APISERVER_PROTOCOL", "ftp")],
+            None,
+        );
+        assert!(parse("gitmouth", args(&[]), &bad, "box").is_err());
+        let bad = env(
+            &[("APISERVER_KEY", "k"), ("DYNOHOST_TLS_VERIFY", "maybe")],
+            None,
+        );
+        assert!(parse("gitmouth", args(&[]), &bad, "box").is_err());
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug() {
+        let e = env(&[("APISERVER_KEY", "supersecret")], None);
+        let s = parse("gitmouth", args(&[]), &e, "box").unwrap();
+        assert!(!format!("{s:?}").contains("supersecret"));
     }
 
     #[test]
