@@ -102,7 +102,7 @@ fn plaintext_messages(sent: &[u8]) -> Vec<u8> {
     let mut reader = PacketReader::new();
     reader.feed(&sent[line_end + 1..]);
     let mut numbers = Vec::new();
-    while let Ok(Some(packet)) = reader.next() {
+    while let Ok(Some(packet)) = reader.next_packet() {
         numbers.push(reader.payload(&packet)[0]);
         if numbers.last() == Some(&21) {
             break;

@@ -17,6 +17,10 @@ use gitmouth_tests::pair::{DynoScript, Pair, ed25519, host_key};
 use ssh_key::PrivateKey;
 use zeroize::Zeroizing;
 
+/// Overrides the platform's answer to one request: `Some(None)` leaves it
+/// unanswered, `Some(Some(reply))` answers it, `None` keeps the default.
+type Tweak = fn(&HttpRequest) -> Option<Option<Result<HttpResponse, HttpError>>>;
+
 fn config() -> ServerConfig {
     let mut c = ServerConfig::standalone(vec![host_key()], Arc::default(), PathBuf::new());
     c.mode = Mode::Api {
@@ -35,10 +39,7 @@ fn config() -> ServerConfig {
 
 /// A platform that knows `user`'s key, gives it access to `myapp`, and
 /// provisions dynos; `tweak` changes one answer.
-fn platform(
-    user: &PrivateKey,
-    tweak: fn(&HttpRequest) -> Option<Option<Result<HttpResponse, HttpError>>>,
-) -> Pair {
+fn platform(user: &PrivateKey, tweak: Tweak) -> Pair {
     let md5 = fingerprint::md5_hex(
         &ssh_encoding::Encode::encode_vec(user.public_key().key_data()).unwrap(),
     );
@@ -194,7 +195,7 @@ fn no_access_is_refused_before_provisioning_with_one_message() {
 #[test]
 fn an_outage_during_the_key_lookup_is_not_a_wrong_key() {
     let user = ed25519(1, "u");
-    let failures: [fn(&HttpRequest) -> Option<Option<Result<HttpResponse, HttpError>>>; 4] = [
+    let failures: [Tweak; 4] = [
         |_| Some(Some(Err(HttpError::Failed("connection refused".into())))),
         |_| Some(Some(Err(HttpError::Timeout))),
         |_| {
@@ -262,7 +263,6 @@ fn an_unknown_key_is_permission_denied() {
 #[test]
 fn platform_failures_after_login_each_have_their_message() {
     let user = ed25519(1, "u");
-    type Tweak = fn(&HttpRequest) -> Option<Option<Result<HttpResponse, HttpError>>>;
     let cases: [(Tweak, &str, u32); 4] = [
         (
             |r| {

@@ -98,7 +98,7 @@ fn decode(mode: ReaderMode, stream: &[u8], sizes: &[u8]) -> Decoded {
         reader.feed(&stream[at..at + n]);
         at += n;
         loop {
-            match reader.next() {
+            match reader.next_packet() {
                 Ok(Some(packet)) => {
                     assert_eq!(
                         packet.seq,

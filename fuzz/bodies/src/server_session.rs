@@ -40,7 +40,13 @@ pub fn server_config() -> Arc<ServerConfig> {
     CONFIG
         .get_or_init(|| {
             let key = HostKey::generate_ed25519(&mut ChaCha20Rng::from_seed(HOST_KEY_SEED));
-            Arc::new(ServerConfig::new(vec![key]))
+            // No authorized keys and no repositories: authentication
+            // always fails, so a run never asks for work outside memory.
+            Arc::new(ServerConfig::standalone(
+                vec![key],
+                Arc::default(),
+                "/nonexistent".into(),
+            ))
         })
         .clone()
 }
