@@ -1,5 +1,5 @@
-//! Keeping standalone mode's authorized keys current: re-read the file when
-//! it changes (checked every two seconds) and on SIGHUP.
+//! Standalone mode's authorized keys: loaded at start, re-read when the file
+//! changes (checked every two seconds) and on SIGHUP.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 /// Reads and parses the file, logging what the core reports.
-pub fn load(path: &Path) -> AuthorizedKeys {
+pub fn load_authorized_keys(path: &Path) -> AuthorizedKeys {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let (keys, errors) = AuthorizedKeys::parse(&text);
@@ -46,24 +46,21 @@ pub fn load(path: &Path) -> AuthorizedKeys {
     }
 }
 
-/// Watches `path` for the life of the server.
-pub async fn watch(path: PathBuf, store: Arc<KeyStore>) {
+/// Keeps `store` equal to the file at `path`, for the life of the server.
+pub async fn watch_authorized_keys(path: PathBuf, store: Arc<KeyStore>) {
     use futures_lite::StreamExt;
     let mut last = stamp(&path);
     let mut hup = async_signal::Signals::new([async_signal::Signal::Hup]).ok();
     loop {
+        let tick = async {
+            async_io::Timer::after(POLL).await;
+            false
+        };
         let signalled = match hup.as_mut() {
             Some(signals) => {
-                let tick = async {
-                    async_io::Timer::after(POLL).await;
-                    false
-                };
                 futures_lite::future::or(async { signals.next().await.is_some() }, tick).await
             }
-            None => {
-                async_io::Timer::after(POLL).await;
-                false
-            }
+            None => tick.await,
         };
         let now = stamp(&path);
         if signalled || now != last {
@@ -71,7 +68,7 @@ pub async fn watch(path: PathBuf, store: Arc<KeyStore>) {
             if signalled {
                 tracing::info!("SIGHUP: re-reading authorized keys");
             }
-            store.replace(load(&path));
+            store.replace(load_authorized_keys(&path));
         }
     }
 }

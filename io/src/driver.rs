@@ -1,0 +1,416 @@
+//! One connection: feed the socket, the command and every result to the
+//! session, and perform its outputs. The session decides everything; this
+//! loop waits for whichever of its sources is ready, polling each of them
+//! once per wake-up so none can starve another.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use async_io::Timer;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use gitmouth_core::app::api::{HttpError, HttpResponse};
+use gitmouth_core::app::dyno::DynoEnd;
+use gitmouth_core::server::{Input, Output, RepoError, RequestId, Session, Stream};
+
+use crate::Shared;
+use crate::dyno::DynoStream;
+use crate::process::{self, Process};
+
+/// Size of one read from the socket or from the command.
+const CHUNK: usize = 32 * 1024;
+
+/// Where the command runs.
+enum Backend {
+    /// A local git process.
+    Local(Process),
+    /// A dyno, over TLS.
+    Dyno {
+        id: RequestId,
+        stream: Box<DynoStream>,
+    },
+}
+
+/// Work the connection waits for.
+enum Done {
+    Repo(Result<bool, RepoError>),
+    Helper(Result<Vec<u8>, String>),
+    Http(Result<HttpResponse, HttpError>),
+    Dyno(Result<Box<DynoStream>, String>),
+}
+
+type Work = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// Everything that became ready in one wake-up.
+#[derive(Default)]
+struct Ready {
+    wrote: Option<std::io::Result<usize>>,
+    read: Option<std::io::Result<usize>>,
+    stdin: Option<std::io::Result<usize>>,
+    stdout: Option<std::io::Result<usize>>,
+    stderr: Option<std::io::Result<usize>>,
+    exited: Option<std::io::Result<std::process::ExitStatus>>,
+    done: Vec<(RequestId, Done)>,
+    timeout: bool,
+}
+
+impl Ready {
+    fn any(&self) -> bool {
+        self.wrote.is_some()
+            || self.read.is_some()
+            || self.stdin.is_some()
+            || self.stdout.is_some()
+            || self.stderr.is_some()
+            || self.exited.is_some()
+            || !self.done.is_empty()
+            || self.timeout
+    }
+}
+
+/// The state of one connection besides its session.
+struct Conn<S> {
+    socket: S,
+    backend: Option<Backend>,
+    work: Vec<(RequestId, Work)>,
+    sock_buf: Vec<u8>,
+    out_buf: Vec<u8>,
+    err_buf: Vec<u8>,
+    shared: Arc<Shared>,
+}
+
+/// Serves one client connection to its end.
+pub async fn drive<S>(socket: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tracing::Instrument;
+    let session = Session::new(shared.config.clone(), crate::seed(), Instant::now());
+    // The core names the session in each of its events.
+    let span = tracing::info_span!("conn", %peer);
+    run(socket, session, shared).instrument(span).await;
+}
+
+async fn run<S>(socket: S, mut session: Session, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::debug!("connected");
+    let mut c = Conn {
+        socket,
+        backend: None,
+        work: Vec::new(),
+        sock_buf: vec![0; CHUNK],
+        out_buf: vec![0; CHUNK],
+        err_buf: vec![0; CHUNK],
+        shared,
+    };
+    let mut timer = Timer::never();
+    let mut timer_at = None;
+    loop {
+        while let Some(output) = session.poll_output() {
+            c.perform(output, &mut session);
+        }
+        if session.is_finished() {
+            break;
+        }
+        let deadline = session.poll_timeout();
+        if deadline != timer_at {
+            timer_at = deadline;
+            timer = deadline.map_or_else(Timer::never, Timer::at);
+        }
+        let ready = std::future::poll_fn(|cx| {
+            let mut r = c.poll(cx, &session);
+            if Pin::new(&mut timer).poll(cx).is_ready() {
+                r.timeout = true;
+            }
+            if r.any() {
+                Poll::Ready(r)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        if ready.timeout {
+            timer_at = None;
+        }
+        c.feed(&mut session, ready);
+    }
+    // A command the session gave up waiting for dies with the connection
+    // (kill on drop); a dyno connection closes.
+    drop(c.backend.take());
+    let _ = futures_lite::AsyncWriteExt::close(&mut c.socket).await;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn perform(&mut self, output: Output, session: &mut Session) {
+        let now = Instant::now();
+        match output {
+            Output::OpenRepo { id, path, create } => {
+                self.work.push((
+                    id,
+                    Box::pin(async move { Done::Repo(process::open_repo(path, create).await) }),
+                ));
+            }
+            Output::RunHelper { id, process } => {
+                self.work.push((
+                    id,
+                    Box::pin(async move { Done::Helper(process::run_helper(process).await) }),
+                ));
+            }
+            Output::Spawn { id, process } => {
+                let result =
+                    Process::spawn(id, &process).map(|p| self.backend = Some(Backend::Local(p)));
+                session.handle_input(now, Input::Spawned { id, result });
+            }
+            Output::CloseStdin { id } => {
+                if let Some(Backend::Local(p)) = self.backend.as_mut().filter(|b| b.id() == id) {
+                    p.stdin = None;
+                }
+            }
+            Output::Signal { id, signal } => {
+                if let Some(Backend::Local(p)) = self.backend.as_ref().filter(|b| b.id() == id) {
+                    p.signal(signal);
+                }
+            }
+            Output::Http { id, request } => match self.shared.http.clone() {
+                Some(client) => {
+                    self.work.push((
+                        id,
+                        Box::pin(async move { Done::Http(client.send(request).await) }),
+                    ));
+                }
+                None => {
+                    let result = Err(HttpError::Failed("no HTTP client configured".into()));
+                    session.handle_input(now, Input::HttpDone { id, result });
+                }
+            },
+            Output::CancelHttp { id } => self.work.retain(|(w, _)| *w != id),
+            Output::ConnectDyno {
+                id,
+                host,
+                port,
+                header,
+            } => match self.shared.dyno_tls.clone() {
+                Some(tls) => {
+                    let work = async move {
+                        Done::Dyno(tls.connect(&host, port, &header).await.map(Box::new))
+                    };
+                    self.work.push((id, Box::pin(work)));
+                }
+                None => {
+                    let result = Err("no dyno TLS configured".into());
+                    session.handle_input(now, Input::DynoConnected { id, result });
+                }
+            },
+            Output::CloseDyno { id } => {
+                self.work.retain(|(w, _)| *w != id);
+                if self.backend.as_ref().is_some_and(|b| b.id() == id) {
+                    // Dropping the stream closes the TCP connection: the
+                    // rendezvous protocol's only stop signal.
+                    self.backend = None;
+                }
+            }
+            Output::Close(reason) => tracing::info!(%reason, "connection closing"),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>, session: &Session) -> Ready {
+        let mut r = Ready::default();
+        let pending = session.transmit();
+        if !pending.is_empty()
+            && let Poll::Ready(res) = Pin::new(&mut self.socket).poll_write(cx, pending)
+        {
+            r.wrote = Some(res);
+        }
+        if session.wants_read()
+            && let Poll::Ready(res) = Pin::new(&mut self.socket).poll_read(cx, &mut self.sock_buf)
+        {
+            r.read = Some(res);
+        }
+        let limit = session.backend_read_limit().min(CHUNK);
+        let stdin = session.backend_stdin();
+        match self.backend.as_mut() {
+            Some(Backend::Local(p)) => {
+                if !stdin.is_empty()
+                    && let Some(pipe) = p.stdin.as_mut()
+                    && let Poll::Ready(res) = Pin::new(pipe).poll_write(cx, stdin)
+                {
+                    r.stdin = Some(res);
+                }
+                if limit > 0
+                    && let Some(pipe) = p.stdout.as_mut()
+                    && let Poll::Ready(res) =
+                        Pin::new(pipe).poll_read(cx, &mut self.out_buf[..limit])
+                {
+                    r.stdout = Some(res);
+                }
+                // Both streams share the client's window: stderr gets what
+                // stdout left of it.
+                let left = limit
+                    - r.stdout
+                        .as_ref()
+                        .and_then(|x| x.as_ref().ok())
+                        .copied()
+                        .unwrap_or(0);
+                if left > 0
+                    && let Some(pipe) = p.stderr.as_mut()
+                    && let Poll::Ready(res) =
+                        Pin::new(pipe).poll_read(cx, &mut self.err_buf[..left])
+                {
+                    r.stderr = Some(res);
+                }
+                if let Some(exit) = p.exit.as_mut()
+                    && let Poll::Ready(res) = exit.as_mut().poll(cx)
+                {
+                    p.exit = None;
+                    r.exited = Some(res);
+                }
+            }
+            Some(Backend::Dyno { stream, .. }) => {
+                if !stdin.is_empty()
+                    && let Poll::Ready(res) = Pin::new(&mut **stream).poll_write(cx, stdin)
+                {
+                    r.stdin = Some(res);
+                }
+                if !stdin.is_empty() || r.stdin.is_some() {
+                    // TLS buffers records: push them out.
+                    let _ = Pin::new(&mut **stream).poll_flush(cx);
+                }
+                if limit > 0
+                    && let Poll::Ready(res) =
+                        Pin::new(&mut **stream).poll_read(cx, &mut self.out_buf[..limit])
+                {
+                    r.stdout = Some(res);
+                }
+            }
+            None => {}
+        }
+        let mut i = 0;
+        while i < self.work.len() {
+            if let Poll::Ready(done) = self.work[i].1.as_mut().poll(cx) {
+                let (id, _) = self.work.swap_remove(i);
+                r.done.push((id, done));
+            } else {
+                i += 1;
+            }
+        }
+        r
+    }
+
+    fn feed(&mut self, session: &mut Session, ready: Ready) {
+        let now = Instant::now();
+        match ready.wrote {
+            Some(Ok(0)) | Some(Err(_)) => session.handle_input(now, Input::PeerClosed),
+            Some(Ok(n)) => session.consume_transmit(n),
+            None => {}
+        }
+        match ready.read {
+            Some(Ok(0)) | Some(Err(_)) => session.handle_input(now, Input::PeerClosed),
+            Some(Ok(n)) => session.handle_input(now, Input::Received(&self.sock_buf[..n])),
+            None => {}
+        }
+        match self.backend.as_mut() {
+            Some(Backend::Local(p)) => {
+                let id = p.id;
+                match ready.stdin {
+                    Some(Ok(n)) => session.consume_backend_stdin(now, n),
+                    // git stopped reading (it exited or closed stdin): what
+                    // is left is dropped; its exit status tells the rest.
+                    Some(Err(_)) => {
+                        p.stdin = None;
+                        let left = session.backend_stdin().len();
+                        session.consume_backend_stdin(now, left);
+                    }
+                    None => {}
+                }
+                let streams = [
+                    (Stream::Stdout, ready.stdout, &self.out_buf),
+                    (Stream::Stderr, ready.stderr, &self.err_buf),
+                ];
+                for (stream, result, buf) in streams {
+                    match result {
+                        Some(Ok(0)) | Some(Err(_)) => {
+                            match stream {
+                                Stream::Stdout => p.stdout = None,
+                                Stream::Stderr => p.stderr = None,
+                            }
+                            session.handle_input(now, Input::BackendEof { id, stream });
+                        }
+                        Some(Ok(n)) => session.handle_input(
+                            now,
+                            Input::BackendData {
+                                id,
+                                stream,
+                                data: &buf[..n],
+                            },
+                        ),
+                        None => {}
+                    }
+                }
+                if let Some(result) = ready.exited {
+                    let status = process::exit_status(result);
+                    session.handle_input(now, Input::BackendExited { id, status });
+                }
+            }
+            Some(Backend::Dyno { id, .. }) => {
+                let id = *id;
+                let mut end = None;
+                match ready.stdin {
+                    Some(Ok(n)) => session.consume_backend_stdin(now, n),
+                    Some(Err(_)) => end = Some(DynoEnd::Lost),
+                    None => {}
+                }
+                match ready.stdout {
+                    // rustls reports a clean close (close_notify) as the
+                    // end of the stream, and a bare TCP close as an error.
+                    Some(Ok(0)) => end = end.or(Some(DynoEnd::Clean)),
+                    Some(Ok(n)) => session.handle_input(
+                        now,
+                        Input::BackendData {
+                            id,
+                            stream: Stream::Stdout,
+                            data: &self.out_buf[..n],
+                        },
+                    ),
+                    Some(Err(e)) => {
+                        tracing::info!(error = %e, "dyno connection failed");
+                        end = Some(DynoEnd::Lost);
+                    }
+                    None => {}
+                }
+                if let Some(end) = end {
+                    self.backend = None;
+                    session.handle_input(now, Input::DynoClosed { id, end });
+                }
+            }
+            None => {}
+        }
+        for (id, done) in ready.done {
+            match done {
+                Done::Repo(result) => session.handle_input(now, Input::RepoOpened { id, result }),
+                Done::Helper(result) => session.handle_input(now, Input::HelperDone { id, result }),
+                Done::Http(result) => session.handle_input(now, Input::HttpDone { id, result }),
+                Done::Dyno(result) => {
+                    let result =
+                        result.map(|stream| self.backend = Some(Backend::Dyno { id, stream }));
+                    session.handle_input(now, Input::DynoConnected { id, result });
+                }
+            }
+        }
+        if ready.timeout {
+            session.handle_input(now, Input::Timeout);
+        }
+    }
+}
+
+impl Backend {
+    fn id(&self) -> RequestId {
+        match self {
+            Backend::Local(p) => p.id,
+            Backend::Dyno { id, .. } => *id,
+        }
+    }
+}

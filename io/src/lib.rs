@@ -1,0 +1,44 @@
+//! gitmouth's I/O that needs no particular executor, shared by both
+//! runtimes (`gitmouth-smol`, `gitmouth-async-std`).
+//!
+//! Everything here *does*; nothing decides. [`driver::drive`] runs one
+//! connection: it feeds the socket, the git process or the dyno, HTTP
+//! replies and timers to the core's [`gitmouth_core::server::Session`] and
+//! performs the outputs the session asks for. It needs no spawner: the work
+//! a connection waits for (an HTTP request, a TLS handshake, `git init`) is
+//! polled in the connection's own loop. It is built on `futures-io` traits,
+//! `async-io` timers, `async-process`, `isahc` and `futures-rustls`, all of
+//! which run under smol and async-std alike; a runtime crate brings the
+//! executor, the listener and the signals.
+
+pub mod driver;
+pub mod dyno;
+pub mod files;
+pub mod http;
+pub mod process;
+pub mod startup;
+
+use std::sync::Arc;
+
+use gitmouth_core::server::ServerConfig;
+
+/// What every connection of a server shares.
+pub struct Shared {
+    /// The core's configuration.
+    pub config: Arc<ServerConfig>,
+    /// HTTP client for the API server (API mode).
+    pub http: Option<http::Client>,
+    /// TLS for dyno hosts (API mode).
+    pub dyno_tls: Option<dyno::Connector>,
+}
+
+/// A fresh random seed from the operating system.
+pub fn seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    // Without OS randomness nothing here can be secure: stop rather than
+    // run with a predictable seed.
+    if let Err(e) = getrandom::fill(&mut seed) {
+        panic!("the operating system gave no randomness: {e}");
+    }
+    seed
+}

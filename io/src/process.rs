@@ -1,0 +1,160 @@
+//! Local git processes (standalone mode): spawning, signals, repositories.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Stdio;
+
+use async_process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use futures_lite::AsyncReadExt;
+use gitmouth_core::server::{ExitStatus, ProcessSpec, RepoError, RequestId, Signal, signal_name};
+
+/// Largest helper output kept (`git for-each-ref` of a new repository).
+const HELPER_OUTPUT_MAX: u64 = 64 * 1024;
+
+type ExitFuture = Pin<Box<dyn Future<Output = std::io::Result<std::process::ExitStatus>> + Send>>;
+
+/// A running git command.
+pub struct Process {
+    /// The session's id for it.
+    pub id: RequestId,
+    /// Its stdin, until closed.
+    pub stdin: Option<ChildStdin>,
+    /// Its stdout, until EOF.
+    pub stdout: Option<ChildStdout>,
+    /// Its stderr, until EOF.
+    pub stderr: Option<ChildStderr>,
+    /// Resolves when it exits.
+    pub exit: Option<ExitFuture>,
+    /// Killed if still running when dropped.
+    _child: Child,
+    pid: u32,
+}
+
+fn command(spec: &ProcessSpec) -> Command {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args);
+    for name in &spec.env_remove {
+        cmd.env_remove(name);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl Process {
+    /// Starts `spec` with its three streams piped.
+    pub fn spawn(id: RequestId, spec: &ProcessSpec) -> Result<Self, String> {
+        let mut cmd = command(spec);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("{:?}: {e}", spec.program))?;
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        // `status()` only drops stdin, which was taken out above.
+        let exit: ExitFuture = Box::pin(child.status());
+        Ok(Self {
+            id,
+            stdin,
+            stdout,
+            stderr,
+            exit: Some(exit),
+            _child: child,
+            pid,
+        })
+    }
+
+    /// Sends a signal; one that already exited has nothing to stop.
+    pub fn signal(&self, signal: Signal) {
+        let sig = match signal {
+            Signal::Term => rustix::process::Signal::TERM,
+            Signal::Kill => rustix::process::Signal::KILL,
+        };
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process(pid, sig);
+        }
+    }
+}
+
+/// Translates a process's end for the session.
+pub fn exit_status(result: std::io::Result<std::process::ExitStatus>) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match result {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => ExitStatus::Code(code as u32),
+            (None, Some(sig)) => ExitStatus::Signal {
+                name: signal_name(sig).to_owned(),
+                core_dumped: status.core_dumped(),
+            },
+            (None, None) => ExitStatus::Code(1),
+        },
+        Err(_) => ExitStatus::Code(1),
+    }
+}
+
+/// Makes sure a bare repository exists at `path` (see
+/// [`gitmouth_core::server::Output::OpenRepo`]).
+pub async fn open_repo(path: std::path::PathBuf, create: bool) -> Result<bool, RepoError> {
+    if path.join("HEAD").is_file() {
+        return Ok(false);
+    }
+    if !create {
+        return Err(RepoError::NotFound);
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| RepoError::Failed(format!("{}: {e}", parent.display())))?;
+    }
+    let out = Command::new("git")
+        .args(["init", "--bare", "--quiet"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| RepoError::Failed(format!("git init: {e}")))?;
+    if !out.status.success() {
+        return Err(RepoError::Failed(format!(
+            "git init: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(true)
+}
+
+/// Runs a short helper to completion; its stdout if it succeeded.
+pub async fn run_helper(spec: ProcessSpec) -> Result<Vec<u8>, String> {
+    let mut cmd = command(&spec);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{:?}: {e}", spec.program))?;
+    let mut stdout = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        out.take(HELPER_OUTPUT_MAX)
+            .read_to_end(&mut stdout)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut stderr = Vec::new();
+    if let Some(err) = child.stderr.take() {
+        let _ = err.take(HELPER_OUTPUT_MAX).read_to_end(&mut stderr).await;
+    }
+    let status = child.status().await.map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&stderr).trim()
+        ))
+    }
+}
