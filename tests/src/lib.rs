@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 pub mod pair;
+pub mod sunset_client;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
