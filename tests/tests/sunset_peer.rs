@@ -113,7 +113,8 @@ impl FakeGit {
                 result: Ok(Vec::new()),
             }),
             Output::CloseStdin { .. } => self.stdin_closed = true,
-            Output::Signal { .. } | Output::Close(_) => {}
+            // API-mode outputs never come from a standalone server.
+            _ => {}
         }
     }
 
