@@ -16,6 +16,7 @@ pub mod dyno;
 pub mod files;
 pub mod http;
 pub mod process;
+pub mod server;
 pub mod startup;
 
 use std::sync::Arc;

@@ -125,3 +125,13 @@ pub async fn stop_signal() -> Result<(), String> {
     tracing::info!(?signal, "stopping");
     Ok(())
 }
+
+/// A binary's whole `main`: settings and logging, then `run`; a failure is
+/// logged and ends the process with status 1.
+pub fn main(bin_name: &'static str, run: fn(Settings) -> Result<(), String>) {
+    let settings = settings(bin_name);
+    if let Err(e) = run(settings) {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}

@@ -1,1 +1,24 @@
-//! gitmouth on async-std (built out in its own issue).
+//! gitmouth on the async-std runtime.
+//!
+//! async-std is discontinued upstream (RUSTSEC-2025-0052); smol is the
+//! recommended runtime. This crate lets a program that already runs
+//! async-std embed gitmouth without a second executor. The executor's part
+//! only: bind the listener, run each connection on an async-std task.
+//! Serving is [`gitmouth_io::server::run`]; each connection is driven by
+//! [`gitmouth_io::driver::drive`] and decided by the core.
+
+use gitmouth_core::config::Settings;
+
+/// Runs a server with `settings` until SIGTERM or SIGINT.
+pub fn run(settings: Settings) -> Result<(), String> {
+    async_std::task::block_on(async {
+        let listener = async_std::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        let accept = || listener.accept();
+        let spawn = |task| {
+            async_std::task::spawn(task);
+        };
+        gitmouth_io::server::run(&settings, listener.local_addr(), accept, spawn).await
+    })
+}

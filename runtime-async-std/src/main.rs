@@ -1,3 +1,5 @@
-//! The `gitmouth-async-std` binary (built out in its own issue).
+//! The `gitmouth-async-std` binary: gitmouth on async-std.
 
-fn main() {}
+fn main() {
+    gitmouth_io::startup::main("gitmouth-async-std", gitmouth_async_std::run);
+}

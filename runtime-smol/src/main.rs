@@ -1,9 +1,5 @@
 //! The `gitmouth` binary: gitmouth on smol.
 
 fn main() {
-    let settings = gitmouth_io::startup::settings("gitmouth");
-    if let Err(e) = gitmouth_smol::run(settings) {
-        tracing::error!("{e}");
-        std::process::exit(1);
-    }
+    gitmouth_io::startup::main("gitmouth", gitmouth_smol::run);
 }

@@ -27,7 +27,7 @@ pub enum Runtime {
 
 impl Runtime {
     /// Every runtime with a working binary.
-    pub const ALL: [Runtime; 1] = [Runtime::Smol];
+    pub const ALL: [Runtime; 2] = [Runtime::Smol, Runtime::AsyncStd];
 
     /// The binary's name.
     pub fn bin(self) -> &'static str {

@@ -1,0 +1,47 @@
+//! A whole server, given a runtime's listener and spawner: the part of
+//! "run a server" that is the same on every executor.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use gitmouth_core::config::Settings;
+
+/// A task for the runtime's executor.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Prepares the server (host keys, keys or platform clients), then serves
+/// every connection `accept` yields on a task of its own, until SIGTERM or
+/// SIGINT (`Ok`) or a failure (`Err`, for the log). `local` is the address
+/// the runtime's listener is bound to.
+pub async fn run<S, A, F>(
+    settings: &Settings,
+    local: std::io::Result<SocketAddr>,
+    mut accept: A,
+    spawn: impl Fn(Task),
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: FnMut() -> F,
+    F: Future<Output = std::io::Result<(S, SocketAddr)>>,
+{
+    let (shared, keys) = crate::startup::prepare(settings)?;
+    if let Some(store) = keys {
+        spawn(Box::pin(crate::files::watch_authorized_keys(
+            settings.authorized_keys.clone(),
+            store,
+        )));
+    }
+    let shared = Arc::new(shared);
+    let local = local.map_err(|e| e.to_string())?;
+    tracing::info!(address = %local, "listening");
+    let serve = async {
+        loop {
+            let (stream, peer) = accept().await.map_err(|e| format!("accept failed: {e}"))?;
+            spawn(Box::pin(crate::driver::drive(stream, peer, shared.clone())));
+        }
+    };
+    futures_lite::future::or(crate::startup::stop_signal(), serve).await
+}
