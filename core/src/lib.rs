@@ -5,6 +5,7 @@
 //! lifecycle. Nothing here opens a socket, spawns a process, reads a file or
 //! a clock: time is an argument and randomness comes from a seed.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod client;

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use async_io::Timer;
 use futures_lite::io::{AsyncRead, AsyncWrite};
+use gitmouth_core::admission::Ticket;
 use gitmouth_core::app::api::{HttpError, HttpResponse};
 use gitmouth_core::app::dyno::DynoEnd;
 use gitmouth_core::server::{Input, Output, RepoError, RequestId, Session, Stream};
@@ -82,7 +83,7 @@ struct Conn<S> {
 }
 
 /// Serves one client connection to its end.
-pub async fn drive<S>(socket: S, peer: SocketAddr, shared: Arc<Shared>)
+pub async fn drive<S>(socket: S, peer: SocketAddr, shared: Arc<Shared>, ticket: Ticket)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -90,10 +91,10 @@ where
     let session = Session::new(shared.config.clone(), crate::seed(), Instant::now());
     // The core names the session in each of its events.
     let span = tracing::info_span!("conn", %peer);
-    run(socket, session, shared).instrument(span).await;
+    run(socket, session, shared, ticket).instrument(span).await;
 }
 
-async fn run<S>(socket: S, mut session: Session, shared: Arc<Shared>)
+async fn run<S>(socket: S, mut session: Session, shared: Arc<Shared>, mut ticket: Ticket)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -109,7 +110,12 @@ where
     };
     let mut timer = Timer::never();
     let mut timer_at = None;
+    let mut authenticated = false;
     loop {
+        if !authenticated && session.identity().is_some() {
+            authenticated = true;
+            c.shared.admission(|a| a.authenticated(&mut ticket));
+        }
         while let Some(output) = session.poll_output() {
             c.perform(output, &mut session);
         }
@@ -141,6 +147,9 @@ where
     // A command the session gave up waiting for dies with the connection
     // (kill on drop); a dyno connection closes.
     drop(c.backend.take());
+    let outcome = session.outcome();
+    c.shared
+        .admission(|a| a.close(ticket, outcome, Instant::now()));
     let _ = futures_lite::AsyncWriteExt::close(&mut c.socket).await;
 }
 

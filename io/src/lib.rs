@@ -19,8 +19,9 @@ pub mod process;
 pub mod server;
 pub mod startup;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use gitmouth_core::admission::Admission;
 use gitmouth_core::server::ServerConfig;
 
 /// What every connection of a server shares.
@@ -31,6 +32,17 @@ pub struct Shared {
     pub http: Option<http::Client>,
     /// TLS for dyno hosts (API mode).
     pub dyno_tls: Option<dyno::Connector>,
+    /// Limits on unauthenticated connections and penalties.
+    pub admission: Mutex<Admission>,
+}
+
+impl Shared {
+    /// Runs `f` on the admission state (a poisoned lock is still usable:
+    /// the state is counts, consistent after every call).
+    pub fn admission<T>(&self, f: impl FnOnce(&mut Admission) -> T) -> T {
+        let mut guard = self.admission.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
 }
 
 /// A fresh random seed from the operating system.

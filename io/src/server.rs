@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
+use gitmouth_core::admission::Verdict;
 use gitmouth_core::config::Settings;
 
 /// A task for the runtime's executor.
@@ -40,7 +41,17 @@ where
     let serve = async {
         loop {
             let (stream, peer) = accept().await.map_err(|e| format!("accept failed: {e}"))?;
-            spawn(Box::pin(crate::driver::drive(stream, peer, shared.clone())));
+            let now = std::time::Instant::now();
+            match shared.admission(|a| a.connect(peer.ip(), now)) {
+                Verdict::Accept(ticket) => spawn(Box::pin(crate::driver::drive(
+                    stream,
+                    peer,
+                    shared.clone(),
+                    ticket,
+                ))),
+                // Dropping the stream closes it before any byte is read.
+                Verdict::Refuse(why) => tracing::info!(%peer, why, "connection refused"),
+            }
         }
     };
     futures_lite::future::or(crate::startup::stop_signal(), serve).await

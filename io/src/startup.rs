@@ -105,11 +105,16 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
         }
     };
     let config = Arc::new(ServerConfig::from_settings(settings, host_keys, mode));
+    let admission = std::sync::Mutex::new(gitmouth_core::admission::Admission::new(
+        gitmouth_core::admission::AdmissionConfig::default(),
+        crate::seed(),
+    ));
     Ok((
         Shared {
             config,
             http,
             dyno_tls,
+            admission,
         },
         store,
     ))

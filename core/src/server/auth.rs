@@ -67,6 +67,11 @@ impl AuthState {
         self.pending.is_some()
     }
 
+    /// Failed attempts so far.
+    pub(super) fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Abandons any lookup in flight, returning its id.
     pub(super) fn cancel(&mut self) -> Option<RequestId> {
         self.pending.take().map(|p| p.id)

@@ -444,6 +444,7 @@ pub(crate) struct ServerUpper {
     next_id: u64,
     close_reported: bool,
     peer_gone: bool,
+    grace_exceeded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,6 +483,7 @@ impl Session {
                 next_id: 1,
                 close_reported: false,
                 peer_gone: false,
+                grace_exceeded: false,
             },
         }
     }
@@ -494,6 +496,20 @@ impl Session {
     /// Who authenticated, once someone has.
     pub fn identity(&self) -> Option<&Identity> {
         self.upper.identity.as_ref()
+    }
+
+    /// How the connection fared, for admission penalties.
+    pub fn outcome(&self) -> crate::admission::Outcome {
+        use crate::admission::Outcome;
+        if self.upper.identity.is_some() {
+            Outcome::Authenticated
+        } else if self.upper.grace_exceeded {
+            Outcome::GraceExceeded
+        } else if self.upper.auth.failures() > 0 {
+            Outcome::AuthFailed
+        } else {
+            Outcome::NoAuth
+        }
     }
 
     /// Feeds one event.
@@ -646,6 +662,7 @@ impl ServerUpper {
     fn on_timeout(&mut self, t: &mut Transport, now: Instant) {
         if self.login_deadline.is_some_and(|d| now >= d) {
             self.login_deadline = None;
+            self.grace_exceeded = true;
             tracing::info!(session = %self.id, "login grace time exceeded");
             t.disconnect(DisconnectReason::ByApplication, "login grace time exceeded");
             if let Some(id) = self.auth.cancel() {

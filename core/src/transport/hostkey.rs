@@ -531,6 +531,7 @@ fn rsa_sign(pair: &RsaKeyPair, alg: HostKeyAlg, data: &[u8]) -> Result<Vec<u8>, 
     // (ring 0.17.14 src/rsa/padding/pkcs1.rs, `_rng`), and ring does not
     // blind. `SystemRandom::new()` itself touches nothing (it is a unit
     // struct), so the core still reads no OS randomness.
+    #[allow(clippy::disallowed_types)]
     let unused_rng = ring::rand::SystemRandom::new();
     pair.sign(padding, &unused_rng, data, &mut signature)
         .map_err(|_| HostKeyError::SigningFailed)?;
