@@ -669,3 +669,214 @@ fn concurrent_clones_and_pushes() {
         );
     }
 }
+
+#[test]
+fn server_and_client_rekeying_at_once_keep_transfers_intact() {
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        // Both sides re-key every megabyte, so their KEXINITs cross.
+        let server = start_git_server(
+            runtime,
+            dir,
+            &[&key],
+            ServerOptions::default().args(&["--rekey-limit", "1M"]),
+        );
+        let ssh = server.ssh().key(&key).option("RekeyLimit=1M").arg("-v");
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+        let url = ssh.url("rekeyed");
+        let src = big_repository(&git, dir, &url, 24 << 20);
+        let out = git.run(&src, &["push", "origin", "main", "side", "v1"]);
+        let err = stderr(&out);
+        assert!(
+            out.status.success(),
+            "push:\n{}",
+            &err[err.len().saturating_sub(4000)..]
+        );
+        assert!(key_exchanges(&err) >= 15, "{} kex", key_exchanges(&err));
+        let mirror = dir.join("mirror.git");
+        let out = git.run(dir, &["clone", "--mirror", &url, mirror.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert!(
+            out.status.success(),
+            "clone:\n{}",
+            &err[err.len().saturating_sub(4000)..]
+        );
+        assert!(key_exchanges(&err) >= 15, "{} kex", key_exchanges(&err));
+        fsck(&git, &mirror);
+        assert_eq!(refs(&git, &mirror), refs(&git, &src));
+        assert_eq!(objects(&git, &mirror), objects(&git, &src));
+    }
+}
+
+#[test]
+fn tags_branch_deletion_and_shallow_clones() {
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+        let ssh = server.ssh().key(&key);
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+        // Every character a name may have, and the longest name.
+        let long = format!("L{}", "x".repeat(99));
+        for name in ["My_App-1@team", long.as_str()] {
+            let url = ssh.url(name);
+            let src = dir.join(format!("src-{}", &name[..5]));
+            init(&git, &src, &url);
+            let mut tips = Vec::new();
+            for i in 0..5 {
+                tips.push(commit(
+                    &git,
+                    &src,
+                    &[("log.txt", format!("entry {i}\n").as_bytes())],
+                    &format!("commit {i}"),
+                ));
+            }
+            git.ok(&src, &["tag", "light", &tips[1]]);
+            git.ok(&src, &["tag", "-a", "-m", "annotated", "heavy", &tips[3]]);
+            git.ok(&src, &["branch", "doomed", &tips[2]]);
+            git.ok(&src, &["push", "-q", "origin", "main", "doomed", "--tags"]);
+            let listed = git.ok(&src, &["ls-remote", &url]);
+            for r in [
+                "refs/heads/main",
+                "refs/heads/doomed",
+                "refs/tags/light",
+                "refs/tags/heavy",
+                "refs/tags/heavy^{}",
+            ] {
+                assert!(
+                    listed.contains(&format!("\t{r}\n")),
+                    "{name}: {r} missing:\n{listed}"
+                );
+            }
+            git.ok(&src, &["push", "-q", "origin", "--delete", "doomed"]);
+            assert_eq!(remote_ref(&git, &src, &url, "refs/heads/doomed"), None);
+
+            for version in ["0", "2"] {
+                let proto = format!("protocol.version={version}");
+                let shallow = dir.join(format!("shallow-{}-v{version}", &name[..5]));
+                git.ok(
+                    dir,
+                    &[
+                        "-c",
+                        &proto,
+                        "clone",
+                        "-q",
+                        "--depth",
+                        "1",
+                        &url,
+                        shallow.to_str().unwrap(),
+                    ],
+                );
+                assert_eq!(
+                    git.ok(&shallow, &["rev-list", "--count", "HEAD"]).trim(),
+                    "1"
+                );
+                assert_eq!(head(&git, &shallow, "HEAD"), tips[4]);
+                git.ok(
+                    &shallow,
+                    &["-c", &proto, "fetch", "-q", "--unshallow", "--tags"],
+                );
+                assert_eq!(
+                    git.ok(&shallow, &["rev-list", "--count", "HEAD"]).trim(),
+                    "5"
+                );
+                assert_eq!(head(&git, &shallow, "heavy^{commit}"), tips[3]);
+                assert_eq!(head(&git, &shallow, "light"), tips[1]);
+                fsck(&git, &shallow);
+            }
+        }
+        // One character more is not a name.
+        let too_long = format!("L{}", "x".repeat(100));
+        let out = git.fails(dir, &["ls-remote", &ssh.url(&too_long)]);
+        assert!(
+            stderr(&out).contains(" ! Invalid path.\n"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// The server's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_stops_reading_does_not_make_the_server_buffer() {
+    use std::io::{Read, Write};
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+        let ssh = server.ssh().key(&key);
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+        let url = ssh.url("stream");
+        let src = dir.join("src");
+        init(&git, &src, &url);
+        git.ok(&src, &["config", "core.bigFileThreshold", "1m"]);
+        git.ok(&src, &["config", "core.compression", "0"]);
+        let size = 48 << 20;
+        commit(
+            &git,
+            &src,
+            &[("blob.bin", &pseudo_random_bytes(9, size))],
+            "big",
+        );
+        git.ok(&src, &["push", "-q", "origin", "main"]);
+        let baseline = rss_kib(server.pid());
+
+        // git archive's request by hand: the tar of HEAD, 48 MB, which we
+        // then do not read for a while.
+        let mut cmd = ssh
+            .option("LogLevel=ERROR")
+            .command(&["git-upload-archive 'stream.git'"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"0012argument HEAD\n0000").unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 4096];
+        stdout.read_exact(&mut first).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let stalled = rss_kib(server.pid());
+        let mut rest = Vec::new();
+        let reader = std::thread::spawn(move || {
+            stdout.read_to_end(&mut rest).unwrap();
+            rest
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(reader.join());
+        });
+        let rest = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(r) => r.unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the archive never finished after the client read again");
+            }
+        };
+        drop(stdin);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        // Side-band framing and tar headers on top of the blob.
+        let total = first.len() + rest.len();
+        assert!(total > size, "only {total} bytes arrived");
+        let grew = stalled.saturating_sub(baseline);
+        eprintln!("server memory: {baseline} KiB before, {stalled} KiB while stalled");
+        assert!(
+            grew < 16 * 1024,
+            "the server grew by {grew} KiB while the client was not reading"
+        );
+    }
+}
