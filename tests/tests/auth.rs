@@ -276,3 +276,40 @@ fn a_pub_file_named_by_authorized_keys_option_works() {
         assert!(!accepted(&server, &other));
     }
 }
+
+#[test]
+fn a_silent_connection_is_closed_at_the_login_grace_time() {
+    use std::io::Read;
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(
+            runtime,
+            dir,
+            &[&key],
+            ServerOptions::default().args(&["--login-grace-time", "2"]),
+        );
+        let start = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // The banner comes at once; then nothing from us until the server
+        // gives up. Reading to the end returns when it closes.
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        let waited = start.elapsed();
+        assert!(
+            got.starts_with(b"SSH-2.0-"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(
+            waited >= Duration::from_millis(1800) && waited < Duration::from_secs(4),
+            "closed after {waited:?}, the grace time is 2 s"
+        );
+        // A real client in time is unaffected.
+        assert_eq!(shell(&server, &key).unwrap(), greeting("alice"));
+    }
+}

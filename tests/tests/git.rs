@@ -432,73 +432,97 @@ fn a_client_killed_mid_push_leaves_no_git_behind() {
             .collect();
         commit(&git, &src, &files, "big");
 
-        let mut push = git.command(&src, &["push", "origin", "main"]);
-        push.stdout(std::process::Stdio::null());
-        if std::env::var_os("DEBUG_PUSH").is_none() {
-            push.stderr(std::process::Stdio::null());
-        }
-        let mut child = push.spawn().unwrap();
-        let pgid = child.id();
         // Wait until receive-pack runs and pack data is arriving (its
-        // quarantine directory holds a temporary pack), then kill the
-        // client and everything it started.
+        // quarantine directory holds a growing temporary pack), then kill
+        // the client and everything it started.
         let repo = server.data_dir.join("repos/victim.git");
-        let receiving = wait_until(Duration::from_secs(20), || {
-            incoming_pack_bytes(&repo) > 1 << 20
-        });
-        let running = descendants(server.pid())
-            .iter()
-            .any(|p| p.cmdline.contains("receive-pack"));
-        kill_group(pgid, "KILL");
-        let status = child.wait().unwrap();
-        assert!(
-            receiving && running,
-            "the push never got going (receiving {receiving}, receive-pack running {running})"
+        kill_mid_transfer(
+            &server,
+            &git,
+            &src,
+            &["push", "origin", "main"],
+            "receive-pack",
+            || tmp_pack_bytes(&repo.join("objects")) > 1 << 20,
         );
-        assert!(
-            !status.success(),
-            "the push finished before it was killed: the test proves nothing"
-        );
-
-        let clean = wait_until(Duration::from_secs(10), || leftover_git(&server).is_empty());
-        assert!(
-            clean,
-            "10 s after the client died, git is still running:\n{}",
-            leftover_git(&server).join("\n")
-        );
-
         // The repository still serves, unchanged by the lost push.
         let clone = dir.join("clone");
         git.ok(dir, &["clone", "-q", &url, clone.to_str().unwrap()]);
         assert_eq!(head(&git, &clone, "HEAD"), first);
         fsck(&git, &clone);
+
+        // Now the same for a clone killed half way.
+        let big = {
+            let out = git.run(&src, &["push", "-q", "origin", "main"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            head(&git, &src, "HEAD")
+        };
+        let partial = dir.join("partial");
+        kill_mid_transfer(
+            &server,
+            &git,
+            dir,
+            &["clone", "-q", &url, partial.to_str().unwrap()],
+            "upload-pack",
+            || tmp_pack_bytes(&partial) > 1 << 20,
+        );
+        let again = dir.join("again");
+        git.ok(dir, &["clone", "-q", &url, again.to_str().unwrap()]);
+        assert_eq!(head(&git, &again, "HEAD"), big);
+        fsck(&git, &again);
     }
 }
 
-/// Bytes in temporary packs under `repo/objects` (receive-pack's
-/// quarantine directory), 0 when there are none.
-fn incoming_pack_bytes(repo: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(repo.join("objects")) else {
-        return 0;
-    };
-    let mut total = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().starts_with("tmp_objdir-incoming") {
-            continue;
-        }
-        for file in walk(&entry.path()) {
-            if file
-                .file_name()
+/// Runs `git args` in `cwd`, SIGKILLs it and its ssh once `progress` says
+/// data is flowing (and the server runs `server_command`), then checks that
+/// within 10 s nothing the server started for it is left.
+fn kill_mid_transfer(
+    server: &Server,
+    git: &Git,
+    cwd: &Path,
+    args: &[&str],
+    server_command: &str,
+    mut progress: impl FnMut() -> bool,
+) {
+    let mut cmd = git.command(cwd, args);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let pgid = child.id();
+    let flowing = wait_until(Duration::from_secs(20), &mut progress);
+    let running = descendants(server.pid())
+        .iter()
+        .any(|p| p.cmdline.contains(server_command));
+    kill_group(pgid, "KILL");
+    let status = child.wait().unwrap();
+    assert!(
+        flowing && running,
+        "{args:?} never got going (data flowing {flowing}, {server_command} running {running})"
+    );
+    assert!(
+        !status.success(),
+        "{args:?} finished before it was killed: the test proves nothing"
+    );
+    let clean = wait_until(Duration::from_secs(10), || leftover_git(server).is_empty());
+    assert!(
+        clean,
+        "10 s after the client of {args:?} died, git is still running:\n{}",
+        leftover_git(server).join("\n")
+    );
+}
+
+/// Bytes in git's temporary pack files (`tmp_pack_*`) anywhere under
+/// `dir`: receive-pack's quarantine, or a clone in progress.
+fn tmp_pack_bytes(dir: &Path) -> u64 {
+    walk(dir)
+        .iter()
+        .filter(|f| {
+            f.file_name()
                 .unwrap()
                 .to_string_lossy()
                 .starts_with("tmp_pack")
-            {
-                total += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    total
+        })
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum()
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
