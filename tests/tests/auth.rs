@@ -313,3 +313,84 @@ fn a_silent_connection_is_closed_at_the_login_grace_time() {
         assert_eq!(shell(&server, &key).unwrap(), greeting("alice"));
     }
 }
+
+#[test]
+fn authorized_keys_options_comments_and_line_endings() {
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let names = [
+            "from",
+            "command",
+            "restricted",
+            "windows",
+            "bare",
+            "rsa_sha1",
+        ];
+        let keys: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let kind = if *n == "rsa_sha1" { "rsa" } else { "ed25519" };
+                keygen(dir, kind, n, n)
+            })
+            .collect();
+        let line = |i: usize| {
+            let text = std::fs::read_to_string(gitmouth_tests::public_key(&keys[i])).unwrap();
+            text.trim_end().to_owned()
+        };
+        let blob = |i: usize| line(i).split(' ').take(2).collect::<Vec<_>>().join(" ");
+        let file = dir.join("data/authorized_keys");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let text = [
+            "# gitmouth keys".to_owned(),
+            String::new(),
+            // Restrictions gitmouth cannot enforce: the line is refused.
+            format!("from=\"10.0.0.0/8\" {}", line(0)),
+            format!("command=\"/bin/false\" {}", line(1)),
+            // Restrictions on what gitmouth never offers: fine.
+            format!("restrict,no-pty,no-port-forwarding {}", line(2)),
+            // Edited on Windows.
+            format!("{}\r", line(3)),
+            // No comment: the user is the key's fingerprint.
+            format!("{}\r", blob(4)),
+            // The same key again: the first line wins.
+            format!("{} someone-else", blob(2)),
+            "ssh-dss AAAAB3NzaC1kc3MAAACBAP== old".to_owned(),
+            "not a key at all".to_owned(),
+            line(5),
+        ]
+        .join("\n");
+        std::fs::write(&file, text + "\n").unwrap();
+        let server = Server::start_with(
+            runtime,
+            ServerOptions::default().data_dir(&dir.join("data")),
+        );
+        assert!(!accepted(&server, &keys[0]), "from= must not be ignored");
+        assert!(!accepted(&server, &keys[1]), "command= must not be ignored");
+        assert_eq!(shell(&server, &keys[2]).unwrap(), greeting("restricted"));
+        assert_eq!(shell(&server, &keys[3]).unwrap(), greeting("windows"));
+        let fingerprint = {
+            let out = std::process::Command::new("ssh-keygen")
+                .arg("-lf")
+                .arg(gitmouth_tests::public_key(&keys[4]))
+                .output()
+                .unwrap();
+            gitmouth_tests::stdout(&out)
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(shell(&server, &keys[4]).unwrap(), greeting(&fingerprint));
+        // An RSA key signing with SHA-1 (`ssh-rsa`) is refused; the same
+        // key with SHA-2 gets in.
+        let out = server
+            .ssh()
+            .key(&keys[5])
+            .option("PubkeyAcceptedAlgorithms=ssh-rsa")
+            .arg("-T")
+            .run(&[]);
+        assert!(stderr(&out).contains(DENIED), "{}", stderr(&out));
+        assert_eq!(shell(&server, &keys[5]).unwrap(), greeting("rsa_sha1"));
+    }
+}
