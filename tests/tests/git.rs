@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gitmouth_tests::{
     Git, Runtime, Server, ServerOptions, descendants, keygen, kill_group, processes_using,
-    pseudo_random_bytes, start_git_server, stderr, wait_until,
+    pseudo_random_bytes, start_git_server, stderr, stdout, wait_until,
 };
 
 /// Writes `files` (path, contents) under `repo` and commits them all.
@@ -902,5 +902,81 @@ fn a_client_that_stops_reading_does_not_make_the_server_buffer() {
             grew < 16 * 1024,
             "the server grew by {grew} KiB while the client was not reading"
         );
+    }
+}
+
+#[test]
+fn git_exit_status_and_stderr_reach_the_client() {
+    use std::io::Write;
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+        let ssh = server.ssh().key(&key).option("LogLevel=ERROR");
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+        let url = ssh.url("status");
+        let src = dir.join("src");
+        init(&git, &src, &url);
+        commit(&git, &src, &[("f", b"x\n")], "one");
+        git.ok(&src, &["push", "-q", "origin", "main"]);
+
+        // upload-pack fed garbage dies with git's message and status 128.
+        let mut cmd = ssh.command(&["git-upload-pack 'status.git'"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"this is not a pkt-line\n").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            stdout(&out).contains(" refs/heads/main"),
+            "{}",
+            stdout(&out)
+        );
+        assert!(
+            stderr(&out).contains("fatal: protocol error"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), Some(128), "{}", stderr(&out));
+
+        // A clean ls-remote exchange ends with status 0.
+        let mut cmd = ssh.command(&["git-upload-pack 'status.git'"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"0000").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+        // Thousands of refs: a ref advertisement far larger than one
+        // channel packet or window, both ways.
+        let tip = head(&git, &src, "HEAD");
+        let mut updates = String::new();
+        for i in 0..3000 {
+            updates.push_str(&format!("create refs/tags/t{i:04} {tip}\n"));
+        }
+        let mut cmd = git.command(&src, &["update-ref", "--stdin"]);
+        cmd.stdin(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(updates.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        git.ok(&src, &["push", "-q", "origin", "--tags"]);
+        let mirror = dir.join("mirror.git");
+        git.ok(
+            dir,
+            &["clone", "-q", "--mirror", &url, mirror.to_str().unwrap()],
+        );
+        assert_eq!(refs(&git, &mirror), refs(&git, &src));
+        assert_eq!(refs(&git, &mirror).lines().count(), 3001);
     }
 }
