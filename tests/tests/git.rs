@@ -980,3 +980,68 @@ fn git_exit_status_and_stderr_reach_the_client() {
         assert_eq!(refs(&git, &mirror).lines().count(), 3001);
     }
 }
+
+#[test]
+fn sigterm_stops_the_server_and_its_git_commands() {
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+        let ssh = server.ssh().key(&key);
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+        let url = ssh.url("interrupted");
+        let src = dir.join("src");
+        init(&git, &src, &url);
+        git.ok(&src, &["config", "core.compression", "0"]);
+        git.ok(&src, &["config", "pack.window", "0"]);
+        let blobs: Vec<(String, Vec<u8>)> = (0..160)
+            .map(|i| (format!("{i}.bin"), pseudo_random_bytes(5000 + i, 256 << 10)))
+            .collect();
+        let files: Vec<(&str, &[u8])> = blobs
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        commit(&git, &src, &files, "many");
+
+        // A push is streaming when the server is told to stop.
+        let mut cmd = git.command(&src, &["push", "origin", "main"]);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut push = cmd.spawn().unwrap();
+        let repo = server.data_dir.join("repos/interrupted.git");
+        let flowing = wait_until(Duration::from_secs(20), || {
+            tmp_pack_bytes(&repo.join("objects")) > 1 << 20
+        });
+        gitmouth_tests::kill(server.pid(), "TERM");
+        assert!(flowing, "the push never got going");
+        let exited = wait_until(Duration::from_secs(10), || {
+            !gitmouth_tests::processes()
+                .iter()
+                .any(|p| p.pid == server.pid() && p.state != 'Z')
+        });
+        assert!(exited, "the server did not stop within 10 s of SIGTERM");
+        let clean = wait_until(Duration::from_secs(10), || {
+            processes_using(&server.data_dir)
+                .iter()
+                .all(|p| p.pid == server.pid())
+        });
+        let status = wait_until(Duration::from_secs(20), || {
+            push.try_wait().unwrap().is_some()
+        });
+        if !status {
+            kill_group(push.id(), "KILL");
+        }
+        let finished = push.wait().unwrap();
+        assert!(
+            clean,
+            "git still runs after the server stopped:\n{:?}",
+            processes_using(&server.data_dir)
+        );
+        assert!(status, "the client did not notice the server stopping");
+        assert!(
+            !finished.success(),
+            "a push cut off by the server's shutdown must not succeed"
+        );
+    }
+}
