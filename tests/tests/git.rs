@@ -1045,3 +1045,83 @@ fn sigterm_stops_the_server_and_its_git_commands() {
         );
     }
 }
+
+#[test]
+fn options_from_users_ssh_configs_work() {
+    use std::io::{Read, Write};
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+        let ssh = server.ssh().key(&key);
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+        let url = ssh.url("configured");
+        let src = dir.join("src");
+        init(&git, &src, &url);
+        let tip = commit(
+            &git,
+            &src,
+            &[("f", &pseudo_random_bytes(2, 100_000))],
+            "one",
+        );
+        git.ok(&src, &["push", "-q", "origin", "main"]);
+
+        // Compression asked for (`Compression yes`): we offer none, and
+        // the clone works uncompressed.
+        let compressed = Git::new(&dir.join("home")).ssh(&ssh.clone().arg("-C").arg("-v"));
+        let clone = dir.join("clone-c");
+        let out = compressed.run(dir, &["clone", &url, clone.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("compression: none"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(head(&git, &clone, "HEAD"), tip);
+
+        // Protocol v1, which git still speaks when asked.
+        let trace = dir.join("v1.trace");
+        let out = git
+            .clone()
+            .env("GIT_TRACE_PACKET", trace.to_str().unwrap())
+            .run(dir, &["-c", "protocol.version=1", "ls-remote", &url]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            std::fs::read_to_string(&trace)
+                .unwrap()
+                .contains("< version 1\n")
+        );
+
+        // Keepalives (`ServerAliveInterval`) while the command waits: each
+        // must be answered, or ssh gives up after two.
+        let mut cmd = ssh
+            .clone()
+            .option("ServerAliveInterval=1")
+            .option("ServerAliveCountMax=2")
+            .option("LogLevel=ERROR")
+            .command(&["git-upload-pack 'configured.git'"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut advert = [0u8; 4];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut advert)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(4500));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ssh gave up on keepalives"
+        );
+        stdin.write_all(b"0000").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).contains(" refs/heads/main"));
+    }
+}
