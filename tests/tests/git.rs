@@ -1125,3 +1125,91 @@ fn options_from_users_ssh_configs_work() {
         assert!(stdout(&out).contains(" refs/heads/main"));
     }
 }
+
+#[test]
+fn head_names_a_branch_even_when_the_first_push_created_none() {
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+        let ssh = server.ssh().key(&key);
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+
+        // A first push of a tag only creates the repository without a
+        // branch; the branch pushed next must become HEAD.
+        let url = ssh.url("tagsfirst");
+        let src = dir.join("src");
+        init(&git, &src, &url);
+        let tip = commit(&git, &src, &[("f", b"x\n")], "one");
+        git.ok(&src, &["tag", "v1"]);
+        git.ok(&src, &["push", "-q", "origin", "v1"]);
+        git.ok(&src, &["push", "-q", "origin", "main"]);
+        let symref = git.ok(&src, &["ls-remote", "--symref", &url, "HEAD"]);
+        let clone = dir.join("clone");
+        let out = git.run(dir, &["clone", &url, clone.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("remote HEAD refers to nonexistent ref"),
+            "after a tag-only first push, HEAD does not name the branch pushed next:\n\
+             ls-remote --symref: {symref}\nclone: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            git.ok(&clone, &["symbolic-ref", "HEAD"]).trim(),
+            "refs/heads/main"
+        );
+        assert_eq!(head(&git, &clone, "HEAD"), tip);
+    }
+}
+
+#[test]
+fn head_names_a_branch_after_an_interrupted_first_push() {
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+        let ssh = server.ssh().key(&key);
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+
+        // The first push to a new repository dies half way (the network
+        // dropped); the retry must still leave HEAD on its branch.
+        let url = ssh.url("retried");
+        let src = dir.join("src");
+        init(&git, &src, &url);
+        git.ok(&src, &["config", "core.compression", "0"]);
+        git.ok(&src, &["config", "pack.window", "0"]);
+        let blobs: Vec<(String, Vec<u8>)> = (0..160)
+            .map(|i| (format!("{i}.bin"), pseudo_random_bytes(7000 + i, 256 << 10)))
+            .collect();
+        let files: Vec<(&str, &[u8])> = blobs
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        let tip = commit(&git, &src, &files, "many");
+        let repo = server.data_dir.join("repos/retried.git");
+        kill_mid_transfer(
+            &server,
+            &git,
+            &src,
+            &["push", "origin", "main"],
+            "receive-pack",
+            || tmp_pack_bytes(&repo.join("objects")) > 1 << 20,
+        );
+        git.ok(&src, &["push", "-q", "origin", "main"]);
+        let clone = dir.join("clone");
+        let out = git.run(dir, &["clone", &url, clone.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("remote HEAD refers to nonexistent ref"),
+            "after an interrupted first push, HEAD does not name the branch:\n{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            git.ok(&clone, &["symbolic-ref", "HEAD"]).trim(),
+            "refs/heads/main"
+        );
+        assert_eq!(head(&git, &clone, "HEAD"), tip);
+    }
+}
