@@ -691,6 +691,18 @@ fn concurrent_clones_and_pushes() {
             "{:?}",
             leftover_git(&server)
         );
+        // Each log line belongs to one connection: a connection's span
+        // must not leak into the lines of others running at the same time.
+        let log = server.log();
+        let tangled: Vec<&str> = log
+            .lines()
+            .filter(|l| l.matches("conn{").count() > 1)
+            .collect();
+        assert!(
+            tangled.is_empty(),
+            "log lines carry several connections' spans:\n{}",
+            tangled[..tangled.len().min(5)].join("\n")
+        );
     }
 }
 
@@ -1211,5 +1223,69 @@ fn head_names_a_branch_after_an_interrupted_first_push() {
             "refs/heads/main"
         );
         assert_eq!(head(&git, &clone, "HEAD"), tip);
+    }
+}
+
+#[test]
+fn simultaneous_first_pushes_to_one_new_repository() {
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+        let ssh = server.ssh().key(&key);
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+        // The race is narrow: a few rounds make losing it near certain.
+        for round in 0..5 {
+            let name = format!("race{round}");
+            let url = ssh.url(&name);
+            let branches = ["main", "dev", "feature", "fix"];
+            let mut srcs = Vec::new();
+            for b in branches {
+                let src = dir.join(format!("{name}-{b}"));
+                init(&git, &src, &url);
+                git.ok(&src, &["checkout", "-q", "-b", b]);
+                commit(&git, &src, &[("who", b.as_bytes())], b);
+                srcs.push((b, src));
+            }
+            let results: Vec<(String, std::process::Output)> = std::thread::scope(|s| {
+                let handles: Vec<_> = srcs
+                    .iter()
+                    .map(|(b, src)| {
+                        let git = git.clone();
+                        s.spawn(move || (b.to_string(), git.run(src, &["push", "origin", b])))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut pushed = Vec::new();
+            for (b, out) in &results {
+                let err = stderr(out);
+                if out.status.success() {
+                    pushed.push(b.clone());
+                } else {
+                    // Refused plainly is acceptable; failing is not.
+                    assert!(
+                        err.contains("is in progress"),
+                        "{name}: push of {b} failed:\n{err}"
+                    );
+                }
+            }
+            assert!(!pushed.is_empty(), "{name}: no push got through");
+            let clone = dir.join(format!("{name}-clone"));
+            let out = git.run(dir, &["clone", &url, clone.to_str().unwrap()]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(
+                !stderr(&out).contains("remote HEAD refers to nonexistent ref"),
+                "{name}: HEAD names no pushed branch ({pushed:?})"
+            );
+            fsck(&git, &clone);
+            for b in &pushed {
+                assert!(
+                    remote_ref(&git, dir, &url, &format!("refs/heads/{b}")).is_some(),
+                    "{name}: {b} was pushed but is missing"
+                );
+            }
+        }
     }
 }
