@@ -691,18 +691,6 @@ fn concurrent_clones_and_pushes() {
             "{:?}",
             leftover_git(&server)
         );
-        // Each log line belongs to one connection: a connection's span
-        // must not leak into the lines of others running at the same time.
-        let log = server.log();
-        let tangled: Vec<&str> = log
-            .lines()
-            .filter(|l| l.matches("conn{").count() > 1)
-            .collect();
-        assert!(
-            tangled.is_empty(),
-            "log lines carry several connections' spans:\n{}",
-            tangled[..tangled.len().min(5)].join("\n")
-        );
     }
 }
 
@@ -1287,5 +1275,50 @@ fn simultaneous_first_pushes_to_one_new_repository() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn each_log_line_names_one_connection() {
+    use std::io::{Read, Write};
+    for runtime in Runtime::ALL {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        let key = keygen(dir, "ed25519", "id", "alice");
+        let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+        let ssh = server.ssh().key(&key).option("LogLevel=ERROR");
+        let git = Git::new(&dir.join("home")).ssh(&ssh);
+        let src = dir.join("src");
+        init(&git, &src, &ssh.url("logged"));
+        commit(&git, &src, &[("f", b"x\n")], "one");
+        git.ok(&src, &["push", "-q", "origin", "main"]);
+
+        // Connection A waits in upload-pack while B and C come and go.
+        let mut cmd = ssh.command(&["git-upload-pack 'logged.git'"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut a = cmd.spawn().unwrap();
+        let mut advert = [0u8; 4];
+        a.stdout.as_mut().unwrap().read_exact(&mut advert).unwrap();
+        for _ in 0..2 {
+            let out = ssh.clone().arg("-T").run(&[]);
+            assert!(stderr(&out).contains("Hi alice!"), "{}", stderr(&out));
+        }
+        a.stdin.take().unwrap().write_all(b"0000").unwrap();
+        assert!(a.wait().unwrap().success());
+
+        // Each line carries at most one connection's span: a span entered
+        // by one connection's task must not be current in another's.
+        let log = server.log();
+        let tangled: Vec<&str> = log
+            .lines()
+            .filter(|l| l.matches("conn{").count() > 1)
+            .collect();
+        assert!(
+            tangled.is_empty(),
+            "log lines carry several connections' spans:\n{}",
+            tangled[..tangled.len().min(5)].join("\n")
+        );
     }
 }
