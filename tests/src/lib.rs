@@ -398,3 +398,388 @@ pub fn stderr(out: &Output) -> String {
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Generates a user key of `bits` bits (`-b`), e.g. ECDSA 384 or 521.
+pub fn keygen_bits(dir: &Path, kind: &str, bits: u32, name: &str, comment: &str) -> PathBuf {
+    let path = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-N",
+            "",
+            "-t",
+            kind,
+            "-b",
+            &bits.to_string(),
+            "-C",
+            comment,
+            "-f",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// The `.pub` file next to a private key made by [`keygen`].
+pub fn public_key(private: &Path) -> PathBuf {
+    let mut name = private.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Writes `file` as an authorized_keys file holding the public halves of
+/// `private_keys` (each `.pub` line keeps its comment, the user's name).
+/// The file is replaced by a rename, as editors and config tools do, so a
+/// reader never sees half of it.
+pub fn write_authorized_keys(file: &Path, private_keys: &[&Path]) {
+    let mut text = String::new();
+    for key in private_keys {
+        text.push_str(std::fs::read_to_string(public_key(key)).unwrap().trim_end());
+        text.push('\n');
+    }
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let tmp = file.with_extension("tmp-new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+/// Variables that keep git away from the machine's and the user's
+/// configuration and make its commits reproducible. `home` becomes `HOME`.
+pub fn git_isolation_env(home: &Path) -> Vec<(String, String)> {
+    let home = home.to_str().unwrap();
+    [
+        ("HOME", home.to_owned()),
+        ("XDG_CONFIG_HOME", format!("{home}/.config")),
+        ("GIT_CONFIG_NOSYSTEM", "1".into()),
+        ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
+        ("GIT_TERMINAL_PROMPT", "0".into()),
+        ("GIT_AUTHOR_NAME", "A U Thor".into()),
+        ("GIT_AUTHOR_EMAIL", "author@example.test".into()),
+        ("GIT_COMMITTER_NAME", "C O Mitter".into()),
+        ("GIT_COMMITTER_EMAIL", "committer@example.test".into()),
+        ("GIT_AUTHOR_DATE", "1700000000 +0000".into()),
+        ("GIT_COMMITTER_DATE", "1700000000 +0000".into()),
+        ("LC_ALL", "C".into()),
+        ("LANG", "C".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Variables of the test's own environment that would point git elsewhere.
+const GIT_ENV_CLEAR: [&str; 9] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_SSH",
+    "GIT_PROTOCOL",
+];
+
+impl ServerOptions {
+    /// Adds command-line arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Runs the server's git with [`git_isolation_env`] of `home`.
+    pub fn git_home(mut self, home: &Path) -> Self {
+        std::fs::create_dir_all(home).unwrap();
+        self.env.extend(git_isolation_env(home));
+        self
+    }
+
+    /// Uses this data directory.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+}
+
+/// The real `git`, isolated from the machine's configuration, reaching the
+/// server through `GIT_SSH_COMMAND`.
+#[derive(Clone)]
+pub struct Git {
+    home: PathBuf,
+    ssh_command: Option<String>,
+    env: Vec<(String, String)>,
+    /// How long one git command may take.
+    pub timeout: Duration,
+}
+
+impl Git {
+    /// git with `home` as `HOME` (created if missing).
+    pub fn new(home: &Path) -> Self {
+        std::fs::create_dir_all(home).unwrap();
+        Self {
+            home: home.to_path_buf(),
+            ssh_command: None,
+            env: Vec::new(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Reaches remotes with this ssh command.
+    pub fn ssh(mut self, ssh: &Ssh) -> Self {
+        self.ssh_command = Some(ssh.git_ssh_command());
+        self
+    }
+
+    /// Sets an extra environment variable.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// A `git` command in `cwd`, in its own process group (so a timeout can
+    /// kill git with its ssh), stdin from /dev/null.
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("git");
+        cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+        for name in GIT_ENV_CLEAR {
+            cmd.env_remove(name);
+        }
+        cmd.envs(git_isolation_env(&self.home));
+        if let Some(ssh) = &self.ssh_command {
+            cmd.env("GIT_SSH_COMMAND", ssh);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.process_group(0);
+        cmd
+    }
+
+    /// Runs git to completion within [`Git::timeout`].
+    pub fn run(&self, cwd: &Path, args: &[&str]) -> Output {
+        run_group_with_timeout(self.command(cwd, args), self.timeout)
+    }
+
+    /// Runs git, which must succeed; returns its stdout.
+    pub fn ok(&self, cwd: &Path, args: &[&str]) -> String {
+        let out = self.run(cwd, args);
+        assert!(
+            out.status.success(),
+            "git {args:?} in {} failed ({}):\n{}{}",
+            cwd.display(),
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// Runs git, which must fail; returns its output.
+    pub fn fails(&self, cwd: &Path, args: &[&str]) -> Output {
+        let out = self.run(cwd, args);
+        assert!(
+            !out.status.success(),
+            "git {args:?} in {} should have failed:\n{}{}",
+            cwd.display(),
+            stdout(&out),
+            stderr(&out)
+        );
+        out
+    }
+}
+
+/// Like [`run_with_timeout`] for a command started in its own process group
+/// (`process_group(0)`): a timeout kills the whole group.
+pub fn run_group_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            kill_group(id, "KILL");
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+    }
+}
+
+/// Sends `signal` (a name such as "KILL" or "HUP") to process `pid`.
+pub fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {signal} {pid}");
+}
+
+/// Sends `signal` to every process of group `pgid`.
+pub fn kill_group(pgid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", signal, "--", &format!("-{pgid}")])
+        .status();
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One process as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// Its id.
+    pub pid: u32,
+    /// Its parent's id.
+    pub ppid: u32,
+    /// Its state letter (`Z` for a zombie).
+    pub state: char,
+    /// Its command line, arguments joined by spaces (the short name in
+    /// brackets when it has none, as for a zombie).
+    pub cmdline: String,
+    /// Its working directory, when readable.
+    pub cwd: Option<PathBuf>,
+}
+
+/// Every process visible in `/proc`.
+pub fn processes() -> Vec<Process> {
+    let mut all = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return all;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        // The process may be gone between listing and reading.
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let mut rest = stat[close + 1..].split_whitespace();
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let raw = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        let cmdline = if raw.is_empty() {
+            format!("[{comm}]")
+        } else {
+            String::from_utf8_lossy(&raw)
+                .trim_end_matches('\0')
+                .replace('\0', " ")
+        };
+        let cwd = std::fs::read_link(dir.join("cwd")).ok();
+        all.push(Process {
+            pid,
+            ppid,
+            state,
+            cmdline,
+            cwd,
+        });
+    }
+    all
+}
+
+/// Every descendant of `pid` (children, their children, ...).
+pub fn descendants(pid: u32) -> Vec<Process> {
+    let all = processes();
+    let mut found: Vec<Process> = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent) {
+            if !found.iter().any(|f| f.pid == p.pid) {
+                parents.push(p.pid);
+                found.push(p.clone());
+            }
+        }
+    }
+    found
+}
+
+/// Processes working in `dir` or naming it on their command line (a git
+/// the server started, even one whose parent died and left it to init).
+pub fn processes_using(dir: &Path) -> Vec<Process> {
+    let name = dir.to_str().unwrap();
+    processes()
+        .into_iter()
+        .filter(|p| p.pid != std::process::id())
+        .filter(|p| p.cwd.as_ref().is_some_and(|c| c.starts_with(dir)) || p.cmdline.contains(name))
+        .collect()
+}
+
+/// `len` bytes of a xorshift64* stream from `seed`: incompressible and the
+/// same on every run.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    // A splitmix64 step spreads the seed, so neighbouring seeds give
+    // unrelated streams; xorshift needs a non-zero state.
+    let mut state = {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) | 1
+    };
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The session id of a ` ! (session <8 hex>)` line in `text`, if any.
+pub fn session_id(text: &str) -> Option<String> {
+    text.split(" ! (session ").skip(1).find_map(|rest| {
+        let id = rest.get(..8)?;
+        (id.bytes().all(|b| b.is_ascii_hexdigit()) && rest[8..].starts_with(")\n"))
+            .then(|| id.to_owned())
+    })
+}
+
+/// Starts a server for git tests: its data directory is `scratch/data`,
+/// its `authorized_keys` holds the public halves of `keys`, and its git
+/// runs isolated from the machine's configuration (`HOME` is
+/// `scratch/server-home`).
+pub fn start_git_server(
+    runtime: Runtime,
+    scratch: &Path,
+    keys: &[&Path],
+    options: ServerOptions,
+) -> Server {
+    let data = scratch.join("data");
+    write_authorized_keys(&data.join("authorized_keys"), keys);
+    Server::start_with(
+        runtime,
+        options
+            .data_dir(&data)
+            .git_home(&scratch.join("server-home")),
+    )
+}
