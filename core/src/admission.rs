@@ -37,8 +37,68 @@ pub struct AdmissionConfig {
     /// Accumulated penalty from which a source is refused (OpenSSH `min`),
     /// so one mistyped key does not lock anyone out.
     pub min_penalty: Duration,
+    /// Whether penalties apply at all.
+    pub penalties: bool,
     /// Sources tracked at most (penalties and counts).
     pub max_sources: usize,
+    /// Trusted networks that bypass admission control entirely: a health
+    /// checker, the operator's own tests.
+    pub exempt: Vec<Network>,
+}
+
+/// An address block, `ADDR/PREFIX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a whole-address block).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("not an address: {text:?}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("bad prefix: {text:?}"))?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (a, b, bits) = match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (
+                u128::from(u32::from(a)) << 96,
+                u128::from(u32::from(b)) << 96,
+                self.prefix,
+            ),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), self.prefix),
+            (IpAddr::V4(_), IpAddr::V6(b)) => match b.to_ipv4_mapped() {
+                Some(b4) => return self.contains(IpAddr::V4(b4)),
+                None => return false,
+            },
+            (IpAddr::V6(_), IpAddr::V4(_)) => return false,
+        };
+        let mask = if bits == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(bits))
+        };
+        a & mask == b & mask
+    }
 }
 
 impl Default for AdmissionConfig {
@@ -54,6 +114,8 @@ impl Default for AdmissionConfig {
             max_penalty: Duration::from_secs(600),
             min_penalty: Duration::from_secs(15),
             max_sources: 65_536,
+            penalties: true,
+            exempt: Vec::new(),
         }
     }
 }
@@ -80,6 +142,7 @@ impl Source {
 pub struct Ticket {
     source: Source,
     unauthenticated: bool,
+    exempt: bool,
 }
 
 /// The answer to a new connection.
@@ -128,6 +191,15 @@ impl Admission {
     /// Decides on a new connection from `ip`.
     pub fn connect(&mut self, ip: IpAddr, now: Instant) -> Verdict {
         let source = Source::of(ip);
+        let exempt = self.config.exempt.iter().any(|n| n.contains(ip));
+        if exempt {
+            self.unauthenticated += 1;
+            return Verdict::Accept(Ticket {
+                source,
+                unauthenticated: true,
+                exempt,
+            });
+        }
         if let Some(&until) = self.penalties.get(&source) {
             if until > now + self.config.min_penalty {
                 return Verdict::Refuse("source penalised for earlier failures");
@@ -160,6 +232,7 @@ impl Admission {
         Verdict::Accept(Ticket {
             source,
             unauthenticated: true,
+            exempt,
         })
     }
 
@@ -167,7 +240,7 @@ impl Admission {
     pub fn authenticated(&mut self, ticket: &mut Ticket) {
         if ticket.unauthenticated {
             ticket.unauthenticated = false;
-            self.release(ticket.source);
+            self.release(ticket);
         }
     }
 
@@ -175,7 +248,10 @@ impl Admission {
     pub fn close(&mut self, mut ticket: Ticket, outcome: Outcome, now: Instant) {
         if ticket.unauthenticated {
             ticket.unauthenticated = false;
-            self.release(ticket.source);
+            self.release(&ticket);
+        }
+        if ticket.exempt || !self.config.penalties {
+            return;
         }
         let penalty = match outcome {
             Outcome::Authenticated => return,
@@ -214,12 +290,15 @@ impl Admission {
         self.unauthenticated
     }
 
-    fn release(&mut self, source: Source) {
+    fn release(&mut self, ticket: &Ticket) {
         self.unauthenticated = self.unauthenticated.saturating_sub(1);
-        if let Some(n) = self.per_source.get_mut(&source) {
+        if ticket.exempt {
+            return;
+        }
+        if let Some(n) = self.per_source.get_mut(&ticket.source) {
             *n -= 1;
             if *n == 0 {
-                self.per_source.remove(&source);
+                self.per_source.remove(&ticket.source);
             }
         }
     }
@@ -333,10 +412,40 @@ mod tests {
             let t = Ticket {
                 source: Source::of(ip(3)),
                 unauthenticated: false,
+                exempt: false,
             };
             a.close(t, Outcome::GraceExceeded, now);
         }
         assert!(a.penalties[&Source::of(ip(3))] <= now + Duration::from_secs(600));
+    }
+
+    #[test]
+    fn exempt_networks_are_neither_capped_nor_penalised() {
+        let now = Instant::now();
+        let config = AdmissionConfig {
+            exempt: vec![Network::parse("10.0.0.0/24").unwrap()],
+            ..Default::default()
+        };
+        let mut a = Admission::new(config, [6; 32]);
+        for _ in 0..20 {
+            let t = accept(&mut a, ip(1), now);
+            a.close(t, Outcome::AuthFailed, now);
+        }
+        let held: Vec<_> = (0..50).map(|_| accept(&mut a, ip(1), now)).collect();
+        assert_eq!(a.unauthenticated(), 50);
+        drop(held);
+        assert!(a.penalties.is_empty());
+        let n = Network::parse("2001:db8::/32").unwrap();
+        assert!(
+            n.contains("2001:db8:1::5".parse().unwrap())
+                && !n.contains("2001:db9::1".parse().unwrap())
+        );
+        assert!(
+            Network::parse("127.0.0.1")
+                .unwrap()
+                .contains("::ffff:127.0.0.1".parse().unwrap())
+        );
+        assert!(Network::parse("10.0.0.0/33").is_err() && Network::parse("x/8").is_err());
     }
 
     #[test]

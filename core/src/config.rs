@@ -102,6 +102,27 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub rekey_interval: u64,
 
+    /// Unauthenticated connections START:RATE:FULL: above START, new ones are
+    /// dropped with probability RATE% rising to 100% at FULL (as OpenSSH's
+    /// MaxStartups)
+    #[arg(long, value_name = "START:RATE:FULL", default_value = "10:30:100", value_parser = parse_max_startups)]
+    pub max_startups: (u32, u32, u32),
+
+    /// Unauthenticated connections allowed from one address (an IPv6 /64)
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub per_source_max_startups: u32,
+
+    /// Refuse, for a while, addresses whose connections keep failing (5 s per
+    /// failed login, 1 s per connection that never tried, 10 s per login
+    /// grace time run out; refused from 15 s accumulated, at most 10 min)
+    #[arg(long, value_name = "yes|no", default_value = "yes", value_parser = parse_yes_no)]
+    pub per_source_penalties: bool,
+
+    /// Trusted network (ADDR or ADDR/PREFIX) that bypasses admission control:
+    /// a health checker, your own tests; repeatable
+    #[arg(long = "admission-exempt", value_name = "NET", value_parser = crate::admission::Network::parse)]
+    pub admission_exempt: Vec<crate::admission::Network>,
+
     /// standalone: keys from an authorized_keys file, git run locally; api:
     /// an Openruko platform's API server and dynos [default: api when
     /// APISERVER_KEY is set and not empty, in the environment or in ./.env;
@@ -120,6 +141,33 @@ pub struct Cli {
     /// Log filter (tracing's syntax, e.g. "info" or "gitmouth=debug"); RUST_LOG wins when set
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
+}
+
+fn parse_max_startups(text: &str) -> Result<(u32, u32, u32), String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [start, rate, full] = parts[..] else {
+        return Err(format!("expected START:RATE:FULL, not {text:?}"));
+    };
+    let n = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("not a number: {s:?}"))
+    };
+    let (start, rate, full) = (n(start)?, n(rate)?, n(full)?);
+    if start > full || rate > 100 || full == 0 {
+        return Err(format!(
+            "need START <= FULL, RATE <= 100, FULL > 0: {text:?}"
+        ));
+    }
+    Ok((start, rate, full))
+}
+
+fn parse_yes_no(text: &str) -> Result<bool, String> {
+    match text {
+        "yes" | "true" | "on" => Ok(true),
+        "no" | "false" | "off" => Ok(false),
+        _ => Err(format!("expected yes or no, not {text:?}")),
+    }
 }
 
 /// Parses `1024`, `64K`, `8M`, `1G` into bytes.
@@ -175,6 +223,8 @@ pub struct Settings {
     pub mode: ModeSettings,
     /// Things the operator should hear about at start.
     pub warnings: Vec<String>,
+    /// Limits on unauthenticated connections.
+    pub admission: crate::admission::AdmissionConfig,
 }
 
 /// Which backend, with its settings.
@@ -341,7 +391,18 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
     let public_host = cli
         .public_host
         .unwrap_or_else(|| host_name.trim().to_owned());
+    let (start, rate, full) = cli.max_startups;
+    let admission = crate::admission::AdmissionConfig {
+        start,
+        rate,
+        full,
+        per_source: cli.per_source_max_startups,
+        penalties: cli.per_source_penalties,
+        exempt: cli.admission_exempt.clone(),
+        ..Default::default()
+    };
     Ok(Settings {
+        admission,
         mode,
         warnings,
         authorized_keys,

@@ -107,24 +107,45 @@ pub async fn open_repo(path: std::path::PathBuf, create: bool) -> Result<bool, R
     if !create {
         return Err(RepoError::NotFound);
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| RepoError::Failed(format!("{}: {e}", parent.display())))?;
-    }
+    let parent = path
+        .parent()
+        .ok_or_else(|| RepoError::Failed(format!("{}: no parent", path.display())))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| RepoError::Failed(format!("{}: {e}", parent.display())))?;
+    // Initialise beside the final place and rename into it, so that two
+    // first pushes at once cannot trip over a half-made repository: the
+    // rename is atomic, and the loser finds the winner's repository. (A
+    // name starting with '.' is never a repository name.)
+    let suffix: String = crate::seed()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let temp = parent.join(format!(".init-{suffix}"));
     let out = Command::new("git")
         .args(["init", "--bare", "--quiet"])
-        .arg(&path)
+        .arg(&temp)
         .stdin(Stdio::null())
         .output()
         .await
         .map_err(|e| RepoError::Failed(format!("git init: {e}")))?;
     if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&temp);
         return Err(RepoError::Failed(format!(
             "git init: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(true)
+    match std::fs::rename(&temp, &path) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&temp);
+            if path.join("HEAD").is_file() {
+                Ok(false)
+            } else {
+                Err(RepoError::Failed(format!("{}: {e}", path.display())))
+            }
+        }
+    }
 }
 
 /// Runs a short helper to completion; its stdout if it succeeded.

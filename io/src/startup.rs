@@ -106,7 +106,7 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
     };
     let config = Arc::new(ServerConfig::from_settings(settings, host_keys, mode));
     let admission = std::sync::Mutex::new(gitmouth_core::admission::Admission::new(
-        gitmouth_core::admission::AdmissionConfig::default(),
+        settings.admission.clone(),
         crate::seed(),
     ));
     Ok((

@@ -126,6 +126,8 @@ pub struct ServerOptions {
     pub cwd: Option<PathBuf>,
     /// Use this data directory instead of a fresh one.
     pub data_dir: Option<PathBuf>,
+    /// Apply admission control to loopback too (tests of admission control).
+    pub strict_admission: bool,
 }
 
 impl Server {
@@ -146,6 +148,16 @@ impl Server {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&data_dir);
+        if !options.strict_admission {
+            // Every test client comes from 127.0.0.1: without this, the
+            // failures tests provoke on purpose would get it penalised.
+            cmd.args([
+                "--admission-exempt",
+                "127.0.0.0/8",
+                "--admission-exempt",
+                "::1",
+            ]);
+        }
         cmd.args(&options.args);
         cmd.current_dir(options.cwd.as_deref().unwrap_or(dir.path()));
         cmd.env_remove("RUST_LOG")

@@ -175,6 +175,8 @@ pub struct FakeRuntime {
     pub dyno: Option<Dyno>,
     /// Repositories that exist.
     pub repos: BTreeSet<PathBuf>,
+    /// Repositories created here whose HEAD names no branch yet.
+    pub unborn: BTreeSet<PathBuf>,
     /// How new processes behave.
     pub script: Script,
     /// The process, once spawned.
@@ -396,6 +398,7 @@ impl FakeRuntime {
                     Ok(false)
                 } else if *create {
                     self.repos.insert(path.clone());
+                    self.unborn.insert(path.clone());
                     Ok(true)
                 } else {
                     Err(RepoError::NotFound)
@@ -448,13 +451,23 @@ impl FakeRuntime {
                 }
             }
             Output::RunHelper { id, process } => {
-                let is_list = process.args.iter().any(|a| a == "for-each-ref");
-                let out = if is_list {
-                    b"refs/heads/main\n".to_vec()
+                let repo = PathBuf::from(process.args.get(1).cloned().unwrap_or_default());
+                let has = |word: &str| process.args.iter().any(|a| a == word);
+                let answer = if has("rev-parse") {
+                    if self.unborn.contains(&repo) {
+                        Err("unborn HEAD".into())
+                    } else {
+                        Ok(Vec::new())
+                    }
+                } else if has("for-each-ref") {
+                    Ok(b"refs/heads/main\n".to_vec())
                 } else {
-                    Vec::new()
+                    if has("symbolic-ref") {
+                        self.unborn.remove(&repo);
+                    }
+                    Ok(Vec::new())
                 };
-                self.pending.push_back(Answer::Helper(*id, Ok(out)));
+                self.pending.push_back(Answer::Helper(*id, answer));
             }
             Output::Http { id, request } => {
                 self.requests.push(request.clone());

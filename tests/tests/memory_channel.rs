@@ -475,8 +475,11 @@ fn a_push_to_a_new_repository_points_head_at_its_branch() {
             _ => None,
         })
         .collect();
-    assert_eq!(helpers.len(), 2, "{helpers:?}");
-    assert!(helpers[1].iter().any(|a| a == "refs/heads/main"));
+    assert_eq!(helpers.len(), 3, "{helpers:?}");
+    assert!(helpers[0].iter().any(|a| a == "rev-parse"));
+    assert!(helpers[1].iter().any(|a| a == "for-each-ref"));
+    assert!(helpers[2].iter().any(|a| a == "refs/heads/main"));
+    assert!(pair.rt.unborn.is_empty());
     assert_eq!(pair.exit_status(), Some(0));
     // A clone of a repository that does not exist is never created.
     let mut pair = Pair::new(server_config(&[&alice]));

@@ -107,8 +107,9 @@ fn bad_commands_and_paths_get_the_invalid_path_message() {
             assert_eq!(err, invalid_path(&id), "{command:?}");
             assert_eq!(out.status.code(), Some(1), "{command:?}");
             assert!(out.stdout.is_empty(), "{command:?}");
+            // The log is read by another thread: give it a moment.
             assert!(
-                server.log().contains(&id),
+                server.wait_for_log(&id, std::time::Duration::from_secs(5)),
                 "{command:?}: session {id} is not in the log"
             );
         }

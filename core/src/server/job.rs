@@ -8,8 +8,8 @@
 //!                  └──────────────────┴─────────────┴──────────────▶ Done (message, status 1)
 //! ```
 //!
-//! A repository this push created gets its `HEAD` pointed at the branch the
-//! push created, so that a clone checks out `main` rather than a missing
+//! After every push, a repository whose `HEAD` names no branch gets it
+//! pointed at one the push created, so that a clone checks out `main` rather than a missing
 //! `master`.
 
 use std::ffi::OsString;
@@ -40,18 +40,23 @@ pub(super) enum Job {
         id: RequestId,
         cmd: GitCommand,
         path: PathBuf,
-        created: bool,
     },
     /// git runs.
     Running(Running),
-    /// git exited after creating the repository; finding its branches.
+    /// A push ended: does HEAD name an existing branch?
+    CheckingHead {
+        id: RequestId,
+        path: PathBuf,
+        after: After,
+    },
+    /// HEAD names nothing: finding the repository's branches.
     ListingBranches {
         id: RequestId,
         path: PathBuf,
-        status: ExitStatus,
+        after: After,
     },
-    /// Pointing HEAD at the pushed branch.
-    SettingHead { id: RequestId, status: ExitStatus },
+    /// Pointing HEAD at the chosen branch.
+    SettingHead { id: RequestId, after: After },
     /// API mode: asking whether the user may use the app.
     CheckingAccess { id: RequestId, cmd: GitCommand },
     /// API mode: asking for a build dyno.
@@ -64,6 +69,14 @@ pub(super) enum Job {
     Done,
 }
 
+/// What follows the repository's upkeep after a push: the exit status to
+/// report, unless the client has gone.
+#[derive(Debug, Clone)]
+pub(super) struct After {
+    status: ExitStatus,
+    report: bool,
+}
+
 /// The dyno connection while it relays.
 pub(super) struct Relay {
     pub(super) id: RequestId,
@@ -74,7 +87,6 @@ pub(super) struct Running {
     id: RequestId,
     cmd: GitCommand,
     path: PathBuf,
-    created: bool,
     stdout_open: bool,
     stderr_open: bool,
     exit: Option<ExitStatus>,
@@ -110,7 +122,13 @@ impl Job {
     /// must not end.
     pub(super) fn holds_backend(&self) -> bool {
         match self {
-            Job::Spawning { .. } | Job::Connecting { .. } | Job::Relaying(_) => true,
+            // The repository's upkeep finishes even if the client has gone.
+            Job::Spawning { .. }
+            | Job::Connecting { .. }
+            | Job::Relaying(_)
+            | Job::CheckingHead { .. }
+            | Job::ListingBranches { .. }
+            | Job::SettingHead { .. } => true,
             Job::Running(r) => r.exit.is_none(),
             _ => false,
         }
@@ -181,6 +199,13 @@ fn git(args: Vec<OsString>, git_protocol: Option<&str>) -> ProcessSpec {
     }
 }
 
+/// `git --git-dir <path> <args…>`, for the repository's upkeep.
+fn git_dir(path: &std::path::Path, args: &[&str]) -> ProcessSpec {
+    let mut all: Vec<OsString> = vec!["--git-dir".into(), path.as_os_str().to_owned()];
+    all.extend(args.iter().map(OsString::from));
+    git(all, None)
+}
+
 impl ServerUpper {
     pub(super) fn start_job(&mut self, cmd: GitCommand, _now: Instant) {
         let repos = match &self.config.mode {
@@ -233,7 +258,6 @@ impl ServerUpper {
                     id: spawn_id,
                     cmd,
                     path,
-                    created,
                 };
             }
             Err(RepoError::NotFound) => {
@@ -262,10 +286,7 @@ impl ServerUpper {
         if *expected != id {
             return;
         }
-        let Job::Spawning {
-            cmd, path, created, ..
-        } = std::mem::replace(&mut self.job, Job::Done)
-        else {
+        let Job::Spawning { cmd, path, .. } = std::mem::replace(&mut self.job, Job::Done) else {
             return;
         };
         match result {
@@ -274,7 +295,6 @@ impl ServerUpper {
                     id,
                     cmd,
                     path,
-                    created,
                     stdout_open: true,
                     stderr_open: true,
                     exit: None,
@@ -341,10 +361,27 @@ impl ServerUpper {
         result: Result<Vec<u8>, String>,
     ) {
         match std::mem::replace(&mut self.job, Job::Done) {
+            Job::CheckingHead {
+                id: expected,
+                path,
+                after,
+            } if expected == id => match result {
+                // HEAD resolves: nothing to repair.
+                Ok(_) => self.finish_push(after),
+                Err(_) => {
+                    let process = git_dir(
+                        &path,
+                        &["for-each-ref", "--format=%(refname)", "refs/heads/"],
+                    );
+                    let id = self.next_id();
+                    self.outputs.push_back(Output::RunHelper { id, process });
+                    self.job = Job::ListingBranches { id, path, after };
+                }
+            },
             Job::ListingBranches {
                 id: expected,
                 path,
-                status,
+                after,
             } if expected == id => {
                 let branches = match &result {
                     Ok(out) => String::from_utf8_lossy(out).into_owned(),
@@ -359,31 +396,25 @@ impl ServerUpper {
                     .collect();
                 match choose_head(&names) {
                     Some(branch) => {
+                        tracing::info!(session = %self.id, branch, "pointing HEAD at the pushed branch");
+                        let target = format!("refs/heads/{branch}");
+                        let process = git_dir(&path, &["symbolic-ref", "HEAD", &target]);
                         let id = self.next_id();
-                        let process = git(
-                            vec![
-                                "--git-dir".into(),
-                                path.into_os_string(),
-                                "symbolic-ref".into(),
-                                "HEAD".into(),
-                                format!("refs/heads/{branch}").into(),
-                            ],
-                            None,
-                        );
                         self.outputs.push_back(Output::RunHelper { id, process });
-                        self.job = Job::SettingHead { id, status };
+                        self.job = Job::SettingHead { id, after };
                     }
-                    None => self.report_exit(status),
+                    // No branch yet (tags only): a later push repairs it.
+                    None => self.finish_push(after),
                 }
             }
             Job::SettingHead {
                 id: expected,
-                status,
+                after,
             } if expected == id => {
                 if let Err(why) = result {
                     tracing::warn!(session = %self.id, error = %why, "cannot set HEAD");
                 }
-                self.report_exit(status);
+                self.finish_push(after);
             }
             other => self.job = other,
         }
@@ -464,31 +495,33 @@ impl ServerUpper {
             return;
         };
         let status = r.exit.unwrap_or(ExitStatus::Code(1));
-        if self.peer_gone || self.channel.as_ref().is_none_or(|c| c.is_closed()) {
-            // The client went away: nobody to report to.
-            return;
-        }
-        if r.created && r.cmd.verb == GitVerb::ReceivePack {
-            let id = self.next_id();
-            let process = git(
-                vec![
-                    "--git-dir".into(),
-                    r.path.clone().into_os_string(),
-                    "for-each-ref".into(),
-                    "--format=%(refname)".into(),
-                    "refs/heads/".into(),
-                ],
-                None,
+        // If the client went away there is nobody to report to.
+        let report = !(self.peer_gone || self.channel.as_ref().is_none_or(|c| c.is_closed()));
+        let after = After { status, report };
+        if r.cmd.verb == GitVerb::ReceivePack {
+            // Whatever this push did (created the repository, pushed only
+            // tags, was cut short), HEAD must end up naming a branch that
+            // exists, so a clone checks something out.
+            let process = git_dir(
+                &r.path,
+                &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
             );
+            let id = self.next_id();
             self.outputs.push_back(Output::RunHelper { id, process });
-            self.job = Job::ListingBranches {
+            self.job = Job::CheckingHead {
                 id,
                 path: r.path,
-                status,
+                after,
             };
             return;
         }
-        self.report_exit(status);
+        self.finish_push(after);
+    }
+
+    fn finish_push(&mut self, after: After) {
+        if after.report {
+            self.report_exit(after.status);
+        }
     }
 }
 
