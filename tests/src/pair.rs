@@ -160,6 +160,13 @@ pub struct Dyno {
     ended: bool,
 }
 
+impl Process {
+    /// Makes the process write more to stdout.
+    pub fn queue_stdout(&mut self, data: &[u8]) {
+        self.stdout.extend(data.iter().copied());
+    }
+}
+
 /// The runtime stand-in: performs the server's outputs in memory.
 #[derive(Default)]
 pub struct FakeRuntime {

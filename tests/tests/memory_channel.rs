@@ -494,3 +494,76 @@ fn a_push_to_a_new_repository_points_head_at_its_branch() {
     );
     assert!(pair.rt.repos.is_empty());
 }
+
+#[test]
+fn a_request_flood_from_a_client_that_does_not_read_is_capped() {
+    // CVE-2025-26466: replies pile up unread; the server stops reading.
+    let alice = ed25519(1, "alice");
+    let mut pair = Pair::new(server_config(&[&alice]));
+    pair.login(&alice);
+    pair.server_stalled = true;
+    pair.chunk = 64 * 1024;
+    let mut global = vec![numbers::GLOBAL_REQUEST];
+    wire::put_string(&mut global, b"keepalive@openssh.com");
+    wire::put_bool(&mut global, true);
+    for _ in 0..200_000 {
+        pair.client.send_raw(&global);
+    }
+    for _ in 0..10_000 {
+        pair.step();
+    }
+    let queued = pair.server.transmit().len();
+    assert!(!pair.server.wants_read());
+    assert!(queued < 2 * 1024 * 1024, "{queued} bytes queued");
+    assert!(
+        pair.client.transmit().len() > 1024 * 1024,
+        "the client's flood waits on its side"
+    );
+}
+
+#[test]
+fn a_client_that_stalls_a_rekey_stops_the_relay_then_is_cut_off() {
+    // CVE-2025-22869: the client starts a re-key and never finishes it
+    // while git streams; we stop reading git and the kex deadline fires.
+    let mut pair = running(Script::default(), u32::MAX);
+    let now = pair.now;
+    pair.client.rekey(now);
+    pair.step();
+    assert!(
+        pair.server.transport().in_kex(),
+        "the server saw the client's KEXINIT"
+    );
+    pair.client_stalled = true;
+    pair.server_stalled = true;
+    pair.rt
+        .process
+        .as_mut()
+        .unwrap()
+        .queue_stdout(&vec![3u8; 8 << 20]);
+    let before = pair.server.transmit().len();
+    for _ in 0..100 {
+        pair.step();
+    }
+    assert_eq!(
+        pair.server.backend_read_limit(),
+        0,
+        "git is not read during the key exchange"
+    );
+    assert_eq!(pair.server.transmit().len(), before);
+    pair.advance(Duration::from_secs(61));
+    // The DISCONNECT waits behind what the client does not read, for a few
+    // seconds; then the connection is dropped all the same.
+    assert!(!pair.server.is_finished());
+    pair.advance(Duration::from_secs(6));
+    assert!(pair.server.is_finished());
+    let (reason, why) = disconnected(&pair).expect("cut off");
+    assert_eq!(reason, DisconnectReason::KeyExchangeFailed, "{why}");
+    assert!(
+        pair.rt
+            .process
+            .as_ref()
+            .unwrap()
+            .signals
+            .contains(&Signal::Term)
+    );
+}

@@ -422,6 +422,9 @@ pub struct Session {
 const HIGH_WATER: usize = 1024 * 1024;
 /// How long to wait for the client's CHANNEL_CLOSE after ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long a finished connection waits for the client to read what is
+/// left (a DISCONNECT, an exit status) before it is dropped.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// How long the command's output streams may stay open after it exited
 /// (a hook's stray background process must not hold the session).
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
@@ -445,6 +448,9 @@ pub(crate) struct ServerUpper {
     close_reported: bool,
     peer_gone: bool,
     grace_exceeded: bool,
+    /// Once the connection is over: when to stop waiting for the client to
+    /// take what is left to send.
+    flush_deadline: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -484,6 +490,7 @@ impl Session {
                 close_reported: false,
                 peer_gone: false,
                 grace_exceeded: false,
+                flush_deadline: None,
             },
         }
     }
@@ -549,6 +556,15 @@ impl Session {
         upper.settle(&mut link.t, now);
         if link.t.is_closed() {
             upper.stop_job(now);
+            if upper.flush_deadline.is_none() {
+                upper.flush_deadline = Some(now + FLUSH_WAIT);
+            }
+            if upper.flush_deadline.is_some_and(|d| now >= d) && !upper.peer_gone {
+                // A client that reads nothing cannot hold the connection
+                // open: what is left unsent is dropped.
+                tracing::info!(session = %upper.id, "client stopped reading; dropping what is unsent");
+                upper.peer_gone = true;
+            }
         }
     }
 
@@ -572,10 +588,12 @@ impl Session {
 
     /// When [`Input::Timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let flush = self.upper.flush_deadline.filter(|_| !self.upper.peer_gone);
         let upper = [
             self.upper.login_deadline,
             self.upper.job.deadline(),
             self.upper.channel_deadline(),
+            flush,
         ];
         let transport = if self.link.t.is_closed() {
             None
