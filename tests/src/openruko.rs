@@ -121,6 +121,19 @@ impl Pki {
             .unwrap();
         Arc::new(config)
     }
+
+    /// A rustls client configuration trusting only this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.chain[1].clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1417,4 +1430,171 @@ fn run_dyno(
         dyno_id: Some(id),
         close_notify: clean,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    //! The emulators against the contract, with a plain client: so that an
+    //! end-to-end test passing means gitmouth met the platform's terms.
+
+    use super::*;
+
+    const KEY: &str = "super";
+
+    fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        let status = reply[9..12].parse().unwrap();
+        let body = reply.split_once("\r\n\r\n").unwrap().1.to_owned();
+        (status, body)
+    }
+
+    fn get(addr: SocketAddr, target: &str, key: &str) -> (u16, String) {
+        let auth = basic(key);
+        http(
+            addr,
+            &format!("GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"),
+        )
+    }
+
+    fn post(addr: SocketAddr, target: &str, key: &str) -> (u16, String) {
+        let auth = basic(key);
+        http(
+            addr,
+            &format!(
+                "POST {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 0\r\n\r\n"
+            ),
+        )
+    }
+
+    fn platform() -> (tempfile::TempDir, Pki, DynoHost, ApiServer, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "t");
+        let dynos = DynoHost::start(DynoOptions {
+            key: KEY.into(),
+            tls: pki.server_config(),
+            on_close: OnClose::Stops,
+        });
+        let api = ApiServer::start(ApiOptions::new(KEY), Some(&dynos));
+        let user = crate::keygen(dir.path(), "ed25519", "u", "u");
+        api.add_user(&user, "42", "userkey");
+        api.add_app("myapp", "42");
+        api.add_app("theirs", "7");
+        let fp = md5_of_key(&user);
+        (dir, pki, dynos, api, fp)
+    }
+
+    fn dyno(pki: &Pki, addr: SocketAddr) -> StreamOwned<rustls::ClientConnection, TcpStream> {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(pki.client_config(), name).unwrap();
+        StreamOwned::new(conn, tcp)
+    }
+
+    #[test]
+    fn the_api_server_checks_each_key_and_answers_per_contract() {
+        let (_dir, _pki, dynos, api, fp) = platform();
+        let a = api.addr();
+        let lookup = format!("/internal/lookupUserByPublicKey?fingerprint={fp}");
+        assert_eq!(get(a, &lookup, KEY), (200, "42:userkey".into()));
+        assert_eq!(get(a, &lookup, "userkey").0, 401);
+        let other = "/internal/lookupUserByPublicKey?fingerprint=00000000000000000000000000000000";
+        assert_eq!(get(a, other, KEY).0, 404);
+        assert_eq!(get(a, "/apps/myapp", "userkey").0, 200);
+        assert_eq!(get(a, "/apps/myapp", KEY).0, 401);
+        assert_eq!(get(a, "/apps/theirs", "userkey").0, 403);
+        assert_eq!(get(a, "/apps/none", "userkey").0, 404);
+        let provision = "/internal/myapp/gitaction?command=git-upload-pack";
+        assert_eq!(post(a, provision, "userkey").0, 401);
+        assert_eq!(get(a, provision, KEY).0, 404);
+        let (status, body) = post(a, provision, KEY);
+        assert_eq!(status, 200);
+        let d = &api.provisioned()[0];
+        assert_eq!(
+            body,
+            format!(
+                r#"{{"host": "localhost", "dyno_id": "{}", "rez_id": "{}"}}"#,
+                d.dyno_id, d.rez_id
+            )
+        );
+        assert_eq!(d.command, "git-upload-pack");
+        assert_eq!(api.requests().len(), 10);
+        assert_eq!(api.requests()[0].authorization, Some(basic(KEY)));
+        assert_eq!(basic("k"), "Basic Oms=");
+        drop(dynos);
+    }
+
+    #[test]
+    fn the_dyno_host_reads_only_its_first_chunk() {
+        let (_dir, pki, dynos, _api, _fp) = platform();
+        // The header in one record, with client bytes after it: git's
+        // advertisement comes, and the "0000" in the same record is lost
+        // (it would have ended upload-pack at once).
+        let id = dynos.register("myapp", "git-upload-pack");
+        let mut s = dyno(&pki, dynos.addr());
+        s.write_all(format!("{KEY}\n{id}\n0000").as_bytes())
+            .unwrap();
+        s.flush().unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            buf[..4].iter().all(u8::is_ascii_hexdigit),
+            "{:?}",
+            &buf[..n]
+        );
+        let mut advert = buf[..n].to_vec();
+        while !advert.ends_with(b"0000") {
+            let n = s.read(&mut buf).unwrap();
+            advert.extend_from_slice(&buf[..n]);
+        }
+        s.sock
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let err = s.read(&mut buf).unwrap_err();
+        assert!(is_timeout(&err), "{err}");
+        // Now the flush, alone: upload-pack ends and the host closes cleanly.
+        s.sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(b"0000").unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.read(&mut buf).unwrap(), 0, "close_notify, then the end");
+        assert!(
+            dynos.wait(Duration::from_secs(5), |e| e.contains(&DynoEvent::Closed {
+                dyno_id: Some(id.clone()),
+                close_notify: true,
+            }))
+        );
+
+        // A header split over two records loses its second line.
+        let id = dynos.register("myapp", "git-upload-pack");
+        let mut s = dyno(&pki, dynos.addr());
+        s.write_all(format!("{KEY}\n").as_bytes()).unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(format!("{id}\n").as_bytes()).unwrap();
+        s.flush().unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply, b"Dyno does not exist.");
+        assert!(
+            dynos
+                .events()
+                .contains(&DynoEvent::UnknownDyno(String::new()))
+        );
+
+        // A used dyno is gone.
+        let id = dynos.register("myapp", "git-upload-pack");
+        for expect_known in [true, false] {
+            let mut s = dyno(&pki, dynos.addr());
+            s.write_all(format!("{KEY}\n{id}\n").as_bytes()).unwrap();
+            s.flush().unwrap();
+            let n = s.read(&mut buf).unwrap();
+            assert_eq!(&buf[..n] == b"Dyno does not exist.", !expect_known);
+        }
+    }
 }

@@ -815,35 +815,65 @@ fn a_dyno_dropping_mid_push_is_a_lost_build_server() {
     }
 }
 
+/// Starts `ssh ... <command>` and kills it once `asked` holds of the API
+/// server's events; returns when it was asked.
+fn hang_up_when(p: &Platform, command: &str, asked: impl Fn(&[ApiEvent]) -> bool) -> Instant {
+    let mut cmd = p.server.ssh().key(&p.user).command(&[command]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut client = cmd.spawn().unwrap();
+    let seen = p.api.wait(Duration::from_secs(20), asked);
+    let at = Instant::now();
+    let _ = client.kill();
+    client.wait().unwrap();
+    assert!(seen, "the request never came: {:?}", p.api.events());
+    at
+}
+
+#[test]
+fn a_client_hanging_up_during_the_key_lookup_is_noticed_at_once() {
+    for runtime in Runtime::ALL {
+        // The lookup would hang until --api-timeout (10 s by default).
+        let p = Platform::start(runtime, Setup::default());
+        p.api.set_fault(ApiRoute::Lookup, Some(Fault::Hang));
+        let lookup = lookup_target(&p.user);
+        hang_up_when(&p, &format!("git-receive-pack '{APP}.git'"), |e| {
+            e.iter()
+                .any(|e| matches!(e, ApiEvent::Request(r) if r.target == lookup))
+        });
+        let noticed = wait_until(Duration::from_secs(3), || {
+            p.server.log().contains("connection closing")
+        });
+        let lookup_closed = p.api.wait(Duration::from_secs(3), |e| {
+            e.contains(&ApiEvent::Abandoned {
+                target: lookup.clone(),
+            })
+        });
+        assert!(
+            noticed && lookup_closed,
+            "{}: the client left during the key lookup; within 3 s the session closed: \
+             {noticed}, the lookup was closed: {lookup_closed}\n{}",
+            runtime.bin(),
+            p.server.log()
+        );
+    }
+}
+
 #[test]
 fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind() {
     for runtime in Runtime::ALL {
         let p = Platform::start(runtime, Setup::default());
+        // The platform answers after a while, as when it waits for a dyno
+        // host to take the job.
         let delay = Duration::from_secs(4);
         p.api
             .set_fault(ApiRoute::Provision, Some(Fault::Delay(delay)));
-        let mut cmd = p
-            .server
-            .ssh()
-            .key(&p.user)
-            .command(&[&format!("git-receive-pack '{APP}.git'")]);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let mut client = cmd.spawn().unwrap();
-        let asked = p.api.wait(Duration::from_secs(20), |e| {
+        let asked_at = hang_up_when(&p, &format!("git-receive-pack '{APP}.git'"), |e| {
             e.iter().any(|e| matches!(e, ApiEvent::Provisioned(_)))
         });
-        let asked_at = Instant::now();
-        if !asked {
-            let _ = client.kill();
-        }
-        assert!(asked, "no provisioning: {:?}", p.api.events());
-        client.kill().unwrap();
-        client.wait().unwrap();
-
         p.wait_closed(1);
         assert!(p.server.log().contains("abandoning the platform request"));
         let target = format!("/internal/{APP}/gitaction?command=git-receive-pack");
-        let gave_up = p.api.wait(Duration::from_secs(3), |e| {
+        let provision_closed = p.api.wait(Duration::from_secs(3), |e| {
             e.contains(&ApiEvent::Abandoned {
                 target: target.clone(),
             })
@@ -851,11 +881,11 @@ fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind() {
         // Past the time the platform answers: no dyno was ever met.
         std::thread::sleep((asked_at + delay + Duration::from_secs(1)) - Instant::now());
         assert!(p.dynos.events().is_empty(), "{:?}", p.dynos.events());
-        // And the request itself was closed within seconds of the hang-up
+        // And the request was closed within seconds of the hang-up
         // (SECURITY.md: "backend closed within seconds"), not held open
-        // until the platform answered.
+        // until the platform answered (or --provision-timeout).
         assert!(
-            gave_up,
+            provision_closed,
             "{}: the provisioning request stayed open after the client left: {:?}",
             runtime.bin(),
             p.api.events()
