@@ -894,6 +894,46 @@ fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind() {
 }
 
 #[test]
+fn the_clients_eof_is_not_a_hang_up_for_the_dyno() {
+    for runtime in Runtime::ALL {
+        // ssh with nothing on stdin sends EOF at once; the dyno host would
+        // take a half-close for a hang-up (protocols/openruko.md §4.6).
+        let p = Platform::start(runtime, Setup::default());
+        let mut cmd = p
+            .server
+            .ssh()
+            .key(&p.user)
+            .command(&[&format!("git-upload-pack '{APP}.git'")]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut client = cmd.spawn().unwrap();
+        let started = p.dynos.wait(Duration::from_secs(20), |e| {
+            e.iter().any(|e| matches!(e, DynoEvent::Started { .. }))
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let events = p.dynos.events();
+        let _ = client.kill();
+        let _ = client.wait();
+        assert!(started, "{events:?}");
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, DynoEvent::ClientClosed { .. })),
+            "the dyno connection was closed on the client's EOF: {events:?}"
+        );
+        // The hang-up itself does reach it.
+        let id = p.api.provisioned()[0].dyno_id.clone();
+        let killed = p.dynos.wait(Duration::from_secs(5), |e| {
+            e.contains(&DynoEvent::Killed {
+                dyno_id: id.clone(),
+            })
+        });
+        assert!(killed, "{:?}", p.dynos.events());
+        p.assert_dyno_connections_closed();
+        p.wait_closed(1);
+    }
+}
+
+#[test]
 fn the_originals_dotenv_selects_api_mode() {
     for runtime in Runtime::ALL {
         let p = Platform::start(
