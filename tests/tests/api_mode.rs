@@ -569,7 +569,7 @@ fn slow_platform_calls_time_out_with_their_messages() {
         // dyno the platform set up is never contacted.
         p.api.set_fault(
             ApiRoute::Provision,
-            Some(Fault::Delay(Duration::from_secs(6))),
+            Some(Fault::Delay(Duration::from_secs(10))),
         );
         let started = Instant::now();
         let out = p.exec(&p.user, &command);
@@ -579,7 +579,7 @@ fn slow_platform_calls_time_out_with_their_messages() {
         assert_session_line(&err);
         assert_eq!(code(&out), Some(127));
         assert!(
-            took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
+            took >= Duration::from_millis(2500) && took < Duration::from_secs(9),
             "{took:?}"
         );
         let target = format!("/internal/{APP}/gitaction?command=git-upload-pack");
@@ -1043,7 +1043,7 @@ fn hang_up_mid_command(runtime: Runtime, on_close: OnClose) -> (Platform, PathBu
     std::fs::write(
         &hook,
         format!(
-            "#!/bin/sh\necho hook running\ntouch '{}'\nsleep 3\ntouch '{}'\necho hook done\n",
+            "#!/bin/sh\necho hook running\ntouch '{}'\nsleep 5\ntouch '{}'\necho hook done\n",
             started.display(),
             done.display()
         ),
@@ -1085,7 +1085,7 @@ fn a_dyno_host_that_stops_commands_on_close_gets_them_stopped() {
         assert!(killed, "{:?}", p.dynos.events());
         p.assert_dyno_connections_closed();
         // Well past the hook's end: it never finished.
-        while at.elapsed().unwrap_or_default() < Duration::from_secs(4) {
+        while at.elapsed().unwrap_or_default() < Duration::from_secs(6) {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(!done.exists(), "the command ran on after the hang-up");
@@ -1112,7 +1112,7 @@ fn a_dyno_host_like_the_original_finishes_commands_after_close() {
         });
         assert!(closed, "{:?}", p.dynos.events());
         assert!(
-            wait_until(Duration::from_secs(10), || done.exists()),
+            wait_until(Duration::from_secs(15), || done.exists()),
             "the command did not finish"
         );
         let finished = p.dynos.wait(Duration::from_secs(10), |e| {
