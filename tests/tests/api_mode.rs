@@ -159,7 +159,7 @@ impl Platform {
                 args: setup.args,
                 env,
                 cwd: Some(cwd),
-                data_dir: None,
+                ..ServerOptions::default()
             },
         );
         Platform {
