@@ -1,8 +1,6 @@
-//! TLS to dyno hosts with `futures-rustls`, verified against
-//! `DYNOHOST_CA_FILE` or the system roots (or not at all when the operator
-//! says so, as the original never verified).
+//! TLS to dyno hosts with `futures-rustls`, verified as the operator set
+//! (`DYNOHOST_CA_FILE`, `DYNOHOST_TLS_VERIFY`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_net::TcpStream;
@@ -10,9 +8,7 @@ use futures_lite::AsyncWriteExt;
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use gitmouth_core::config::TlsSettings;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
 /// How long reaching a dyno and its TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,46 +25,9 @@ pub struct Connector {
 impl Connector {
     /// A connector verifying as `tls` says.
     pub fn new(tls: &TlsSettings) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?;
-        let config = if tls.verify {
-            let mut roots = rustls::RootCertStore::empty();
-            match &tls.ca_file {
-                Some(path) => {
-                    let pem = std::fs::read(path)
-                        .map_err(|e| format!("DYNOHOST_CA_FILE {}: {e}", path.display()))?;
-                    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                        let cert =
-                            cert.map_err(|e| format!("DYNOHOST_CA_FILE {}: {e}", path.display()))?;
-                        roots
-                            .add(cert)
-                            .map_err(|e| format!("DYNOHOST_CA_FILE {}: {e}", path.display()))?;
-                    }
-                    if roots.is_empty() {
-                        return Err(format!(
-                            "DYNOHOST_CA_FILE {} holds no certificate",
-                            path.display()
-                        ));
-                    }
-                }
-                None => {
-                    let found = rustls_native_certs::load_native_certs();
-                    for cert in found.certs {
-                        let _ = roots.add(cert);
-                    }
-                }
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        } else {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-                .with_no_client_auth()
-        };
+        let config = crate::tls::client_config(tls, "DYNOHOST_CA_FILE")?;
         Ok(Self {
-            tls: TlsConnector::from(Arc::new(config)),
+            tls: TlsConnector::from(config),
         })
     }
 
@@ -108,55 +67,5 @@ impl Connector {
             ))
         };
         futures_lite::future::or(attempt, timeout).await
-    }
-}
-
-/// `DYNOHOST_TLS_VERIFY=false`: accepts any certificate (signatures are
-/// still checked, so the handshake itself is sound).
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

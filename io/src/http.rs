@@ -1,77 +1,103 @@
-//! HTTP requests to the API server, as the core builds them, with `isahc`
-//! (libcurl with its rustls backend: the TLS stack is rustls, verified
-//! against `APISERVER_CA_FILE` or the system roots).
+//! HTTP requests to the API server, as the core builds them: the bytes and
+//! the reply's framing are the core's ([`gitmouth_core::app::http`]); here
+//! a connection is opened (TLS with rustls for `https`, verified as the
+//! operator set), written, read, and closed. Dropping the future closes the
+//! connection, so an abandoned request ends at once.
 
-use futures_lite::AsyncReadExt;
-use gitmouth_core::app::api::{HttpError, HttpRequest, HttpResponse, Method};
+use std::time::Duration;
+
+use async_net::TcpStream;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_rustls::TlsConnector;
+use gitmouth_core::app::api::{HttpError, HttpRequest, HttpResponse};
+use gitmouth_core::app::http::{ResponseReader, encode_request, target};
 use gitmouth_core::config::TlsSettings;
-use isahc::config::Configurable;
+use rustls::pki_types::ServerName;
 
 /// Connecting may take at most this long, whatever the request's limit.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client for the API server.
 #[derive(Clone)]
 pub struct Client {
-    inner: isahc::HttpClient,
+    tls: TlsConnector,
 }
 
 impl Client {
     /// A client verifying certificates as `tls` says.
     pub fn new(tls: &TlsSettings) -> Result<Self, String> {
-        use isahc::tls::{TlsConfig, TrustStore};
-        let mut config = TlsConfig::builder();
-        if let Some(ca) = &tls.ca_file {
-            if !ca.is_file() {
-                return Err(format!("APISERVER_CA_FILE {} does not exist", ca.display()));
-            }
-            config = config.trust_store(TrustStore::from_file(ca.clone()));
-        }
-        if !tls.verify {
-            config = config
-                .danger_accept_invalid_certs(true)
-                .danger_accept_invalid_hosts(true);
-        }
-        let inner = isahc::HttpClient::builder()
-            .tls_config(config.build())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect_policy(isahc::config::RedirectPolicy::None)
-            .build()
-            .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
-        Ok(Self { inner })
+        let config = crate::tls::client_config(tls, "APISERVER_CA_FILE")?;
+        Ok(Self {
+            tls: TlsConnector::from(config),
+        })
     }
 
-    /// Makes the request; dropping the future abandons it.
+    /// Makes the request within its time limit.
     pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let builder = match request.method {
-            Method::Get => isahc::Request::get(&request.url),
-            Method::Post => isahc::Request::post(&request.url),
+        let limit = request.timeout;
+        let timeout = async {
+            async_io::Timer::after(limit).await;
+            Err(HttpError::Timeout)
         };
-        let built = builder
-            .header("Authorization", request.authorization.as_str())
-            .header("Accept", "application/json, text/plain")
-            .timeout(request.timeout)
-            .body(isahc::AsyncBody::empty())
-            .map_err(|e| HttpError::Failed(format!("bad request: {e}")))?;
-        let response = self.inner.send_async(built).await.map_err(|e| {
-            if e.is_timeout() {
-                HttpError::Timeout
-            } else {
-                HttpError::Failed(e.to_string())
-            }
-        })?;
-        let status = response.status().as_u16();
-        let mut body = Vec::new();
-        let limit = request.max_body as u64 + 1;
-        response
-            .into_body()
-            .take(limit)
-            .read_to_end(&mut body)
-            .await
-            .map_err(|e| HttpError::Failed(format!("reading the reply: {e}")))?;
-        if body.len() > request.max_body {
-            return Err(HttpError::TooLarge);
+        futures_lite::future::or(self.exchange(request), timeout).await
+    }
+
+    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let t = target(&request.url)?;
+        let place = format!("{}:{}", t.host, t.port);
+        let connect = async {
+            TcpStream::connect((t.host.as_str(), t.port))
+                .await
+                .map_err(|e| HttpError::Failed(format!("{place}: {e}")))
+        };
+        let connect_timeout = async {
+            async_io::Timer::after(CONNECT_TIMEOUT).await;
+            Err(HttpError::Failed(format!(
+                "{place}: no connection within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        };
+        let tcp = futures_lite::future::or(connect, connect_timeout).await?;
+        let _ = tcp.set_nodelay(true);
+        let bytes = encode_request(&request, &t);
+        if t.tls {
+            let name = ServerName::try_from(t.host.clone())
+                .map_err(|e| HttpError::Failed(format!("{place}: {e}")))?;
+            let tls = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| HttpError::Failed(format!("{place}: TLS: {e}")))?;
+            exchange_on(tls, &bytes, request.max_body).await
+        } else {
+            exchange_on(tcp, &bytes, request.max_body).await
         }
-        Ok(HttpResponse { status, body })
+    }
+}
+
+async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+    max_body: usize,
+) -> Result<HttpResponse, HttpError> {
+    let io = |e: std::io::Error| HttpError::Failed(e.to_string());
+    stream.write_all(request).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let mut reader = ResponseReader::new(max_body);
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            // The end of the stream without TLS close_notify: the reply is
+            // complete only if its framing says so.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(io(e)),
+        };
+        if n == 0 {
+            return reader.finish();
+        }
+        if let Some(reply) = reader.feed(&buf[..n])? {
+            return Ok(reply);
+        }
     }
 }

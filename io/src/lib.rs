@@ -7,7 +7,7 @@
 //! performs the outputs the session asks for. It needs no spawner: the work
 //! a connection waits for (an HTTP request, a TLS handshake, `git init`) is
 //! polled in the connection's own loop. It is built on `futures-io` traits,
-//! `async-io` timers, `async-process`, `isahc` and `futures-rustls`, all of
+//! `async-io` timers, `async-process` and `futures-rustls`, all of
 //! which run under smol and async-std alike; a runtime crate brings the
 //! executor, the listener and the signals.
 
@@ -18,6 +18,7 @@ pub mod http;
 pub mod process;
 pub mod server;
 pub mod startup;
+pub mod tls;
 
 use std::sync::{Arc, Mutex};
 

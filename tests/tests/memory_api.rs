@@ -437,11 +437,35 @@ fn the_grace_time_cancels_a_lookup_in_flight() {
     pair.client.auth_publickey("git", &user);
     pair.drive();
     assert_eq!(pair.rt.requests.len(), 1);
+    // A message sent meanwhile waits for the lookup (reading goes on, so a
+    // hang-up is noticed).
+    assert!(pair.server.wants_read());
+    pair.client.open_session(1 << 20, 32768);
+    pair.drive();
     assert!(
-        !pair.server.wants_read(),
-        "nothing is read while the lookup holds the request"
+        !pair
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelOpened | Event::ChannelOpenFailed { .. }))
     );
     pair.advance(Duration::from_secs(31));
+    assert_eq!(pair.rt.cancelled.len(), 1);
+    assert!(pair.server.is_finished());
+}
+
+#[test]
+fn a_hang_up_during_the_key_lookup_cancels_it() {
+    let user = ed25519(1, "u");
+    let mut pair = platform(&user, |r| r.url.contains("lookup").then_some(None));
+    pair.handshake();
+    pair.client.request_service("ssh-userauth");
+    pair.drive();
+    pair.client.auth_publickey("git", &user);
+    pair.drive();
+    assert!(pair.server.wants_read());
+    let now = pair.now;
+    pair.server.handle_input(now, Input::PeerClosed);
+    pair.drive();
     assert_eq!(pair.rt.cancelled.len(), 1);
     assert!(pair.server.is_finished());
 }

@@ -6,4 +6,5 @@ pub mod authorized_keys;
 pub mod command;
 pub mod dyno;
 pub mod fingerprint;
+pub mod http;
 pub mod messages;

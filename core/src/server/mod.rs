@@ -422,6 +422,8 @@ pub struct Session {
 const HIGH_WATER: usize = 1024 * 1024;
 /// How long to wait for the client's CHANNEL_CLOSE after ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// Bytes read ahead while a key lookup holds the next message.
+const BLOCKED_READ_LIMIT: usize = 64 * 1024;
 /// How long a finished connection waits for the client to read what is
 /// left (a DISCONNECT, an exit status) before it is dropped.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
@@ -556,6 +558,10 @@ impl Session {
         upper.settle(&mut link.t, now);
         if link.t.is_closed() {
             upper.stop_job(now);
+            if let Some(id) = upper.auth.cancel() {
+                tracing::info!(session = %upper.id, "abandoning the key lookup");
+                upper.outputs.push_back(Output::CancelHttp { id });
+            }
             if upper.flush_deadline.is_none() {
                 upper.flush_deadline = Some(now + FLUSH_WAIT);
             }
@@ -622,9 +628,11 @@ impl Session {
     /// is not served), while a lookup holds the next message, and once the
     /// connection is over.
     pub fn wants_read(&self) -> bool {
-        !self.link.t.is_closed()
-            && self.link.t.pending().len() < HIGH_WATER
-            && !self.upper.is_blocked()
+        // While a lookup holds the next message, reading goes on (so a
+        // client that hangs up is noticed at once) until a little is
+        // buffered: a well-behaved client sends nothing while it waits.
+        let held = self.upper.is_blocked() && self.link.rx.buffered() >= BLOCKED_READ_LIMIT;
+        !self.link.t.is_closed() && self.link.t.pending().len() < HIGH_WATER && !held
     }
 
     /// How many bytes of the command's output the session can take now:
