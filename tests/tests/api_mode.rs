@@ -28,8 +28,8 @@ const CLIENT_LIMIT: Duration = Duration::from_secs(60);
 
 const BANNER: &str = "The platform is unavailable right now; your key was not checked";
 const DENIED: &str = "Permission denied (publickey)";
-const UNAVAILABLE: &str =
-    " ! The platform is unavailable right now; your key was not checked. Try again shortly.\n";
+/// After login the key is known to be good: the message says nothing of it.
+const UNAVAILABLE: &str = " ! The platform is unavailable right now. Try again shortly.\n";
 const NO_BUILD_SERVER: &str = "\n ! Unable to contact build server.\n";
 const LOST: &str = " ! Lost connection to the build server.\n";
 

@@ -471,6 +471,19 @@ fn a_hang_up_during_the_key_lookup_cancels_it() {
 }
 
 #[test]
+fn slow_provisioning_shows_progress() {
+    let user = ed25519(1, "u");
+    let mut pair = platform(&user, |r| r.url.contains("gitaction").then_some(None));
+    run(&mut pair, &user, b"git-receive-pack 'myapp.git'");
+    assert!(stderr_text(&pair).is_empty());
+    pair.advance(Duration::from_secs(4));
+    assert_eq!(stderr_text(&pair), "-----> Waiting for a build server...\n");
+    pair.advance(Duration::from_secs(5));
+    assert_eq!(stderr_text(&pair).matches("Waiting").count(), 2);
+    assert_eq!(pair.exit_status(), None);
+}
+
+#[test]
 fn upload_archive_goes_through_provisioning() {
     let user = ed25519(1, "u");
     let mut pair = platform(&user, none);

@@ -41,6 +41,17 @@ pub fn platform_unavailable() -> &'static str {
     " ! The platform is unavailable right now; your key was not checked. Try again shortly.\n"
 }
 
+/// The platform failed after the user's key was checked (the access check
+/// could not be made): the key is fine, so this says nothing about it.
+pub fn platform_failing() -> &'static str {
+    " ! The platform is unavailable right now. Try again shortly.\n"
+}
+
+/// Shown while provisioning takes its time (a progress line, not an error).
+pub fn waiting_for_build_server() -> &'static str {
+    "-----> Waiting for a build server...\n"
+}
+
 /// The original's message when provisioning a build dyno failed.
 pub fn build_server_unavailable() -> &'static str {
     "\n ! Unable to contact build server.\n\n"
@@ -98,6 +109,8 @@ pub enum UserError {
     },
     /// The platform (API server) is unreachable or failing.
     PlatformUnavailable,
+    /// The platform failed after the key was checked.
+    PlatformFailing,
     /// Provisioning the build dyno failed.
     BuildServerUnavailable,
     /// The build dyno went away mid-command.
@@ -127,6 +140,7 @@ impl UserError {
             UserError::InvalidPath => invalid_path(public_host),
             UserError::NoSuchApp { app } => no_such_app(app),
             UserError::PlatformUnavailable => platform_unavailable().to_owned(),
+            UserError::PlatformFailing => platform_failing().to_owned(),
             UserError::BuildServerUnavailable => build_server_unavailable().to_owned(),
             UserError::LostBuildServer => lost_build_server().to_owned(),
             UserError::PushInProgress { app, started } => push_in_progress(app, started),
@@ -142,6 +156,7 @@ impl UserError {
             UserError::InvalidPath
             | UserError::NoSuchApp { .. }
             | UserError::PlatformUnavailable
+            | UserError::PlatformFailing
             | UserError::LostBuildServer
             | UserError::PushInProgress { .. }
             | UserError::ServerFailed
@@ -196,6 +211,10 @@ mod tests {
             " ! The platform is unavailable right now; your key was not checked. Try again shortly.\n"
         );
         assert_eq!(
+            platform_failing(),
+            " ! The platform is unavailable right now. Try again shortly.\n"
+        );
+        assert_eq!(
             lost_build_server(),
             " ! Lost connection to the build server.\n"
         );
@@ -235,6 +254,7 @@ mod tests {
             (UserError::InvalidPath, 1),
             (UserError::NoSuchApp { app: app() }, 1),
             (UserError::PlatformUnavailable, 1),
+            (UserError::PlatformFailing, 1),
             (UserError::BuildServerUnavailable, 127),
             (UserError::LostBuildServer, 1),
             (

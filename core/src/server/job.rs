@@ -60,7 +60,11 @@ pub(super) enum Job {
     /// API mode: asking whether the user may use the app.
     CheckingAccess { id: RequestId, cmd: GitCommand },
     /// API mode: asking for a build dyno.
-    Provisioning { id: RequestId, cmd: GitCommand },
+    Provisioning {
+        id: RequestId,
+        cmd: GitCommand,
+        progress_at: Instant,
+    },
     /// API mode: connecting to the dyno.
     Connecting { id: RequestId, cmd: GitCommand },
     /// API mode: relaying to and from the dyno.
@@ -155,6 +159,7 @@ impl Job {
                 .into_iter()
                 .flatten()
                 .min(),
+            Job::Provisioning { progress_at, .. } => Some(*progress_at),
             _ => None,
         }
     }
@@ -448,6 +453,21 @@ impl ServerUpper {
     }
 
     pub(super) fn job_timeout(&mut self, _t: &mut Transport, now: Instant) {
+        if let Job::Provisioning { progress_at, .. } = &mut self.job
+            && now >= *progress_at
+        {
+            // Provisioning waits for a dyno host: tell the user it is
+            // not stuck.
+            *progress_at = now + super::remote::PROGRESS_EVERY;
+            if let Some(ch) = self.channel.as_mut() {
+                ch.push_notice(
+                    crate::app::messages::waiting_for_build_server()
+                        .as_bytes()
+                        .to_vec(),
+                );
+            }
+            return;
+        }
         let Job::Running(r) = &mut self.job else {
             return;
         };

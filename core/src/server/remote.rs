@@ -23,6 +23,11 @@ use crate::app::messages::{self, UserError};
 use crate::transport::Transport;
 
 use super::job::{Job, Relay};
+
+/// When the first "waiting" line goes out during provisioning.
+pub(super) const PROGRESS_FIRST: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often it repeats.
+pub(super) const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 use super::{ExitStatus, Mode, Output, RequestId, ServerUpper, Stream};
 
 impl ServerUpper {
@@ -33,7 +38,7 @@ impl ServerUpper {
             return;
         };
         let Some(user) = &self.api_user else {
-            self.fail_command(UserError::PlatformUnavailable);
+            self.fail_command(UserError::PlatformFailing);
             return;
         };
         let request = api::access_request(api, &cmd.repo, &user.api_key);
@@ -45,7 +50,7 @@ impl ServerUpper {
     /// An HTTP answer for the job (the access check or provisioning).
     pub(super) fn on_http_done(
         &mut self,
-        _now: Instant,
+        now: Instant,
         id: RequestId,
         result: Result<HttpResponse, HttpError>,
     ) {
@@ -61,7 +66,12 @@ impl ServerUpper {
                         let request = api::provision_request(api, &cmd.repo, cmd.verb);
                         let id = self.next_id();
                         self.outputs.push_back(Output::Http { id, request });
-                        self.job = Job::Provisioning { id, cmd };
+                        let progress_at = now + PROGRESS_FIRST;
+                        self.job = Job::Provisioning {
+                            id,
+                            cmd,
+                            progress_at,
+                        };
                     }
                     AccessResult::Denied => {
                         tracing::info!(session = %self.id, app = cmd.repo.as_str(), "no such app or no access");
@@ -71,44 +81,44 @@ impl ServerUpper {
                     }
                     AccessResult::Unavailable(why) => {
                         tracing::error!(session = %self.id, error = %why, "the platform did not answer the access check");
-                        self.fail_command(UserError::PlatformUnavailable);
+                        self.fail_command(UserError::PlatformFailing);
                     }
                 }
             }
-            Job::Provisioning { id: expected, cmd } if expected == id => {
-                match api::parse_provision(&result) {
-                    Ok(found) => {
-                        let config = self.config.clone();
-                        let Mode::Api {
-                            api,
-                            rendezvous_port,
-                        } = &config.mode
-                        else {
-                            return;
-                        };
-                        tracing::info!(
-                            session = %self.id,
-                            host = %found.host,
-                            dyno = %found.dyno_id,
-                            rez = %found.rez_id,
-                            "dyno provisioned; connecting"
-                        );
-                        let header = dyno::rendezvous_header(&api.key, &found.dyno_id);
-                        let id = self.next_id();
-                        self.outputs.push_back(Output::ConnectDyno {
-                            id,
-                            host: found.host,
-                            port: *rendezvous_port,
-                            header,
-                        });
-                        self.job = Job::Connecting { id, cmd };
-                    }
-                    Err(why) => {
-                        tracing::error!(session = %self.id, error = %why, "provisioning failed");
-                        self.fail_command(UserError::BuildServerUnavailable);
-                    }
+            Job::Provisioning {
+                id: expected, cmd, ..
+            } if expected == id => match api::parse_provision(&result) {
+                Ok(found) => {
+                    let config = self.config.clone();
+                    let Mode::Api {
+                        api,
+                        rendezvous_port,
+                    } = &config.mode
+                    else {
+                        return;
+                    };
+                    tracing::info!(
+                        session = %self.id,
+                        host = %found.host,
+                        dyno = %found.dyno_id,
+                        rez = %found.rez_id,
+                        "dyno provisioned; connecting"
+                    );
+                    let header = dyno::rendezvous_header(&api.key, &found.dyno_id);
+                    let id = self.next_id();
+                    self.outputs.push_back(Output::ConnectDyno {
+                        id,
+                        host: found.host,
+                        port: *rendezvous_port,
+                        header,
+                    });
+                    self.job = Job::Connecting { id, cmd };
                 }
-            }
+                Err(why) => {
+                    tracing::error!(session = %self.id, error = %why, "provisioning failed");
+                    self.fail_command(UserError::BuildServerUnavailable);
+                }
+            },
             // A late answer for something abandoned.
             other => self.job = other,
         }
