@@ -90,6 +90,15 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub login_grace_time: u64,
 
+    /// Seconds an authenticated connection may pass with nothing sent or
+    /// received before it is ended (with a message to the user)
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub idle_timeout: u64,
+
+    /// Seconds an authenticated connection may last in all
+    #[arg(long, value_name = "SECS", default_value_t = 7200)]
+    pub max_session_time: u64,
+
     /// Authentication attempts allowed per connection
     #[arg(long, value_name = "N", default_value_t = 6)]
     pub max_auth_tries: u32,
@@ -209,6 +218,10 @@ pub struct Settings {
     pub login_grace: Duration,
     /// Authentication attempts per connection.
     pub max_auth_tries: u32,
+    /// Idle limit after authentication.
+    pub idle_timeout: Duration,
+    /// Total limit after authentication.
+    pub max_session: Duration,
     /// Re-key volume.
     pub rekey_limit: u64,
     /// Re-key interval.
@@ -412,6 +425,8 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         host_keys,
         login_grace: Duration::from_secs(cli.login_grace_time),
         max_auth_tries: cli.max_auth_tries,
+        idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
+        max_session: Duration::from_secs(cli.max_session_time.max(1)),
         rekey_limit: cli.rekey_limit,
         rekey_interval: Duration::from_secs(cli.rekey_interval),
         log: cli.log,

@@ -567,3 +567,47 @@ fn a_client_that_stalls_a_rekey_stops_the_relay_then_is_cut_off() {
             .contains(&Signal::Term)
     );
 }
+
+#[test]
+fn idle_and_total_time_limits_end_the_command_with_a_message() {
+    // Idle: git waits on stdin forever and nothing moves.
+    let mut pair = running(Script::default(), 1 << 20);
+    pair.advance(Duration::from_secs(590));
+    assert_eq!(pair.exit_status(), None);
+    pair.client.send_data(b"0000");
+    pair.drive();
+    // Activity moved the deadline.
+    pair.advance(Duration::from_secs(590));
+    assert_eq!(pair.exit_status(), None);
+    pair.advance(Duration::from_secs(20));
+    let err = String::from_utf8(pair.received().1).unwrap();
+    assert!(
+        err.starts_with(" ! Timed out: nothing was sent or received for 600 seconds.\n"),
+        "{err}"
+    );
+    assert_eq!(pair.exit_status(), Some(1));
+    assert!(
+        pair.rt
+            .process
+            .as_ref()
+            .unwrap()
+            .signals
+            .contains(&Signal::Term)
+    );
+    pair.advance(Duration::from_secs(10));
+    assert!(pair.server.is_finished());
+
+    // Total: a command that keeps talking still ends at the limit.
+    let mut pair = running(Script::default(), 1 << 20);
+    for _ in 0..(7200 / 300) {
+        pair.client.send_data(b"x");
+        pair.advance(Duration::from_secs(300));
+    }
+    pair.advance(Duration::from_secs(1));
+    let err = String::from_utf8(pair.received().1).unwrap();
+    assert!(
+        err.starts_with(" ! The session reached its time limit of 7200 seconds.\n"),
+        "{err}"
+    );
+    assert_eq!(pair.exit_status(), Some(1));
+}

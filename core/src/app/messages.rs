@@ -124,6 +124,16 @@ pub enum UserError {
     },
     /// Our side failed to run the command.
     ServerFailed,
+    /// Nothing moved for this many seconds.
+    IdleTimeout {
+        /// The limit.
+        secs: u64,
+    },
+    /// The session outlived its limit of this many seconds.
+    SessionLimit {
+        /// The limit.
+        secs: u64,
+    },
     /// The client asked for a shell; not an error of the user's, but it ends
     /// the session with a message and a failure status all the same.
     NoShell {
@@ -146,6 +156,12 @@ impl UserError {
             UserError::PushInProgress { app, started } => push_in_progress(app, started),
             UserError::NoShell { user } => shell_greeting(user),
             UserError::ServerFailed => server_failed().to_owned(),
+            UserError::IdleTimeout { secs } => {
+                format!(" ! Timed out: nothing was sent or received for {secs} seconds.\n")
+            }
+            UserError::SessionLimit { secs } => {
+                format!(" ! The session reached its time limit of {secs} seconds.\n")
+            }
         }
     }
 
@@ -160,6 +176,8 @@ impl UserError {
             | UserError::LostBuildServer
             | UserError::PushInProgress { .. }
             | UserError::ServerFailed
+            | UserError::IdleTimeout { .. }
+            | UserError::SessionLimit { .. }
             | UserError::NoShell { .. } => EXIT_FAILURE,
         }
     }

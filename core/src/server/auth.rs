@@ -79,7 +79,7 @@ impl AuthState {
 }
 
 impl ServerUpper {
-    pub(super) fn on_userauth(&mut self, t: &mut Transport, _now: Instant, payload: &[u8]) {
+    pub(super) fn on_userauth(&mut self, t: &mut Transport, now: Instant, payload: &[u8]) {
         let mut p = Parser::new(payload);
         let parsed = p
             .u8()
@@ -99,7 +99,7 @@ impl ServerUpper {
             return;
         }
         match method {
-            b"publickey" => self.on_publickey(t, user, p),
+            b"publickey" => self.on_publickey(t, now, user, p),
             b"none" if !self.auth.none_seen => {
                 self.auth.none_seen = true;
                 send_failure(t);
@@ -111,7 +111,7 @@ impl ServerUpper {
         }
     }
 
-    fn on_publickey(&mut self, t: &mut Transport, user: &[u8], mut rest: Parser<'_>) {
+    fn on_publickey(&mut self, t: &mut Transport, now: Instant, user: &[u8], mut rest: Parser<'_>) {
         let parsed = (|| Ok::<_, wire::Malformed>((rest.bool()?, rest.utf8()?, rest.string()?)))();
         let Ok((signed, alg, blob)) = parsed else {
             t.disconnect(
@@ -164,7 +164,7 @@ impl ServerUpper {
             fingerprint,
         };
         match self.lookup(blob) {
-            Some(found) => self.finish_publickey(t, pending, found),
+            Some(found) => self.finish_publickey(t, now, pending, found),
             None => self.start_lookup(pending),
         }
     }
@@ -206,7 +206,7 @@ impl ServerUpper {
     pub(super) fn on_lookup_done(
         &mut self,
         t: &mut Transport,
-        _now: Instant,
+        now: Instant,
         id: RequestId,
         result: Result<HttpResponse, HttpError>,
     ) {
@@ -225,11 +225,17 @@ impl ServerUpper {
             self.auth.cache.push((pending.blob.clone(), found.clone()));
         }
         if !t.is_closed() {
-            self.finish_publickey(t, pending, found);
+            self.finish_publickey(t, now, pending, found);
         }
     }
 
-    fn finish_publickey(&mut self, t: &mut Transport, pending: Pending, found: Lookup) {
+    fn finish_publickey(
+        &mut self,
+        t: &mut Transport,
+        now: Instant,
+        pending: Pending,
+        found: Lookup,
+    ) {
         let Pending {
             blob,
             alg,
@@ -253,6 +259,10 @@ impl ServerUpper {
                 self.api_user = account;
                 self.phase = Phase::Connected;
                 self.login_deadline = None;
+                self.limits = Some(super::Limits {
+                    last_activity: now,
+                    end: now + self.config.max_session,
+                });
                 t.send(|out| wire::put_u8(out, numbers::USERAUTH_SUCCESS));
             }
             (Lookup::Unknown, _) => {

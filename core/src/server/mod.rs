@@ -44,6 +44,7 @@ use rand_core::Rng;
 use crate::app::api::{ApiServer, HttpError, HttpRequest, HttpResponse};
 use crate::app::authorized_keys::AuthorizedKeys;
 use crate::app::dyno::DynoEnd;
+use crate::app::messages::UserError;
 use crate::link::{Link, Upper};
 use crate::transport::disconnect::{CloseReason, DisconnectReason};
 use crate::transport::hostkey::HostKey;
@@ -117,6 +118,11 @@ pub struct ServerConfig {
     pub public_host: String,
     /// How long a stopped command has between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// After authentication: how long the connection may see no bytes in
+    /// either direction.
+    pub idle_timeout: Duration,
+    /// After authentication: how long a connection may last in all.
+    pub max_session: Duration,
     /// Users and repositories.
     pub mode: Mode,
 }
@@ -140,6 +146,8 @@ impl ServerConfig {
             max_auth_attempts: settings.max_auth_tries,
             public_host: settings.public_host.clone(),
             kill_grace: Duration::from_secs(5),
+            idle_timeout: settings.idle_timeout,
+            max_session: settings.max_session,
             mode,
         }
     }
@@ -153,6 +161,8 @@ impl ServerConfig {
             max_auth_attempts: 6,
             public_host: "localhost".into(),
             kill_grace: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_session: Duration::from_secs(7200),
             mode: Mode::Standalone { keys, repos },
         }
     }
@@ -453,6 +463,15 @@ pub(crate) struct ServerUpper {
     /// Once the connection is over: when to stop waiting for the client to
     /// take what is left to send.
     flush_deadline: Option<Instant>,
+    /// After authentication: the idle and total time limits.
+    limits: Option<Limits>,
+}
+
+/// The time limits of an authenticated connection.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    last_activity: Instant,
+    end: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,6 +512,7 @@ impl Session {
                 peer_gone: false,
                 grace_exceeded: false,
                 flush_deadline: None,
+                limits: None,
             },
         }
     }
@@ -524,6 +544,11 @@ impl Session {
     /// Feeds one event.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         let Self { link, upper } = self;
+        if let (Some(limits), Input::Received(_) | Input::BackendData { .. }) =
+            (upper.limits.as_mut(), &input)
+        {
+            limits.last_activity = now;
+        }
         match input {
             Input::Received(data) => link.receive(now, data, upper),
             Input::PeerClosed => {
@@ -595,11 +620,17 @@ impl Session {
     /// When [`Input::Timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let flush = self.upper.flush_deadline.filter(|_| !self.upper.peer_gone);
+        let limit = if self.link.t.is_closed() {
+            None
+        } else {
+            self.upper.limit_deadline()
+        };
         let upper = [
             self.upper.login_deadline,
             self.upper.job.deadline(),
             self.upper.channel_deadline(),
             flush,
+            limit,
         ];
         let transport = if self.link.t.is_closed() {
             None
@@ -696,11 +727,43 @@ impl ServerUpper {
             }
         }
         self.job_timeout(t, now);
+        self.limit_timeout(t, now);
         if let Some(ch) = &self.channel
             && ch.close_deadline.is_some_and(|d| now >= d)
         {
             // The client never answered our CHANNEL_CLOSE: end it anyway.
             t.close_silently(CloseReason::Finished);
+        }
+    }
+
+    fn limit_deadline(&self) -> Option<Instant> {
+        let l = self.limits?;
+        Some((l.last_activity + self.config.idle_timeout).min(l.end))
+    }
+
+    /// Ends a connection that idled or lasted too long, telling the user
+    /// why if a command was asked for.
+    fn limit_timeout(&mut self, t: &mut Transport, now: Instant) {
+        let Some(l) = self.limits else { return };
+        let error = if now >= l.end {
+            UserError::SessionLimit {
+                secs: self.config.max_session.as_secs(),
+            }
+        } else if now >= l.last_activity + self.config.idle_timeout {
+            UserError::IdleTimeout {
+                secs: self.config.idle_timeout.as_secs(),
+            }
+        } else {
+            return;
+        };
+        self.limits = None;
+        tracing::info!(session = %self.id, ?error, "time limit");
+        match self.channel.as_ref() {
+            Some(ch) if !ch.is_closed() => {
+                self.fail_command(error);
+                self.stop_job(now);
+            }
+            _ => t.disconnect(DisconnectReason::ByApplication, "time limit exceeded"),
         }
     }
 
