@@ -611,3 +611,73 @@ fn idle_and_total_time_limits_end_the_command_with_a_message() {
     );
     assert_eq!(pair.exit_status(), Some(1));
 }
+
+#[test]
+fn one_push_at_a_time_per_repository() {
+    let alice = ed25519(1, "alice");
+    let first_config = server_config(&[&alice]);
+    let locks = first_config.push_locks.clone();
+    let mut first = Pair::new(first_config);
+    first.rt.repos.insert(REPO.into());
+    first.open(&alice, 1 << 20, 32768);
+    first.client.exec(b"git-receive-pack 'app.git'", true);
+    first.drive();
+    assert!(locks.is_held("app"));
+
+    let second = |locks: &std::sync::Arc<gitmouth_core::server::PushLocks>, command: &[u8]| {
+        let mut config = server_config(&[&alice]);
+        config.push_locks = locks.clone();
+        let mut pair = Pair::new(config);
+        pair.rt.repos.insert(REPO.into());
+        pair.open(&alice, 1 << 20, 32768);
+        pair.client.exec(command, true);
+        pair.client.send_eof();
+        pair.drive();
+        pair
+    };
+    let refused = second(&locks, b"git-receive-pack 'app.git'");
+    let err = String::from_utf8(refused.received().1).unwrap();
+    assert!(
+        err.starts_with(" ! Another push to app is in progress (started just now).\n"),
+        "{err}"
+    );
+    assert_eq!(refused.exit_status(), Some(1));
+    assert!(refused.rt.process.is_none());
+    // A clone needs no lock, and another repository is free.
+    assert_eq!(
+        second(&locks, b"git-upload-pack 'app.git'").exit_status(),
+        Some(0)
+    );
+    assert!(
+        second(&locks, b"git-receive-pack 'other.git'")
+            .rt
+            .process
+            .is_some()
+    );
+    // Once the first push ends, the next one runs.
+    first.client.send_eof();
+    first.drive();
+    assert_eq!(first.exit_status(), Some(0));
+    assert!(!locks.is_held("app"));
+    assert_eq!(
+        second(&locks, b"git-receive-pack 'app.git'").exit_status(),
+        Some(0)
+    );
+    // A client that vanishes mid-push releases the lock too.
+    let mut gone = Pair::new({
+        let mut c = server_config(&[&alice]);
+        c.push_locks = locks.clone();
+        c
+    });
+    gone.rt.repos.insert(REPO.into());
+    gone.open(&alice, 1 << 20, 32768);
+    gone.client.exec(b"git-receive-pack 'app.git'", true);
+    gone.drive();
+    assert!(locks.is_held("app"));
+    let now = gone.now;
+    gone.server
+        .handle_input(now, gitmouth_core::server::Input::PeerClosed);
+    gone.drive();
+    assert!(gone.server.is_finished());
+    assert!(!locks.is_held("app"));
+}

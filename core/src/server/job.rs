@@ -212,7 +212,21 @@ fn git_dir(path: &std::path::Path, args: &[&str]) -> ProcessSpec {
 }
 
 impl ServerUpper {
-    pub(super) fn start_job(&mut self, cmd: GitCommand, _now: Instant) {
+    pub(super) fn start_job(&mut self, cmd: GitCommand, now: Instant) {
+        if cmd.verb.is_push() {
+            match self.config.push_locks.try_acquire(cmd.repo.as_str(), now) {
+                Ok(lock) => self.push_lock = Some(lock),
+                Err(since) => {
+                    let started = super::lock::ago(since, now);
+                    tracing::info!(session = %self.id, repo = cmd.repo.as_str(), "another push is in progress");
+                    self.fail_command(UserError::PushInProgress {
+                        app: cmd.repo.as_str().to_owned(),
+                        started,
+                    });
+                    return;
+                }
+            }
+        }
         let repos = match &self.config.mode {
             Mode::Standalone { repos, .. } => repos,
             Mode::Api { .. } => return self.start_remote(cmd),

@@ -31,7 +31,10 @@
 mod auth;
 mod channel;
 mod job;
+mod lock;
 mod remote;
+
+pub use lock::{PushLock, PushLocks};
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -123,6 +126,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// After authentication: how long a connection may last in all.
     pub max_session: Duration,
+    /// Pushes in progress, one per repository.
+    pub push_locks: Arc<PushLocks>,
     /// Users and repositories.
     pub mode: Mode,
 }
@@ -148,6 +153,7 @@ impl ServerConfig {
             kill_grace: Duration::from_secs(5),
             idle_timeout: settings.idle_timeout,
             max_session: settings.max_session,
+            push_locks: Arc::default(),
             mode,
         }
     }
@@ -163,6 +169,7 @@ impl ServerConfig {
             kill_grace: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
             max_session: Duration::from_secs(7200),
+            push_locks: Arc::default(),
             mode: Mode::Standalone { keys, repos },
         }
     }
@@ -465,6 +472,8 @@ pub(crate) struct ServerUpper {
     flush_deadline: Option<Instant>,
     /// After authentication: the idle and total time limits.
     limits: Option<Limits>,
+    /// The repository lock of a push, held until its command is over.
+    push_lock: Option<PushLock>,
 }
 
 /// The time limits of an authenticated connection.
@@ -513,6 +522,7 @@ impl Session {
                 grace_exceeded: false,
                 flush_deadline: None,
                 limits: None,
+                push_lock: None,
             },
         }
     }
