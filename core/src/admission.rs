@@ -26,6 +26,9 @@ pub struct AdmissionConfig {
     pub full: u32,
     /// Unauthenticated connections one source may hold.
     pub per_source: u32,
+    /// Connections of any kind at once (authenticated ones hold git
+    /// processes and descriptors).
+    pub max_connections: u32,
     /// Penalty for a connection that failed authentication.
     pub authfail: Duration,
     /// Penalty for a connection that never tried to authenticate.
@@ -108,6 +111,7 @@ impl Default for AdmissionConfig {
             rate: 30,
             full: 100,
             per_source: 10,
+            max_connections: 1000,
             authfail: Duration::from_secs(5),
             noauth: Duration::from_secs(1),
             grace_exceeded: Duration::from_secs(10),
@@ -172,6 +176,7 @@ pub struct Admission {
     config: AdmissionConfig,
     rng: ChaCha8Rng,
     unauthenticated: u32,
+    connections: u32,
     per_source: BTreeMap<Source, u32>,
     penalties: BTreeMap<Source, Instant>,
 }
@@ -183,6 +188,7 @@ impl Admission {
             config,
             rng: ChaCha8Rng::from_seed(seed),
             unauthenticated: 0,
+            connections: 0,
             per_source: BTreeMap::new(),
             penalties: BTreeMap::new(),
         }
@@ -191,12 +197,16 @@ impl Admission {
     /// Decides on a new connection from `ip`.
     pub fn connect(&mut self, ip: IpAddr, now: Instant) -> Verdict {
         let source = Source::of(ip);
+        if self.connections >= self.config.max_connections {
+            return Verdict::Refuse("too many connections");
+        }
         let exempt = self.config.exempt.iter().any(|n| n.contains(ip));
         if exempt {
-            self.unauthenticated += 1;
+            // Trusted: not counted among the startups others compete for.
+            self.connections += 1;
             return Verdict::Accept(Ticket {
                 source,
-                unauthenticated: true,
+                unauthenticated: false,
                 exempt,
             });
         }
@@ -229,6 +239,7 @@ impl Admission {
         }
         self.per_source.insert(source, count + 1);
         self.unauthenticated += 1;
+        self.connections += 1;
         Verdict::Accept(Ticket {
             source,
             unauthenticated: true,
@@ -246,6 +257,7 @@ impl Admission {
 
     /// The connection ended.
     pub fn close(&mut self, mut ticket: Ticket, outcome: Outcome, now: Instant) {
+        self.connections = self.connections.saturating_sub(1);
         if ticket.unauthenticated {
             ticket.unauthenticated = false;
             self.release(&ticket);
@@ -432,7 +444,11 @@ mod tests {
             a.close(t, Outcome::AuthFailed, now);
         }
         let held: Vec<_> = (0..50).map(|_| accept(&mut a, ip(1), now)).collect();
-        assert_eq!(a.unauthenticated(), 50);
+        assert_eq!(
+            a.unauthenticated(),
+            0,
+            "trusted connections leave the startups to others"
+        );
         drop(held);
         assert!(a.penalties.is_empty());
         let n = Network::parse("2001:db8::/32").unwrap();
@@ -489,6 +505,7 @@ mod tests {
                 a.close(t, Outcome::Authenticated, now);
             }
             prop_assert_eq!(a.unauthenticated(), 0);
+            prop_assert_eq!(a.connections, 0);
             prop_assert!(a.per_source.is_empty());
         }
     }

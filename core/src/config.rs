@@ -117,6 +117,10 @@ pub struct Cli {
     #[arg(long, value_name = "START:RATE:FULL", default_value = "10:30:100", value_parser = parse_max_startups)]
     pub max_startups: (u32, u32, u32),
 
+    /// Connections of any kind at once (each push holds a git process)
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_connections: u32,
+
     /// Unauthenticated connections allowed from one address (an IPv6 /64)
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub per_source_max_startups: u32,
@@ -410,6 +414,7 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         rate,
         full,
         per_source: cli.per_source_max_startups,
+        max_connections: cli.max_connections.max(1),
         penalties: cli.per_source_penalties,
         exempt: cli.admission_exempt.clone(),
         ..Default::default()

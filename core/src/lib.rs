@@ -15,6 +15,28 @@ pub mod server;
 pub mod transport;
 pub mod wire;
 
+/// Secret bytes (a key, a header holding one): usable, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(zeroize::Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    /// Wraps `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(zeroize::Zeroizing::new(bytes))
+    }
+
+    /// The bytes themselves.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} secret bytes>", self.0.len())
+    }
+}
+
 /// Renders client-controlled bytes for a log line: non-printable bytes
 /// escaped, at most 200 characters, so a peer can neither forge log lines
 /// nor flood them (SECURITY.md rule 8).

@@ -18,6 +18,13 @@ pub trait Upper {
     /// An upper-layer message arrived (the transport checked that it may
     /// arrive now as far as key exchange is concerned).
     fn on_message(&mut self, t: &mut Transport, now: Instant, seq: u32, payload: &[u8]);
+    /// Whether a message number nobody implements is answered with
+    /// UNIMPLEMENTED (true) or ends the connection (false: a server before
+    /// authentication keeps a strict list, SECURITY.md rule 1).
+    fn answers_unknown(&self) -> bool {
+        true
+    }
+
     /// While true, packets stay undecoded in the buffer: the upper layer
     /// waits for an answer from outside (a key lookup) before it can take
     /// the next message in order.
@@ -84,6 +91,11 @@ impl Link {
                 Handled::Done => {}
                 Handled::Established => upper.on_established(t, now),
                 Handled::Upper => upper.on_message(t, now, packet.seq, payload),
+                Handled::Unknown if upper.answers_unknown() => t.send_unimplemented(packet.seq),
+                Handled::Unknown => {
+                    let why = format!("unexpected message {}", payload[0]);
+                    t.disconnect(DisconnectReason::ProtocolError, &why);
+                }
             }
             if let Some((cipher, reset)) = t.take_rx_update() {
                 rx.set_cipher(cipher);

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -32,6 +33,8 @@ enum Backend {
     Dyno {
         id: RequestId,
         stream: Box<DynoStream>,
+        /// Records rustls holds that the socket has not taken yet.
+        unflushed: bool,
     },
 }
 
@@ -56,6 +59,7 @@ struct Ready {
     exited: Option<std::io::Result<std::process::ExitStatus>>,
     done: Vec<(RequestId, Done)>,
     timeout: bool,
+    shutdown: bool,
 }
 
 impl Ready {
@@ -68,6 +72,7 @@ impl Ready {
             || self.exited.is_some()
             || !self.done.is_empty()
             || self.timeout
+            || self.shutdown
     }
 }
 
@@ -99,6 +104,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tracing::debug!("connected");
+    c_active(&shared, 1);
+    let mut stop = shared.shutdown.listen();
+    let mut stopping = shared.stopping.load(Ordering::SeqCst);
+    if stopping {
+        session.handle_input(Instant::now(), Input::Shutdown);
+    }
     let mut c = Conn {
         socket,
         backend: None,
@@ -131,6 +142,10 @@ where
             let mut r = c.poll(cx, &session);
             if Pin::new(&mut timer).poll(cx).is_ready() {
                 r.timeout = true;
+            }
+            if !stopping && Pin::new(&mut stop).poll(cx).is_ready() {
+                stopping = true;
+                r.shutdown = true;
             }
             if r.any() {
                 Poll::Ready(r)
@@ -205,7 +220,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             } => match self.shared.dyno_tls.clone() {
                 Some(tls) => {
                     let work = async move {
-                        Done::Dyno(tls.connect(&host, port, &header).await.map(Box::new))
+                        Done::Dyno(
+                            tls.connect(&host, port, header.as_bytes())
+                                .await
+                                .map(Box::new),
+                        )
                     };
                     self.work.push((id, Box::pin(work)));
                 }
@@ -278,15 +297,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     r.exited = Some(res);
                 }
             }
-            Some(Backend::Dyno { stream, .. }) => {
+            Some(Backend::Dyno {
+                stream, unflushed, ..
+            }) => {
                 if !stdin.is_empty()
                     && let Poll::Ready(res) = Pin::new(&mut **stream).poll_write(cx, stdin)
                 {
+                    *unflushed |= matches!(res, Ok(n) if n > 0);
                     r.stdin = Some(res);
                 }
-                if !stdin.is_empty() || r.stdin.is_some() {
-                    // TLS buffers records: push them out.
-                    let _ = Pin::new(&mut **stream).poll_flush(cx);
+                // rustls takes bytes before the socket does: push its
+                // records out until they are all gone, or the last of a
+                // push could wait forever behind a full socket.
+                if *unflushed && Pin::new(&mut **stream).poll_flush(cx).is_ready() {
+                    *unflushed = false;
                 }
                 if limit > 0
                     && let Poll::Ready(res) =
@@ -403,8 +427,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Done::Helper(result) => session.handle_input(now, Input::HelperDone { id, result }),
                 Done::Http(result) => session.handle_input(now, Input::HttpDone { id, result }),
                 Done::Dyno(result) => {
-                    let result =
-                        result.map(|stream| self.backend = Some(Backend::Dyno { id, stream }));
+                    let result = result.map(|stream| {
+                        self.backend = Some(Backend::Dyno {
+                            id,
+                            stream,
+                            unflushed: false,
+                        })
+                    });
                     session.handle_input(now, Input::DynoConnected { id, result });
                 }
             }
@@ -412,6 +441,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if ready.timeout {
             session.handle_input(now, Input::Timeout);
         }
+        if ready.shutdown {
+            session.handle_input(now, Input::Shutdown);
+        }
+    }
+}
+
+/// Counts connections in and out, so that a stopping server can wait for
+/// them.
+fn c_active(shared: &Shared, delta: isize) {
+    if delta > 0 {
+        shared.active.fetch_add(1, Ordering::SeqCst);
+    } else {
+        shared.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -20,6 +20,7 @@ pub mod server;
 pub mod startup;
 pub mod tls;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use gitmouth_core::admission::Admission;
@@ -35,6 +36,12 @@ pub struct Shared {
     pub dyno_tls: Option<dyno::Connector>,
     /// Limits on unauthenticated connections and penalties.
     pub admission: Mutex<Admission>,
+    /// Set, and notified, when the server stops.
+    pub stopping: AtomicBool,
+    /// Notified when the server stops.
+    pub shutdown: event_listener::Event,
+    /// Connections being served.
+    pub active: AtomicUsize,
 }
 
 impl Shared {

@@ -10,6 +10,8 @@ use gitmouth_core::server::{ExitStatus, ProcessSpec, RepoError, RequestId, Signa
 
 /// Largest helper output kept (`git for-each-ref` of a new repository).
 const HELPER_OUTPUT_MAX: u64 = 64 * 1024;
+/// How long a helper may take (it is killed after).
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type ExitFuture = Pin<Box<dyn Future<Output = std::io::Result<std::process::ExitStatus>> + Send>>;
 
@@ -31,7 +33,10 @@ pub struct Process {
 }
 
 fn command(spec: &ProcessSpec) -> Command {
-    let mut cmd = Command::new(&spec.program);
+    // Its own process group, so that stopping git stops its hooks too.
+    let mut group = std::process::Command::new(&spec.program);
+    std::os::unix::process::CommandExt::process_group(&mut group, 0);
+    let mut cmd = Command::from(group);
     cmd.args(&spec.args);
     for name in &spec.env_remove {
         cmd.env_remove(name);
@@ -71,13 +76,25 @@ impl Process {
     }
 
     /// Sends a signal; one that already exited has nothing to stop.
+    /// Sends a signal to git and its hooks (its process group); one that
+    /// already exited has nothing to stop.
     pub fn signal(&self, signal: Signal) {
         let sig = match signal {
             Signal::Term => rustix::process::Signal::TERM,
             Signal::Kill => rustix::process::Signal::KILL,
         };
         if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
-            let _ = rustix::process::kill_process(pid, sig);
+            let _ = rustix::process::kill_process_group(pid, sig);
+        }
+    }
+}
+
+impl Drop for Process {
+    /// A git still running when its connection ends is killed with its
+    /// hooks (the exit was never seen: `exit` is still pending).
+    fn drop(&mut self) {
+        if self.exit.is_some() {
+            self.signal(Signal::Kill);
         }
     }
 }
@@ -158,24 +175,37 @@ pub async fn run_helper(spec: ProcessSpec) -> Result<Vec<u8>, String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("{:?}: {e}", spec.program))?;
-    let mut stdout = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        out.take(HELPER_OUTPUT_MAX)
-            .read_to_end(&mut stdout)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    let mut stderr = Vec::new();
-    if let Some(err) = child.stderr.take() {
-        let _ = err.take(HELPER_OUTPUT_MAX).read_to_end(&mut stderr).await;
-    }
-    let status = child.status().await.map_err(|e| e.to_string())?;
-    if status.success() {
-        Ok(stdout)
-    } else {
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        // Both streams at once, so a helper filling one pipe cannot wait
+        // forever on the other.
+        let read = |pipe: Option<Box<dyn futures_lite::AsyncRead + Unpin + Send>>| async move {
+            let mut buf = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(HELPER_OUTPUT_MAX).read_to_end(&mut buf).await;
+            }
+            buf
+        };
+        let out = out.map(|p| Box::new(p) as Box<dyn futures_lite::AsyncRead + Unpin + Send>);
+        let err = err.map(|p| Box::new(p) as Box<dyn futures_lite::AsyncRead + Unpin + Send>);
+        let (stdout, stderr) = futures_lite::future::zip(read(out), read(err)).await;
+        let status = child.status().await.map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&stderr).trim()
+            ))
+        }
+    };
+    let timeout = async {
+        async_io::Timer::after(HELPER_TIMEOUT).await;
         Err(format!(
-            "{status}: {}",
-            String::from_utf8_lossy(&stderr).trim()
+            "{:?} did not finish within {}s",
+            spec.program,
+            HELPER_TIMEOUT.as_secs()
         ))
-    }
+    };
+    futures_lite::future::or(run, timeout).await
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use gitmouth_core::admission::Verdict;
@@ -39,8 +40,19 @@ where
     let local = local.map_err(|e| e.to_string())?;
     tracing::info!(address = %local, "listening");
     let serve = async {
+        #[allow(unreachable_code)]
         loop {
-            let (stream, peer) = accept().await.map_err(|e| format!("accept failed: {e}"))?;
+            let (stream, peer) = match accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, or a connection that died while
+                    // queued: the server goes on; a short pause lets
+                    // closing sessions free descriptors.
+                    tracing::warn!(error = %e, "accept failed");
+                    async_io::Timer::after(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let now = std::time::Instant::now();
             match shared.admission(|a| a.connect(peer.ip(), now)) {
                 Verdict::Accept(ticket) => spawn(Box::pin(crate::driver::drive(
@@ -54,5 +66,21 @@ where
             }
         }
     };
-    futures_lite::future::or(crate::startup::stop_signal(), serve).await
+    futures_lite::future::or(crate::startup::stop_signal(), serve).await?;
+    // Stop: no new connections; every session ends its command with a
+    // message to its user; wait (a while) for them to finish.
+    shared.stopping.store(true, Ordering::SeqCst);
+    shared.shutdown.notify(usize::MAX);
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    while shared.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        async_io::Timer::after(std::time::Duration::from_millis(50)).await;
+    }
+    let left = shared.active.load(Ordering::SeqCst);
+    if left > 0 {
+        tracing::warn!(connections = left, "stopping with connections still open");
+    }
+    Ok(())
 }
+
+/// How long a stopping server waits for its sessions to end.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

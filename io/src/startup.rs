@@ -115,6 +115,9 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             http,
             dyno_tls,
             admission,
+            stopping: Default::default(),
+            shutdown: event_listener::Event::new(),
+            active: Default::default(),
         },
         store,
     ))

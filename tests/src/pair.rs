@@ -502,7 +502,7 @@ impl FakeRuntime {
                 self.dyno = Some(Dyno {
                     id: *id,
                     target: (host.clone(), *port),
-                    header: header.to_vec(),
+                    header: header.as_bytes().to_vec(),
                     received: Vec::new(),
                     to_send: s.first.iter().copied().collect(),
                     closed_by_session: false,

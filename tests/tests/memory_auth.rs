@@ -338,3 +338,19 @@ fn a_key_added_later_is_accepted_by_new_lookups() {
     pair.drive();
     assert_eq!(pair.events.last(), Some(&Event::AuthSuccess));
 }
+
+#[test]
+fn unknown_message_numbers_before_authentication_end_the_connection() {
+    let alice = ed25519(1, "alice");
+    for number in [85u8, 120, 200] {
+        let mut pair = Pair::new(server_config(&[&alice]));
+        ready(&mut pair);
+        pair.client.send_raw(&[number, 1, 2, 3]);
+        pair.drive();
+        assert_eq!(
+            disconnected(&pair),
+            Some(DisconnectReason::ProtocolError),
+            "message {number}"
+        );
+    }
+}

@@ -681,3 +681,94 @@ fn one_push_at_a_time_per_repository() {
     assert!(gone.server.is_finished());
     assert!(!locks.is_held("app"));
 }
+
+#[test]
+fn a_stopping_server_ends_the_command_with_a_message() {
+    let mut pair = running(Script::default(), 1 << 20);
+    let now = pair.now;
+    pair.server
+        .handle_input(now, gitmouth_core::server::Input::Shutdown);
+    pair.drive();
+    let err = String::from_utf8(pair.received().1).unwrap();
+    assert!(
+        err.starts_with(" ! The server is restarting; try again in a moment.\n"),
+        "{err}"
+    );
+    assert_eq!(pair.exit_status(), Some(1));
+    assert!(
+        pair.rt
+            .process
+            .as_ref()
+            .unwrap()
+            .signals
+            .contains(&Signal::Term)
+    );
+    pair.client.send_close();
+    pair.drive();
+    assert!(pair.server.is_finished());
+}
+
+#[test]
+fn a_signal_request_is_answered_and_stops_git() {
+    let mut pair = running(Script::default(), 1 << 20);
+    let mut extra = Vec::new();
+    wire::put_string(&mut extra, b"TERM");
+    pair.client.channel_request("signal", true, &extra);
+    pair.drive();
+    assert!(pair.events.contains(&Event::ChannelReply(true)));
+    assert!(
+        pair.rt
+            .process
+            .as_ref()
+            .unwrap()
+            .signals
+            .contains(&Signal::Term)
+    );
+    assert!(
+        pair.events
+            .iter()
+            .any(|e| matches!(e, Event::ExitSignal(s) if s == "TERM"))
+    );
+}
+
+#[test]
+fn a_client_with_a_shut_window_cannot_outlive_the_limits() {
+    let alice = ed25519(1, "alice");
+    let mut pair = Pair::new(server_config(&[&alice]));
+    pair.open(&alice, 0, 32768);
+    pair.client.channel_request("shell", true, &[]);
+    pair.drive();
+    // The greeting waits behind the shut window.
+    assert!(pair.received().1.is_empty());
+    pair.advance(Duration::from_secs(601));
+    assert!(!pair.server.is_finished());
+    pair.advance(Duration::from_secs(6));
+    pair.advance(Duration::from_secs(6));
+    assert!(pair.server.is_finished(), "{:?}", pair.server_close());
+}
+
+#[test]
+fn deadlines_never_stay_in_the_past() {
+    // After each timeout is handled, the next one lies ahead: a driver
+    // never spins on a deadline that already fired.
+    let script = Script {
+        exit_on_eof: None,
+        ..Script::default()
+    };
+    let mut pair = running(script, 1 << 20);
+    pair.client_stalled = true;
+    pair.server_stalled = true;
+    for _ in 0..40 {
+        pair.now += Duration::from_secs(1);
+        let now = pair.now;
+        pair.server
+            .handle_input(now, gitmouth_core::server::Input::Timeout);
+        if let Some(next) = pair.server.poll_timeout() {
+            assert!(
+                next > now,
+                "a deadline in the past after a timeout at {now:?}"
+            );
+        }
+    }
+    assert!(pair.server.is_finished());
+}

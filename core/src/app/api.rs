@@ -112,12 +112,22 @@ impl std::fmt::Debug for HttpRequest {
 }
 
 /// An HTTP reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     /// Status code.
     pub status: u16,
     /// Body (at most the request's `max_body`).
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for HttpResponse {
+    // The key lookup's body is `<user_id>:<user_api_key>`: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpResponse")
+            .field("status", &self.status)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
 }
 
 /// Why no reply came.

@@ -9,8 +9,6 @@
 //! Bytes are held only while they could still become one of the markers,
 //! so the outcome never depends on how reads split.
 
-use zeroize::Zeroizing;
-
 /// Marker of an error the dyno host reports; stripped from what the user sees.
 const ERROR_MARKER: &[u8] = b"E:";
 /// What the dyno host writes for an unknown dyno; shown as it is.
@@ -18,13 +16,13 @@ const NO_DYNO: &[u8] = b"Dyno does not exist.";
 
 /// The first record of the rendezvous: `APISERVER_KEY \n dyno_id \n`, to be
 /// written in one TLS record and nothing else with it.
-pub fn rendezvous_header(api_key: &str, dyno_id: &str) -> Zeroizing<Vec<u8>> {
-    let mut header = Zeroizing::new(Vec::with_capacity(api_key.len() + dyno_id.len() + 2));
+pub fn rendezvous_header(api_key: &str, dyno_id: &str) -> crate::SecretBytes {
+    let mut header = Vec::with_capacity(api_key.len() + dyno_id.len() + 2);
     header.extend_from_slice(api_key.as_bytes());
     header.push(b'\n');
     header.extend_from_slice(dyno_id.as_bytes());
     header.push(b'\n');
-    header
+    crate::SecretBytes::new(header)
 }
 
 /// Where the dyno's stream goes.
@@ -150,7 +148,9 @@ mod tests {
 
     #[test]
     fn the_header_is_key_and_dyno_id_on_lines() {
-        assert_eq!(&rendezvous_header("k", "d-1")[..], b"k\nd-1\n");
+        let header = rendezvous_header("k", "d-1");
+        assert_eq!(header.as_bytes(), b"k\nd-1\n");
+        assert_eq!(format!("{header:?}"), "<6 secret bytes>");
     }
 
     #[test]

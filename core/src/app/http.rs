@@ -162,11 +162,25 @@ impl ResponseReader {
     }
 
     fn parse_head(&mut self) -> Result<bool, HttpError> {
+        // Informational replies carry no body and precede the real one: a
+        // loop, not recursion, however many a server sends.
+        loop {
+            match self.parse_one_head()? {
+                Some(true) => continue,
+                Some(false) => return Ok(true),
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Parses one head: `Some(true)` for an informational one (skipped),
+    /// `Some(false)` for the reply's own, `None` while incomplete.
+    fn parse_one_head(&mut self) -> Result<Option<bool>, HttpError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
         let consumed = match response.parse(&self.buf) {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(false),
+            Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(HttpError::Failed(format!("malformed reply: {e}"))),
         };
         let status = response
@@ -194,10 +208,9 @@ impl ResponseReader {
         if chunked {
             framing = Framing::Chunked;
         }
-        // Informational replies carry no body and precede the real one.
         if (100..200).contains(&status) {
             self.buf.drain(..consumed);
-            return self.parse_head();
+            return Ok(Some(true));
         }
         if let Framing::Length(n) = framing
             && n > self.max_body
@@ -207,7 +220,7 @@ impl ResponseReader {
         self.buf.drain(..consumed);
         self.status = Some(status);
         self.framing = Some(framing);
-        Ok(true)
+        Ok(Some(false))
     }
 
     fn parse_body(&mut self) -> Result<Option<HttpResponse>, HttpError> {
@@ -403,6 +416,10 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // Many informational heads: no deep recursion, the reply still read.
+        let mut many = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(5000);
+        many.extend_from_slice(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(read_all(&[&many], 10).unwrap().status, 204);
         let endless = vec![b'a'; MAX_HEAD + 10];
         assert!(read_all(&[b"HTTP/1.1 200 OK\r\nX: ", &endless], 100).is_err());
     }

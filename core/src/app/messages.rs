@@ -124,6 +124,8 @@ pub enum UserError {
     },
     /// Our side failed to run the command.
     ServerFailed,
+    /// The server is stopping.
+    ServerStopping,
     /// Nothing moved for this many seconds.
     IdleTimeout {
         /// The limit.
@@ -156,6 +158,9 @@ impl UserError {
             UserError::PushInProgress { app, started } => push_in_progress(app, started),
             UserError::NoShell { user } => shell_greeting(user),
             UserError::ServerFailed => server_failed().to_owned(),
+            UserError::ServerStopping => {
+                " ! The server is restarting; try again in a moment.\n".to_owned()
+            }
             UserError::IdleTimeout { secs } => {
                 format!(" ! Timed out: nothing was sent or received for {secs} seconds.\n")
             }
@@ -176,6 +181,7 @@ impl UserError {
             | UserError::LostBuildServer
             | UserError::PushInProgress { .. }
             | UserError::ServerFailed
+            | UserError::ServerStopping
             | UserError::IdleTimeout { .. }
             | UserError::SessionLimit { .. }
             | UserError::NoShell { .. } => EXIT_FAILURE,

@@ -262,6 +262,7 @@ impl ServerUpper {
                 self.limits = Some(super::Limits {
                     last_activity: now,
                     end: now + self.config.max_session,
+                    hard_stop: None,
                 });
                 t.send(|out| wire::put_u8(out, numbers::USERAUTH_SUCCESS));
             }

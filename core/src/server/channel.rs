@@ -362,7 +362,9 @@ impl ServerUpper {
             }
             b"signal" => {
                 let name = p.string().map_err(|_| "malformed signal request")?;
+                p.finish().map_err(|_| "malformed signal request")?;
                 tracing::info!(session = %self.id, signal = %crate::log_safe(name), "client signal: stopping the command");
+                reply(t, true);
                 self.stop_job(now);
             }
             // No terminals, subsystems, forwarding; unknown requests get a

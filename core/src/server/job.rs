@@ -155,10 +155,13 @@ impl Job {
 
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self {
-            Job::Running(r) => [r.kill_at.filter(|_| !r.killed), r.drain_until]
-                .into_iter()
-                .flatten()
-                .min(),
+            Job::Running(r) => [
+                r.kill_at.filter(|_| !r.killed && r.exit.is_none()),
+                r.drain_until,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             Job::Provisioning { progress_at, .. } => Some(*progress_at),
             _ => None,
         }
@@ -213,23 +216,16 @@ fn git_dir(path: &std::path::Path, args: &[&str]) -> ProcessSpec {
 
 impl ServerUpper {
     pub(super) fn start_job(&mut self, cmd: GitCommand, now: Instant) {
-        if cmd.verb.is_push() {
-            match self.config.push_locks.try_acquire(cmd.repo.as_str(), now) {
-                Ok(lock) => self.push_lock = Some(lock),
-                Err(since) => {
-                    let started = super::lock::ago(since, now);
-                    tracing::info!(session = %self.id, repo = cmd.repo.as_str(), "another push is in progress");
-                    self.fail_command(UserError::PushInProgress {
-                        app: cmd.repo.as_str().to_owned(),
-                        started,
-                    });
-                    return;
-                }
-            }
+        if let Mode::Api { .. } = &self.config.mode {
+            // The lock comes after the access check there: a stranger
+            // must not learn that someone is pushing to an app.
+            return self.start_remote(cmd);
         }
-        let repos = match &self.config.mode {
-            Mode::Standalone { repos, .. } => repos,
-            Mode::Api { .. } => return self.start_remote(cmd),
+        if !self.take_push_lock(&cmd, now) {
+            return;
+        }
+        let Mode::Standalone { repos, .. } = &self.config.mode else {
+            return;
         };
         let path = repos.join(format!("{}.git", cmd.repo.as_str()));
         let id = self.next_id();
@@ -239,6 +235,29 @@ impl ServerUpper {
             create: cmd.verb.is_push(),
         });
         self.job = Job::OpeningRepo { id, cmd, path };
+    }
+
+    /// Takes the repository's push lock for a push; false (with the
+    /// message already on its way) if another push holds it.
+    pub(super) fn take_push_lock(&mut self, cmd: &GitCommand, now: Instant) -> bool {
+        if !cmd.verb.is_push() {
+            return true;
+        }
+        match self.config.push_locks.try_acquire(cmd.repo.as_str(), now) {
+            Ok(lock) => {
+                self.push_lock = Some(lock);
+                true
+            }
+            Err(since) => {
+                let started = super::lock::ago(since, now);
+                tracing::info!(session = %self.id, repo = cmd.repo.as_str(), "another push is in progress");
+                self.fail_command(UserError::PushInProgress {
+                    app: cmd.repo.as_str().to_owned(),
+                    started,
+                });
+                false
+            }
+        }
     }
 
     pub(super) fn on_repo_opened(

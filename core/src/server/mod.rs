@@ -270,6 +270,8 @@ pub enum Input<'a> {
     PeerClosed,
     /// The instant given by [`Session::poll_timeout`] has come.
     Timeout,
+    /// The server is stopping: end this session, telling the user.
+    Shutdown,
     /// The answer to [`Output::OpenRepo`]: `Ok(true)` if it was created now.
     RepoOpened {
         /// The request.
@@ -406,8 +408,8 @@ pub enum Output {
         host: String,
         /// Rendezvous port.
         port: u16,
-        /// The rendezvous header (holds a secret: never log it).
-        header: zeroize::Zeroizing<Vec<u8>>,
+        /// The rendezvous header (holds a secret; its `Debug` hides it).
+        header: crate::SecretBytes,
     },
     /// Close the dyno connection (a connection being opened included): the
     /// only stop signal the rendezvous protocol has.
@@ -481,6 +483,9 @@ pub(crate) struct ServerUpper {
 struct Limits {
     last_activity: Instant,
     end: Instant,
+    /// Once a limit fired: when to cut the connection if the client will
+    /// not even take the message.
+    hard_stop: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -570,6 +575,7 @@ impl Session {
                 link.t.handle_timeout(now);
                 upper.on_timeout(&mut link.t, now);
             }
+            Input::Shutdown => upper.on_shutdown(&mut link.t, now),
             Input::RepoOpened { id, result } => upper.on_repo_opened(&mut link.t, now, id, result),
             Input::Spawned { id, result } => upper.on_spawned(&mut link.t, now, id, result),
             Input::BackendData { id, stream, data } => {
@@ -738,16 +744,38 @@ impl ServerUpper {
         }
         self.job_timeout(t, now);
         self.limit_timeout(t, now);
-        if let Some(ch) = &self.channel
+        if let Some(ch) = self.channel.as_mut()
             && ch.close_deadline.is_some_and(|d| now >= d)
         {
             // The client never answered our CHANNEL_CLOSE: end it anyway.
+            ch.close_deadline = None;
             t.close_silently(CloseReason::Finished);
+        }
+    }
+
+    /// The server is stopping: a command in progress is stopped with a
+    /// message; anything else is disconnected.
+    fn on_shutdown(&mut self, t: &mut Transport, now: Instant) {
+        tracing::info!(session = %self.id, "server stopping: ending the session");
+        match self.channel.as_ref() {
+            Some(ch) if !ch.is_closed() => {
+                self.fail_command(UserError::ServerStopping);
+                self.stop_job(now);
+                self.limits = Some(Limits {
+                    last_activity: now,
+                    end: now,
+                    hard_stop: Some(now + CLOSE_WAIT),
+                });
+            }
+            _ => t.disconnect(DisconnectReason::ByApplication, "the server is restarting"),
         }
     }
 
     fn limit_deadline(&self) -> Option<Instant> {
         let l = self.limits?;
+        if let Some(at) = l.hard_stop {
+            return Some(at);
+        }
         Some((l.last_activity + self.config.idle_timeout).min(l.end))
     }
 
@@ -755,6 +783,13 @@ impl ServerUpper {
     /// why if a command was asked for.
     fn limit_timeout(&mut self, t: &mut Transport, now: Instant) {
         let Some(l) = self.limits else { return };
+        if let Some(at) = l.hard_stop {
+            if now >= at {
+                self.limits = None;
+                t.disconnect(DisconnectReason::ByApplication, "time limit exceeded");
+            }
+            return;
+        }
         let error = if now >= l.end {
             UserError::SessionLimit {
                 secs: self.config.max_session.as_secs(),
@@ -766,7 +801,10 @@ impl ServerUpper {
         } else {
             return;
         };
-        self.limits = None;
+        self.limits = Some(Limits {
+            hard_stop: Some(now + CLOSE_WAIT),
+            ..l
+        });
         tracing::info!(session = %self.id, ?error, "time limit");
         match self.channel.as_ref() {
             Some(ch) if !ch.is_closed() => {
@@ -817,6 +855,10 @@ impl Upper for ServerUpper {
 
     fn is_blocked(&self) -> bool {
         self.auth.is_pending()
+    }
+
+    fn answers_unknown(&self) -> bool {
+        self.phase == Phase::Connected
     }
 }
 

@@ -58,6 +58,9 @@ impl ServerUpper {
             Job::CheckingAccess { id: expected, cmd } if expected == id => {
                 match api::parse_access(&result) {
                     AccessResult::Granted => {
+                        if !self.take_push_lock(&cmd, now) {
+                            return;
+                        }
                         let config = self.config.clone();
                         let Mode::Api { api, .. } = &config.mode else {
                             return;
@@ -101,7 +104,7 @@ impl ServerUpper {
                         session = %self.id,
                         host = %found.host,
                         dyno = %found.dyno_id,
-                        rez = %found.rez_id,
+                        rez = %crate::log_safe(found.rez_id.as_bytes()),
                         "dyno provisioned; connecting"
                     );
                     let header = dyno::rendezvous_header(&api.key, &found.dyno_id);

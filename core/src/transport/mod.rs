@@ -123,6 +123,8 @@ pub enum Handled {
     Established,
     /// An upper-layer message for the session to dispatch.
     Upper,
+    /// A message number nobody here implements.
+    Unknown,
 }
 
 /// The transport layer of one connection, minus the incoming packet reader.
@@ -320,6 +322,15 @@ impl Transport {
         self.tx.packet(rng, build);
     }
 
+    /// Answers a packet nobody implements (RFC 4253 §11.4).
+    pub fn send_unimplemented(&mut self, seq: u32) {
+        let rng = &mut self.rng;
+        self.tx.packet(rng, |out| {
+            wire::put_u8(out, numbers::UNIMPLEMENTED);
+            wire::put_u32(out, seq);
+        });
+    }
+
     /// Sends a payload now even during key exchange, as a misbehaving peer
     /// would: only tests and fuzzing use it, through our client.
     pub fn send_unchecked(&mut self, payload: &[u8]) {
@@ -487,15 +498,9 @@ impl Transport {
                 Handled::Done
             }
             numbers::NEWKEYS => self.on_newkeys(now, payload),
-            _ if info.is_none() || (22..=49).contains(&number) => {
-                // Known to no one here: RFC 4253 §11.4.
-                let rng = &mut self.rng;
-                self.tx.packet(rng, |out| {
-                    wire::put_u8(out, numbers::UNIMPLEMENTED);
-                    wire::put_u32(out, seq);
-                });
-                Handled::Done
-            }
+            // Known to no one here: the layer above decides between
+            // UNIMPLEMENTED (RFC 4253 §11.4) and the end of the connection.
+            _ if info.is_none() || (22..=49).contains(&number) => Handled::Unknown,
             _ => Handled::Upper,
         }
     }
