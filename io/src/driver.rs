@@ -104,7 +104,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tracing::debug!("connected");
-    c_active(&shared, 1);
+    let _active = Active::new(shared.clone());
     let mut stop = shared.shutdown.listen();
     let mut stopping = shared.stopping.load(Ordering::SeqCst);
     if stopping {
@@ -447,13 +447,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-/// Counts connections in and out, so that a stopping server can wait for
-/// them.
-fn c_active(shared: &Shared, delta: isize) {
-    if delta > 0 {
+/// Counts a connection as served for as long as it lives (whatever way
+/// its task ends), so that a stopping server can wait for it.
+struct Active(Arc<Shared>);
+
+impl Active {
+    fn new(shared: Arc<Shared>) -> Self {
         shared.active.fetch_add(1, Ordering::SeqCst);
-    } else {
-        shared.active.fetch_sub(1, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
