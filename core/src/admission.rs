@@ -7,8 +7,8 @@
 //! whole /64). The runtime asks [`Admission::connect`] before it reads a
 //! byte, and reports the connection's fate; every table here is bounded.
 
+use core::net::IpAddr;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
@@ -302,6 +302,26 @@ impl Admission {
         self.unauthenticated
     }
 
+    /// Connections of any kind now.
+    pub fn connections(&self) -> u32 {
+        self.connections
+    }
+
+    /// Sources with unauthenticated connections now.
+    pub fn sources(&self) -> usize {
+        self.per_source.len()
+    }
+
+    /// Sources under a penalty (expired ones may linger until replaced).
+    pub fn penalised(&self) -> usize {
+        self.penalties.len()
+    }
+
+    /// Until when `ip`'s source is penalised, if it is.
+    pub fn penalty_until(&self, ip: IpAddr) -> Option<Instant> {
+        self.penalties.get(&Source::of(ip)).copied()
+    }
+
     fn release(&mut self, ticket: &Ticket) {
         self.unauthenticated = self.unauthenticated.saturating_sub(1);
         if ticket.exempt {
@@ -312,201 +332,6 @@ impl Admission {
             if *n == 0 {
                 self.per_source.remove(&ticket.source);
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    // Tests need some instant to start from; only differences matter.
-    #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
-    use super::*;
-    use proptest::prelude::*;
-
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, n])
-    }
-
-    fn accept(a: &mut Admission, from: IpAddr, now: Instant) -> Ticket {
-        match a.connect(from, now) {
-            Verdict::Accept(t) => t,
-            Verdict::Refuse(why) => panic!("refused: {why}"),
-        }
-    }
-
-    #[test]
-    fn per_source_cap_and_release() {
-        let now = Instant::now();
-        let mut a = Admission::new(
-            AdmissionConfig {
-                start: 1000,
-                full: 1000,
-                ..Default::default()
-            },
-            [1; 32],
-        );
-        let mut tickets: Vec<_> = (0..10).map(|_| accept(&mut a, ip(1), now)).collect();
-        assert!(matches!(a.connect(ip(1), now), Verdict::Refuse(_)));
-        // Another source is fine; an authenticated one frees its place.
-        let _other = accept(&mut a, ip(2), now);
-        a.authenticated(&mut tickets[0]);
-        let _again = accept(&mut a, ip(1), now);
-        assert_eq!(a.unauthenticated(), 11);
-        // IPv6 addresses of one /64 are one source.
-        let six = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
-        for i in 0..10 {
-            accept(&mut a, six(i), now);
-        }
-        assert!(matches!(a.connect(six(99), now), Verdict::Refuse(_)));
-    }
-
-    #[test]
-    fn max_startups_drops_at_random_then_all() {
-        let now = Instant::now();
-        let mut a = Admission::new(
-            AdmissionConfig {
-                per_source: 1000,
-                ..Default::default()
-            },
-            [2; 32],
-        );
-        let mut kept = Vec::new();
-        for _ in 0..10 {
-            kept.push(accept(&mut a, ip(1), now));
-        }
-        // Between start and full, some are dropped and some admitted.
-        let mut admitted = 0;
-        let mut dropped = 0;
-        for _ in 0..200 {
-            match a.connect(ip(1), now) {
-                Verdict::Accept(t) => {
-                    admitted += 1;
-                    kept.push(t);
-                }
-                Verdict::Refuse(_) => dropped += 1,
-            }
-            if a.unauthenticated() >= 100 {
-                break;
-            }
-        }
-        assert!(admitted > 0 && dropped > 0, "{admitted} {dropped}");
-        while a.unauthenticated() < 100 {
-            if let Verdict::Accept(t) = a.connect(ip(1), now) {
-                kept.push(t);
-            }
-        }
-        for _ in 0..50 {
-            assert!(matches!(a.connect(ip(1), now), Verdict::Refuse(_)));
-        }
-    }
-
-    #[test]
-    fn penalties_accumulate_up_to_the_maximum_and_expire() {
-        let now = Instant::now();
-        let mut a = Admission::new(AdmissionConfig::default(), [3; 32]);
-        // Two failures (10 s) stay under the 15 s threshold.
-        for _ in 0..2 {
-            let t = accept(&mut a, ip(1), now);
-            a.close(t, Outcome::AuthFailed, now);
-        }
-        let t = accept(&mut a, ip(1), now);
-        a.close(t, Outcome::GraceExceeded, now);
-        // 20 s accumulated: refused now, fine after it runs out.
-        assert!(matches!(a.connect(ip(1), now), Verdict::Refuse(_)));
-        assert!(matches!(a.connect(ip(2), now), Verdict::Accept(_)));
-        let later = now + Duration::from_secs(6);
-        let t = accept(&mut a, ip(1), later);
-        a.close(t, Outcome::Authenticated, later);
-        // Accumulation is capped at ten minutes.
-        for _ in 0..500 {
-            a.penalties
-                .insert(Source::of(ip(3)), now + Duration::from_secs(590));
-            let t = Ticket {
-                source: Source::of(ip(3)),
-                unauthenticated: false,
-                exempt: false,
-            };
-            a.close(t, Outcome::GraceExceeded, now);
-        }
-        assert!(a.penalties[&Source::of(ip(3))] <= now + Duration::from_secs(600));
-    }
-
-    #[test]
-    fn exempt_networks_are_neither_capped_nor_penalised() {
-        let now = Instant::now();
-        let config = AdmissionConfig {
-            exempt: vec![Network::parse("10.0.0.0/24").unwrap()],
-            ..Default::default()
-        };
-        let mut a = Admission::new(config, [6; 32]);
-        for _ in 0..20 {
-            let t = accept(&mut a, ip(1), now);
-            a.close(t, Outcome::AuthFailed, now);
-        }
-        let held: Vec<_> = (0..50).map(|_| accept(&mut a, ip(1), now)).collect();
-        assert_eq!(
-            a.unauthenticated(),
-            0,
-            "trusted connections leave the startups to others"
-        );
-        drop(held);
-        assert!(a.penalties.is_empty());
-        let n = Network::parse("2001:db8::/32").unwrap();
-        assert!(
-            n.contains("2001:db8:1::5".parse().unwrap())
-                && !n.contains("2001:db9::1".parse().unwrap())
-        );
-        assert!(
-            Network::parse("127.0.0.1")
-                .unwrap()
-                .contains("::ffff:127.0.0.1".parse().unwrap())
-        );
-        assert!(Network::parse("10.0.0.0/33").is_err() && Network::parse("x/8").is_err());
-    }
-
-    #[test]
-    fn the_penalty_table_is_bounded() {
-        let now = Instant::now();
-        let config = AdmissionConfig {
-            max_sources: 16,
-            ..Default::default()
-        };
-        let mut a = Admission::new(config, [4; 32]);
-        for n in 0..=255u8 {
-            let t = accept(&mut a, ip(n), now);
-            a.close(t, Outcome::NoAuth, now);
-        }
-        assert!(a.penalties.len() <= 16);
-        assert!(a.per_source.is_empty());
-    }
-
-    proptest! {
-        #[test]
-        fn counts_always_return_to_zero(events in proptest::collection::vec((0u8..8, 0u8..4, any::<bool>()), 0..300)) {
-            let now = Instant::now();
-            let mut a = Admission::new(AdmissionConfig::default(), [5; 32]);
-            let mut open: Vec<Ticket> = Vec::new();
-            for (source, outcome, authenticate) in events {
-                if let Verdict::Accept(mut t) = a.connect(ip(source), now) {
-                    if authenticate {
-                        a.authenticated(&mut t);
-                    }
-                    open.push(t);
-                }
-                if (open.len() > 20 || outcome == 0)
-                    && let Some(t) = open.pop()
-                {
-                    let o = [Outcome::Authenticated, Outcome::AuthFailed, Outcome::NoAuth, Outcome::GraceExceeded];
-                    a.close(t, o[usize::from(outcome)], now);
-                }
-                prop_assert!(a.unauthenticated() <= 100);
-            }
-            for t in open.drain(..) {
-                a.close(t, Outcome::Authenticated, now);
-            }
-            prop_assert_eq!(a.unauthenticated(), 0);
-            prop_assert_eq!(a.connections, 0);
-            prop_assert!(a.per_source.is_empty());
         }
     }
 }

@@ -5,9 +5,9 @@
 //! parses only the arguments it is given (its `env` feature is not used, so
 //! it reads nothing by itself).
 
+use core::net::SocketAddr;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 

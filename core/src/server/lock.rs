@@ -61,30 +61,3 @@ pub fn ago(since: Instant, now: Instant) -> String {
         s => format!("{} minutes ago", s / 60),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn one_holder_at_a_time_released_on_drop() {
-        let now = Instant::now();
-        let locks = Arc::new(PushLocks::default());
-        let first = locks.try_acquire("app", now).unwrap();
-        assert_eq!(
-            locks
-                .try_acquire("app", now + Duration::from_secs(3))
-                .unwrap_err(),
-            now
-        );
-        let other = locks.try_acquire("other", now).unwrap();
-        drop(first);
-        assert!(!locks.is_held("app"));
-        assert!(locks.try_acquire("app", now).is_ok());
-        drop(other);
-        assert_eq!(ago(now, now + Duration::from_secs(12)), "12 seconds ago");
-        assert_eq!(ago(now, now + Duration::from_secs(600)), "10 minutes ago");
-    }
-}

@@ -34,7 +34,7 @@ mod job;
 mod lock;
 mod remote;
 
-pub use lock::{PushLock, PushLocks};
+pub use lock::{PushLock, PushLocks, ago};
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
