@@ -201,13 +201,16 @@ server_pids() { if [[ $1 == gitmouth ]]; then echo "$GM_PID $GM_REAPER"; else ec
 server_repo_dir() { # server repo-name
     if [[ $1 == gitmouth ]]; then echo "$WORK/gm/repos/$2.git"; else echo "$WORK/sshd-repos/$2.git"; fi
 }
-# An empty repository to push into: gitmouth creates one on the first push;
-# for sshd it is made beforehand (not timed).
+# An empty repository to push into, made beforehand (not timed) on both
+# servers alike. (gitmouth would create it on the push, with a `git init`
+# before and a few small git commands after to point HEAD at the pushed
+# branch; the initial pushes below go that way.)
 prepare_push_target() { # server repo-name
-    if [[ $1 == sshd ]]; then
-        git -c init.defaultBranch=main init -q --bare "$WORK/sshd-repos/$2.git"
-        chown -R "$SSHD_USER:" "$WORK/sshd-repos/$2.git"
-    fi
+    local d
+    d=$(server_repo_dir "$1" "$2")
+    git -c init.defaultBranch=main init -q --bare "$d"
+    [[ $1 == sshd ]] && chown -R "$SSHD_USER:" "$d"
+    return 0
 }
 ssh_cmd_for_cipher() { # cipher[:mac]
     local cipher=${1%%:*} mac=""
@@ -306,7 +309,7 @@ GIT_SSH_COMMAND=$SSH_BASE
 export GIT_SSH_COMMAND
 for s in $SERVERS; do
     for r in tiny bench; do
-        prepare_push_target "$s" "$r"
+        [[ $s == sshd ]] && prepare_push_target "$s" "$r"
         src=$WORK/src
         [[ $r == tiny ]] && src=$WORK/tiny
         timeout "$OP_TIMEOUT" git -C "$src" push -q "$(url "$s" "$r")" main ||
