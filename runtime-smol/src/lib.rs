@@ -12,7 +12,13 @@ pub fn run(settings: Settings) -> Result<(), String> {
         let listener = async_net::TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-        let accept = || listener.accept();
+        // No Nagle delay: small packets (git's advertisements, window
+        // adjusts) go out at once.
+        let accept = || async {
+            let (stream, peer) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            Ok((stream, peer))
+        };
         let spawn = |task| smol::spawn(task).detach();
         gitmouth_io::server::run(&settings, listener.local_addr(), accept, spawn).await
     })
