@@ -39,8 +39,8 @@ where
     let shared = Arc::new(shared);
     let local = local.map_err(|e| e.to_string())?;
     tracing::info!(address = %local, "listening");
+    // Serving ends only by the stop signal: the loop never breaks.
     let serve = async {
-        #[allow(unreachable_code)]
         loop {
             let (stream, peer) = match accept().await {
                 Ok(accepted) => accepted,
