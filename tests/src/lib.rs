@@ -366,21 +366,10 @@ fn shell_quote(s: &str) -> String {
 
 /// Runs `cmd`, killing it after `timeout` (a hang fails the test rather
 /// than the suite).
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-    }
+pub fn run_with_timeout(cmd: Command, timeout: Duration) -> Output {
+    run_killing(cmd, timeout, |id| {
+        let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+    })
 }
 
 /// Generates a user key with the real `ssh-keygen` (`kind` as `-t`, e.g.
@@ -610,7 +599,13 @@ impl Git {
 
 /// Like [`run_with_timeout`] for a command started in its own process group
 /// (`process_group(0)`): a timeout kills the whole group.
-pub fn run_group_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
+pub fn run_group_with_timeout(cmd: Command, timeout: Duration) -> Output {
+    run_killing(cmd, timeout, |id| kill_group(id, "KILL"))
+}
+
+/// Runs `cmd` to its end, or calls `kill` with its pid after `timeout`
+/// and fails the test.
+fn run_killing(mut cmd: Command, timeout: Duration, kill: impl FnOnce(u32)) -> Output {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let id = child.id();
@@ -621,7 +616,7 @@ pub fn run_group_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
     match rx.recv_timeout(timeout) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            kill_group(id, "KILL");
+            kill(id);
             panic!("{cmd:?} did not finish within {timeout:?}");
         }
     }

@@ -10,7 +10,7 @@
 
 use ml_kem::kem::{Decapsulate, KeyExport, TryKeyInit};
 use ml_kem::{B32, DecapsulationKey768, EncapsulationKey768, Seed};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use x25519_dalek::StaticSecret;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -79,7 +79,10 @@ pub(super) fn server(
     let mut reply = Vec::with_capacity(SERVER_SHARE_LEN);
     reply.extend_from_slice(&ct);
     reply.extend_from_slice(&public_bytes(x25519));
-    Ok((reply, combine(&kem_secret[..], &ecdh[..])))
+    Ok((
+        reply,
+        SharedSecret::hybrid::<Sha256>(&kem_secret[..], &ecdh[..]),
+    ))
 }
 
 /// The client's ephemeral secrets: ML-KEM-768 decapsulation key and X25519
@@ -107,19 +110,8 @@ impl Client {
         let (ct, x25519_peer) = server_share.split_at(CT_LEN);
         let ecdh = agree(&self.x25519, x25519_peer)?;
         let kem_secret = decapsulate(&self.dk, ct)?;
-        Ok(combine(&kem_secret[..], &ecdh[..]))
+        Ok(SharedSecret::hybrid::<Sha256>(&kem_secret[..], &ecdh[..]))
     }
-}
-
-/// `K` = string SHA-256(KEM secret ‖ X25519 secret).
-fn combine(kem_secret: &[u8], ecdh: &[u8]) -> SharedSecret {
-    let mut digest = Sha256::new()
-        .chain_update(kem_secret)
-        .chain_update(ecdh)
-        .finalize();
-    let k = SharedSecret::string(&digest);
-    digest.as_mut_slice().zeroize();
-    k
 }
 
 #[cfg(test)]
@@ -127,6 +119,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use shake::{ExtendableOutput, Shake128, Update, XofReader};
+
+    use sha2::Digest;
 
     use super::super::test_util::{hex, hex_array};
     use super::*;

@@ -153,6 +153,19 @@ impl SharedSecret {
         SharedSecret(out)
     }
 
+    /// The hybrids' `K`: string HASH(KEM secret ‖ X25519 secret), KEM
+    /// first (sntrup761x25519 with SHA-512, mlkem768x25519 with SHA-256).
+    fn hybrid<D: sha2::Digest>(kem_secret: &[u8], ecdh: &[u8]) -> Self {
+        use zeroize::Zeroize;
+        let mut digest = D::new()
+            .chain_update(kem_secret)
+            .chain_update(ecdh)
+            .finalize();
+        let k = Self::string(&digest);
+        digest.as_mut_slice().zeroize();
+        k
+    }
+
     /// `bytes` as an SSH string (RFC 4251 §5): u32 length, then the bytes.
     fn string(bytes: &[u8]) -> Self {
         let mut out = Zeroizing::new(Vec::with_capacity(4 + bytes.len()));

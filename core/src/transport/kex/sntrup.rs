@@ -7,10 +7,9 @@
 //! The sntrup761 crate draws its randomness from a 32-byte seed (ChaCha20
 //! inside, stable across its versions); the seed comes from the caller's rng.
 
-use sha2::{Digest, Sha512};
+use sha2::Sha512;
 use sntrup761::{CIPHERTEXT_SIZE, Ciphertext, DecapsulationKey, EncapsulationKey, PUBLIC_KEY_SIZE};
 use x25519_dalek::StaticSecret;
-use zeroize::Zeroize;
 
 use super::curve25519::{self, agree, public_bytes};
 use super::{KexError, SharedSecret};
@@ -38,7 +37,10 @@ pub(super) fn server(
     let mut reply = Vec::with_capacity(SERVER_SHARE_LEN);
     reply.extend_from_slice(ct.as_ref());
     reply.extend_from_slice(&public_bytes(x25519));
-    Ok((reply, combine(kem_secret.as_ref(), &ecdh[..])))
+    Ok((
+        reply,
+        SharedSecret::hybrid::<Sha512>(kem_secret.as_ref(), &ecdh[..]),
+    ))
 }
 
 /// The client's ephemeral secrets: sntrup761 decapsulation key (boxed: 1763
@@ -78,24 +80,18 @@ impl Client {
         // key (implicit rejection), and the exchange then fails on the host
         // key signature.
         let kem_secret = self.dk.decapsulate(&ct);
-        Ok(combine(kem_secret.as_ref(), &ecdh[..]))
+        Ok(SharedSecret::hybrid::<Sha512>(
+            kem_secret.as_ref(),
+            &ecdh[..],
+        ))
     }
-}
-
-/// `K` = string SHA-512(KEM secret ‖ X25519 secret).
-fn combine(kem_secret: &[u8], ecdh: &[u8]) -> SharedSecret {
-    let mut digest = Sha512::new()
-        .chain_update(kem_secret)
-        .chain_update(ecdh)
-        .finalize();
-    let k = SharedSecret::string(&digest);
-    digest.as_mut_slice().zeroize();
-    k
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use sha2::Digest;
 
     use super::super::test_util::{hex, hex_array};
     use super::*;
