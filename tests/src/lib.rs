@@ -1,8 +1,9 @@
 //! Test harness for gitmouth: start the real server binary on loopback, run
 //! the real `ssh` and `git` against it, and read what happened.
 //!
-//! Every end-to-end test is written once and runs against each runtime
-//! ([`Runtime::ALL`]).
+//! Every end-to-end test is written once, as a function of the [`Runtime`],
+//! and [`per_runtime!`] makes it one `#[test]` per runtime, so a failure on
+//! one runtime does not hide the other's result.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -100,6 +101,28 @@ fn profile_dir(target: &Path) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile = exe.parent().and_then(Path::parent).unwrap();
     target.join(profile.file_name().unwrap())
+}
+
+/// Makes each named function `fn name(runtime: Runtime)` one `#[test]` per
+/// runtime: `per_runtime!(clone_works);` gives `clone_works::smol` and
+/// `clone_works::async_std` (a module and a function may share a name).
+#[macro_export]
+macro_rules! per_runtime {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn smol() {
+                    super::$name($crate::Runtime::Smol)
+                }
+
+                #[test]
+                fn async_std() {
+                    super::$name($crate::Runtime::AsyncStd)
+                }
+            }
+        )+
+    };
 }
 
 /// A running server process; killed on drop.

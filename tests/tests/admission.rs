@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use gitmouth_tests::{Runtime, Server, ServerOptions, keygen, stderr};
+use gitmouth_tests::{Runtime, Server, ServerOptions, keygen, per_runtime, stderr};
 
 fn strict(args: &[&str]) -> ServerOptions {
     ServerOptions {
@@ -38,121 +38,115 @@ fn closes_within(stream: &mut TcpStream, limit: Duration) -> bool {
     false
 }
 
-#[test]
-fn a_source_that_keeps_failing_is_refused_for_a_while() {
-    for runtime in Runtime::ALL {
-        let dir = tempfile::tempdir().unwrap();
-        let stranger = keygen(dir.path(), "ed25519", "stranger", "s");
-        let server = Server::start_with(runtime, strict(&[]));
-        // Each failed login adds 5 s; from 15 s on, the source is refused
-        // before the version exchange.
-        let mut refused_at = None;
-        for attempt in 0..6 {
-            let out = server.ssh().key(&stranger).arg("-T").run(&[]);
-            let err = stderr(&out);
-            if err.contains("Permission denied") {
-                continue;
-            }
-            assert!(
-                err.contains("Connection closed") || err.contains("Connection reset"),
-                "attempt {attempt}: {err}"
-            );
-            refused_at = Some(attempt);
-            break;
+per_runtime!(a_source_that_keeps_failing_is_refused_for_a_while);
+fn a_source_that_keeps_failing_is_refused_for_a_while(runtime: Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = keygen(dir.path(), "ed25519", "stranger", "s");
+    let server = Server::start_with(runtime, strict(&[]));
+    // Each failed login adds 5 s; from 15 s on, the source is refused
+    // before the version exchange.
+    let mut refused_at = None;
+    for attempt in 0..6 {
+        let out = server.ssh().key(&stranger).arg("-T").run(&[]);
+        let err = stderr(&out);
+        if err.contains("Permission denied") {
+            continue;
         }
-        let refused_at = refused_at.expect("never refused");
         assert!(
-            (3..=4).contains(&refused_at),
-            "refused at attempt {refused_at}"
+            err.contains("Connection closed") || err.contains("Connection reset"),
+            "attempt {attempt}: {err}"
         );
-        assert!(
-            server.wait_for_log("source penalised", Duration::from_secs(5)),
-            "{}",
-            server.log()
-        );
+        refused_at = Some(attempt);
+        break;
     }
+    let refused_at = refused_at.expect("never refused");
+    assert!(
+        (3..=4).contains(&refused_at),
+        "refused at attempt {refused_at}"
+    );
+    assert!(
+        server.wait_for_log("source penalised", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
 }
 
-#[test]
-fn stalled_connections_all_close_by_the_grace_time() {
+per_runtime!(stalled_connections_all_close_by_the_grace_time);
+fn stalled_connections_all_close_by_the_grace_time(runtime: Runtime) {
     // CVE-2024-6387's test: many connections stalled at different points
     // all close within the grace time plus a second.
-    for runtime in Runtime::ALL {
-        let server = Server::start_with(
-            runtime,
-            ServerOptions {
-                args: vec!["--login-grace-time".into(), "2".into()],
-                ..Default::default()
-            },
-        );
-        let start = Instant::now();
-        let mut conns = Vec::new();
-        for i in 0..200 {
-            let mut s = TcpStream::connect(server.addr).unwrap();
-            match i % 4 {
-                0 => {}
-                1 => s.write_all(b"SSH-2.0-stall\r\n").unwrap(),
-                2 => s.write_all(b"SSH-2.0-stall\r\n\0\0\0").unwrap(),
-                _ => s.write_all(b"SSH-2.").unwrap(),
-            }
-            conns.push(s);
-        }
-        let deadline = Duration::from_secs(2) + Duration::from_secs(1) + start.elapsed();
-        for (i, mut s) in conns.into_iter().enumerate() {
-            let left = deadline.saturating_sub(start.elapsed()) + Duration::from_millis(500);
-            assert!(
-                closes_within(&mut s, left),
-                "connection {i} still open after {:?}",
-                start.elapsed()
-            );
-        }
-        // And the server still serves.
+    let server = Server::start_with(
+        runtime,
+        ServerOptions {
+            args: vec!["--login-grace-time".into(), "2".into()],
+            ..Default::default()
+        },
+    );
+    let start = Instant::now();
+    let mut conns = Vec::new();
+    for i in 0..200 {
         let mut s = TcpStream::connect(server.addr).unwrap();
-        s.write_all(b"SSH-2.0-probe\r\n").unwrap();
-        let mut line = [0u8; 8];
-        if let Err(e) = s.read_exact(&mut line) {
-            panic!(
-                "probe failed: {e}\n{}",
-                server
-                    .log()
-                    .lines()
-                    .rev()
-                    .take(30)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+        match i % 4 {
+            0 => {}
+            1 => s.write_all(b"SSH-2.0-stall\r\n").unwrap(),
+            2 => s.write_all(b"SSH-2.0-stall\r\n\0\0\0").unwrap(),
+            _ => s.write_all(b"SSH-2.").unwrap(),
         }
-        assert_eq!(&line, b"SSH-2.0-");
+        conns.push(s);
     }
+    let deadline = Duration::from_secs(2) + Duration::from_secs(1) + start.elapsed();
+    for (i, mut s) in conns.into_iter().enumerate() {
+        let left = deadline.saturating_sub(start.elapsed()) + Duration::from_millis(500);
+        assert!(
+            closes_within(&mut s, left),
+            "connection {i} still open after {:?}",
+            start.elapsed()
+        );
+    }
+    // And the server still serves.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"SSH-2.0-probe\r\n").unwrap();
+    let mut line = [0u8; 8];
+    if let Err(e) = s.read_exact(&mut line) {
+        panic!(
+            "probe failed: {e}\n{}",
+            server
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert_eq!(&line, b"SSH-2.0-");
 }
 
-#[test]
-fn unauthenticated_connections_are_capped_per_source() {
-    for runtime in Runtime::ALL {
-        let server = Server::start_with(
-            runtime,
-            strict(&[
-                "--per-source-max-startups",
-                "3",
-                "--max-startups",
-                "100:30:200",
-            ]),
-        );
-        let mut held = Vec::new();
-        for _ in 0..3 {
-            let mut s = TcpStream::connect(server.addr).unwrap();
-            let mut line = [0u8; 8];
-            s.read_exact(&mut line).unwrap();
-            held.push(s);
-        }
-        // The fourth is closed before anything is said.
-        let mut fourth = TcpStream::connect(server.addr).unwrap();
-        assert!(closes_within(&mut fourth, Duration::from_secs(5)));
-        drop(held);
-        std::thread::sleep(Duration::from_millis(300));
-        let mut again = TcpStream::connect(server.addr).unwrap();
+per_runtime!(unauthenticated_connections_are_capped_per_source);
+fn unauthenticated_connections_are_capped_per_source(runtime: Runtime) {
+    let server = Server::start_with(
+        runtime,
+        strict(&[
+            "--per-source-max-startups",
+            "3",
+            "--max-startups",
+            "100:30:200",
+        ]),
+    );
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
         let mut line = [0u8; 8];
-        again.read_exact(&mut line).unwrap();
-        assert_eq!(&line, b"SSH-2.0-");
+        s.read_exact(&mut line).unwrap();
+        held.push(s);
     }
+    // The fourth is closed before anything is said.
+    let mut fourth = TcpStream::connect(server.addr).unwrap();
+    assert!(closes_within(&mut fourth, Duration::from_secs(5)));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = TcpStream::connect(server.addr).unwrap();
+    let mut line = [0u8; 8];
+    again.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"SSH-2.0-");
 }

@@ -17,7 +17,9 @@ use gitmouth_tests::openruko::{
     ApiEvent, ApiOptions, ApiRoute, ApiServer, DynoEvent, DynoFault, DynoHost, DynoOptions, Fault,
     OnClose, Pki, basic, md5_of_key,
 };
-use gitmouth_tests::{Runtime, Server, ServerOptions, keygen, run_with_timeout, stderr, stdout};
+use gitmouth_tests::{
+    Runtime, Server, ServerOptions, keygen, per_runtime, run_with_timeout, stderr, stdout,
+};
 
 /// The platform's super-user key (`APISERVER_KEY`).
 const KEY: &str = "b5a3c1d2-7e4f-4a6b-9c8d-0e1f2a3b4c5d";
@@ -312,291 +314,281 @@ fn lookup_target(key: &Path) -> String {
     )
 }
 
-#[test]
-fn push_clone_and_archive_go_through_lookup_access_provisioning_and_the_dyno() {
-    for runtime in Runtime::ALL {
-        let p = Platform::start(runtime, Setup::default());
-        let src = make_repo(p.dir.path());
-        let url = p.url();
+per_runtime!(push_clone_and_archive_go_through_lookup_access_provisioning_and_the_dyno);
+fn push_clone_and_archive_go_through_lookup_access_provisioning_and_the_dyno(runtime: Runtime) {
+    let p = Platform::start(runtime, Setup::default());
+    let src = make_repo(p.dir.path());
+    let url = p.url();
 
-        let out = p.git(&p.user, &src, &["push", "-q", &url, "main", "v1"]);
-        assert!(out.status.success(), "push: {}", stderr(&out));
-        let fp = lookup_target(&p.user);
-        assert_eq!(md5_of_key(&p.user).len(), 32);
-        let expect = |verb: &str| {
-            vec![
-                ("GET".to_owned(), fp.clone(), Some(basic(KEY))),
-                (
-                    "GET".to_owned(),
-                    format!("/apps/{APP}"),
-                    Some(basic(USER_KEY)),
-                ),
-                (
-                    "POST".to_owned(),
-                    format!("/internal/{APP}/gitaction?command={verb}"),
-                    Some(basic(KEY)),
-                ),
-            ]
-        };
-        assert_eq!(p.routes(), expect("git-receive-pack"));
-        // The Basic header is exactly base64(":" + key).
-        assert_eq!(basic("abc"), "Basic OmFiYw==");
+    let out = p.git(&p.user, &src, &["push", "-q", &url, "main", "v1"]);
+    assert!(out.status.success(), "push: {}", stderr(&out));
+    let fp = lookup_target(&p.user);
+    assert_eq!(md5_of_key(&p.user).len(), 32);
+    let expect = |verb: &str| {
+        vec![
+            ("GET".to_owned(), fp.clone(), Some(basic(KEY))),
+            (
+                "GET".to_owned(),
+                format!("/apps/{APP}"),
+                Some(basic(USER_KEY)),
+            ),
+            (
+                "POST".to_owned(),
+                format!("/internal/{APP}/gitaction?command={verb}"),
+                Some(basic(KEY)),
+            ),
+        ]
+    };
+    assert_eq!(p.routes(), expect("git-receive-pack"));
+    // The Basic header is exactly base64(":" + key).
+    assert_eq!(basic("abc"), "Basic OmFiYw==");
 
-        let dst = p.dir.path().join("clone");
-        let dst_s = dst.to_str().unwrap();
-        let out = p.git(&p.user, p.dir.path(), &["clone", "-q", &url, dst_s]);
-        assert!(out.status.success(), "clone: {}", stderr(&out));
-        assert_eq!(p.routes()[3..], expect("git-upload-pack")[..]);
-        let refs = |dir: &Path| git_ok(dir, &["show-ref", "--tags", "--heads"]);
-        assert_eq!(refs(&dst).replace("refs/remotes/origin", ""), refs(&src));
-        for file in ["README", "lib/data.txt"] {
-            assert_eq!(
-                std::fs::read(src.join(file)).unwrap(),
-                std::fs::read(dst.join(file)).unwrap()
-            );
-        }
-        git_ok(&dst, &["fsck", "--strict", "--no-progress"]);
-        let bare = p.dynos.repo(APP);
-        git_ok(&bare, &["fsck", "--strict", "--no-progress"]);
+    let dst = p.dir.path().join("clone");
+    let dst_s = dst.to_str().unwrap();
+    let out = p.git(&p.user, p.dir.path(), &["clone", "-q", &url, dst_s]);
+    assert!(out.status.success(), "clone: {}", stderr(&out));
+    assert_eq!(p.routes()[3..], expect("git-upload-pack")[..]);
+    let refs = |dir: &Path| git_ok(dir, &["show-ref", "--tags", "--heads"]);
+    assert_eq!(refs(&dst).replace("refs/remotes/origin", ""), refs(&src));
+    for file in ["README", "lib/data.txt"] {
         assert_eq!(
-            git_ok(&bare, &["rev-parse", "main", "v1"]),
-            git_ok(&src, &["rev-parse", "main", "v1"])
+            std::fs::read(src.join(file)).unwrap(),
+            std::fs::read(dst.join(file)).unwrap()
         );
+    }
+    git_ok(&dst, &["fsck", "--strict", "--no-progress"]);
+    let bare = p.dynos.repo(APP);
+    git_ok(&bare, &["fsck", "--strict", "--no-progress"]);
+    assert_eq!(
+        git_ok(&bare, &["rev-parse", "main", "v1"]),
+        git_ok(&src, &["rev-parse", "main", "v1"])
+    );
 
-        let tar = p.dir.path().join("archive.tar");
-        let out = p.git(
-            &p.user,
-            p.dir.path(),
-            &[
-                "archive",
-                &format!("--remote={url}"),
-                "--format=tar",
-                "-o",
-                tar.to_str().unwrap(),
-                "main",
+    let tar = p.dir.path().join("archive.tar");
+    let out = p.git(
+        &p.user,
+        p.dir.path(),
+        &[
+            "archive",
+            &format!("--remote={url}"),
+            "--format=tar",
+            "-o",
+            tar.to_str().unwrap(),
+            "main",
+        ],
+    );
+    assert!(out.status.success(), "archive: {}", stderr(&out));
+    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    assert!(stdout(&list).contains("lib/data.txt"), "{list:?}");
+    assert_eq!(p.routes()[6..], expect("git-upload-archive")[..]);
+
+    // The dyno host got exactly `KEY\ndyno_id\n` from each, and ran the
+    // command provisioned for it.
+    let provisioned = p.api.provisioned();
+    assert_eq!(provisioned.len(), 3);
+    p.assert_dyno_connections_closed();
+    let events = p.dynos.events();
+    let headers: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            DynoEvent::Header(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    let wanted: Vec<_> = provisioned
+        .iter()
+        .map(|d| format!("{KEY}\n{}\n", d.dyno_id).into_bytes())
+        .collect();
+    assert_eq!(headers, wanted);
+    for d in &provisioned {
+        assert!(events.contains(&DynoEvent::Started {
+            dyno_id: d.dyno_id.clone(),
+            app: APP.into(),
+            command: d.command.clone(),
+        }));
+        assert!(events.contains(&DynoEvent::Exited {
+            dyno_id: d.dyno_id.clone(),
+            success: true,
+            discarded: false,
+        }));
+        assert!(events.contains(&DynoEvent::Closed {
+            dyno_id: Some(d.dyno_id.clone()),
+            close_notify: true,
+        }));
+    }
+    p.wait_closed(3);
+    let log = p.server.log();
+    assert!(
+        !log.contains(KEY) && !log.contains(USER_KEY),
+        "a key leaked into the log"
+    );
+}
+
+per_runtime!(a_user_without_access_is_refused_before_provisioning);
+fn a_user_without_access_is_refused_before_provisioning(runtime: Runtime) {
+    let p = Platform::start(runtime, Setup::default());
+    let bob = keygen(p.dir.path(), "ed25519", "bob", "bob@example.com");
+    p.api.add_user(&bob, "43", "bob-api-key");
+    p.api.add_app("otherapp", "43");
+    for app in [APP, "ghost"] {
+        let out = p.exec(&bob, &format!("git-receive-pack '{app}.git'"));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                " ! No such app as {app}, or you do not have access to it.\n"
+            )),
+            "{err}"
+        );
+        assert_session_line(&err);
+        assert_eq!(code(&out), Some(1), "{err}");
+    }
+    let routes = p.routes();
+    assert_eq!(routes.len(), 4, "{routes:?}");
+    assert_eq!(routes[1].1, format!("/apps/{APP}"));
+    assert_eq!(routes[1].2, Some(basic("bob-api-key")));
+    assert_eq!(routes[3].1, "/apps/ghost");
+    assert!(!has_provisioning(&p));
+    assert!(p.dynos.events().is_empty());
+
+    // As a collaborator, the same user gets in.
+    p.api.add_collaborator(APP, "43");
+    let out = p.git(&bob, p.dir.path(), &["ls-remote", &p.url()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(has_provisioning(&p));
+    p.wait_closed(3);
+    p.assert_dyno_connections_closed();
+}
+
+per_runtime!(an_unknown_key_is_denied_without_the_outage_banner);
+fn an_unknown_key_is_denied_without_the_outage_banner(runtime: Runtime) {
+    let p = Platform::start(runtime, Setup::default());
+    let stranger = keygen(p.dir.path(), "ed25519", "stranger", "who@example.com");
+    let out = p.exec(&stranger, &format!("git-upload-pack '{APP}.git'"));
+    let err = stderr(&out);
+    assert!(err.contains(DENIED), "{err}");
+    assert!(!err.contains(BANNER), "{err}");
+    assert!(!out.status.success());
+    let routes = p.routes();
+    assert_eq!(
+        routes,
+        vec![("GET".into(), lookup_target(&stranger), Some(basic(KEY)))]
+    );
+    p.wait_closed(1);
+    assert!(p.server.log().contains("unknown key"));
+}
+
+per_runtime!(the_api_server_down_shows_the_banner_and_recovers);
+fn the_api_server_down_shows_the_banner_and_recovers(runtime: Runtime) {
+    let p = Platform::start(runtime, Setup::default());
+    p.api.stop_listening();
+    let started = Instant::now();
+    let out = p.exec(&p.user, &format!("git-upload-pack '{APP}.git'"));
+    let err = stderr(&out);
+    assert!(err.contains(BANNER), "the outage must be told: {err}");
+    assert!(err.contains(DENIED), "{err}");
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(p.api.requests().is_empty());
+    p.wait_closed(1);
+    assert!(
+        p.server
+            .log()
+            .contains("the platform did not answer the key lookup"),
+        "{}",
+        p.server.log()
+    );
+
+    p.api.resume_listening();
+    let out = p.git(&p.user, p.dir.path(), &["ls-remote", &p.url()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    p.wait_closed(2);
+}
+
+per_runtime!(slow_platform_calls_time_out_with_their_messages);
+fn slow_platform_calls_time_out_with_their_messages(runtime: Runtime) {
+    let p = Platform::start(
+        runtime,
+        Setup {
+            args: vec![
+                "--api-timeout".into(),
+                "2".into(),
+                "--provision-timeout".into(),
+                "3".into(),
             ],
-        );
-        assert!(out.status.success(), "archive: {}", stderr(&out));
-        let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
-        assert!(stdout(&list).contains("lib/data.txt"), "{list:?}");
-        assert_eq!(p.routes()[6..], expect("git-upload-archive")[..]);
+            ..Setup::default()
+        },
+    );
+    let command = format!("git-upload-pack '{APP}.git'");
 
-        // The dyno host got exactly `KEY\ndyno_id\n` from each, and ran the
-        // command provisioned for it.
-        let provisioned = p.api.provisioned();
-        assert_eq!(provisioned.len(), 3);
-        p.assert_dyno_connections_closed();
-        let events = p.dynos.events();
-        let headers: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                DynoEvent::Header(h) => Some(h.clone()),
-                _ => None,
-            })
-            .collect();
-        let wanted: Vec<_> = provisioned
-            .iter()
-            .map(|d| format!("{KEY}\n{}\n", d.dyno_id).into_bytes())
-            .collect();
-        assert_eq!(headers, wanted);
-        for d in &provisioned {
-            assert!(events.contains(&DynoEvent::Started {
-                dyno_id: d.dyno_id.clone(),
-                app: APP.into(),
-                command: d.command.clone(),
-            }));
-            assert!(events.contains(&DynoEvent::Exited {
-                dyno_id: d.dyno_id.clone(),
-                success: true,
-                discarded: false,
-            }));
-            assert!(events.contains(&DynoEvent::Closed {
-                dyno_id: Some(d.dyno_id.clone()),
-                close_notify: true,
-            }));
-        }
-        p.wait_closed(3);
-        let log = p.server.log();
-        assert!(
-            !log.contains(KEY) && !log.contains(USER_KEY),
-            "a key leaked into the log"
-        );
-    }
+    // The key lookup hangs: the banner after the limit.
+    p.api.set_fault(ApiRoute::Lookup, Some(Fault::Hang));
+    let started = Instant::now();
+    let out = p.exec(&p.user, &command);
+    let took = started.elapsed();
+    let err = stderr(&out);
+    assert!(err.contains(BANNER) && err.contains(DENIED), "{err}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let fp = lookup_target(&p.user);
+    let gave_up = p.api.wait(Duration::from_secs(5), |e| {
+        e.contains(&ApiEvent::Abandoned { target: fp.clone() })
+    });
+    assert!(
+        gave_up,
+        "the lookup was not abandoned: {:?}",
+        p.api.events()
+    );
+    p.api.set_fault(ApiRoute::Lookup, None);
+
+    // The access check hangs.
+    p.api.set_fault(ApiRoute::Access, Some(Fault::Hang));
+    let started = Instant::now();
+    let out = p.exec(&p.user, &command);
+    let took = started.elapsed();
+    let err = stderr(&out);
+    assert!(err.contains(UNAVAILABLE), "{err}");
+    assert_session_line(&err);
+    assert_eq!(code(&out), Some(1));
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(!has_provisioning(&p));
+    p.api.set_fault(ApiRoute::Access, None);
+
+    // Provisioning is slower than its limit: no build server, and the
+    // dyno the platform set up is never contacted.
+    p.api.set_fault(
+        ApiRoute::Provision,
+        Some(Fault::Delay(Duration::from_secs(10))),
+    );
+    let started = Instant::now();
+    let out = p.exec(&p.user, &command);
+    let took = started.elapsed();
+    let err = stderr(&out);
+    assert!(err.contains(NO_BUILD_SERVER), "{err}");
+    assert_session_line(&err);
+    assert_eq!(code(&out), Some(127));
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(9),
+        "{took:?}"
+    );
+    let target = format!("/internal/{APP}/gitaction?command=git-upload-pack");
+    let gave_up = p.api.wait(Duration::from_secs(5), |e| {
+        e.contains(&ApiEvent::Abandoned {
+            target: target.clone(),
+        })
+    });
+    assert!(gave_up, "provisioning not abandoned: {:?}", p.api.events());
+    assert_eq!(p.api.provisioned().len(), 1);
+    p.wait_closed(3);
+    assert!(p.dynos.events().is_empty(), "{:?}", p.dynos.events());
 }
 
-#[test]
-fn a_user_without_access_is_refused_before_provisioning() {
-    for runtime in Runtime::ALL {
-        let p = Platform::start(runtime, Setup::default());
-        let bob = keygen(p.dir.path(), "ed25519", "bob", "bob@example.com");
-        p.api.add_user(&bob, "43", "bob-api-key");
-        p.api.add_app("otherapp", "43");
-        for app in [APP, "ghost"] {
-            let out = p.exec(&bob, &format!("git-receive-pack '{app}.git'"));
-            let err = stderr(&out);
-            assert!(
-                err.contains(&format!(
-                    " ! No such app as {app}, or you do not have access to it.\n"
-                )),
-                "{err}"
-            );
-            assert_session_line(&err);
-            assert_eq!(code(&out), Some(1), "{err}");
-        }
-        let routes = p.routes();
-        assert_eq!(routes.len(), 4, "{routes:?}");
-        assert_eq!(routes[1].1, format!("/apps/{APP}"));
-        assert_eq!(routes[1].2, Some(basic("bob-api-key")));
-        assert_eq!(routes[3].1, "/apps/ghost");
-        assert!(!has_provisioning(&p));
-        assert!(p.dynos.events().is_empty());
-
-        // As a collaborator, the same user gets in.
-        p.api.add_collaborator(APP, "43");
-        let out = p.git(&bob, p.dir.path(), &["ls-remote", &p.url()]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert!(has_provisioning(&p));
-        p.wait_closed(3);
-        p.assert_dyno_connections_closed();
-    }
-}
-
-#[test]
-fn an_unknown_key_is_denied_without_the_outage_banner() {
-    for runtime in Runtime::ALL {
-        let p = Platform::start(runtime, Setup::default());
-        let stranger = keygen(p.dir.path(), "ed25519", "stranger", "who@example.com");
-        let out = p.exec(&stranger, &format!("git-upload-pack '{APP}.git'"));
-        let err = stderr(&out);
-        assert!(err.contains(DENIED), "{err}");
-        assert!(!err.contains(BANNER), "{err}");
-        assert!(!out.status.success());
-        let routes = p.routes();
-        assert_eq!(
-            routes,
-            vec![("GET".into(), lookup_target(&stranger), Some(basic(KEY)))]
-        );
-        p.wait_closed(1);
-        assert!(p.server.log().contains("unknown key"));
-    }
-}
-
-#[test]
-fn the_api_server_down_shows_the_banner_and_recovers() {
-    for runtime in Runtime::ALL {
-        let p = Platform::start(runtime, Setup::default());
-        p.api.stop_listening();
-        let started = Instant::now();
-        let out = p.exec(&p.user, &format!("git-upload-pack '{APP}.git'"));
-        let err = stderr(&out);
-        assert!(err.contains(BANNER), "the outage must be told: {err}");
-        assert!(err.contains(DENIED), "{err}");
-        assert!(!out.status.success());
-        assert!(started.elapsed() < Duration::from_secs(15));
-        assert!(p.api.requests().is_empty());
-        p.wait_closed(1);
-        assert!(
-            p.server
-                .log()
-                .contains("the platform did not answer the key lookup"),
-            "{}",
-            p.server.log()
-        );
-
-        p.api.resume_listening();
-        let out = p.git(&p.user, p.dir.path(), &["ls-remote", &p.url()]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        p.wait_closed(2);
-    }
-}
-
-#[test]
-fn slow_platform_calls_time_out_with_their_messages() {
-    for runtime in Runtime::ALL {
-        let p = Platform::start(
-            runtime,
-            Setup {
-                args: vec![
-                    "--api-timeout".into(),
-                    "2".into(),
-                    "--provision-timeout".into(),
-                    "3".into(),
-                ],
-                ..Setup::default()
-            },
-        );
-        let command = format!("git-upload-pack '{APP}.git'");
-
-        // The key lookup hangs: the banner after the limit.
-        p.api.set_fault(ApiRoute::Lookup, Some(Fault::Hang));
-        let started = Instant::now();
-        let out = p.exec(&p.user, &command);
-        let took = started.elapsed();
-        let err = stderr(&out);
-        assert!(err.contains(BANNER) && err.contains(DENIED), "{err}");
-        assert!(
-            took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
-            "{took:?}"
-        );
-        let fp = lookup_target(&p.user);
-        let gave_up = p.api.wait(Duration::from_secs(5), |e| {
-            e.contains(&ApiEvent::Abandoned { target: fp.clone() })
-        });
-        assert!(
-            gave_up,
-            "the lookup was not abandoned: {:?}",
-            p.api.events()
-        );
-        p.api.set_fault(ApiRoute::Lookup, None);
-
-        // The access check hangs.
-        p.api.set_fault(ApiRoute::Access, Some(Fault::Hang));
-        let started = Instant::now();
-        let out = p.exec(&p.user, &command);
-        let took = started.elapsed();
-        let err = stderr(&out);
-        assert!(err.contains(UNAVAILABLE), "{err}");
-        assert_session_line(&err);
-        assert_eq!(code(&out), Some(1));
-        assert!(
-            took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
-            "{took:?}"
-        );
-        assert!(!has_provisioning(&p));
-        p.api.set_fault(ApiRoute::Access, None);
-
-        // Provisioning is slower than its limit: no build server, and the
-        // dyno the platform set up is never contacted.
-        p.api.set_fault(
-            ApiRoute::Provision,
-            Some(Fault::Delay(Duration::from_secs(10))),
-        );
-        let started = Instant::now();
-        let out = p.exec(&p.user, &command);
-        let took = started.elapsed();
-        let err = stderr(&out);
-        assert!(err.contains(NO_BUILD_SERVER), "{err}");
-        assert_session_line(&err);
-        assert_eq!(code(&out), Some(127));
-        assert!(
-            took >= Duration::from_millis(2500) && took < Duration::from_secs(9),
-            "{took:?}"
-        );
-        let target = format!("/internal/{APP}/gitaction?command=git-upload-pack");
-        let gave_up = p.api.wait(Duration::from_secs(5), |e| {
-            e.contains(&ApiEvent::Abandoned {
-                target: target.clone(),
-            })
-        });
-        assert!(gave_up, "provisioning not abandoned: {:?}", p.api.events());
-        assert_eq!(p.api.provisioned().len(), 1);
-        p.wait_closed(3);
-        assert!(p.dynos.events().is_empty(), "{:?}", p.dynos.events());
-    }
-}
-
-#[test]
-fn each_platform_failure_gives_its_message_and_a_failure_status() {
+per_runtime!(each_platform_failure_gives_its_message_and_a_failure_status);
+fn each_platform_failure_gives_its_message_and_a_failure_status(runtime: Runtime) {
     // Each fault, and what the operator's log says of it.
     let server_error = || {
         Fault::Status(
@@ -670,149 +662,143 @@ fn each_platform_failure_gives_its_message_and_a_failure_status() {
         (Fault::Oversize, "provisioning failed: reply body too large"),
         (Fault::Close, "provisioning failed"),
     ];
-    for runtime in Runtime::ALL {
-        let p = Platform::start(runtime, Setup::default());
-        let command = format!("git-upload-pack '{APP}.git'");
-        let mut sessions = 0;
-        let mut requests = 0;
-        let mut run = |what: &str, expect: &str, status: Option<i32>, reason: &str| {
-            let before = p.server.log().len();
-            let out = p.exec(&p.user, &command);
-            sessions += 1;
-            let err = stderr(&out);
-            assert!(err.contains(expect), "{what}: {err}");
-            assert!(!out.status.success(), "{what}");
-            if let Some(status) = status {
-                assert_eq!(code(&out), Some(status), "{what}: {err}");
-                assert_session_line(&err);
-            }
-            // The platform was asked (the failure is not a local one).
-            assert!(p.api.requests().len() > requests, "{what}");
-            requests = p.api.requests().len();
-            p.wait_closed(sessions);
-            let log = p.server.log();
-            assert!(
-                log[before..].contains(reason),
-                "{what}: {reason:?} not in\n{}",
-                &log[before..]
-            );
-        };
-        for (fault, reason) in &lookup_faults {
-            p.api.set_fault(ApiRoute::Lookup, Some(fault.clone()));
-            run(&format!("lookup {fault:?}"), BANNER, None, reason);
+    let p = Platform::start(runtime, Setup::default());
+    let command = format!("git-upload-pack '{APP}.git'");
+    let mut sessions = 0;
+    let mut requests = 0;
+    let mut run = |what: &str, expect: &str, status: Option<i32>, reason: &str| {
+        let before = p.server.log().len();
+        let out = p.exec(&p.user, &command);
+        sessions += 1;
+        let err = stderr(&out);
+        assert!(err.contains(expect), "{what}: {err}");
+        assert!(!out.status.success(), "{what}");
+        if let Some(status) = status {
+            assert_eq!(code(&out), Some(status), "{what}: {err}");
+            assert_session_line(&err);
         }
-        p.api.set_fault(ApiRoute::Lookup, None);
-        // The API server refuses our own key: the operator hears of it.
-        p.api.set_key("not-our-key");
+        // The platform was asked (the failure is not a local one).
+        assert!(p.api.requests().len() > requests, "{what}");
+        requests = p.api.requests().len();
+        p.wait_closed(sessions);
+        let log = p.server.log();
+        assert!(
+            log[before..].contains(reason),
+            "{what}: {reason:?} not in\n{}",
+            &log[before..]
+        );
+    };
+    for (fault, reason) in &lookup_faults {
+        p.api.set_fault(ApiRoute::Lookup, Some(fault.clone()));
+        run(&format!("lookup {fault:?}"), BANNER, None, reason);
+    }
+    p.api.set_fault(ApiRoute::Lookup, None);
+    // The API server refuses our own key: the operator hears of it.
+    p.api.set_key("not-our-key");
+    run(
+        "our key refused",
+        BANNER,
+        None,
+        "the API server refused APISERVER_KEY (401)",
+    );
+    p.api.set_key(KEY);
+
+    for (fault, reason) in &access_faults {
+        p.api.set_fault(ApiRoute::Access, Some(fault.clone()));
+        run(&format!("access {fault:?}"), UNAVAILABLE, Some(1), reason);
+    }
+    p.api.set_fault(ApiRoute::Access, None);
+    assert!(!has_provisioning(&p));
+
+    for (fault, reason) in &provision_faults {
+        p.api.set_fault(ApiRoute::Provision, Some(fault.clone()));
         run(
-            "our key refused",
-            BANNER,
-            None,
-            "the API server refused APISERVER_KEY (401)",
-        );
-        p.api.set_key(KEY);
-
-        for (fault, reason) in &access_faults {
-            p.api.set_fault(ApiRoute::Access, Some(fault.clone()));
-            run(&format!("access {fault:?}"), UNAVAILABLE, Some(1), reason);
-        }
-        p.api.set_fault(ApiRoute::Access, None);
-        assert!(!has_provisioning(&p));
-
-        for (fault, reason) in &provision_faults {
-            p.api.set_fault(ApiRoute::Provision, Some(fault.clone()));
-            run(
-                &format!("provisioning {fault:?}"),
-                NO_BUILD_SERVER,
-                Some(127),
-                reason,
-            );
-        }
-        assert!(p.dynos.events().is_empty(), "{:?}", p.dynos.events());
-        let log = p.server.log();
-        assert!(log.contains("provisioning failed"), "{log}");
-        assert!(
-            !log.contains(KEY) && !log.contains(USER_KEY),
-            "a key leaked"
+            &format!("provisioning {fault:?}"),
+            NO_BUILD_SERVER,
+            Some(127),
+            reason,
         );
     }
+    assert!(p.dynos.events().is_empty(), "{:?}", p.dynos.events());
+    let log = p.server.log();
+    assert!(log.contains("provisioning failed"), "{log}");
+    assert!(
+        !log.contains(KEY) && !log.contains(USER_KEY),
+        "a key leaked"
+    );
 }
 
-#[test]
-fn dyno_host_failures_never_end_in_success() {
-    for runtime in Runtime::ALL {
-        let p = Platform::start(runtime, Setup::default());
-        let command = format!("git-upload-pack '{APP}.git'");
+per_runtime!(dyno_host_failures_never_end_in_success);
+fn dyno_host_failures_never_end_in_success(runtime: Runtime) {
+    let p = Platform::start(runtime, Setup::default());
+    let command = format!("git-upload-pack '{APP}.git'");
 
-        // Provisioning gives a dyno the dyno host does not know.
-        p.api.set_register_dynos(false);
-        let out = p.exec(&p.user, &command);
-        let err = stderr(&out);
-        assert!(err.contains("Dyno does not exist."), "{err}");
-        assert_eq!(code(&out), Some(1), "{err}");
-        assert!(stdout(&out).is_empty());
-        let id = p.api.provisioned()[0].dyno_id.clone();
-        p.assert_dyno_connections_closed();
-        assert!(p.dynos.events().contains(&DynoEvent::UnknownDyno(id)));
-        p.api.set_register_dynos(true);
-        p.wait_closed(1);
+    // Provisioning gives a dyno the dyno host does not know.
+    p.api.set_register_dynos(false);
+    let out = p.exec(&p.user, &command);
+    let err = stderr(&out);
+    assert!(err.contains("Dyno does not exist."), "{err}");
+    assert_eq!(code(&out), Some(1), "{err}");
+    assert!(stdout(&out).is_empty());
+    let id = p.api.provisioned()[0].dyno_id.clone();
+    p.assert_dyno_connections_closed();
+    assert!(p.dynos.events().contains(&DynoEvent::UnknownDyno(id)));
+    p.api.set_register_dynos(true);
+    p.wait_closed(1);
 
-        // The dyno host reports an error in-band.
-        p.dynos.set_fault(Some(DynoFault::ErrorStream));
-        let out = p.exec(&p.user, &command);
-        let err = stderr(&out);
-        assert!(
-            err.contains("\n ! Problem provisioning build server\n\n"),
-            "{err:?}"
-        );
-        assert!(!err.contains("E:"), "{err:?}");
-        assert!(stdout(&out).is_empty());
-        assert_eq!(code(&out), Some(1), "{err}");
-        p.dynos.set_fault(None);
-        p.assert_dyno_connections_closed();
-        p.wait_closed(2);
+    // The dyno host reports an error in-band.
+    p.dynos.set_fault(Some(DynoFault::ErrorStream));
+    let out = p.exec(&p.user, &command);
+    let err = stderr(&out);
+    assert!(
+        err.contains("\n ! Problem provisioning build server\n\n"),
+        "{err:?}"
+    );
+    assert!(!err.contains("E:"), "{err:?}");
+    assert!(stdout(&out).is_empty());
+    assert_eq!(code(&out), Some(1), "{err}");
+    p.dynos.set_fault(None);
+    p.assert_dyno_connections_closed();
+    p.wait_closed(2);
 
-        // The dyno host refuses connections.
-        p.dynos.stop_listening();
-        let out = p.exec(&p.user, &command);
-        let err = stderr(&out);
-        assert!(err.contains(NO_BUILD_SERVER), "{err}");
-        assert_session_line(&err);
-        assert_eq!(code(&out), Some(127), "{err}");
-        p.wait_closed(3);
-        assert!(p.server.log().contains("cannot reach the dyno"));
-    }
+    // The dyno host refuses connections.
+    p.dynos.stop_listening();
+    let out = p.exec(&p.user, &command);
+    let err = stderr(&out);
+    assert!(err.contains(NO_BUILD_SERVER), "{err}");
+    assert_session_line(&err);
+    assert_eq!(code(&out), Some(127), "{err}");
+    p.wait_closed(3);
+    assert!(p.server.log().contains("cannot reach the dyno"));
 }
 
-#[test]
-fn a_dyno_dropping_mid_push_is_a_lost_build_server() {
-    for runtime in Runtime::ALL {
-        let p = Platform::start(runtime, Setup::default());
-        // After the ref advertisement and the first bytes of the push.
-        p.dynos.set_fault(Some(DynoFault::DropAfter {
-            output: 1,
-            input: 1,
-        }));
-        let src = make_repo(p.dir.path());
-        let out = p.git(&p.user, &src, &["push", &p.url(), "main"]);
-        let err = stderr(&out);
-        assert!(!out.status.success(), "{err}");
-        assert!(err.contains(LOST), "{err}");
-        assert_session_line(&err);
-        p.assert_dyno_connections_closed();
-        let id = p.api.provisioned()[0].dyno_id.clone();
-        assert!(
-            p.dynos
-                .events()
-                .contains(&DynoEvent::Dropped { dyno_id: id })
-        );
-        // Nothing was pushed.
-        let bare = p.dynos.repo(APP);
-        assert_eq!(git_ok(&bare, &["for-each-ref"]), "");
-        p.wait_closed(1);
-        let log = p.server.log();
-        assert!(log.contains("Lost"), "{log}");
-    }
+per_runtime!(a_dyno_dropping_mid_push_is_a_lost_build_server);
+fn a_dyno_dropping_mid_push_is_a_lost_build_server(runtime: Runtime) {
+    let p = Platform::start(runtime, Setup::default());
+    // After the ref advertisement and the first bytes of the push.
+    p.dynos.set_fault(Some(DynoFault::DropAfter {
+        output: 1,
+        input: 1,
+    }));
+    let src = make_repo(p.dir.path());
+    let out = p.git(&p.user, &src, &["push", &p.url(), "main"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(LOST), "{err}");
+    assert_session_line(&err);
+    p.assert_dyno_connections_closed();
+    let id = p.api.provisioned()[0].dyno_id.clone();
+    assert!(
+        p.dynos
+            .events()
+            .contains(&DynoEvent::Dropped { dyno_id: id })
+    );
+    // Nothing was pushed.
+    let bare = p.dynos.repo(APP);
+    assert_eq!(git_ok(&bare, &["for-each-ref"]), "");
+    p.wait_closed(1);
+    let log = p.server.log();
+    assert!(log.contains("Lost"), "{log}");
 }
 
 /// Starts `ssh ... <command>` and kills it once `asked` holds of the API
@@ -829,201 +815,191 @@ fn hang_up_when(p: &Platform, command: &str, asked: impl Fn(&[ApiEvent]) -> bool
     at
 }
 
-#[test]
-fn a_client_hanging_up_during_the_key_lookup_is_noticed_at_once() {
-    for runtime in Runtime::ALL {
-        // The lookup would hang until --api-timeout (10 s by default).
-        let p = Platform::start(runtime, Setup::default());
-        p.api.set_fault(ApiRoute::Lookup, Some(Fault::Hang));
-        let lookup = lookup_target(&p.user);
-        hang_up_when(&p, &format!("git-receive-pack '{APP}.git'"), |e| {
-            e.iter()
-                .any(|e| matches!(e, ApiEvent::Request(r) if r.target == lookup))
-        });
-        let noticed = wait_until(Duration::from_secs(3), || {
-            p.server.log().contains("connection closing")
-        });
-        let lookup_closed = p.api.wait(Duration::from_secs(3), |e| {
-            e.contains(&ApiEvent::Abandoned {
-                target: lookup.clone(),
-            })
-        });
-        assert!(
-            noticed && lookup_closed,
-            "{}: the client left during the key lookup; within 3 s the session closed: \
-             {noticed}, the lookup was closed: {lookup_closed}\n{}",
-            runtime.bin(),
-            p.server.log()
-        );
-    }
+per_runtime!(a_client_hanging_up_during_the_key_lookup_is_noticed_at_once);
+fn a_client_hanging_up_during_the_key_lookup_is_noticed_at_once(runtime: Runtime) {
+    // The lookup would hang until --api-timeout (10 s by default).
+    let p = Platform::start(runtime, Setup::default());
+    p.api.set_fault(ApiRoute::Lookup, Some(Fault::Hang));
+    let lookup = lookup_target(&p.user);
+    hang_up_when(&p, &format!("git-receive-pack '{APP}.git'"), |e| {
+        e.iter()
+            .any(|e| matches!(e, ApiEvent::Request(r) if r.target == lookup))
+    });
+    let noticed = wait_until(Duration::from_secs(3), || {
+        p.server.log().contains("connection closing")
+    });
+    let lookup_closed = p.api.wait(Duration::from_secs(3), |e| {
+        e.contains(&ApiEvent::Abandoned {
+            target: lookup.clone(),
+        })
+    });
+    assert!(
+        noticed && lookup_closed,
+        "{}: the client left during the key lookup; within 3 s the session closed: \
+         {noticed}, the lookup was closed: {lookup_closed}\n{}",
+        runtime.bin(),
+        p.server.log()
+    );
 }
 
-#[test]
-fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind() {
-    for runtime in Runtime::ALL {
-        let p = Platform::start(runtime, Setup::default());
-        // The platform answers after a while, as when it waits for a dyno
-        // host to take the job.
-        let delay = Duration::from_secs(4);
-        p.api
-            .set_fault(ApiRoute::Provision, Some(Fault::Delay(delay)));
-        let asked_at = hang_up_when(&p, &format!("git-receive-pack '{APP}.git'"), |e| {
-            e.iter().any(|e| matches!(e, ApiEvent::Provisioned(_)))
-        });
-        p.wait_closed(1);
-        assert!(p.server.log().contains("abandoning the platform request"));
-        let target = format!("/internal/{APP}/gitaction?command=git-receive-pack");
-        let provision_closed = p.api.wait(Duration::from_secs(3), |e| {
-            e.contains(&ApiEvent::Abandoned {
-                target: target.clone(),
-            })
-        });
-        // Past the time the platform answers: no dyno was ever met.
-        std::thread::sleep((asked_at + delay + Duration::from_secs(1)) - Instant::now());
-        assert!(p.dynos.events().is_empty(), "{:?}", p.dynos.events());
-        // And the request was closed within seconds of the hang-up
-        // (SECURITY.md: "backend closed within seconds"), not held open
-        // until the platform answered (or --provision-timeout).
-        assert!(
-            provision_closed,
-            "{}: the provisioning request stayed open after the client left: {:?}",
-            runtime.bin(),
-            p.api.events()
-        );
-    }
+per_runtime!(a_client_hanging_up_during_provisioning_leaves_no_dyno_behind);
+fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind(runtime: Runtime) {
+    let p = Platform::start(runtime, Setup::default());
+    // The platform answers after a while, as when it waits for a dyno
+    // host to take the job.
+    let delay = Duration::from_secs(4);
+    p.api
+        .set_fault(ApiRoute::Provision, Some(Fault::Delay(delay)));
+    let asked_at = hang_up_when(&p, &format!("git-receive-pack '{APP}.git'"), |e| {
+        e.iter().any(|e| matches!(e, ApiEvent::Provisioned(_)))
+    });
+    p.wait_closed(1);
+    assert!(p.server.log().contains("abandoning the platform request"));
+    let target = format!("/internal/{APP}/gitaction?command=git-receive-pack");
+    let provision_closed = p.api.wait(Duration::from_secs(3), |e| {
+        e.contains(&ApiEvent::Abandoned {
+            target: target.clone(),
+        })
+    });
+    // Past the time the platform answers: no dyno was ever met.
+    std::thread::sleep((asked_at + delay + Duration::from_secs(1)) - Instant::now());
+    assert!(p.dynos.events().is_empty(), "{:?}", p.dynos.events());
+    // And the request was closed within seconds of the hang-up
+    // (SECURITY.md: "backend closed within seconds"), not held open
+    // until the platform answered (or --provision-timeout).
+    assert!(
+        provision_closed,
+        "{}: the provisioning request stayed open after the client left: {:?}",
+        runtime.bin(),
+        p.api.events()
+    );
 }
 
-#[test]
-fn the_clients_eof_is_not_a_hang_up_for_the_dyno() {
-    for runtime in Runtime::ALL {
-        // ssh with nothing on stdin sends EOF at once; the dyno host would
-        // take a half-close for a hang-up (protocols/openruko.md §4.6).
-        let p = Platform::start(runtime, Setup::default());
-        let mut cmd = p
-            .server
-            .ssh()
-            .key(&p.user)
-            .command(&[&format!("git-upload-pack '{APP}.git'")]);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-        let mut client = cmd.spawn().unwrap();
-        let started = p.dynos.wait(Duration::from_secs(20), |e| {
-            e.iter().any(|e| matches!(e, DynoEvent::Started { .. }))
-        });
-        std::thread::sleep(Duration::from_secs(1));
-        let events = p.dynos.events();
-        let _ = client.kill();
-        let _ = client.wait();
-        assert!(started, "{events:?}");
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, DynoEvent::ClientClosed { .. })),
-            "the dyno connection was closed on the client's EOF: {events:?}"
-        );
-        // The hang-up itself does reach it.
-        let id = p.api.provisioned()[0].dyno_id.clone();
-        let killed = p.dynos.wait(Duration::from_secs(5), |e| {
-            e.contains(&DynoEvent::Killed {
-                dyno_id: id.clone(),
-            })
-        });
-        assert!(killed, "{:?}", p.dynos.events());
-        p.assert_dyno_connections_closed();
-        p.wait_closed(1);
-    }
+per_runtime!(the_clients_eof_is_not_a_hang_up_for_the_dyno);
+fn the_clients_eof_is_not_a_hang_up_for_the_dyno(runtime: Runtime) {
+    // ssh with nothing on stdin sends EOF at once; the dyno host would
+    // take a half-close for a hang-up (protocols/openruko.md §4.6).
+    let p = Platform::start(runtime, Setup::default());
+    let mut cmd = p
+        .server
+        .ssh()
+        .key(&p.user)
+        .command(&[&format!("git-upload-pack '{APP}.git'")]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut client = cmd.spawn().unwrap();
+    let started = p.dynos.wait(Duration::from_secs(20), |e| {
+        e.iter().any(|e| matches!(e, DynoEvent::Started { .. }))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let events = p.dynos.events();
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(started, "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, DynoEvent::ClientClosed { .. })),
+        "the dyno connection was closed on the client's EOF: {events:?}"
+    );
+    // The hang-up itself does reach it.
+    let id = p.api.provisioned()[0].dyno_id.clone();
+    let killed = p.dynos.wait(Duration::from_secs(5), |e| {
+        e.contains(&DynoEvent::Killed {
+            dyno_id: id.clone(),
+        })
+    });
+    assert!(killed, "{:?}", p.dynos.events());
+    p.assert_dyno_connections_closed();
+    p.wait_closed(1);
 }
 
-#[test]
-fn the_originals_dotenv_selects_api_mode() {
-    for runtime in Runtime::ALL {
-        let p = Platform::start(
-            runtime,
-            Setup {
-                dotenv: true,
-                ..Setup::default()
-            },
-        );
-        let log = p.server.log();
-        assert!(log.contains("API mode"), "{log}");
-        assert!(log.contains("https://localhost:"), "{log}");
-        let src = make_repo(p.dir.path());
-        let out = p.git(&p.user, &src, &["push", "-q", &p.url(), "main"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let routes = p.routes();
-        assert_eq!(routes.len(), 3);
-        assert_eq!(routes[0].2, Some(basic(KEY)));
-        assert_eq!(routes[2].2, Some(basic(KEY)));
-        p.wait_closed(1);
-    }
+per_runtime!(the_originals_dotenv_selects_api_mode);
+fn the_originals_dotenv_selects_api_mode(runtime: Runtime) {
+    let p = Platform::start(
+        runtime,
+        Setup {
+            dotenv: true,
+            ..Setup::default()
+        },
+    );
+    let log = p.server.log();
+    assert!(log.contains("API mode"), "{log}");
+    assert!(log.contains("https://localhost:"), "{log}");
+    let src = make_repo(p.dir.path());
+    let out = p.git(&p.user, &src, &["push", "-q", &p.url(), "main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let routes = p.routes();
+    assert_eq!(routes.len(), 3);
+    assert_eq!(routes[0].2, Some(basic(KEY)));
+    assert_eq!(routes[2].2, Some(basic(KEY)));
+    p.wait_closed(1);
 }
 
-#[test]
-fn tls_verification_can_be_turned_off_and_otherwise_refuses_strangers() {
-    for runtime in Runtime::ALL {
-        // Both peers present certificates of another CA; verification off.
-        let p = Platform::start(
-            runtime,
-            Setup {
-                api_tls: Some(Cert::Rogue),
-                dyno_cert: Cert::Rogue,
-                env: vec![
-                    ("APISERVER_TLS_VERIFY".into(), "false".into()),
-                    ("DYNOHOST_TLS_VERIFY".into(), "false".into()),
-                ],
-                ..Setup::default()
-            },
-        );
-        let log = p.server.log();
-        for var in ["APISERVER_TLS_VERIFY", "DYNOHOST_TLS_VERIFY"] {
-            let warning = format!("{var}=false: certificates are not verified");
-            assert!(
-                log.lines()
-                    .any(|l| l.contains("WARN") && l.contains(&warning)),
-                "no warning for {var}:\n{log}"
-            );
-        }
-        let src = make_repo(p.dir.path());
-        let out = p.git(&p.user, &src, &["push", "-q", &p.url(), "main"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        drop(p);
-
-        // Verification on: a dyno host with a stranger's certificate is no
-        // build server.
-        let p = Platform::start(
-            runtime,
-            Setup {
-                dyno_cert: Cert::Rogue,
-                ..Setup::default()
-            },
-        );
-        let out = p.exec(&p.user, &format!("git-upload-pack '{APP}.git'"));
-        let err = stderr(&out);
-        assert!(err.contains(NO_BUILD_SERVER), "{err}");
-        assert_eq!(code(&out), Some(127), "{err}");
-        p.assert_dyno_connections_closed();
-        let events = p.dynos.events();
+per_runtime!(tls_verification_can_be_turned_off_and_otherwise_refuses_strangers);
+fn tls_verification_can_be_turned_off_and_otherwise_refuses_strangers(runtime: Runtime) {
+    // Both peers present certificates of another CA; verification off.
+    let p = Platform::start(
+        runtime,
+        Setup {
+            api_tls: Some(Cert::Rogue),
+            dyno_cert: Cert::Rogue,
+            env: vec![
+                ("APISERVER_TLS_VERIFY".into(), "false".into()),
+                ("DYNOHOST_TLS_VERIFY".into(), "false".into()),
+            ],
+            ..Setup::default()
+        },
+    );
+    let log = p.server.log();
+    for var in ["APISERVER_TLS_VERIFY", "DYNOHOST_TLS_VERIFY"] {
+        let warning = format!("{var}=false: certificates are not verified");
         assert!(
-            events.iter().any(|e| matches!(e, DynoEvent::TlsFailed(_))),
-            "{events:?}"
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(&warning)),
+            "no warning for {var}:\n{log}"
         );
-        assert!(!events.iter().any(|e| matches!(e, DynoEvent::Header(_))));
-        p.wait_closed(1);
-        drop(p);
-
-        // An API server with a stranger's certificate is an outage.
-        let p = Platform::start(
-            runtime,
-            Setup {
-                api_tls: Some(Cert::Rogue),
-                ..Setup::default()
-            },
-        );
-        let out = p.exec(&p.user, &format!("git-upload-pack '{APP}.git'"));
-        let err = stderr(&out);
-        assert!(err.contains(BANNER) && err.contains(DENIED), "{err}");
-        assert!(p.api.requests().is_empty());
-        p.wait_closed(1);
     }
+    let src = make_repo(p.dir.path());
+    let out = p.git(&p.user, &src, &["push", "-q", &p.url(), "main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(p);
+
+    // Verification on: a dyno host with a stranger's certificate is no
+    // build server.
+    let p = Platform::start(
+        runtime,
+        Setup {
+            dyno_cert: Cert::Rogue,
+            ..Setup::default()
+        },
+    );
+    let out = p.exec(&p.user, &format!("git-upload-pack '{APP}.git'"));
+    let err = stderr(&out);
+    assert!(err.contains(NO_BUILD_SERVER), "{err}");
+    assert_eq!(code(&out), Some(127), "{err}");
+    p.assert_dyno_connections_closed();
+    let events = p.dynos.events();
+    assert!(
+        events.iter().any(|e| matches!(e, DynoEvent::TlsFailed(_))),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, DynoEvent::Header(_))));
+    p.wait_closed(1);
+    drop(p);
+
+    // An API server with a stranger's certificate is an outage.
+    let p = Platform::start(
+        runtime,
+        Setup {
+            api_tls: Some(Cert::Rogue),
+            ..Setup::default()
+        },
+    );
+    let out = p.exec(&p.user, &format!("git-upload-pack '{APP}.git'"));
+    let err = stderr(&out);
+    assert!(err.contains(BANNER) && err.contains(DENIED), "{err}");
+    assert!(p.api.requests().is_empty());
+    p.wait_closed(1);
 }
 
 /// Pushes with a post-receive hook that runs for a while on the dyno, and
@@ -1071,67 +1047,63 @@ fn hang_up_mid_command(runtime: Runtime, on_close: OnClose) -> (Platform, PathBu
     (p, started, done)
 }
 
-#[test]
-fn a_dyno_host_that_stops_commands_on_close_gets_them_stopped() {
-    for runtime in Runtime::ALL {
-        let (p, started, done) = hang_up_mid_command(runtime, OnClose::Stops);
-        let at = std::fs::metadata(&started).unwrap().modified().unwrap();
-        let id = p.api.provisioned()[0].dyno_id.clone();
-        let killed = p.dynos.wait(Duration::from_secs(5), |e| {
-            e.contains(&DynoEvent::Killed {
-                dyno_id: id.clone(),
-            })
-        });
-        assert!(killed, "{:?}", p.dynos.events());
-        p.assert_dyno_connections_closed();
-        // Well past the hook's end: it never finished.
-        while at.elapsed().unwrap_or_default() < Duration::from_secs(6) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert!(!done.exists(), "the command ran on after the hang-up");
-        let events = p.dynos.events();
-        assert!(events.contains(&DynoEvent::Exited {
+per_runtime!(a_dyno_host_that_stops_commands_on_close_gets_them_stopped);
+fn a_dyno_host_that_stops_commands_on_close_gets_them_stopped(runtime: Runtime) {
+    let (p, started, done) = hang_up_mid_command(runtime, OnClose::Stops);
+    let at = std::fs::metadata(&started).unwrap().modified().unwrap();
+    let id = p.api.provisioned()[0].dyno_id.clone();
+    let killed = p.dynos.wait(Duration::from_secs(5), |e| {
+        e.contains(&DynoEvent::Killed {
             dyno_id: id.clone(),
-            success: false,
-            discarded: true,
-        }));
-        p.wait_closed(1);
-        assert!(p.server.log().contains("closing the dyno connection"));
+        })
+    });
+    assert!(killed, "{:?}", p.dynos.events());
+    p.assert_dyno_connections_closed();
+    // Well past the hook's end: it never finished.
+    while at.elapsed().unwrap_or_default() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(!done.exists(), "the command ran on after the hang-up");
+    let events = p.dynos.events();
+    assert!(events.contains(&DynoEvent::Exited {
+        dyno_id: id.clone(),
+        success: false,
+        discarded: true,
+    }));
+    p.wait_closed(1);
+    assert!(p.server.log().contains("closing the dyno connection"));
 }
 
-#[test]
-fn a_dyno_host_like_the_original_finishes_commands_after_close() {
-    for runtime in Runtime::ALL {
-        let (p, _started, done) = hang_up_mid_command(runtime, OnClose::Finishes);
-        let id = p.api.provisioned()[0].dyno_id.clone();
-        let closed = p.dynos.wait(Duration::from_secs(5), |e| {
-            e.contains(&DynoEvent::ClientClosed {
-                dyno_id: id.clone(),
-            })
-        });
-        assert!(closed, "{:?}", p.dynos.events());
-        assert!(
-            wait_until(Duration::from_secs(15), || done.exists()),
-            "the command did not finish"
-        );
-        let finished = p.dynos.wait(Duration::from_secs(10), |e| {
-            e.contains(&DynoEvent::Exited {
-                dyno_id: id.clone(),
-                success: true,
-                discarded: true,
-            })
-        });
-        assert!(finished, "{:?}", p.dynos.events());
-        assert!(
-            !p.dynos
-                .events()
-                .contains(&DynoEvent::Killed { dyno_id: id })
-        );
-        p.assert_dyno_connections_closed();
-        p.wait_closed(1);
-        // The push itself landed (the hook runs after the ref update).
-        let bare = p.dynos.repo(APP);
-        assert!(!git_ok(&bare, &["for-each-ref"]).is_empty());
-    }
+per_runtime!(a_dyno_host_like_the_original_finishes_commands_after_close);
+fn a_dyno_host_like_the_original_finishes_commands_after_close(runtime: Runtime) {
+    let (p, _started, done) = hang_up_mid_command(runtime, OnClose::Finishes);
+    let id = p.api.provisioned()[0].dyno_id.clone();
+    let closed = p.dynos.wait(Duration::from_secs(5), |e| {
+        e.contains(&DynoEvent::ClientClosed {
+            dyno_id: id.clone(),
+        })
+    });
+    assert!(closed, "{:?}", p.dynos.events());
+    assert!(
+        wait_until(Duration::from_secs(15), || done.exists()),
+        "the command did not finish"
+    );
+    let finished = p.dynos.wait(Duration::from_secs(10), |e| {
+        e.contains(&DynoEvent::Exited {
+            dyno_id: id.clone(),
+            success: true,
+            discarded: true,
+        })
+    });
+    assert!(finished, "{:?}", p.dynos.events());
+    assert!(
+        !p.dynos
+            .events()
+            .contains(&DynoEvent::Killed { dyno_id: id })
+    );
+    p.assert_dyno_connections_closed();
+    p.wait_closed(1);
+    // The push itself landed (the hook runs after the ref update).
+    let bare = p.dynos.repo(APP);
+    assert!(!git_ok(&bare, &["for-each-ref"]).is_empty());
 }

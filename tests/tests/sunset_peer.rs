@@ -26,7 +26,7 @@ use gitmouth_core::transport::cipher::{CipherAlg, MacAlg};
 use gitmouth_core::transport::kex::KexAlg;
 use gitmouth_tests::pair::{ed25519, host_key, server_config};
 use gitmouth_tests::sunset_client::{Algorithms, Exit, SunsetClient, run_tcp};
-use gitmouth_tests::{Runtime, Server, ServerOptions};
+use gitmouth_tests::{Runtime, Server, ServerOptions, per_runtime};
 
 const CHAPOLY: &str = "chacha20-poly1305@openssh.com";
 const UPLOAD_PACK: &str = "git-upload-pack 'app.git'";
@@ -577,74 +577,72 @@ fn data_dir(root: &Path, user: &ssh_key::PrivateKey) -> PathBuf {
     data
 }
 
+per_runtime!(mlkem768x25519_real_server_real_git);
 /// The real server binary and real `git upload-pack`, over TCP, with the
 /// server's default offer: sunset negotiates mlkem768x25519-sha256,
 /// authenticates, and reads git's advertisement of HEAD.
-#[test]
-fn mlkem768x25519_real_server_real_git() {
-    for runtime in Runtime::ALL {
-        let root = tempfile::tempdir().unwrap();
-        let user = ed25519(7, "frank");
-        let data = data_dir(root.path(), &user);
-        let server = Server::start_with(
-            runtime,
-            ServerOptions {
-                data_dir: Some(data),
-                ..ServerOptions::default()
-            },
-        );
-        let mut client = SunsetClient::new("git", &user, UPLOAD_PACK);
-        let mut sent = false;
-        let finished = run_tcp(
-            server.addr,
-            &mut client,
-            Duration::from_secs(15),
-            answer_advertisement(&mut sent),
-        );
-        let report = format!(
-            "{runtime:?}: events {:?}\nerror {:?}\nstdout {:?}\nstderr {:?}\nsunset log:\n{}",
-            client.events,
-            client.error,
-            String::from_utf8_lossy(&client.stdout),
-            String::from_utf8_lossy(&client.stderr),
-            client.log.join("\n"),
-        );
-        assert!(finished, "timed out\n{report}");
-        let algos = client.negotiated();
-        assert_eq!(algos.len(), 1, "{report}");
-        assert_eq!(algos[0].kex, "mlkem768x25519-sha256", "{report}");
-        assert_eq!(algos[0].host_key, "ssh-ed25519", "{report}");
-        assert_eq!(algos[0].cipher_c2s, CHAPOLY, "{report}");
-        assert_eq!(algos[0].cipher_s2c, CHAPOLY, "{report}");
-        // The host key sunset verified is the one the server announced.
-        let host = ssh_key::PublicKey::from(ssh_key::public::Ed25519PublicKey(
-            client.host_key.expect("host key"),
-        ));
-        let fp = host.fingerprint(ssh_key::HashAlg::Sha256).to_string();
-        assert!(
-            server.log().contains(&format!("fingerprint={fp}")),
-            "{fp} not in the server log\n{report}"
-        );
-        assert!(client.authenticated, "{report}");
-        assert!(sent, "no complete advertisement\n{report}");
-        let first = first_pkt_line(&client.stdout).expect("a pkt-line");
-        let first_text = String::from_utf8_lossy(first);
-        assert!(
-            first_text.contains(" HEAD\0") && first_text.contains("symref=HEAD:refs/heads/main"),
-            "{report}"
-        );
-        assert_eq!(client.exit, Some(Exit::Status(0)), "{report}");
-        assert!(client.error.is_none(), "{report}");
-        assert!(
-            server.wait_for_log("authenticated", Duration::from_secs(2)),
-            "{}",
-            server.log()
-        );
-        assert!(server.log().contains("user=frank"), "{}", server.log());
-        assert!(
-            server.wait_for_log("git exited", Duration::from_secs(2)),
-            "{}",
-            server.log()
-        );
-    }
+fn mlkem768x25519_real_server_real_git(runtime: Runtime) {
+    let root = tempfile::tempdir().unwrap();
+    let user = ed25519(7, "frank");
+    let data = data_dir(root.path(), &user);
+    let server = Server::start_with(
+        runtime,
+        ServerOptions {
+            data_dir: Some(data),
+            ..ServerOptions::default()
+        },
+    );
+    let mut client = SunsetClient::new("git", &user, UPLOAD_PACK);
+    let mut sent = false;
+    let finished = run_tcp(
+        server.addr,
+        &mut client,
+        Duration::from_secs(15),
+        answer_advertisement(&mut sent),
+    );
+    let report = format!(
+        "{runtime:?}: events {:?}\nerror {:?}\nstdout {:?}\nstderr {:?}\nsunset log:\n{}",
+        client.events,
+        client.error,
+        String::from_utf8_lossy(&client.stdout),
+        String::from_utf8_lossy(&client.stderr),
+        client.log.join("\n"),
+    );
+    assert!(finished, "timed out\n{report}");
+    let algos = client.negotiated();
+    assert_eq!(algos.len(), 1, "{report}");
+    assert_eq!(algos[0].kex, "mlkem768x25519-sha256", "{report}");
+    assert_eq!(algos[0].host_key, "ssh-ed25519", "{report}");
+    assert_eq!(algos[0].cipher_c2s, CHAPOLY, "{report}");
+    assert_eq!(algos[0].cipher_s2c, CHAPOLY, "{report}");
+    // The host key sunset verified is the one the server announced.
+    let host = ssh_key::PublicKey::from(ssh_key::public::Ed25519PublicKey(
+        client.host_key.expect("host key"),
+    ));
+    let fp = host.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    assert!(
+        server.log().contains(&format!("fingerprint={fp}")),
+        "{fp} not in the server log\n{report}"
+    );
+    assert!(client.authenticated, "{report}");
+    assert!(sent, "no complete advertisement\n{report}");
+    let first = first_pkt_line(&client.stdout).expect("a pkt-line");
+    let first_text = String::from_utf8_lossy(first);
+    assert!(
+        first_text.contains(" HEAD\0") && first_text.contains("symref=HEAD:refs/heads/main"),
+        "{report}"
+    );
+    assert_eq!(client.exit, Some(Exit::Status(0)), "{report}");
+    assert!(client.error.is_none(), "{report}");
+    assert!(
+        server.wait_for_log("authenticated", Duration::from_secs(2)),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("user=frank"), "{}", server.log());
+    assert!(
+        server.wait_for_log("git exited", Duration::from_secs(2)),
+        "{}",
+        server.log()
+    );
 }
