@@ -251,6 +251,19 @@ impl Server {
         false
     }
 
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit;
+    /// `None` if it was still running then. Once it has exited, everything
+    /// the server would ever do has happened.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        kill(self.pid(), "TERM");
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

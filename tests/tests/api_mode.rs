@@ -844,13 +844,13 @@ fn a_client_hanging_up_during_the_key_lookup_is_noticed_at_once(runtime: Runtime
 
 per_runtime!(a_client_hanging_up_during_provisioning_leaves_no_dyno_behind);
 fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind(runtime: Runtime) {
-    let p = Platform::start(runtime, Setup::default());
+    let mut p = Platform::start(runtime, Setup::default());
     // The platform answers after a while, as when it waits for a dyno
     // host to take the job.
     let delay = Duration::from_secs(4);
     p.api
         .set_fault(ApiRoute::Provision, Some(Fault::Delay(delay)));
-    let asked_at = hang_up_when(&p, &format!("git-receive-pack '{APP}.git'"), |e| {
+    hang_up_when(&p, &format!("git-receive-pack '{APP}.git'"), |e| {
         e.iter().any(|e| matches!(e, ApiEvent::Provisioned(_)))
     });
     p.wait_closed(1);
@@ -861,9 +861,20 @@ fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind(runtime: Runtim
             target: target.clone(),
         })
     });
-    // Past the time the platform answers: no dyno was ever met.
-    std::thread::sleep((asked_at + delay + Duration::from_secs(1)) - Instant::now());
+    // No dyno was ever met: checked once the server has exited, after
+    // which it can meet none. (With the request abandoned, the platform's
+    // answer, the only way to learn of a dyno, is never sent.)
+    let exited = p.server.terminate(Duration::from_secs(20));
+    assert!(exited.is_some(), "the server did not stop on SIGTERM");
     assert!(p.dynos.events().is_empty(), "{:?}", p.dynos.events());
+    assert!(
+        !p.api
+            .events()
+            .iter()
+            .any(|e| matches!(e, ApiEvent::Answered { target: t, .. } if *t == target)),
+        "{:?}",
+        p.api.events()
+    );
     // And the request was closed within seconds of the hang-up
     // (SECURITY.md: "backend closed within seconds"), not held open
     // until the platform answered (or --provision-timeout).
@@ -880,29 +891,87 @@ fn the_clients_eof_is_not_a_hang_up_for_the_dyno(runtime: Runtime) {
     // ssh with nothing on stdin sends EOF at once; the dyno host would
     // take a half-close for a hang-up (protocols/openruko.md §4.6).
     let p = Platform::start(runtime, Setup::default());
-    let mut cmd = p
-        .server
-        .ssh()
-        .key(&p.user)
-        .command(&[&format!("git-upload-pack '{APP}.git'")]);
+    let upload_pack = format!("git-upload-pack '{APP}.git'");
+    let mut cmd = p.server.ssh().key(&p.user).command(&[&upload_pack]);
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut client = cmd.spawn().unwrap();
     let started = p.dynos.wait(Duration::from_secs(20), |e| {
         e.iter().any(|e| matches!(e, DynoEvent::Started { .. }))
     });
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(started, "{:?}", p.dynos.events());
+    let id = p.api.provisioned()[0].dyno_id.clone();
+    // The advertisement came through: the relay runs, after the EOF.
+    let mut out = client.stdout.take().unwrap();
+    let mut advert = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !advert.ends_with(b"0000") {
+        match std::io::Read::read(&mut out, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => advert.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(
+        advert.ends_with(b"0000"),
+        "{:?}",
+        String::from_utf8_lossy(&advert)
+    );
+    // Now the dyno's command ends by itself (we stop its git): the dyno
+    // host's relay then ends and can see no more of the client. Had the
+    // client's EOF reached it as a close, it would have recorded that
+    // before, and killed the command.
+    let bare = p.dynos.repo(APP);
+    let gits: Vec<_> = gitmouth_tests::processes_using(&bare)
+        .into_iter()
+        .filter(|g| g.cmdline.contains("upload-pack"))
+        .collect();
+    assert_eq!(gits.len(), 1, "{gits:?}");
+    gitmouth_tests::kill(gits[0].pid, "KILL");
+    let exited = p.dynos.wait(Duration::from_secs(20), |e| {
+        e.iter()
+            .any(|e| matches!(e, DynoEvent::Exited { dyno_id, .. } if *dyno_id == id))
+    });
     let events = p.dynos.events();
-    let _ = client.kill();
-    let _ = client.wait();
-    assert!(started, "{events:?}");
+    assert!(exited, "{events:?}");
     assert!(
         !events
             .iter()
             .any(|e| matches!(e, DynoEvent::ClientClosed { .. })),
         "the dyno connection was closed on the client's EOF: {events:?}"
     );
-    // The hang-up itself does reach it.
-    let id = p.api.provisioned()[0].dyno_id.clone();
+    assert!(
+        events.contains(&DynoEvent::Exited {
+            dyno_id: id.clone(),
+            success: false,
+            discarded: false,
+        }),
+        "{events:?}"
+    );
+    // The command's end reaches the client, which exits by itself.
+    let ended = gitmouth_tests::wait_until(Duration::from_secs(20), || {
+        client.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = client.kill();
+    }
+    let _ = client.wait();
+    assert!(ended, "the client did not learn that the command ended");
+    p.assert_dyno_connections_closed();
+    p.wait_closed(1);
+
+    // The hang-up itself does reach a dyno.
+    let mut cmd = p.server.ssh().key(&p.user).command(&[&upload_pack]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut client = cmd.spawn().unwrap();
+    let started = p.dynos.wait(Duration::from_secs(20), |e| {
+        e.iter()
+            .filter(|e| matches!(e, DynoEvent::Started { .. }))
+            .count()
+            == 2
+    });
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(started, "{:?}", p.dynos.events());
+    let id = p.api.provisioned()[1].dyno_id.clone();
     let killed = p.dynos.wait(Duration::from_secs(5), |e| {
         e.contains(&DynoEvent::Killed {
             dyno_id: id.clone(),
@@ -910,7 +979,7 @@ fn the_clients_eof_is_not_a_hang_up_for_the_dyno(runtime: Runtime) {
     });
     assert!(killed, "{:?}", p.dynos.events());
     p.assert_dyno_connections_closed();
-    p.wait_closed(1);
+    p.wait_closed(2);
 }
 
 per_runtime!(the_originals_dotenv_selects_api_mode);

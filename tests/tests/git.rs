@@ -809,6 +809,37 @@ fn tags_branch_deletion_and_shallow_clones(runtime: Runtime) {
     );
 }
 
+/// The number of the `write` system call, as `/proc/<pid>/syscall` shows it.
+#[cfg(target_arch = "x86_64")]
+const SYS_WRITE: &str = "1";
+#[cfg(target_arch = "aarch64")]
+const SYS_WRITE: &str = "64";
+
+/// If the server's child whose command line contains `name` (not a
+/// `--writer` helper) is asleep in `write(1, ...)`, i.e. blocked on a full
+/// stdout pipe: the bytes it has written so far (`wchar`).
+fn blocked_writing_stdout(server: u32, name: &str) -> Option<u64> {
+    let git = descendants(server)
+        .into_iter()
+        .find(|p| p.cmdline.contains(name) && !p.cmdline.contains("--writer"))?;
+    let syscall = std::fs::read_to_string(format!("/proc/{}/syscall", git.pid)).ok()?;
+    let mut words = syscall.split_whitespace();
+    let in_write = words.next() == Some(SYS_WRITE) && words.next() == Some("0x1");
+    let asleep = std::fs::read_to_string(format!("/proc/{}/stat", git.pid))
+        .ok()?
+        .rsplit_once(") ")?
+        .1
+        .starts_with('S');
+    let io = std::fs::read_to_string(format!("/proc/{}/io", git.pid)).ok()?;
+    let written = io
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    (in_write && asleep).then_some(written)
+}
+
 /// The server's resident memory in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -857,7 +888,22 @@ fn a_client_that_stops_reading_does_not_make_the_server_buffer(runtime: Runtime)
     let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 4096];
     stdout.read_exact(&mut first).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // Measure once the server has stopped taking git's output: git is
+    // blocked writing into the full pipe to the server, and wrote nothing
+    // more between two looks. Whatever the server buffers, it has by then.
+    // A server that kept reading (buffering the whole archive) never gets
+    // there: git would write on to its end and exit.
+    let mut last = None;
+    let stalled_git = wait_until(Duration::from_secs(60), || {
+        let now = blocked_writing_stdout(server.pid(), "upload-archive");
+        let same = now.is_some() && now == last;
+        last = now;
+        same
+    });
+    assert!(
+        stalled_git,
+        "git upload-archive never stalled on its output while the client was not reading"
+    );
     let stalled = rss_kib(server.pid());
     let mut rest = Vec::new();
     let reader = std::thread::spawn(move || {

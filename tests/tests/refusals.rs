@@ -365,17 +365,29 @@ fn forwarding_subsystems_and_repeated_bad_keys_are_refused(runtime: Runtime) {
     let n = stream.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
     assert!(start.elapsed() < Duration::from_secs(9));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        ssh.try_wait().unwrap().is_none(),
-        "a refused channel must not end the connection"
-    );
+    // The connection outlived the refusal: a second forwarded connection
+    // reaches the server over the same SSH connection and gets its own
+    // answer (the server serves the channel opens in order, so it
+    // answered the second after the first).
+    let mut second = std::net::TcpStream::connect(("127.0.0.1", port))
+        .expect("a refused channel must not end the connection: ssh -L stopped listening");
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = second.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
     let _ = ssh.kill();
     let out = ssh.wait_with_output().unwrap();
     let err = stderr(&out);
     assert!(
         err.contains("open failed: administratively prohibited"),
         "{err}"
+    );
+    assert_eq!(
+        err.matches("open failed: administratively prohibited")
+            .count(),
+        2,
+        "a refused channel must not end the connection: {err}"
     );
 
     // Too many unknown keys: the server ends the connection.
