@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod link;
 pub mod server;
+pub mod timer;
 pub mod transport;
 pub mod wire;
 

@@ -265,6 +265,7 @@ impl ServerUpper {
                     hard_stop: None,
                 });
                 t.send(|out| wire::put_u8(out, numbers::USERAUTH_SUCCESS));
+                self.arm_keepalive(now);
             }
             (Lookup::Unknown, _) => {
                 tracing::info!(session = %self.id, key = %fingerprint, "unknown key");

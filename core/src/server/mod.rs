@@ -49,6 +49,7 @@ use crate::app::authorized_keys::AuthorizedKeys;
 use crate::app::dyno::DynoEnd;
 use crate::app::messages::UserError;
 use crate::link::{Link, Upper};
+use crate::timer::{Timers, timer_kinds};
 use crate::transport::disconnect::{CloseReason, DisconnectReason};
 use crate::transport::hostkey::HostKey;
 use crate::transport::{Role, Transport, TransportConfig};
@@ -126,6 +127,11 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// After authentication: how long a connection may last in all.
     pub max_session: Duration,
+    /// After authentication: how long the client may stay silent before
+    /// a `keepalive@openssh.com` probes it (zero: never).
+    pub keepalive_interval: Duration,
+    /// Probes left unanswered after which the client is taken for dead.
+    pub keepalive_count_max: u32,
     /// Pushes in progress, one per repository.
     pub push_locks: Arc<PushLocks>,
     /// Users and repositories.
@@ -153,6 +159,8 @@ impl ServerConfig {
             kill_grace: Duration::from_secs(5),
             idle_timeout: settings.idle_timeout,
             max_session: settings.max_session,
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_count_max: 3,
             push_locks: Arc::default(),
             mode,
         }
@@ -169,6 +177,8 @@ impl ServerConfig {
             kill_grace: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
             max_session: Duration::from_secs(7200),
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_count_max: 3,
             push_locks: Arc::default(),
             mode: Mode::Standalone { keys, repos },
         }
@@ -476,6 +486,20 @@ pub(crate) struct ServerUpper {
     limits: Option<Limits>,
     /// The repository lock of a push, held until its command is over.
     push_lock: Option<PushLock>,
+    /// The session's own deadlines.
+    timers: Timers<SessionTimer, 1>,
+    /// Keepalives sent since the client last sent anything.
+    keepalives_unanswered: u32,
+    /// A keepalive fell due during a key exchange: it goes out after.
+    keepalive_due: bool,
+}
+
+timer_kinds! {
+    /// The session's deadlines (the transport keeps its own table).
+    enum SessionTimer {
+        /// The client has been silent for the keepalive interval.
+        Keepalive,
+    }
 }
 
 /// The time limits of an authenticated connection.
@@ -528,6 +552,9 @@ impl Session {
                 flush_deadline: None,
                 limits: None,
                 push_lock: None,
+                timers: Timers::default(),
+                keepalives_unanswered: 0,
+                keepalive_due: false,
             },
         }
     }
@@ -559,13 +586,21 @@ impl Session {
     /// Feeds one event.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         let Self { link, upper } = self;
-        if let (Some(limits), Input::Received(_) | Input::BackendData { .. }) =
-            (upper.limits.as_mut(), &input)
-        {
+        // Idle means no git traffic: what the client sends counts when it
+        // reaches a channel or a request (see `on_message`), not when it
+        // only answers our keepalives.
+        if let (Some(limits), Input::BackendData { .. }) = (upper.limits.as_mut(), &input) {
             limits.last_activity = now;
         }
         match input {
-            Input::Received(data) => link.receive(now, data, upper),
+            Input::Received(data) => {
+                if !data.is_empty() {
+                    // The client is alive: whatever it sent (a keepalive
+                    // reply, other traffic) counts.
+                    upper.heard_from_client(now);
+                }
+                link.receive(now, data, upper)
+            }
             Input::PeerClosed => {
                 upper.peer_gone = true;
                 link.t.close_silently(CloseReason::PeerClosed);
@@ -597,6 +632,7 @@ impl Session {
             Input::DynoClosed { id, end } => upper.on_dyno_closed(&mut link.t, id, end),
         }
         upper.settle(&mut link.t, now);
+        upper.send_deferred_keepalive(&mut link.t, now);
         if link.t.is_closed() {
             upper.stop_job(now);
             if let Some(id) = upper.auth.cancel() {
@@ -647,6 +683,10 @@ impl Session {
             self.upper.channel_deadline(),
             flush,
             limit,
+            self.upper
+                .timers
+                .next()
+                .filter(|_| !self.link.t.is_closed()),
         ];
         let transport = if self.link.t.is_closed() {
             None
@@ -744,6 +784,9 @@ impl ServerUpper {
         }
         self.job_timeout(t, now);
         self.limit_timeout(t, now);
+        if self.timers.expire(SessionTimer::Keepalive, now) && !t.is_closed() {
+            self.keepalive_fell_due(t, now);
+        }
         if let Some(ch) = self.channel.as_mut()
             && ch.close_deadline.is_some_and(|d| now >= d)
         {
@@ -820,6 +863,70 @@ impl ServerUpper {
     }
 }
 
+impl ServerUpper {
+    /// Re-arms the keepalive probe: the client just spoke.
+    fn heard_from_client(&mut self, now: Instant) {
+        self.keepalives_unanswered = 0;
+        self.keepalive_due = false;
+        if self.phase == Phase::Connected {
+            self.arm_keepalive(now);
+        }
+    }
+
+    pub(super) fn arm_keepalive(&mut self, now: Instant) {
+        if self.config.keepalive_interval.is_zero() {
+            return;
+        }
+        self.timers.set(
+            SessionTimer::Keepalive,
+            now + self.config.keepalive_interval,
+        );
+    }
+
+    /// The client has been silent for a whole interval: probe it, or give
+    /// it up once enough probes went unanswered.
+    fn keepalive_fell_due(&mut self, t: &mut Transport, now: Instant) {
+        if self.keepalives_unanswered >= self.config.keepalive_count_max {
+            tracing::info!(
+                session = %self.id,
+                unanswered = self.keepalives_unanswered,
+                "dead client: no answer to keepalives; closing the connection"
+            );
+            t.disconnect(DisconnectReason::ByApplication, "keepalive timeout");
+            // Nobody reads what is left: the connection ends as soon as
+            // the command is stopped.
+            self.peer_gone = true;
+            self.stop_job(now);
+            return;
+        }
+        if t.in_kex() {
+            // Never in the middle of a key exchange: it goes out after.
+            self.keepalive_due = true;
+            return;
+        }
+        self.send_keepalive(t, now);
+    }
+
+    fn send_keepalive(&mut self, t: &mut Transport, now: Instant) {
+        self.keepalive_due = false;
+        self.keepalives_unanswered += 1;
+        tracing::debug!(session = %self.id, unanswered = self.keepalives_unanswered, "keepalive sent");
+        t.send(|out| {
+            wire::put_u8(out, numbers::GLOBAL_REQUEST);
+            wire::put_string(out, b"keepalive@openssh.com");
+            wire::put_bool(out, true);
+        });
+        self.arm_keepalive(now);
+    }
+
+    /// A keepalive that waited for a key exchange goes out once it ended.
+    fn send_deferred_keepalive(&mut self, t: &mut Transport, now: Instant) {
+        if self.keepalive_due && !t.in_kex() && !t.is_closed() {
+            self.send_keepalive(t, now);
+        }
+    }
+}
+
 impl Upper for ServerUpper {
     fn on_established(&mut self, _t: &mut Transport, _now: Instant) {
         self.phase = Phase::AwaitService;
@@ -827,6 +934,13 @@ impl Upper for ServerUpper {
 
     fn on_message(&mut self, t: &mut Transport, now: Instant, _seq: u32, payload: &[u8]) {
         let number = payload[0];
+        let liveness_only = matches!(
+            number,
+            numbers::REQUEST_SUCCESS | numbers::REQUEST_FAILURE | numbers::UNIMPLEMENTED
+        );
+        if let Some(limits) = self.limits.as_mut().filter(|_| !liveness_only) {
+            limits.last_activity = now;
+        }
         match (self.phase, number) {
             (_, numbers::EXT_INFO) => {}
             (_, numbers::UNIMPLEMENTED) => {
@@ -837,6 +951,8 @@ impl Upper for ServerUpper {
             // RFC 4252 §5.1: requests after success are ignored.
             (Phase::Connected, numbers::USERAUTH_REQUEST) => {}
             (Phase::Connected, numbers::GLOBAL_REQUEST) => self.on_global_request(t, payload),
+            // Answers to our keepalives: hearing anything was the point.
+            (Phase::Connected, numbers::REQUEST_SUCCESS | numbers::REQUEST_FAILURE) => {}
             (Phase::Connected, 90..=100) => self.on_channel_message(t, now, payload),
             _ => {
                 let name = wire::msg_info(number).map_or("unknown message", |m| m.name);
