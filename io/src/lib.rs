@@ -15,6 +15,7 @@ pub mod driver;
 pub mod dyno;
 pub mod files;
 pub mod http;
+pub mod locks;
 pub mod process;
 pub mod server;
 pub mod startup;
@@ -34,6 +35,10 @@ pub struct Shared {
     pub http: Option<http::Client>,
     /// TLS for dyno hosts (API mode).
     pub dyno_tls: Option<dyno::Connector>,
+    /// Standalone mode's authorized keys, which answer key lookups.
+    pub keys: Option<Arc<files::KeyStore>>,
+    /// Pushes in progress, one per repository.
+    pub push_locks: Arc<locks::PushLocks>,
     /// Limits on unauthenticated connections and penalties.
     pub admission: Mutex<Admission>,
     /// Set, and notified, when the server stops.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use gitmouth_core::config::{
     Env, HostKeySource, HostKeyStep, ModeSettings, Settings, host_key_step,
 };
-use gitmouth_core::server::{KeyStore, Mode, ServerConfig};
+use gitmouth_core::server::{Mode, ServerConfig};
+
+use crate::files::KeyStore;
 use gitmouth_core::transport::hostkey::HostKey;
 
 use crate::Shared;
@@ -88,7 +90,6 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
                 &settings.authorized_keys,
             )));
             let mode = Mode::Standalone {
-                keys: store.clone(),
                 repos: settings.data_dir.join("repos"),
             };
             (mode, Some(store), None, None)
@@ -114,6 +115,8 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             config,
             http,
             dyno_tls,
+            keys: store.clone(),
+            push_locks: Default::default(),
             admission,
             stopping: Default::default(),
             shutdown: event_listener::Event::new(),

@@ -34,18 +34,17 @@ mod job;
 mod lock;
 mod remote;
 
-pub use lock::{PushLock, PushLocks, ago};
+pub use lock::{LockHeld, ago};
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::Rng;
 
 use crate::app::api::{ApiServer, HttpError, HttpRequest, HttpResponse};
-use crate::app::authorized_keys::AuthorizedKeys;
 use crate::app::dyno::DynoEnd;
 use crate::app::messages::UserError;
 use crate::link::{Link, Upper};
@@ -58,44 +57,12 @@ use crate::wire::{self, Parser, numbers};
 use self::channel::Channel;
 use self::job::Job;
 
-/// The authorized keys of standalone mode, replaced whole when the file
-/// changes; each connection authenticates against the set current when
-/// its request arrives.
-#[derive(Debug, Default)]
-pub struct KeyStore {
-    current: RwLock<Arc<AuthorizedKeys>>,
-}
-
-impl KeyStore {
-    /// A store holding `keys`.
-    pub fn new(keys: AuthorizedKeys) -> Self {
-        Self {
-            current: RwLock::new(Arc::new(keys)),
-        }
-    }
-
-    /// Replaces the keys.
-    pub fn replace(&self, keys: AuthorizedKeys) {
-        let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
-        *guard = Arc::new(keys);
-    }
-
-    /// The current keys.
-    pub fn snapshot(&self) -> Arc<AuthorizedKeys> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
 /// Where users and repositories come from.
 pub enum Mode {
-    /// Keys from an `authorized_keys` file; git runs locally on
-    /// repositories under `repos`.
+    /// Keys from an `authorized_keys` file, looked up by the runtime
+    /// ([`Output::LookupKey`]); git runs locally on repositories under
+    /// `repos`.
     Standalone {
-        /// The keys.
-        keys: Arc<KeyStore>,
         /// The directory holding `<name>.git` repositories.
         repos: PathBuf,
     },
@@ -132,8 +99,6 @@ pub struct ServerConfig {
     pub keepalive_interval: Duration,
     /// Probes left unanswered after which the client is taken for dead.
     pub keepalive_count_max: u32,
-    /// Pushes in progress, one per repository.
-    pub push_locks: Arc<PushLocks>,
     /// Users and repositories.
     pub mode: Mode,
 }
@@ -161,13 +126,12 @@ impl ServerConfig {
             max_session: settings.max_session,
             keepalive_interval: Duration::from_secs(15),
             keepalive_count_max: 3,
-            push_locks: Arc::default(),
             mode,
         }
     }
 
     /// Standalone defaults around the given host keys and authorized keys.
-    pub fn standalone(host_keys: Vec<HostKey>, keys: Arc<KeyStore>, repos: PathBuf) -> Self {
+    pub fn standalone(host_keys: Vec<HostKey>, repos: PathBuf) -> Self {
         Self {
             transport: Arc::new(TransportConfig::default()),
             host_keys: host_keys.into(),
@@ -179,8 +143,7 @@ impl ServerConfig {
             max_session: Duration::from_secs(7200),
             keepalive_interval: Duration::from_secs(15),
             keepalive_count_max: 3,
-            push_locks: Arc::default(),
-            mode: Mode::Standalone { keys, repos },
+            mode: Mode::Standalone { repos },
         }
     }
 }
@@ -342,6 +305,20 @@ pub enum Input<'a> {
         /// How it ended.
         end: DynoEnd,
     },
+    /// The answer to [`Output::LookupKey`]: whose key it is, if anyone's.
+    KeyLookedUp {
+        /// The request.
+        id: RequestId,
+        /// The user's name, or `None` for a key nobody has.
+        user: Option<String>,
+    },
+    /// The answer to [`Output::AcquireLock`].
+    LockReply {
+        /// The request.
+        id: RequestId,
+        /// Granted, or held by another push.
+        result: Result<(), LockHeld>,
+    },
     /// The answer to [`Output::RunHelper`]: its stdout, or why it failed.
     HelperDone {
         /// The request.
@@ -427,6 +404,35 @@ pub enum Output {
         /// The connection.
         id: RequestId,
     },
+    /// Whose is this public key (standalone mode)? Answer from the current
+    /// `authorized_keys` with [`Input::KeyLookedUp`]; every message after
+    /// the request waits for the answer.
+    LookupKey {
+        /// The request.
+        id: RequestId,
+        /// The key, in SSH wire encoding.
+        blob: Vec<u8>,
+    },
+    /// Take the push lock of `repo`, for this session, and answer with
+    /// [`Input::LockReply`]. The lock is held until [`Output::ReleaseLock`]
+    /// with the same id (which always follows a grant, whatever path the
+    /// session takes), or until the connection ends.
+    AcquireLock {
+        /// The request, and the lock's name from now on.
+        id: RequestId,
+        /// The repository.
+        repo: String,
+        /// Who pushes, for the next pusher's message and the log.
+        user: String,
+    },
+    /// Release the lock granted to [`Output::AcquireLock`] `id`.
+    ReleaseLock {
+        /// The grant.
+        id: RequestId,
+    },
+    /// A user authenticated (admission stops counting the connection as
+    /// unauthenticated).
+    Authenticated(Identity),
     /// The session is over: flush [`Session::transmit`], then close.
     Close(CloseReason),
 }
@@ -484,8 +490,9 @@ pub(crate) struct ServerUpper {
     flush_deadline: Option<Instant>,
     /// After authentication: the idle and total time limits.
     limits: Option<Limits>,
-    /// The repository lock of a push, held until its command is over.
-    push_lock: Option<PushLock>,
+    /// The repository lock of a push, held until its command is over:
+    /// the id of the grant, released exactly once.
+    push_lock: Option<RequestId>,
     /// The session's own deadlines.
     timers: Timers<SessionTimer, 1>,
     /// Keepalives sent since the client last sent anything.
@@ -628,6 +635,11 @@ impl Session {
                     upper.on_http_done(now, id, result);
                 }
             }
+            Input::KeyLookedUp { id, user } => {
+                upper.on_key_looked_up(&mut link.t, now, id, user);
+                link.process(now, upper);
+            }
+            Input::LockReply { id, result } => upper.on_lock_reply(now, id, result),
             Input::DynoConnected { id, result } => upper.on_dyno_connected(now, id, result),
             Input::DynoClosed { id, end } => upper.on_dyno_closed(&mut link.t, id, end),
         }
