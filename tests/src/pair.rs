@@ -106,6 +106,13 @@ impl Default for Script {
     }
 }
 
+impl Process {
+    /// Whether it has exited (on its own or by a signal).
+    pub fn exited(&self) -> bool {
+        self.exit.is_some()
+    }
+}
+
 /// The stand-in process while it runs.
 #[derive(Debug)]
 pub struct Process {

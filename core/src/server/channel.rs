@@ -328,7 +328,9 @@ impl ServerUpper {
                     None
                 };
                 p.finish().map_err(|_| "malformed request")?;
-                if ch.started {
+                // One command per channel, and none once we have closed it
+                // (a shutdown or a time limit did): nothing may start then.
+                if ch.started || ch.close_out {
                     reply(t, false);
                     return Ok(());
                 }
