@@ -11,6 +11,7 @@
 //! which run under smol and async-std alike; a runtime crate brings the
 //! executor, the listener and the signals.
 
+pub mod config;
 pub mod driver;
 pub mod dyno;
 pub mod files;

@@ -65,6 +65,12 @@ thread_local! {
         std::cell::RefCell::new(AuthorizedKeys::empty());
 }
 
+/// The users of the last [`server_config`] made on this thread, for a
+/// runtime stand-in of a test's own that answers key lookups.
+pub fn registered_users() -> AuthorizedKeys {
+    USERS.with(|u| u.borrow().clone())
+}
+
 /// A server configuration in standalone mode with these users (the keys
 /// go to the runtime stand-in, which answers the session's lookups).
 pub fn server_config(users: &[&PrivateKey]) -> ServerConfig {

@@ -104,33 +104,7 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// The configuration the command line and environment describe.
-    pub fn from_settings(
-        settings: &crate::config::Settings,
-        host_keys: Vec<HostKey>,
-        mode: Mode,
-    ) -> Self {
-        let transport = TransportConfig {
-            rekey_bytes: settings.rekey_limit,
-            rekey_interval: settings.rekey_interval,
-            ..TransportConfig::default()
-        };
-        Self {
-            transport: Arc::new(transport),
-            host_keys: host_keys.into(),
-            login_grace: settings.login_grace,
-            max_auth_attempts: settings.max_auth_tries,
-            public_host: settings.public_host.clone(),
-            kill_grace: Duration::from_secs(5),
-            idle_timeout: settings.idle_timeout,
-            max_session: settings.max_session,
-            keepalive_interval: Duration::from_secs(15),
-            keepalive_count_max: 3,
-            mode,
-        }
-    }
-
-    /// Standalone defaults around the given host keys and authorized keys.
+    /// Standalone defaults around the given host keys.
     pub fn standalone(host_keys: Vec<HostKey>, repos: PathBuf) -> Self {
         Self {
             transport: Arc::new(TransportConfig::default()),
