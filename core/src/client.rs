@@ -69,6 +69,8 @@ pub enum Event {
     ChannelReply(bool),
     /// A reply to a global request.
     GlobalReply(bool),
+    /// The server sent a global request (a keepalive); answered already.
+    GlobalRequest(String),
     /// Channel data (stdout).
     Data(Vec<u8>),
     /// Extended channel data (stderr).
@@ -405,6 +407,16 @@ impl Upper for ClientUpper {
             }
             numbers::CHANNEL_SUCCESS => Event::ChannelReply(true),
             numbers::CHANNEL_FAILURE => Event::ChannelReply(false),
+            numbers::GLOBAL_REQUEST => {
+                // Answered as OpenSSH's client answers a server's
+                // keepalive@openssh.com: with a failure, which proves it
+                // is alive all the same.
+                let name = p.utf8().unwrap_or_default().to_owned();
+                if p.bool().unwrap_or(false) {
+                    t.send(|out| wire::put_u8(out, numbers::REQUEST_FAILURE));
+                }
+                Event::GlobalRequest(name)
+            }
             numbers::REQUEST_SUCCESS => Event::GlobalReply(true),
             numbers::REQUEST_FAILURE => Event::GlobalReply(false),
             numbers::CHANNEL_WINDOW_ADJUST => {

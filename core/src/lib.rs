@@ -9,9 +9,10 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod client;
-pub mod config;
 pub mod link;
 pub mod server;
+pub mod setup;
+pub mod timer;
 pub mod transport;
 pub mod wire;
 

@@ -81,6 +81,9 @@ struct Conn<S> {
     socket: S,
     backend: Option<Backend>,
     work: Vec<(RequestId, Work)>,
+    /// Push locks granted to this connection; dropping one releases it, so
+    /// whatever the connection still holds when it ends goes back.
+    locks: Vec<(RequestId, crate::locks::PushLock)>,
     sock_buf: Vec<u8>,
     out_buf: Vec<u8>,
     err_buf: Vec<u8>,
@@ -114,6 +117,7 @@ where
         socket,
         backend: None,
         work: Vec::new(),
+        locks: Vec::new(),
         sock_buf: vec![0; CHUNK],
         out_buf: vec![0; CHUNK],
         err_buf: vec![0; CHUNK],
@@ -121,13 +125,12 @@ where
     };
     let mut timer = Timer::never();
     let mut timer_at = None;
-    let mut authenticated = false;
     loop {
-        if !authenticated && session.identity().is_some() {
-            authenticated = true;
-            c.shared.admission(|a| a.authenticated(&mut ticket));
-        }
         while let Some(output) = session.poll_output() {
+            if let Output::Authenticated(who) = &output {
+                tracing::debug!(user = %who.user, "admission: authenticated");
+                c.shared.admission(|a| a.authenticated(&mut ticket));
+            }
             c.perform(output, &mut session);
         }
         if session.is_finished() {
@@ -241,6 +244,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     self.backend = None;
                 }
             }
+            Output::LookupKey { id, blob } => {
+                let user = self.shared.keys.as_ref().and_then(|k| k.owner(&blob));
+                session.handle_input(now, Input::KeyLookedUp { id, user });
+            }
+            Output::AcquireLock { id, repo, user } => {
+                let result = self.shared.push_locks.try_acquire(&repo, now).map(|lock| {
+                    tracing::debug!(%repo, %user, "push lock taken");
+                    self.locks.push((id, lock));
+                });
+                session.handle_input(now, Input::LockReply { id, result });
+            }
+            Output::ReleaseLock { id } => self.locks.retain(|(held, _)| *held != id),
+            Output::Authenticated(_) => {}
             Output::Close(reason) => tracing::info!(%reason, "connection closing"),
         }
     }

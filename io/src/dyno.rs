@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use crate::config::TlsSettings;
 use async_net::TcpStream;
 use futures_lite::AsyncWriteExt;
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
-use gitmouth_core::config::TlsSettings;
 use rustls::pki_types::ServerName;
 
 /// How long reaching a dyno and its TLS handshake may take.

@@ -2,11 +2,46 @@
 //! changes (checked every two seconds) and on SIGHUP.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gitmouth_core::app::authorized_keys::AuthorizedKeys;
-use gitmouth_core::server::KeyStore;
+
+/// The authorized keys of standalone mode, replaced whole when the file
+/// changes. Sessions never see it: the driver answers their key lookups
+/// (`Output::LookupKey`) from the set current when the lookup comes.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    current: RwLock<Arc<AuthorizedKeys>>,
+}
+
+impl KeyStore {
+    /// A store holding `keys`.
+    pub fn new(keys: AuthorizedKeys) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(keys)),
+        }
+    }
+
+    /// Replaces the keys.
+    pub fn replace(&self, keys: AuthorizedKeys) {
+        let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(keys);
+    }
+
+    /// The current keys.
+    pub fn snapshot(&self) -> Arc<AuthorizedKeys> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whose key `blob` (SSH wire encoding) is, if anyone's.
+    pub fn owner(&self, blob: &[u8]) -> Option<String> {
+        self.snapshot().find_blob(blob).map(|e| e.user.clone())
+    }
+}
 
 /// How often the file's metadata is compared.
 const POLL: Duration = Duration::from_secs(2);

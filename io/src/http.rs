@@ -15,12 +15,12 @@
 
 use std::time::Duration;
 
+use crate::config::TlsSettings;
 use async_net::TcpStream;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::TlsConnector;
 use gitmouth_core::app::api::{HttpError, HttpRequest, HttpResponse};
 use gitmouth_core::app::http::{ResponseReader, encode_request, target};
-use gitmouth_core::config::TlsSettings;
 use rustls::pki_types::ServerName;
 
 /// Connecting may take at most this long, whatever the request's limit.

@@ -11,10 +11,12 @@
 //! which run under smol and async-std alike; a runtime crate brings the
 //! executor, the listener and the signals.
 
+pub mod config;
 pub mod driver;
 pub mod dyno;
 pub mod files;
 pub mod http;
+pub mod locks;
 pub mod process;
 pub mod server;
 pub mod startup;
@@ -34,6 +36,10 @@ pub struct Shared {
     pub http: Option<http::Client>,
     /// TLS for dyno hosts (API mode).
     pub dyno_tls: Option<dyno::Connector>,
+    /// Standalone mode's authorized keys, which answer key lookups.
+    pub keys: Option<Arc<files::KeyStore>>,
+    /// Pushes in progress, one per repository.
+    pub push_locks: Arc<locks::PushLocks>,
     /// Limits on unauthenticated connections and penalties.
     pub admission: Mutex<Admission>,
     /// Set, and notified, when the server stops.

@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::config::Settings;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use gitmouth_core::admission::Verdict;
-use gitmouth_core::config::Settings;
 
 /// A task for the runtime's executor.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;

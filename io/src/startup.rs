@@ -5,10 +5,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
-use gitmouth_core::config::{
-    Env, HostKeySource, HostKeyStep, ModeSettings, Settings, host_key_step,
-};
-use gitmouth_core::server::{KeyStore, Mode, ServerConfig};
+use crate::config::{Env, HostKeySource, HostKeyStep, ModeSettings, Settings, host_key_step};
+use gitmouth_core::server::Mode;
+
+use crate::files::KeyStore;
 use gitmouth_core::transport::hostkey::HostKey;
 
 use crate::Shared;
@@ -22,7 +22,7 @@ pub fn settings(bin_name: &'static str) -> Settings {
         .nodename()
         .to_string_lossy()
         .into_owned();
-    let settings = match gitmouth_core::config::parse(bin_name, std::env::args_os(), &env, &host) {
+    let settings = match crate::config::parse(bin_name, std::env::args_os(), &env, &host) {
         Ok(s) => s,
         Err(e) => e.exit(),
     };
@@ -88,7 +88,6 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
                 &settings.authorized_keys,
             )));
             let mode = Mode::Standalone {
-                keys: store.clone(),
                 repos: settings.data_dir.join("repos"),
             };
             (mode, Some(store), None, None)
@@ -104,7 +103,7 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             (mode, None, Some(http), Some(dyno_tls))
         }
     };
-    let config = Arc::new(ServerConfig::from_settings(settings, host_keys, mode));
+    let config = Arc::new(crate::config::server_config(settings, host_keys, mode));
     let admission = std::sync::Mutex::new(gitmouth_core::admission::Admission::new(
         settings.admission.clone(),
         crate::seed(),
@@ -114,6 +113,8 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             config,
             http,
             dyno_tls,
+            keys: store.clone(),
+            push_locks: Default::default(),
             admission,
             stopping: Default::default(),
             shutdown: event_listener::Event::new(),

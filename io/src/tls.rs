@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use gitmouth_core::config::TlsSettings;
+use crate::config::TlsSettings;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};

@@ -4,7 +4,7 @@
 //! smol task. Serving is [`gitmouth_io::server::run`]; each connection is
 //! driven by [`gitmouth_io::driver::drive`] and decided by the core.
 
-use gitmouth_core::config::Settings;
+use gitmouth_io::config::Settings;
 
 /// Runs a server with `settings` until SIGTERM or SIGINT.
 pub fn run(settings: Settings) -> Result<(), String> {

@@ -13,10 +13,11 @@ use gitmouth_core::app::authorized_keys::AuthorizedKeys;
 use gitmouth_core::app::dyno::DynoEnd;
 use gitmouth_core::client::{self, Client, ClientConfig, Event};
 use gitmouth_core::server::{
-    self, ExitStatus, Input, KeyStore, Output, ProcessSpec, RepoError, RequestId, ServerConfig,
-    Session, Signal, Stream,
+    self, ExitStatus, Input, Output, ProcessSpec, RepoError, RequestId, ServerConfig, Session,
+    Signal, Stream,
 };
 use gitmouth_core::transport::hostkey::HostKey;
+use gitmouth_io::locks::{PushLock, PushLocks};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use ssh_key::PrivateKey;
@@ -56,10 +57,25 @@ pub fn host_key() -> HostKey {
     HostKey::generate_ed25519(&mut ChaCha20Rng::from_seed([42; 32]))
 }
 
-/// A server configuration in standalone mode with these users.
+thread_local! {
+    /// The users of the last [`server_config`] made on this thread: the
+    /// keys file of the runtime stand-in of every [`Pair`] made after it
+    /// (each test runs on a thread of its own).
+    static USERS: std::cell::RefCell<AuthorizedKeys> =
+        std::cell::RefCell::new(AuthorizedKeys::empty());
+}
+
+/// The users of the last [`server_config`] made on this thread, for a
+/// runtime stand-in of a test's own that answers key lookups.
+pub fn registered_users() -> AuthorizedKeys {
+    USERS.with(|u| u.borrow().clone())
+}
+
+/// A server configuration in standalone mode with these users (the keys
+/// go to the runtime stand-in, which answers the session's lookups).
 pub fn server_config(users: &[&PrivateKey]) -> ServerConfig {
-    let store = Arc::new(KeyStore::new(authorized(users)));
-    ServerConfig::standalone(vec![host_key()], store, PathBuf::from("/srv/repos"))
+    USERS.with(|u| *u.borrow_mut() = authorized(users));
+    ServerConfig::standalone(vec![host_key()], PathBuf::from("/srv/repos"))
 }
 
 /// What the stand-in git process does.
@@ -93,6 +109,13 @@ impl Default for Script {
             status: ExitStatus::Code(0),
             ignore_term: false,
         }
+    }
+}
+
+impl Process {
+    /// Whether it has exited (on its own or by a signal).
+    pub fn exited(&self) -> bool {
+        self.exit.is_some()
     }
 }
 
@@ -194,6 +217,16 @@ pub struct FakeRuntime {
     pending: VecDeque<Answer>,
     /// Whether spawning fails.
     pub fail_spawn: bool,
+    /// The authorized keys that answer key lookups.
+    pub keys: AuthorizedKeys,
+    /// The push-lock table (share it between pairs for two "instances").
+    pub locks: Arc<PushLocks>,
+    /// Locks this pair's session holds.
+    pub held: Vec<(RequestId, PushLock)>,
+    /// Locks granted and released, for "exactly once" checks.
+    pub lock_grants: usize,
+    /// See `lock_grants`.
+    pub lock_releases: usize,
 }
 
 #[derive(Debug)]
@@ -203,6 +236,8 @@ enum Answer {
     Helper(RequestId, Result<Vec<u8>, String>),
     Http(RequestId, Result<HttpResponse, HttpError>),
     Dyno(RequestId, Result<(), String>),
+    Key(RequestId, Option<String>),
+    Lock(RequestId, String),
 }
 
 /// A hook that may alter bytes in flight.
@@ -246,7 +281,10 @@ impl Pair {
             client: Client::new(&client, [seed; 32], now),
             server: Session::new(Arc::new(config), [seed.wrapping_add(1); 32], now),
             now,
-            rt: FakeRuntime::default(),
+            rt: FakeRuntime {
+                keys: USERS.with(|u| u.borrow().clone()),
+                ..FakeRuntime::default()
+            },
             events: Vec::new(),
             chunk: usize::MAX,
             tamper: None,
@@ -515,7 +553,24 @@ impl FakeRuntime {
                     d.closed_by_session = true;
                 }
             }
-            Output::Close(_) => {}
+            Output::LookupKey { id, blob } => {
+                let user = self.keys.find_blob(blob).map(|e| e.user.clone());
+                self.pending.push_back(Answer::Key(*id, user));
+            }
+            Output::AcquireLock { id, repo, .. } => {
+                self.pending.push_back(Answer::Lock(*id, repo.clone()));
+            }
+            Output::ReleaseLock { id } => {
+                let before = self.held.len();
+                self.held.retain(|(held, _)| held != id);
+                assert_eq!(
+                    before,
+                    self.held.len() + 1,
+                    "a release of a lock that is not held"
+                );
+                self.lock_releases += 1;
+            }
+            Output::Authenticated(_) | Output::Close(_) => {}
         }
     }
 
@@ -590,6 +645,14 @@ impl FakeRuntime {
                 }
                 Answer::Dyno(id, result) => {
                     server.handle_input(now, Input::DynoConnected { id, result })
+                }
+                Answer::Key(id, user) => server.handle_input(now, Input::KeyLookedUp { id, user }),
+                Answer::Lock(id, repo) => {
+                    let result = self.locks.try_acquire(&repo, now).map(|lock| {
+                        self.lock_grants += 1;
+                        self.held.push((id, lock));
+                    });
+                    server.handle_input(now, Input::LockReply { id, result })
                 }
             }
         }

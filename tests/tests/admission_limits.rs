@@ -196,7 +196,8 @@ proptest! {
 
 #[test]
 fn push_locks_hold_one_push_per_repository_and_release_on_drop() {
-    use gitmouth_core::server::{PushLocks, ago};
+    use gitmouth_core::server::ago;
+    use gitmouth_io::locks::PushLocks;
     use std::sync::Arc;
     let now = Instant::now();
     let locks = Arc::new(PushLocks::default());
@@ -204,7 +205,8 @@ fn push_locks_hold_one_push_per_repository_and_release_on_drop() {
     assert_eq!(
         locks
             .try_acquire("app", now + Duration::from_secs(3))
-            .unwrap_err(),
+            .unwrap_err()
+            .since,
         now
     );
     let other = locks.try_acquire("other", now).unwrap();

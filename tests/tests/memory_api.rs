@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use gitmouth_core::app::api::{ApiServer, HttpError, HttpRequest, HttpResponse, Method, Scheme};
@@ -22,7 +21,7 @@ use zeroize::Zeroizing;
 type Tweak = fn(&HttpRequest) -> Option<Option<Result<HttpResponse, HttpError>>>;
 
 fn config() -> ServerConfig {
-    let mut c = ServerConfig::standalone(vec![host_key()], Arc::default(), PathBuf::new());
+    let mut c = ServerConfig::standalone(vec![host_key()], PathBuf::new());
     c.mode = Mode::Api {
         api: ApiServer {
             scheme: Scheme::Https,

@@ -615,19 +615,19 @@ fn idle_and_total_time_limits_end_the_command_with_a_message() {
 #[test]
 fn one_push_at_a_time_per_repository() {
     let alice = ed25519(1, "alice");
-    let first_config = server_config(&[&alice]);
-    let locks = first_config.push_locks.clone();
-    let mut first = Pair::new(first_config);
+    let mut first = Pair::new(server_config(&[&alice]));
+    // The lock table is the runtime's; the pairs below share it, as the
+    // connections of one server do.
+    let locks = first.rt.locks.clone();
     first.rt.repos.insert(REPO.into());
     first.open(&alice, 1 << 20, 32768);
     first.client.exec(b"git-receive-pack 'app.git'", true);
     first.drive();
     assert!(locks.is_held("app"));
 
-    let second = |locks: &std::sync::Arc<gitmouth_core::server::PushLocks>, command: &[u8]| {
-        let mut config = server_config(&[&alice]);
-        config.push_locks = locks.clone();
-        let mut pair = Pair::new(config);
+    let second = |locks: &std::sync::Arc<gitmouth_io::locks::PushLocks>, command: &[u8]| {
+        let mut pair = Pair::new(server_config(&[&alice]));
+        pair.rt.locks = locks.clone();
         pair.rt.repos.insert(REPO.into());
         pair.open(&alice, 1 << 20, 32768);
         pair.client.exec(command, true);
@@ -664,11 +664,8 @@ fn one_push_at_a_time_per_repository() {
         Some(0)
     );
     // A client that vanishes mid-push releases the lock too.
-    let mut gone = Pair::new({
-        let mut c = server_config(&[&alice]);
-        c.push_locks = locks.clone();
-        c
-    });
+    let mut gone = Pair::new(server_config(&[&alice]));
+    gone.rt.locks = locks.clone();
     gone.rt.repos.insert(REPO.into());
     gone.open(&alice, 1 << 20, 32768);
     gone.client.exec(b"git-receive-pack 'app.git'", true);
@@ -680,6 +677,10 @@ fn one_push_at_a_time_per_repository() {
     gone.drive();
     assert!(gone.server.is_finished());
     assert!(!locks.is_held("app"));
+    // Every grant went back exactly once (a second release would have
+    // failed the stand-in's check).
+    assert_eq!((gone.rt.lock_grants, gone.rt.lock_releases), (1, 1));
+    assert_eq!((first.rt.lock_grants, first.rt.lock_releases), (1, 1));
 }
 
 #[test]

@@ -92,6 +92,8 @@ struct FakeGit {
     stdin_closed: bool,
     exited: bool,
     answers: Vec<Input<'static>>,
+    /// Who may log in: the users of the last `server_config` on this thread.
+    keys: Option<gitmouth_core::app::authorized_keys::AuthorizedKeys>,
 }
 
 impl FakeGit {
@@ -113,7 +115,15 @@ impl FakeGit {
                 result: Ok(Vec::new()),
             }),
             Output::CloseStdin { .. } => self.stdin_closed = true,
-            // API-mode outputs never come from a standalone server.
+            Output::LookupKey { id, blob } => {
+                let keys = self
+                    .keys
+                    .get_or_insert_with(gitmouth_tests::pair::registered_users);
+                let user = keys.find_blob(blob).map(|e| e.user.clone());
+                self.answers.push(Input::KeyLookedUp { id: *id, user });
+            }
+            // No pushes here: a clone takes no lock. API-mode outputs
+            // never come from a standalone server.
             _ => {}
         }
     }

@@ -169,37 +169,56 @@ impl ServerUpper {
         }
     }
 
-    /// Answers from the connection's cache or, in standalone mode, from the
-    /// keys; `None` when the platform must be asked.
+    /// Answers from the connection's cache; `None` when the key's owner
+    /// must be asked for.
     fn lookup(&mut self, blob: &[u8]) -> Option<Lookup> {
-        if let Some((_, found)) = self.auth.cache.iter().find(|(b, _)| b == blob) {
-            return Some(found.clone());
-        }
-        match &self.config.mode {
-            Mode::Standalone { keys, .. } => {
-                let found = match keys.snapshot().find_blob(blob) {
-                    Some(entry) => Lookup::Known(entry.user.clone(), None),
-                    None => Lookup::Unknown,
-                };
-                self.auth.cache.push((blob.to_vec(), found.clone()));
-                Some(found)
-            }
-            Mode::Api { .. } => None,
-        }
+        self.auth
+            .cache
+            .iter()
+            .find(|(b, _)| b == blob)
+            .map(|(_, found)| found.clone())
     }
 
+    /// Asks who owns the key: the runtime, from the current
+    /// `authorized_keys` (standalone), or the platform (API mode).
     fn start_lookup(&mut self, mut pending: Pending) {
-        let Mode::Api { api, .. } = &self.config.mode else {
+        pending.id = self.next_id();
+        let output = match &self.config.mode {
+            Mode::Standalone { .. } => Output::LookupKey {
+                id: pending.id,
+                blob: pending.blob.clone(),
+            },
+            Mode::Api { api, .. } => {
+                tracing::info!(session = %self.id, key = %pending.fingerprint, "looking the key up");
+                Output::Http {
+                    id: pending.id,
+                    request: api::lookup_request(api, &fingerprint::md5_hex(&pending.blob)),
+                }
+            }
+        };
+        self.outputs.push_back(output);
+        self.auth.pending = Some(pending);
+    }
+
+    /// The runtime answered a standalone key lookup.
+    pub(super) fn on_key_looked_up(
+        &mut self,
+        t: &mut Transport,
+        now: Instant,
+        id: RequestId,
+        user: Option<String>,
+    ) {
+        let Some(pending) = self.auth.pending.take_if(|p| p.id == id) else {
             return;
         };
-        let request = api::lookup_request(api, &fingerprint::md5_hex(&pending.blob));
-        pending.id = self.next_id();
-        tracing::info!(session = %self.id, key = %pending.fingerprint, "looking the key up");
-        self.outputs.push_back(Output::Http {
-            id: pending.id,
-            request,
-        });
-        self.auth.pending = Some(pending);
+        let found = match user {
+            Some(user) => Lookup::Known(user, None),
+            None => Lookup::Unknown,
+        };
+        self.auth.cache.push((pending.blob.clone(), found.clone()));
+        if !t.is_closed() {
+            self.finish_publickey(t, now, pending, found);
+        }
     }
 
     /// The platform answered a key lookup.
@@ -255,7 +274,10 @@ impl ServerUpper {
             (Lookup::Known(user, account), true) => {
                 // The identity is that of the key just verified, and of no other.
                 tracing::info!(session = %self.id, user = %user, key = %fingerprint, "authenticated");
-                self.identity = Some(Identity { user, fingerprint });
+                let identity = Identity { user, fingerprint };
+                self.outputs
+                    .push_back(Output::Authenticated(identity.clone()));
+                self.identity = Some(identity);
                 self.api_user = account;
                 self.phase = Phase::Connected;
                 self.login_deadline = None;
@@ -265,6 +287,7 @@ impl ServerUpper {
                     hard_stop: None,
                 });
                 t.send(|out| wire::put_u8(out, numbers::USERAUTH_SUCCESS));
+                self.arm_keepalive(now);
             }
             (Lookup::Unknown, _) => {
                 tracing::info!(session = %self.id, key = %fingerprint, "unknown key");

@@ -328,7 +328,9 @@ impl ServerUpper {
                     None
                 };
                 p.finish().map_err(|_| "malformed request")?;
-                if ch.started {
+                // One command per channel, and none once we have closed it
+                // (a shutdown or a time limit did): nothing may start then.
+                if ch.started || ch.close_out {
                     reply(t, false);
                     return Ok(());
                 }
@@ -422,10 +424,8 @@ impl ServerUpper {
     /// window, close stdin, report the exit, end the connection.
     pub(super) fn settle(&mut self, t: &mut Transport, now: Instant) {
         self.settle_job(now);
-        if matches!(self.job, super::job::Job::Done) {
-            // The push is over (or never ran): the next may start.
-            self.push_lock = None;
-        }
+        // The push is over (or never ran): the next may start.
+        self.release_push_lock();
         let Some(ch) = self.channel.as_mut() else {
             return;
         };

@@ -29,6 +29,8 @@ use super::{
 pub(super) enum Job {
     /// No command yet.
     Idle,
+    /// A push waits for its repository's lock.
+    AwaitingLock { id: RequestId, cmd: GitCommand },
     /// Waiting for the repository.
     OpeningRepo {
         id: RequestId,
@@ -143,6 +145,7 @@ impl Job {
         match self {
             Job::Running(r) => r.stdin_closed || r.exit.is_some(),
             Job::Idle
+            | Job::AwaitingLock { .. }
             | Job::OpeningRepo { .. }
             | Job::Spawning { .. }
             | Job::CheckingAccess { .. }
@@ -215,17 +218,23 @@ fn git_dir(path: &std::path::Path, args: &[&str]) -> ProcessSpec {
 }
 
 impl ServerUpper {
-    pub(super) fn start_job(&mut self, cmd: GitCommand, now: Instant) {
+    pub(super) fn start_job(&mut self, cmd: GitCommand, _now: Instant) {
         if let Mode::Api { .. } = &self.config.mode {
             // The lock comes after the access check there: a stranger
             // must not learn that someone is pushing to an app.
             return self.start_remote(cmd);
         }
-        if !self.take_push_lock(&cmd, now) {
-            return;
+        if cmd.verb.is_push() {
+            self.request_push_lock(cmd);
+        } else {
+            self.open_repo(cmd);
         }
-        let Mode::Standalone { repos, .. } = &self.config.mode else {
-            return;
+    }
+
+    /// Standalone: asks for the repository, creating it for a push.
+    fn open_repo(&mut self, cmd: GitCommand) {
+        let Mode::Standalone { repos } = &self.config.mode else {
+            return self.internal_error("a local repository asked for in API mode");
         };
         let path = repos.join(format!("{}.git", cmd.repo.as_str()));
         let id = self.next_id();
@@ -237,26 +246,74 @@ impl ServerUpper {
         self.job = Job::OpeningRepo { id, cmd, path };
     }
 
-    /// Takes the repository's push lock for a push; false (with the
-    /// message already on its way) if another push holds it.
-    pub(super) fn take_push_lock(&mut self, cmd: &GitCommand, now: Instant) -> bool {
-        if !cmd.verb.is_push() {
-            return true;
-        }
-        match self.config.push_locks.try_acquire(cmd.repo.as_str(), now) {
-            Ok(lock) => {
-                self.push_lock = Some(lock);
-                true
+    /// Asks for the repository's push lock; the job goes on when it is
+    /// granted ([`ServerUpper::on_lock_reply`]).
+    pub(super) fn request_push_lock(&mut self, cmd: GitCommand) {
+        let id = self.next_id();
+        let user = self
+            .identity
+            .as_ref()
+            .map_or_else(String::new, |i| i.user.clone());
+        self.outputs.push_back(Output::AcquireLock {
+            id,
+            repo: cmd.repo.as_str().to_owned(),
+            user,
+        });
+        self.job = Job::AwaitingLock { id, cmd };
+    }
+
+    /// The lock table answered.
+    pub(super) fn on_lock_reply(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: Result<(), super::LockHeld>,
+    ) {
+        let awaited =
+            matches!(&self.job, Job::AwaitingLock { id: expected, .. } if *expected == id);
+        if !awaited {
+            // A late grant for a push that was abandoned: give it back.
+            if result.is_ok() {
+                self.outputs.push_back(Output::ReleaseLock { id });
             }
-            Err(since) => {
-                let started = super::lock::ago(since, now);
+            return;
+        }
+        let Job::AwaitingLock { cmd, .. } = std::mem::replace(&mut self.job, Job::Done) else {
+            return self.internal_error("the awaited lock vanished");
+        };
+        match result {
+            Ok(()) => {
+                self.push_lock = Some(id);
+                match &self.config.mode {
+                    Mode::Standalone { .. } => self.open_repo(cmd),
+                    Mode::Api { .. } => self.provision(cmd, now),
+                }
+            }
+            Err(held) => {
+                let started = super::lock::ago(held.since, now);
                 tracing::info!(session = %self.id, repo = cmd.repo.as_str(), "another push is in progress");
                 self.fail_command(UserError::PushInProgress {
                     app: cmd.repo.as_str().to_owned(),
                     started,
                 });
-                false
             }
+        }
+    }
+
+    /// A state that cannot happen did: a bug. The command ends with the
+    /// server's failure message (and the session id), never silently.
+    pub(super) fn internal_error(&mut self, what: &'static str) {
+        tracing::error!(session = %self.id, what, "internal error");
+        self.job = Job::Done;
+        self.fail_command(UserError::ServerFailed);
+    }
+
+    /// Once the job is over, its lock goes back (exactly once).
+    pub(super) fn release_push_lock(&mut self) {
+        if matches!(self.job, Job::Done | Job::Idle)
+            && let Some(id) = self.push_lock.take()
+        {
+            self.outputs.push_back(Output::ReleaseLock { id });
         }
     }
 
@@ -470,7 +527,7 @@ impl ServerUpper {
                     signal: Signal::Term,
                 });
             }
-            Job::OpeningRepo { .. } => self.job = Job::Done,
+            Job::OpeningRepo { .. } | Job::AwaitingLock { .. } => self.job = Job::Done,
             Job::CheckingAccess { id, .. } | Job::Provisioning { id, .. } => {
                 tracing::info!(session = %self.id, "abandoning the platform request");
                 self.outputs.push_back(Output::CancelHttp { id: *id });

@@ -34,21 +34,21 @@ mod job;
 mod lock;
 mod remote;
 
-pub use lock::{PushLock, PushLocks, ago};
+pub use lock::{LockHeld, ago};
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::Rng;
 
 use crate::app::api::{ApiServer, HttpError, HttpRequest, HttpResponse};
-use crate::app::authorized_keys::AuthorizedKeys;
 use crate::app::dyno::DynoEnd;
 use crate::app::messages::UserError;
 use crate::link::{Link, Upper};
+use crate::timer::{Timers, timer_kinds};
 use crate::transport::disconnect::{CloseReason, DisconnectReason};
 use crate::transport::hostkey::HostKey;
 use crate::transport::{Role, Transport, TransportConfig};
@@ -57,44 +57,12 @@ use crate::wire::{self, Parser, numbers};
 use self::channel::Channel;
 use self::job::Job;
 
-/// The authorized keys of standalone mode, replaced whole when the file
-/// changes; each connection authenticates against the set current when
-/// its request arrives.
-#[derive(Debug, Default)]
-pub struct KeyStore {
-    current: RwLock<Arc<AuthorizedKeys>>,
-}
-
-impl KeyStore {
-    /// A store holding `keys`.
-    pub fn new(keys: AuthorizedKeys) -> Self {
-        Self {
-            current: RwLock::new(Arc::new(keys)),
-        }
-    }
-
-    /// Replaces the keys.
-    pub fn replace(&self, keys: AuthorizedKeys) {
-        let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
-        *guard = Arc::new(keys);
-    }
-
-    /// The current keys.
-    pub fn snapshot(&self) -> Arc<AuthorizedKeys> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
 /// Where users and repositories come from.
 pub enum Mode {
-    /// Keys from an `authorized_keys` file; git runs locally on
-    /// repositories under `repos`.
+    /// Keys from an `authorized_keys` file, looked up by the runtime
+    /// ([`Output::LookupKey`]); git runs locally on repositories under
+    /// `repos`.
     Standalone {
-        /// The keys.
-        keys: Arc<KeyStore>,
         /// The directory holding `<name>.git` repositories.
         repos: PathBuf,
     },
@@ -126,40 +94,18 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// After authentication: how long a connection may last in all.
     pub max_session: Duration,
-    /// Pushes in progress, one per repository.
-    pub push_locks: Arc<PushLocks>,
+    /// After authentication: how long the client may stay silent before
+    /// a `keepalive@openssh.com` probes it (zero: never).
+    pub keepalive_interval: Duration,
+    /// Probes left unanswered after which the client is taken for dead.
+    pub keepalive_count_max: u32,
     /// Users and repositories.
     pub mode: Mode,
 }
 
 impl ServerConfig {
-    /// The configuration the command line and environment describe.
-    pub fn from_settings(
-        settings: &crate::config::Settings,
-        host_keys: Vec<HostKey>,
-        mode: Mode,
-    ) -> Self {
-        let transport = TransportConfig {
-            rekey_bytes: settings.rekey_limit,
-            rekey_interval: settings.rekey_interval,
-            ..TransportConfig::default()
-        };
-        Self {
-            transport: Arc::new(transport),
-            host_keys: host_keys.into(),
-            login_grace: settings.login_grace,
-            max_auth_attempts: settings.max_auth_tries,
-            public_host: settings.public_host.clone(),
-            kill_grace: Duration::from_secs(5),
-            idle_timeout: settings.idle_timeout,
-            max_session: settings.max_session,
-            push_locks: Arc::default(),
-            mode,
-        }
-    }
-
-    /// Standalone defaults around the given host keys and authorized keys.
-    pub fn standalone(host_keys: Vec<HostKey>, keys: Arc<KeyStore>, repos: PathBuf) -> Self {
+    /// Standalone defaults around the given host keys.
+    pub fn standalone(host_keys: Vec<HostKey>, repos: PathBuf) -> Self {
         Self {
             transport: Arc::new(TransportConfig::default()),
             host_keys: host_keys.into(),
@@ -169,8 +115,9 @@ impl ServerConfig {
             kill_grace: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
             max_session: Duration::from_secs(7200),
-            push_locks: Arc::default(),
-            mode: Mode::Standalone { keys, repos },
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_count_max: 3,
+            mode: Mode::Standalone { repos },
         }
     }
 }
@@ -332,6 +279,20 @@ pub enum Input<'a> {
         /// How it ended.
         end: DynoEnd,
     },
+    /// The answer to [`Output::LookupKey`]: whose key it is, if anyone's.
+    KeyLookedUp {
+        /// The request.
+        id: RequestId,
+        /// The user's name, or `None` for a key nobody has.
+        user: Option<String>,
+    },
+    /// The answer to [`Output::AcquireLock`].
+    LockReply {
+        /// The request.
+        id: RequestId,
+        /// Granted, or held by another push.
+        result: Result<(), LockHeld>,
+    },
     /// The answer to [`Output::RunHelper`]: its stdout, or why it failed.
     HelperDone {
         /// The request.
@@ -417,6 +378,35 @@ pub enum Output {
         /// The connection.
         id: RequestId,
     },
+    /// Whose is this public key (standalone mode)? Answer from the current
+    /// `authorized_keys` with [`Input::KeyLookedUp`]; every message after
+    /// the request waits for the answer.
+    LookupKey {
+        /// The request.
+        id: RequestId,
+        /// The key, in SSH wire encoding.
+        blob: Vec<u8>,
+    },
+    /// Take the push lock of `repo`, for this session, and answer with
+    /// [`Input::LockReply`]. The lock is held until [`Output::ReleaseLock`]
+    /// with the same id (which always follows a grant, whatever path the
+    /// session takes), or until the connection ends.
+    AcquireLock {
+        /// The request, and the lock's name from now on.
+        id: RequestId,
+        /// The repository.
+        repo: String,
+        /// Who pushes, for the next pusher's message and the log.
+        user: String,
+    },
+    /// Release the lock granted to [`Output::AcquireLock`] `id`.
+    ReleaseLock {
+        /// The grant.
+        id: RequestId,
+    },
+    /// A user authenticated (admission stops counting the connection as
+    /// unauthenticated).
+    Authenticated(Identity),
     /// The session is over: flush [`Session::transmit`], then close.
     Close(CloseReason),
 }
@@ -474,8 +464,23 @@ pub(crate) struct ServerUpper {
     flush_deadline: Option<Instant>,
     /// After authentication: the idle and total time limits.
     limits: Option<Limits>,
-    /// The repository lock of a push, held until its command is over.
-    push_lock: Option<PushLock>,
+    /// The repository lock of a push, held until its command is over:
+    /// the id of the grant, released exactly once.
+    push_lock: Option<RequestId>,
+    /// The session's own deadlines.
+    timers: Timers<SessionTimer, 1>,
+    /// Keepalives sent since the client last sent anything.
+    keepalives_unanswered: u32,
+    /// A keepalive fell due during a key exchange: it goes out after.
+    keepalive_due: bool,
+}
+
+timer_kinds! {
+    /// The session's deadlines (the transport keeps its own table).
+    enum SessionTimer {
+        /// The client has been silent for the keepalive interval.
+        Keepalive,
+    }
 }
 
 /// The time limits of an authenticated connection.
@@ -528,6 +533,9 @@ impl Session {
                 flush_deadline: None,
                 limits: None,
                 push_lock: None,
+                timers: Timers::default(),
+                keepalives_unanswered: 0,
+                keepalive_due: false,
             },
         }
     }
@@ -559,13 +567,21 @@ impl Session {
     /// Feeds one event.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         let Self { link, upper } = self;
-        if let (Some(limits), Input::Received(_) | Input::BackendData { .. }) =
-            (upper.limits.as_mut(), &input)
-        {
+        // Idle means no git traffic: what the client sends counts when it
+        // reaches a channel or a request (see `on_message`), not when it
+        // only answers our keepalives.
+        if let (Some(limits), Input::BackendData { .. }) = (upper.limits.as_mut(), &input) {
             limits.last_activity = now;
         }
         match input {
-            Input::Received(data) => link.receive(now, data, upper),
+            Input::Received(data) => {
+                if !data.is_empty() {
+                    // The client is alive: whatever it sent (a keepalive
+                    // reply, other traffic) counts.
+                    upper.heard_from_client(now);
+                }
+                link.receive(now, data, upper)
+            }
             Input::PeerClosed => {
                 upper.peer_gone = true;
                 link.t.close_silently(CloseReason::PeerClosed);
@@ -593,10 +609,16 @@ impl Session {
                     upper.on_http_done(now, id, result);
                 }
             }
+            Input::KeyLookedUp { id, user } => {
+                upper.on_key_looked_up(&mut link.t, now, id, user);
+                link.process(now, upper);
+            }
+            Input::LockReply { id, result } => upper.on_lock_reply(now, id, result),
             Input::DynoConnected { id, result } => upper.on_dyno_connected(now, id, result),
             Input::DynoClosed { id, end } => upper.on_dyno_closed(&mut link.t, id, end),
         }
         upper.settle(&mut link.t, now);
+        upper.send_deferred_keepalive(&mut link.t, now);
         if link.t.is_closed() {
             upper.stop_job(now);
             if let Some(id) = upper.auth.cancel() {
@@ -647,6 +669,10 @@ impl Session {
             self.upper.channel_deadline(),
             flush,
             limit,
+            self.upper
+                .timers
+                .next()
+                .filter(|_| !self.link.t.is_closed()),
         ];
         let transport = if self.link.t.is_closed() {
             None
@@ -744,6 +770,9 @@ impl ServerUpper {
         }
         self.job_timeout(t, now);
         self.limit_timeout(t, now);
+        if self.timers.expire(SessionTimer::Keepalive, now) && !t.is_closed() {
+            self.keepalive_fell_due(t, now);
+        }
         if let Some(ch) = self.channel.as_mut()
             && ch.close_deadline.is_some_and(|d| now >= d)
         {
@@ -820,6 +849,70 @@ impl ServerUpper {
     }
 }
 
+impl ServerUpper {
+    /// Re-arms the keepalive probe: the client just spoke.
+    fn heard_from_client(&mut self, now: Instant) {
+        self.keepalives_unanswered = 0;
+        self.keepalive_due = false;
+        if self.phase == Phase::Connected {
+            self.arm_keepalive(now);
+        }
+    }
+
+    pub(super) fn arm_keepalive(&mut self, now: Instant) {
+        if self.config.keepalive_interval.is_zero() {
+            return;
+        }
+        self.timers.set(
+            SessionTimer::Keepalive,
+            now + self.config.keepalive_interval,
+        );
+    }
+
+    /// The client has been silent for a whole interval: probe it, or give
+    /// it up once enough probes went unanswered.
+    fn keepalive_fell_due(&mut self, t: &mut Transport, now: Instant) {
+        if self.keepalives_unanswered >= self.config.keepalive_count_max {
+            tracing::info!(
+                session = %self.id,
+                unanswered = self.keepalives_unanswered,
+                "dead client: no answer to keepalives; closing the connection"
+            );
+            t.disconnect(DisconnectReason::ByApplication, "keepalive timeout");
+            // Nobody reads what is left: the connection ends as soon as
+            // the command is stopped.
+            self.peer_gone = true;
+            self.stop_job(now);
+            return;
+        }
+        if t.in_kex() {
+            // Never in the middle of a key exchange: it goes out after.
+            self.keepalive_due = true;
+            return;
+        }
+        self.send_keepalive(t, now);
+    }
+
+    fn send_keepalive(&mut self, t: &mut Transport, now: Instant) {
+        self.keepalive_due = false;
+        self.keepalives_unanswered += 1;
+        tracing::debug!(session = %self.id, unanswered = self.keepalives_unanswered, "keepalive sent");
+        t.send(|out| {
+            wire::put_u8(out, numbers::GLOBAL_REQUEST);
+            wire::put_string(out, b"keepalive@openssh.com");
+            wire::put_bool(out, true);
+        });
+        self.arm_keepalive(now);
+    }
+
+    /// A keepalive that waited for a key exchange goes out once it ended.
+    fn send_deferred_keepalive(&mut self, t: &mut Transport, now: Instant) {
+        if self.keepalive_due && !t.in_kex() && !t.is_closed() {
+            self.send_keepalive(t, now);
+        }
+    }
+}
+
 impl Upper for ServerUpper {
     fn on_established(&mut self, _t: &mut Transport, _now: Instant) {
         self.phase = Phase::AwaitService;
@@ -827,6 +920,13 @@ impl Upper for ServerUpper {
 
     fn on_message(&mut self, t: &mut Transport, now: Instant, _seq: u32, payload: &[u8]) {
         let number = payload[0];
+        let liveness_only = matches!(
+            number,
+            numbers::REQUEST_SUCCESS | numbers::REQUEST_FAILURE | numbers::UNIMPLEMENTED
+        );
+        if let Some(limits) = self.limits.as_mut().filter(|_| !liveness_only) {
+            limits.last_activity = now;
+        }
         match (self.phase, number) {
             (_, numbers::EXT_INFO) => {}
             (_, numbers::UNIMPLEMENTED) => {
@@ -837,6 +937,8 @@ impl Upper for ServerUpper {
             // RFC 4252 §5.1: requests after success are ignored.
             (Phase::Connected, numbers::USERAUTH_REQUEST) => {}
             (Phase::Connected, numbers::GLOBAL_REQUEST) => self.on_global_request(t, payload),
+            // Answers to our keepalives: hearing anything was the point.
+            (Phase::Connected, numbers::REQUEST_SUCCESS | numbers::REQUEST_FAILURE) => {}
             (Phase::Connected, 90..=100) => self.on_channel_message(t, now, payload),
             _ => {
                 let name = wire::msg_info(number).map_or("unknown message", |m| m.name);

@@ -47,6 +47,24 @@ impl ServerUpper {
         self.job = Job::CheckingAccess { id, cmd };
     }
 
+    /// Asks the platform for a build dyno.
+    pub(super) fn provision(&mut self, cmd: GitCommand, now: Instant) {
+        let config = self.config.clone();
+        let Mode::Api { api, .. } = &config.mode else {
+            return self.internal_error("a dyno asked for in standalone mode");
+        };
+        tracing::info!(session = %self.id, app = cmd.repo.as_str(), "provisioning");
+        let request = api::provision_request(api, &cmd.repo, cmd.verb);
+        let id = self.next_id();
+        self.outputs.push_back(Output::Http { id, request });
+        let progress_at = now + PROGRESS_FIRST;
+        self.job = Job::Provisioning {
+            id,
+            cmd,
+            progress_at,
+        };
+    }
+
     /// An HTTP answer for the job (the access check or provisioning).
     pub(super) fn on_http_done(
         &mut self,
@@ -58,23 +76,12 @@ impl ServerUpper {
             Job::CheckingAccess { id: expected, cmd } if expected == id => {
                 match api::parse_access(&result) {
                     AccessResult::Granted => {
-                        if !self.take_push_lock(&cmd, now) {
-                            return;
+                        tracing::info!(session = %self.id, app = cmd.repo.as_str(), "access granted");
+                        if cmd.verb.is_push() {
+                            self.request_push_lock(cmd);
+                        } else {
+                            self.provision(cmd, now);
                         }
-                        let config = self.config.clone();
-                        let Mode::Api { api, .. } = &config.mode else {
-                            return;
-                        };
-                        tracing::info!(session = %self.id, app = cmd.repo.as_str(), "access granted; provisioning");
-                        let request = api::provision_request(api, &cmd.repo, cmd.verb);
-                        let id = self.next_id();
-                        self.outputs.push_back(Output::Http { id, request });
-                        let progress_at = now + PROGRESS_FIRST;
-                        self.job = Job::Provisioning {
-                            id,
-                            cmd,
-                            progress_at,
-                        };
                     }
                     AccessResult::Denied => {
                         tracing::info!(session = %self.id, app = cmd.repo.as_str(), "no such app or no access");

@@ -33,6 +33,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::timer::{Timers, timer_kinds};
+
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -127,6 +129,18 @@ pub enum Handled {
     Unknown,
 }
 
+timer_kinds! {
+    /// The transport's deadlines.
+    enum TransportTimer {
+        /// The peer's identification string is due.
+        Version,
+        /// A key exchange in progress must have finished.
+        Kex,
+        /// Time for a re-key (`RekeyLimit`'s interval).
+        Rekey,
+    }
+}
+
 /// The transport layer of one connection, minus the incoming packet reader.
 pub struct Transport {
     role: Role,
@@ -144,9 +158,7 @@ pub struct Transport {
     peer_wants_ext_info: bool,
     deferred: VecDeque<Vec<u8>>,
     deferred_bytes: usize,
-    started: Instant,
-    last_kex: Instant,
-    kex_started: Option<Instant>,
+    timers: Timers<TransportTimer, 3>,
     rx_update: Option<(PacketCipher, bool)>,
     close: Option<CloseReason>,
     peer_host_key: Option<Vec<u8>>,
@@ -160,6 +172,8 @@ impl Transport {
         let mut tx = PacketWriter::new();
         tx.write_raw(&our_version);
         tx.write_raw(b"\r\n");
+        let mut timers = Timers::default();
+        timers.set(TransportTimer::Version, now + config.version_timeout);
         Self {
             role,
             config,
@@ -176,9 +190,7 @@ impl Transport {
             peer_wants_ext_info: false,
             deferred: VecDeque::new(),
             deferred_bytes: 0,
-            started: now,
-            last_kex: now,
-            kex_started: None,
+            timers,
             rx_update: None,
             close: None,
             peer_host_key: None,
@@ -274,6 +286,7 @@ impl Transport {
     /// Records the peer's version line and starts the first key exchange.
     pub fn on_peer_version(&mut self, line: &[u8], now: Instant) {
         self.peer_version = Some(line.to_vec());
+        self.timers.stop(TransportTimer::Version);
         self.start_kex(now);
     }
 
@@ -348,16 +361,7 @@ impl Transport {
         if self.close.is_some() {
             return None;
         }
-        if self.peer_version.is_none() {
-            return Some(self.started + self.config.version_timeout);
-        }
-        if let Some(at) = self.kex_started {
-            return Some(at + self.config.kex_timeout);
-        }
-        if self.established {
-            return Some(self.last_kex + self.config.rekey_interval);
-        }
-        None
+        self.timers.next()
     }
 
     /// Acts on deadlines: version and key-exchange timeouts, timed re-keys.
@@ -365,23 +369,19 @@ impl Transport {
         if self.close.is_some() {
             return;
         }
-        if self.peer_version.is_none() {
-            if now >= self.started + self.config.version_timeout {
-                self.close_silently(CloseReason::BadVersion("no identification string in time"));
-            }
-            return;
-        }
-        if let Some(at) = self.kex_started {
-            if now >= at + self.config.kex_timeout {
-                self.disconnect(
+        for timer in self.timers.take_due(now) {
+            match timer {
+                TransportTimer::Version => {
+                    self.close_silently(CloseReason::BadVersion(
+                        "no identification string in time",
+                    ));
+                }
+                TransportTimer::Kex => self.disconnect(
                     DisconnectReason::KeyExchangeFailed,
                     "key exchange timed out",
-                );
+                ),
+                TransportTimer::Rekey => self.start_kex(now),
             }
-            return;
-        }
-        if self.established && now >= self.last_kex + self.config.rekey_interval {
-            self.start_kex(now);
         }
     }
 
@@ -424,7 +424,9 @@ impl Transport {
         self.tx.packet(rng, |out| out.extend_from_slice(&payload));
         self.our_kexinit = payload;
         self.phase = Phase::AwaitPeerInit;
-        self.kex_started = Some(now);
+        self.timers.stop(TransportTimer::Rekey);
+        self.timers
+            .set(TransportTimer::Kex, now + self.config.kex_timeout);
     }
 
     fn offer(&self) -> Offer {
@@ -834,8 +836,9 @@ impl Transport {
             return Handled::Done;
         };
         self.rx_update = Some((PacketCipher::new(&rx_keys), self.strict));
-        self.last_kex = now;
-        self.kex_started = None;
+        self.timers.stop(TransportTimer::Kex);
+        self.timers
+            .set(TransportTimer::Rekey, now + self.config.rekey_interval);
         if self.established {
             Handled::Done
         } else {

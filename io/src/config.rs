@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+pub use gitmouth_core::setup::{HostKeySource, HostKeyStep, host_key_step};
 
 /// Variables visible to the server: the process environment over a `.env`
 /// file (a variable already in the environment wins, as the original's
@@ -95,6 +96,17 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub idle_timeout: u64,
 
+    /// Seconds an authenticated client may stay silent before the server
+    /// probes it with a keepalive (0: never; OpenSSH's ClientAliveInterval)
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub keepalive_interval: u64,
+
+    /// Unanswered keepalives after which the client is taken for dead and
+    /// its connection closed (OpenSSH's ClientAliveCountMax)
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub keepalive_count_max: u32,
+
     /// Seconds an authenticated connection may last in all
     #[arg(long, value_name = "SECS", default_value_t = 7200)]
     pub max_session_time: u64,
@@ -133,8 +145,8 @@ pub struct Cli {
 
     /// Trusted network (ADDR or ADDR/PREFIX) that bypasses admission control:
     /// a health checker, your own tests; repeatable
-    #[arg(long = "admission-exempt", value_name = "NET", value_parser = crate::admission::Network::parse)]
-    pub admission_exempt: Vec<crate::admission::Network>,
+    #[arg(long = "admission-exempt", value_name = "NET", value_parser = gitmouth_core::admission::Network::parse)]
+    pub admission_exempt: Vec<gitmouth_core::admission::Network>,
 
     /// standalone: keys from an authorized_keys file, git run locally; api:
     /// an Openruko platform's API server and dynos [default: api when
@@ -200,15 +212,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size out of range: {text:?}"))
 }
 
-/// Where a host key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKeySource {
-    /// Named by the operator: must exist.
-    Given(PathBuf),
-    /// The default path: generated (ed25519, mode 0600) when missing.
-    Default(PathBuf),
-}
-
 /// The settings a runtime starts a server with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -224,6 +227,10 @@ pub struct Settings {
     pub max_auth_tries: u32,
     /// Idle limit after authentication.
     pub idle_timeout: Duration,
+    /// Silence after which a keepalive probes the client (zero: never).
+    pub keepalive_interval: Duration,
+    /// Unanswered keepalives after which the client is dead.
+    pub keepalive_count_max: u32,
     /// Total limit after authentication.
     pub max_session: Duration,
     /// Re-key volume.
@@ -241,7 +248,7 @@ pub struct Settings {
     /// Things the operator should hear about at start.
     pub warnings: Vec<String>,
     /// Limits on unauthenticated connections.
-    pub admission: crate::admission::AdmissionConfig,
+    pub admission: gitmouth_core::admission::AdmissionConfig,
 }
 
 /// Which backend, with its settings.
@@ -257,7 +264,7 @@ pub enum ModeSettings {
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     /// The API server and our key to it.
-    pub api: crate::app::api::ApiServer,
+    pub api: gitmouth_core::app::api::ApiServer,
     /// `DYNOHOST_RENDEZVOUS_PORT`.
     pub rendezvous_port: u16,
     /// How to verify the API server's certificate (https only).
@@ -294,7 +301,7 @@ fn env_port(env: &Env, name: &str, default: u16) -> Result<u16, String> {
 }
 
 fn api_settings(cli: &Cli, env: &Env, warnings: &mut Vec<String>) -> Result<ApiSettings, String> {
-    use crate::app::api::{ApiServer, Scheme};
+    use gitmouth_core::app::api::{ApiServer, Scheme};
     let key = env
         .non_empty("APISERVER_KEY")
         .ok_or("API mode needs APISERVER_KEY (in the environment or in ./.env)")?;
@@ -409,7 +416,7 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         .public_host
         .unwrap_or_else(|| host_name.trim().to_owned());
     let (start, rate, full) = cli.max_startups;
-    let admission = crate::admission::AdmissionConfig {
+    let admission = gitmouth_core::admission::AdmissionConfig {
         start,
         rate,
         full,
@@ -431,6 +438,8 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         login_grace: Duration::from_secs(cli.login_grace_time),
         max_auth_tries: cli.max_auth_tries,
         idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
+        keepalive_interval: Duration::from_secs(cli.keepalive_interval),
+        keepalive_count_max: cli.keepalive_count_max,
         max_session: Duration::from_secs(cli.max_session_time.max(1)),
         rekey_limit: cli.rekey_limit,
         rekey_interval: Duration::from_secs(cli.rekey_interval),
@@ -438,57 +447,31 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
     })
 }
 
-/// What to do with one host key source, given the result of reading it.
-pub enum HostKeyStep {
-    /// The file held a usable key.
-    Loaded(crate::transport::hostkey::HostKey),
-    /// The default key is missing: write `contents` to `path` (mode 0600,
-    /// creating the directory), then use `key`.
-    Create {
-        /// The new key.
-        key: crate::transport::hostkey::HostKey,
-        /// Where to write it.
-        path: PathBuf,
-        /// OpenSSH private-key text.
-        contents: zeroize::Zeroizing<String>,
-    },
-}
-
-/// Decides what a host key source yields: parse what was read, generate the
-/// default key when it is missing, and refuse anything else with a message
-/// naming the file. `seed` feeds key generation.
-pub fn host_key_step(
-    source: &HostKeySource,
-    read: Result<Vec<u8>, std::io::ErrorKind>,
-    seed: [u8; 32],
-) -> Result<HostKeyStep, String> {
-    use crate::transport::hostkey::HostKey;
-    use rand_core::SeedableRng;
-    let (path, may_create) = match source {
-        HostKeySource::Given(p) => (p, false),
-        HostKeySource::Default(p) => (p, true),
+/// The core's configuration for these settings, around the loaded host
+/// keys and the chosen mode.
+pub fn server_config(
+    settings: &Settings,
+    host_keys: Vec<gitmouth_core::transport::hostkey::HostKey>,
+    mode: gitmouth_core::server::Mode,
+) -> gitmouth_core::server::ServerConfig {
+    use gitmouth_core::transport::TransportConfig;
+    let transport = TransportConfig {
+        rekey_bytes: settings.rekey_limit,
+        rekey_interval: settings.rekey_interval,
+        ..TransportConfig::default()
     };
-    match read {
-        Ok(bytes) => HostKey::from_private_key_file(&bytes)
-            .map(HostKeyStep::Loaded)
-            .map_err(|e| format!("host key {}: {e}", path.display())),
-        Err(std::io::ErrorKind::NotFound) if may_create => {
-            let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
-            let key = HostKey::generate_ed25519(&mut rng);
-            let contents = key
-                .to_openssh_private("gitmouth host key")
-                .map_err(|e| format!("cannot encode a new host key: {e}"))?;
-            Ok(HostKeyStep::Create {
-                key,
-                path: path.clone(),
-                contents,
-            })
-        }
-        Err(std::io::ErrorKind::NotFound) => Err(format!(
-            "host key {} does not exist (a key named with --host-key or GITMOUTH_PRIVATE_KEY is never generated)",
-            path.display()
-        )),
-        Err(kind) => Err(format!("host key {}: cannot read: {kind}", path.display())),
+    gitmouth_core::server::ServerConfig {
+        transport: std::sync::Arc::new(transport),
+        host_keys: host_keys.into(),
+        login_grace: settings.login_grace,
+        max_auth_attempts: settings.max_auth_tries,
+        public_host: settings.public_host.clone(),
+        kill_grace: Duration::from_secs(5),
+        idle_timeout: settings.idle_timeout,
+        max_session: settings.max_session,
+        keepalive_interval: settings.keepalive_interval,
+        keepalive_count_max: settings.keepalive_count_max,
+        mode,
     }
 }
 
@@ -693,5 +676,24 @@ mod tests {
                 && parse_size("x").is_err()
                 && parse_size("99999999999G").is_err()
         );
+    }
+
+    #[test]
+    fn keepalive_flags_default_to_15_seconds_and_3_probes() {
+        let e = Env::default();
+        let s = parse("gitmouth", args(&[]), &e, "box").unwrap();
+        assert_eq!(s.keepalive_interval, Duration::from_secs(15));
+        assert_eq!(s.keepalive_count_max, 3);
+        let s = parse(
+            "gitmouth",
+            args(&["--keepalive-interval", "0", "--keepalive-count-max", "2"]),
+            &e,
+            "box",
+        )
+        .unwrap();
+        assert_eq!(s.keepalive_interval, Duration::ZERO);
+        assert_eq!(s.keepalive_count_max, 2);
+        let refused = parse("gitmouth", args(&["--keepalive-count-max", "0"]), &e, "box");
+        assert!(refused.is_err());
     }
 }
