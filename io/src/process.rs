@@ -6,7 +6,9 @@ use std::process::Stdio;
 
 use async_process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use futures_lite::AsyncReadExt;
-use gitmouth_core::server::{ExitStatus, ProcessSpec, RepoError, RequestId, Signal, signal_name};
+use gitmouth_core::server::{
+    ExitStatus, ProcessSpec, RepoError, RepoInit, RequestId, Signal, signal_name,
+};
 
 /// Largest helper output kept (`git for-each-ref` of a new repository).
 const HELPER_OUTPUT_MAX: u64 = 64 * 1024;
@@ -116,32 +118,27 @@ pub fn exit_status(result: std::io::Result<std::process::ExitStatus>) -> ExitSta
 }
 
 /// Makes sure a bare repository exists at `path` (see
-/// [`gitmouth_core::server::Output::OpenRepo`]).
-pub async fn open_repo(path: std::path::PathBuf, create: bool) -> Result<bool, RepoError> {
+/// [`gitmouth_core::server::Output::OpenRepo`]): the core says how to
+/// create it; this runs that and renames the result into place.
+pub async fn open_repo(
+    path: std::path::PathBuf,
+    create: Option<RepoInit>,
+) -> Result<bool, RepoError> {
     if path.join("HEAD").is_file() {
         return Ok(false);
     }
-    if !create {
+    let Some(RepoInit { temp, init }) = create else {
         return Err(RepoError::NotFound);
-    }
+    };
     let parent = path
         .parent()
         .ok_or_else(|| RepoError::Failed(format!("{}: no parent", path.display())))?;
     std::fs::create_dir_all(parent)
         .map_err(|e| RepoError::Failed(format!("{}: {e}", parent.display())))?;
-    // Initialise beside the final place and rename into it, so that two
-    // first pushes at once cannot trip over a half-made repository: the
-    // rename is atomic, and the loser finds the winner's repository. (A
-    // name starting with '.' is never a repository name.)
-    let suffix: String = crate::seed()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let temp = parent.join(format!(".init-{suffix}"));
-    let out = Command::new("git")
-        .args(["init", "--bare", "--quiet"])
-        .arg(&temp)
+    let out = command(&init)
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .output()
         .await
         .map_err(|e| RepoError::Failed(format!("git init: {e}")))?;

@@ -441,7 +441,7 @@ impl FakeRuntime {
             Output::OpenRepo { id, path, create } => {
                 let result = if self.repos.contains(path) {
                     Ok(false)
-                } else if *create {
+                } else if create.is_some() {
                     self.repos.insert(path.clone());
                     self.unborn.insert(path.clone());
                     Ok(true)

@@ -458,11 +458,29 @@ fn a_push_to_a_new_repository_points_head_at_its_branch() {
     pair.open(&alice, 1 << 20, 32768);
     pair.client.exec(b"git-receive-pack 'fresh.git'", true);
     pair.drive();
-    assert!(
-        pair.rt
-            .outputs
-            .iter()
-            .any(|o| matches!(o, Output::OpenRepo { create: true, .. }))
+    // Created beside its final place under a dot-name, by the git init
+    // the core spells out, then renamed into place by the runtime.
+    let init = pair
+        .rt
+        .outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::OpenRepo {
+                path,
+                create: Some(init),
+                ..
+            } => Some((path.clone(), init.clone())),
+            _ => None,
+        })
+        .expect("the repository is opened for creation");
+    assert_eq!(init.0, std::path::Path::new("/srv/repos/fresh.git"));
+    assert_eq!(init.1.temp.parent(), init.0.parent());
+    let temp_name = init.1.temp.file_name().unwrap().to_str().unwrap();
+    assert!(temp_name.starts_with(".init-"), "{temp_name}");
+    assert_eq!(init.1.init.program, "git");
+    assert_eq!(
+        init.1.init.args,
+        ["init", "--bare", "--quiet", init.1.temp.to_str().unwrap()]
     );
     pair.client.send_eof();
     pair.drive();
@@ -490,7 +508,7 @@ fn a_push_to_a_new_repository_points_head_at_its_branch() {
         pair.rt
             .outputs
             .iter()
-            .any(|o| matches!(o, Output::OpenRepo { create: false, .. }))
+            .any(|o| matches!(o, Output::OpenRepo { create: None, .. }))
     );
     assert!(pair.rt.repos.is_empty());
 }

@@ -238,10 +238,24 @@ impl ServerUpper {
         };
         let path = repos.join(format!("{}.git", cmd.repo.as_str()));
         let id = self.next_id();
+        let create = cmd.verb.is_push().then(|| {
+            let name = format!(".init-{}-{}", self.id, id.0);
+            let temp = path.with_file_name(name);
+            let init = git(
+                vec![
+                    "init".into(),
+                    "--bare".into(),
+                    "--quiet".into(),
+                    temp.clone().into_os_string(),
+                ],
+                None,
+            );
+            super::RepoInit { temp, init }
+        });
         self.outputs.push_back(Output::OpenRepo {
             id,
             path: path.clone(),
-            create: cmd.verb.is_push(),
+            create,
         });
         self.job = Job::OpeningRepo { id, cmd, path };
     }

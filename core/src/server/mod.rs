@@ -302,19 +302,34 @@ pub enum Input<'a> {
     },
 }
 
+/// How a missing repository is created: initialised beside its final
+/// place, then renamed into it, so that two first pushes at once cannot
+/// trip over a half-made repository (the rename is atomic; the loser finds
+/// the winner's repository).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoInit {
+    /// Where `init` makes the repository (a name starting with '.', which
+    /// is never a repository's).
+    pub temp: PathBuf,
+    /// `git init --bare --quiet <temp>`.
+    pub init: ProcessSpec,
+}
+
 /// Something the runtime must do, from [`Session::poll_output`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
     /// Make sure a bare repository exists at `path`: answer `Ok(false)` if
-    /// it does; if not and `create`, run `git init --bare` there and answer
-    /// `Ok(true)`; otherwise answer `Err(RepoError::NotFound)`.
+    /// it does; if not and `create` says how, run its `init` (which makes
+    /// a bare repository at its `temp`), rename `temp` to `path` and answer
+    /// `Ok(true)` (or `Ok(false)` if another push's rename won: remove
+    /// `temp` then); without `create`, answer `Err(RepoError::NotFound)`.
     OpenRepo {
         /// The request.
         id: RequestId,
         /// The repository's directory.
         path: PathBuf,
-        /// Whether to create it when missing.
-        create: bool,
+        /// How to create it when missing (a push), or `None` (a clone).
+        create: Option<RepoInit>,
     },
     /// Start the command with its stdin, stdout and stderr piped; answer
     /// with [`Input::Spawned`], then relay.
