@@ -1,4 +1,4 @@
-//! Admission control before any cryptography (SECURITY.md rule 5):
+//! Admission control before any cryptography:
 //! OpenSSH's `MaxStartups` (random early drop of unauthenticated
 //! connections), a per-source cap on unauthenticated connections, and
 //! `PerSourcePenalties` (sources that keep failing are refused for a while).

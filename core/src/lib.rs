@@ -40,7 +40,7 @@ impl std::fmt::Debug for SecretBytes {
 
 /// Renders client-controlled bytes for a log line: non-printable bytes
 /// escaped, at most 200 characters, so a peer can neither forge log lines
-/// nor flood them (SECURITY.md rule 8).
+/// nor flood them.
 pub fn log_safe(bytes: &[u8]) -> String {
     const MAX: usize = 200;
     let mut out = String::new();

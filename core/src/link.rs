@@ -20,7 +20,7 @@ pub trait Upper {
     fn on_message(&mut self, t: &mut Transport, now: Instant, seq: u32, payload: &[u8]);
     /// Whether a message number nobody implements is answered with
     /// UNIMPLEMENTED (true) or ends the connection (false: a server before
-    /// authentication keeps a strict list, SECURITY.md rule 1).
+    /// authentication keeps a strict list).
     fn answers_unknown(&self) -> bool {
         true
     }

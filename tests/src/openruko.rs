@@ -1,4 +1,4 @@
-//! Emulators of an Openruko platform (`protocols/openruko.md` §1-4): the API
+//! Emulators of an Openruko platform (`docs/openruko.md` §1-4): the API
 //! server (key lookup, access check, provisioning) and a dyno host (the TLS
 //! rendezvous, running the real `git receive-pack` / `upload-pack` /
 //! `upload-archive` on real bare repositories), for gitmouth's API-mode
@@ -8,7 +8,7 @@
 //! `Authorization` headers, the rendezvous header read from the first TLS
 //! read only, `Dyno does not exist.`, the `E:` error stream, close_notify on
 //! a clean end), record everything they see for assertions, and can be told
-//! to misbehave in each way SECURITY.md's "Backend" list names. They use
+//! to misbehave in each way a failing platform can. They use
 //! blocking `std::net` sockets and a thread per connection: simple, and
 //! entirely separate from the server under test.
 
@@ -769,7 +769,7 @@ fn route_of(method: &str, target: &str) -> Option<(ApiRoute, String)> {
 
 const JSON: &str = "application/json; charset=utf-8";
 
-/// The platform's answer when it behaves (protocols/openruko.md §1-3).
+/// The platform's answer when it behaves (docs/openruko.md §1-3).
 fn answer(shared: &ApiShared, route: Option<(ApiRoute, String)>, head: &Head) -> Vec<u8> {
     let state = shared.state.lock().unwrap();
     let auth = head.authorization.as_deref();

@@ -1,4 +1,4 @@
-//! API mode end to end (`protocols/openruko.md`): both server binaries
+//! API mode end to end (`docs/openruko.md`): both server binaries
 //! against emulators of the Openruko API server and dyno host
 //! (`gitmouth_tests::openruko`), driven by the real `ssh` and `git`.
 //!
@@ -875,8 +875,7 @@ fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind(runtime: Runtim
         "{:?}",
         p.api.events()
     );
-    // And the request was closed within seconds of the hang-up
-    // (SECURITY.md: "backend closed within seconds"), not held open
+    // And the request was closed within seconds of the hang-up, not held open
     // until the platform answered (or --provision-timeout).
     assert!(
         provision_closed,
@@ -889,7 +888,7 @@ fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind(runtime: Runtim
 per_runtime!(the_clients_eof_is_not_a_hang_up_for_the_dyno);
 fn the_clients_eof_is_not_a_hang_up_for_the_dyno(runtime: Runtime) {
     // ssh with nothing on stdin sends EOF at once; the dyno host would
-    // take a half-close for a hang-up (protocols/openruko.md §4.6).
+    // take a half-close for a hang-up (docs/openruko.md §4.6).
     let p = Platform::start(runtime, Setup::default());
     let upload_pack = format!("git-upload-pack '{APP}.git'");
     let mut cmd = p.server.ssh().key(&p.user).command(&[&upload_pack]);

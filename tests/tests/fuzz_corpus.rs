@@ -1,8 +1,7 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/*`) through the
 //! fuzz targets' bodies, on stable and without libFuzzer, so that every
 //! crash the fuzzer ever found (its reproducer is committed into the corpus)
-//! stays fixed and every interesting input keeps being exercised
-//! (STYLE.md habit 12).
+//! stays fixed and every interesting input keeps being exercised.
 //!
 //! The bodies live in `fuzz/bodies` (package `gitmouth-fuzz-bodies`), the
 //! same functions the libFuzzer targets in `fuzz/fuzz_targets/` call.

@@ -1,5 +1,5 @@
 //! User authentication in memory: success, every refusal, and the attacks
-//! other SSH servers fell to (SECURITY.md).
+//! other SSH servers fell to.
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,5 +1,5 @@
 //! The relay is the hot path: once warmed up, moving data through the
-//! server session allocates nothing per packet (STYLE.md habit 5). A
+//! server session allocates nothing per packet. A
 //! counting allocator counts only inside the server's own calls.
 
 #![allow(clippy::unwrap_used)]

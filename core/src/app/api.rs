@@ -1,4 +1,4 @@
-//! The Openruko API server's three calls (`protocols/openruko.md` §1-3), as
+//! The Openruko API server's three calls (`docs/openruko.md` §1-3), as
 //! data: the requests are built here and the replies parsed here, strictly;
 //! a runtime only carries them.
 

@@ -1,8 +1,8 @@
 //! The git command of an RFC 4254 §6.5 `exec` request, and the
 //! `GIT_PROTOCOL` value of an RFC 4254 §6.4 `env` request.
 //!
-//! The exec string is parsed here, never handed to a shell (SECURITY.md,
-//! rule 6). The whole grammar:
+//! The exec string is parsed here, never handed to a shell.
+//! The whole grammar:
 //!
 //! ```text
 //! command = verb SP path                 ; exactly one space

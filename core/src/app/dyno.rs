@@ -1,4 +1,4 @@
-//! The rendezvous with a dyno (`protocols/openruko.md` §4): the header,
+//! The rendezvous with a dyno (`docs/openruko.md` §4): the header,
 //! where the dyno's bytes go, and what its close means.
 //!
 //! The dyno host merges the command's stdout and stderr, and reports its

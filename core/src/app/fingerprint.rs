@@ -1,5 +1,5 @@
 //! Public-key fingerprints: MD5 of the key blob (the Openruko key lookup,
-//! `../protocols/openruko.md` §1) and SHA-256 as `ssh-keygen -l` prints it.
+//! `docs/openruko.md` §1) and SHA-256 as `ssh-keygen -l` prints it.
 //!
 //! The key blob is the RFC 4253 §6.6 public-key encoding: the base64-decoded
 //! second field of an `authorized_keys` line, or the `public key blob` string

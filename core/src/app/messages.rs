@@ -1,8 +1,8 @@
 //! What users see on the channel's stderr (RFC 4254 §5.2 extended data,
 //! type 1) and the exit status (RFC 4254 §6.10) that follows each message.
 //!
-//! The texts are DESIGN.md's "What users see" and the Openruko original's
-//! (`protocols/openruko.md`, "What the user sees"); where the original had a
+//! The texts are the design's and the Openruko original's
+//! (`docs/openruko.md`, "What the user sees"); where the original had a
 //! text its bytes are kept exactly, since people and scripts match on them.
 //! Every function here is pure: the session decides when to send what.
 
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn originals_are_byte_exact() {
-        // protocols/openruko.md, with heroku.com as the public host.
+        // docs/openruko.md, with heroku.com as the public host.
         assert_eq!(
             invalid_path("heroku.com").as_bytes(),
             b"\n ! Invalid path.\n ! Syntax is: git@heroku.com:<app>.git where <app> is your app's name.\n\n"

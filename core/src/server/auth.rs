@@ -2,7 +2,7 @@
 //!
 //! Only `publickey` is offered. A query (no signature) is answered
 //! `PK_OK` only for a key that would be accepted; a refused query counts as
-//! a failed attempt (SECURITY.md rule 2). The identity comes only from the
+//! a failed attempt. The identity comes only from the
 //! key whose signature was verified in the same request: nothing is
 //! remembered from a query except the cached answer "this key exists", so
 //! querying key B and signing with key A yields A's user, and signing with

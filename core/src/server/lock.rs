@@ -1,4 +1,4 @@
-//! One push at a time per repository (DESIGN.md, "Locking"): a second push
+//! One push at a time per repository: a second push
 //! is told plainly that another is in progress. Clones take no lock.
 //!
 //! The lock is shared state, so the session never touches it: it asks

@@ -1,4 +1,4 @@
-//! The git command's lifecycle in API mode (`protocols/openruko.md`):
+//! The git command's lifecycle in API mode (`docs/openruko.md`):
 //! check the user's access to the app, provision a build dyno, meet it over
 //! TLS and relay until it closes.
 //!

@@ -13,7 +13,7 @@ use rand_core::Rng;
 
 use super::cipher::PacketCipher;
 
-/// Largest `packet_length` accepted (SECURITY.md rule 3: 256 KiB). RFC 4253
+/// Largest `packet_length` accepted. RFC 4253
 /// §6.1 requires 35000 bytes; real peers stay near 32 KiB of payload.
 pub const MAX_PACKET_LEN: u32 = 256 * 1024;
 /// The payload size we announce as our channels' maximum packet size leaves

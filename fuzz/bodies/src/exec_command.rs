@@ -1,7 +1,7 @@
 //! Target `exec_command`: the git command of an `exec` request and the
 //! `GIT_PROTOCOL` value of an `env` request (RFC 4254 §6.5, §6.4).
 //!
-//! The invariant that matters (SECURITY.md rule 6): any accepted repository
+//! The invariant that matters: any accepted repository
 //! name matches `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`, checked here by code
 //! written apart from the core's. Also: an accepted command re-parses to the
 //! same command in every quoting a client may use, and an accepted

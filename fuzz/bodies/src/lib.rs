@@ -6,7 +6,7 @@
 //! the same code (`tests/tests/fuzz_corpus.rs`), without libFuzzer.
 //!
 //! A body returns normally for every input the core handles correctly and
-//! panics otherwise: on a panic inside the core (STYLE.md habit 13: a panic
+//! panics otherwise: on a panic inside the core (a panic
 //! is a bug, never bad input), or when one of the invariants checked here
 //! fails. Rejecting an input is never a failure.
 

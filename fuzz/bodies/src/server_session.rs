@@ -8,7 +8,7 @@
 //! `Input::Timeout` after each chunk and virtual time creeping by a
 //! microsecond per chunk, and in one piece. What the server sends while the
 //! input is fed must be byte-for-byte the same both ways: neither chunking
-//! nor a timeout that is not due may change anything (STYLE.md habit 11).
+//! nor a timeout that is not due may change anything.
 //! After the input, the chunked run jumps virtual time to each deadline the
 //! session asks for, then reports the peer gone, and checks the end of the
 //! contract: `Close` is reported exactly once, no deadline is asked for
