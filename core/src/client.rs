@@ -12,6 +12,7 @@ use std::time::Instant;
 use ssh_encoding::Encode;
 use ssh_key::{PrivateKey, PublicKey};
 
+use crate::connection::msg::{ChannelMsg, Request};
 use crate::link::{Link, Upper};
 use crate::transport::disconnect::CloseReason;
 use crate::transport::hostkey::HostKeyAlg;
@@ -274,11 +275,14 @@ impl Client {
         self.upper.local_window = window;
         self.upper.initial_window = window;
         self.link.t.send(|out| {
-            wire::put_u8(out, numbers::CHANNEL_OPEN);
-            wire::put_string(out, b"session");
-            wire::put_u32(out, 0);
-            wire::put_u32(out, window);
-            wire::put_u32(out, max_packet);
+            ChannelMsg::Open {
+                kind: b"session",
+                sender: 0,
+                window,
+                max_packet,
+                extra: b"",
+            }
+            .encode(out)
         });
     }
 
@@ -286,27 +290,40 @@ impl Client {
     pub fn channel_request(&mut self, kind: &str, want_reply: bool, extra: &[u8]) {
         let remote = self.upper.remote.unwrap_or(0);
         self.link.t.send(|out| {
-            wire::put_u8(out, numbers::CHANNEL_REQUEST);
-            wire::put_u32(out, remote);
-            wire::put_string(out, kind.as_bytes());
-            wire::put_bool(out, want_reply);
-            out.extend_from_slice(extra);
+            ChannelMsg::Request {
+                recipient: remote,
+                want_reply,
+                request: Request::Other {
+                    kind: kind.as_bytes(),
+                    data: extra,
+                },
+            }
+            .encode(out)
         });
     }
 
     /// `exec`.
     pub fn exec(&mut self, command: &[u8], want_reply: bool) {
-        let mut extra = Vec::new();
-        wire::put_string(&mut extra, command);
-        self.channel_request("exec", want_reply, &extra);
+        self.request(want_reply, Request::Exec { command });
     }
 
     /// `env`.
     pub fn env(&mut self, name: &str, value: &str, want_reply: bool) {
-        let mut extra = Vec::new();
-        wire::put_string(&mut extra, name.as_bytes());
-        wire::put_string(&mut extra, value.as_bytes());
-        self.channel_request("env", want_reply, &extra);
+        let (name, value) = (name.as_bytes(), value.as_bytes());
+        self.request(want_reply, Request::Env { name, value });
+    }
+
+    /// A typed channel request.
+    fn request(&mut self, want_reply: bool, request: Request<'_>) {
+        let recipient = self.upper.remote.unwrap_or(0);
+        self.link.t.send(|out| {
+            ChannelMsg::Request {
+                recipient,
+                want_reply,
+                request,
+            }
+            .encode(out)
+        });
     }
 
     /// Sends as much of `data` as the server's window allows; returns how
@@ -323,9 +340,11 @@ impl Client {
                 .min(room);
             let chunk = &data[sent..sent + n];
             self.link.t.send(|out| {
-                wire::put_u8(out, numbers::CHANNEL_DATA);
-                wire::put_u32(out, remote);
-                wire::put_string(out, chunk);
+                ChannelMsg::Data {
+                    recipient: remote,
+                    data: chunk,
+                }
+                .encode(out)
             });
             self.upper.remote_window -= n as u64;
             sent += n;
@@ -336,19 +355,17 @@ impl Client {
     /// CHANNEL_EOF.
     pub fn send_eof(&mut self) {
         let remote = self.upper.remote.unwrap_or(0);
-        self.link.t.send(|out| {
-            wire::put_u8(out, numbers::CHANNEL_EOF);
-            wire::put_u32(out, remote);
-        });
+        self.link
+            .t
+            .send(|out| ChannelMsg::Eof { recipient: remote }.encode(out));
     }
 
     /// CHANNEL_CLOSE.
     pub fn send_close(&mut self) {
         let remote = self.upper.remote.unwrap_or(0);
-        self.link.t.send(|out| {
-            wire::put_u8(out, numbers::CHANNEL_CLOSE);
-            wire::put_u32(out, remote);
-        });
+        self.link
+            .t
+            .send(|out| ChannelMsg::Close { recipient: remote }.encode(out));
     }
 
     /// Grows the server's window by `n`.
@@ -356,9 +373,11 @@ impl Client {
         let remote = self.upper.remote.unwrap_or(0);
         self.upper.local_window = self.upper.local_window.saturating_add(n);
         self.link.t.send(|out| {
-            wire::put_u8(out, numbers::CHANNEL_WINDOW_ADJUST);
-            wire::put_u32(out, remote);
-            wire::put_u32(out, n);
+            ChannelMsg::WindowAdjust {
+                recipient: remote,
+                bytes: n,
+            }
+            .encode(out)
         });
     }
 }
@@ -387,26 +406,6 @@ impl Upper for ClientUpper {
             numbers::USERAUTH_SUCCESS => Event::AuthSuccess,
             numbers::USERAUTH_PK_OK => Event::PkOk,
             numbers::USERAUTH_BANNER => Event::Banner(p.utf8().unwrap_or_default().to_owned()),
-            numbers::CHANNEL_OPEN_CONFIRMATION => {
-                let _ours = p.u32();
-                let (Ok(remote), Ok(window), Ok(max)) = (p.u32(), p.u32(), p.u32()) else {
-                    return;
-                };
-                self.remote = Some(remote);
-                self.remote_window = u64::from(window);
-                self.remote_max = max as usize;
-                Event::ChannelOpened
-            }
-            numbers::CHANNEL_OPEN_FAILURE => {
-                let _ours = p.u32();
-                let reason = p.u32().unwrap_or(0);
-                Event::ChannelOpenFailed {
-                    reason,
-                    description: p.utf8().unwrap_or_default().to_owned(),
-                }
-            }
-            numbers::CHANNEL_SUCCESS => Event::ChannelReply(true),
-            numbers::CHANNEL_FAILURE => Event::ChannelReply(false),
             numbers::GLOBAL_REQUEST => {
                 // Answered as OpenSSH's client answers a server's
                 // keepalive@openssh.com: with a failure, which proves it
@@ -419,50 +418,69 @@ impl Upper for ClientUpper {
             }
             numbers::REQUEST_SUCCESS => Event::GlobalReply(true),
             numbers::REQUEST_FAILURE => Event::GlobalReply(false),
-            numbers::CHANNEL_WINDOW_ADJUST => {
-                let _ours = p.u32();
-                let n = p.u32().unwrap_or(0);
-                self.remote_window += u64::from(n);
-                Event::WindowAdjusted(n)
-            }
-            numbers::CHANNEL_DATA | numbers::CHANNEL_EXTENDED_DATA => {
-                let _ours = p.u32();
-                let extended = number == numbers::CHANNEL_EXTENDED_DATA;
-                if extended {
-                    let _ = p.u32();
-                }
-                let data = p.string().unwrap_or_default().to_vec();
-                self.local_window = self.local_window.saturating_sub(data.len() as u32);
-                if self.auto_window && self.local_window < self.initial_window / 2 {
-                    let n = self.initial_window - self.local_window;
-                    self.local_window += n;
-                    let remote = self.remote.unwrap_or(0);
-                    t.send(|out| {
-                        wire::put_u8(out, numbers::CHANNEL_WINDOW_ADJUST);
-                        wire::put_u32(out, remote);
-                        wire::put_u32(out, n);
-                    });
-                }
-                if extended {
-                    Event::ExtendedData(data)
-                } else {
-                    Event::Data(data)
-                }
-            }
-            numbers::CHANNEL_EOF => Event::Eof,
-            numbers::CHANNEL_CLOSE => Event::Closed,
-            numbers::CHANNEL_REQUEST => {
-                let _ours = p.u32();
-                let kind = p.string().unwrap_or_default();
-                let _want = p.bool();
-                match kind {
-                    b"exit-status" => Event::ExitStatus(p.u32().unwrap_or(u32::MAX)),
-                    b"exit-signal" => Event::ExitSignal(p.utf8().unwrap_or_default().to_owned()),
-                    _ => Event::Other(number),
-                }
-            }
+            n if crate::connection::is_channel_message(n) => match ChannelMsg::parse(payload) {
+                Ok(msg) => self.on_channel_message(t, msg),
+                Err(_) => Event::Other(n),
+            },
             other => Event::Other(other),
         };
         self.events.push_back(event);
+    }
+}
+
+impl ClientUpper {
+    /// A channel message from the server (we have one channel).
+    fn on_channel_message(&mut self, t: &mut Transport, msg: ChannelMsg<'_>) -> Event {
+        match msg {
+            ChannelMsg::OpenConfirmation {
+                sender,
+                window,
+                max_packet,
+                ..
+            } => {
+                self.remote = Some(sender);
+                self.remote_window = u64::from(window);
+                self.remote_max = max_packet as usize;
+                Event::ChannelOpened
+            }
+            ChannelMsg::OpenFailure {
+                reason,
+                description,
+                ..
+            } => Event::ChannelOpenFailed {
+                reason,
+                description: String::from_utf8_lossy(description).into_owned(),
+            },
+            ChannelMsg::Success { .. } => Event::ChannelReply(true),
+            ChannelMsg::Failure { .. } => Event::ChannelReply(false),
+            ChannelMsg::WindowAdjust { bytes, .. } => {
+                self.remote_window += u64::from(bytes);
+                Event::WindowAdjusted(bytes)
+            }
+            ChannelMsg::Data { data, .. } | ChannelMsg::ExtendedData { data, .. } => {
+                self.local_window = self.local_window.saturating_sub(data.len() as u32);
+                if self.auto_window && self.local_window < self.initial_window / 2 {
+                    let bytes = self.initial_window - self.local_window;
+                    self.local_window += bytes;
+                    let recipient = self.remote.unwrap_or(0);
+                    t.send(|out| ChannelMsg::WindowAdjust { recipient, bytes }.encode(out));
+                }
+                if matches!(msg, ChannelMsg::ExtendedData { .. }) {
+                    Event::ExtendedData(data.to_vec())
+                } else {
+                    Event::Data(data.to_vec())
+                }
+            }
+            ChannelMsg::Eof { .. } => Event::Eof,
+            ChannelMsg::Close { .. } => Event::Closed,
+            ChannelMsg::Request { request, .. } => match request {
+                Request::ExitStatus { code } => Event::ExitStatus(code),
+                Request::ExitSignal { name, .. } => {
+                    Event::ExitSignal(String::from_utf8_lossy(name).into_owned())
+                }
+                _ => Event::Other(numbers::CHANNEL_REQUEST),
+            },
+            ChannelMsg::Open { .. } => Event::Other(numbers::CHANNEL_OPEN),
+        }
     }
 }

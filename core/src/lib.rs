@@ -5,10 +5,14 @@
 //! lifecycle. Nothing here opens a socket, spawns a process, reads a file or
 //! a clock: time is an argument and randomness comes from a seed.
 
+pub mod actions;
 pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod client;
+pub mod config;
+pub mod connection;
+pub mod job;
 pub mod link;
 pub mod server;
 pub mod setup;

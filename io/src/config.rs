@@ -111,6 +111,13 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 7200)]
     pub max_session_time: u64,
 
+    /// Session channels one connection may have open at once (OpenSSH's
+    /// MaxSessions): a ControlMaster or git-lfs multiplexes several; one
+    /// past the limit is refused, the others go on
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
+
     /// Authentication attempts allowed per connection
     #[arg(long, value_name = "N", default_value_t = 6)]
     pub max_auth_tries: u32,
@@ -231,6 +238,8 @@ pub struct Settings {
     pub keepalive_interval: Duration,
     /// Unanswered keepalives after which the client is dead.
     pub keepalive_count_max: u32,
+    /// Session channels open at once per connection.
+    pub max_sessions: u32,
     /// Total limit after authentication.
     pub max_session: Duration,
     /// Re-key volume.
@@ -440,6 +449,7 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
         keepalive_interval: Duration::from_secs(cli.keepalive_interval),
         keepalive_count_max: cli.keepalive_count_max,
+        max_sessions: cli.max_sessions,
         max_session: Duration::from_secs(cli.max_session_time.max(1)),
         rekey_limit: cli.rekey_limit,
         rekey_interval: Duration::from_secs(cli.rekey_interval),
@@ -471,6 +481,7 @@ pub fn server_config(
         max_session: settings.max_session,
         keepalive_interval: settings.keepalive_interval,
         keepalive_count_max: settings.keepalive_count_max,
+        max_sessions: settings.max_sessions,
         mode,
     }
 }
@@ -695,5 +706,15 @@ mod tests {
         assert_eq!(s.keepalive_count_max, 2);
         let refused = parse("gitmouth", args(&["--keepalive-count-max", "0"]), &e, "box");
         assert!(refused.is_err());
+    }
+
+    #[test]
+    fn max_sessions_defaults_to_10_and_refuses_0() {
+        let e = Env::default();
+        let s = parse("gitmouth", args(&[]), &e, "box").unwrap();
+        assert_eq!(s.max_sessions, 10);
+        let s = parse("gitmouth", args(&["--max-sessions", "3"]), &e, "box").unwrap();
+        assert_eq!(s.max_sessions, 3);
+        assert!(parse("gitmouth", args(&["--max-sessions", "0"]), &e, "box").is_err());
     }
 }

@@ -25,8 +25,8 @@ use crate::process::{self, Process};
 /// Size of one read from the socket or from the command.
 const CHUNK: usize = 32 * 1024;
 
-/// Where the command runs.
-enum Backend {
+/// Where a channel's command runs.
+enum Where {
     /// A local git process.
     Local(Process),
     /// A dyno, over TLS.
@@ -36,6 +36,35 @@ enum Backend {
         /// Records rustls holds that the socket has not taken yet.
         unflushed: bool,
     },
+}
+
+/// One command's backend, with its read buffers and what became ready in
+/// this wake-up (kept here, so a wake-up allocates nothing).
+struct Backend {
+    at: Where,
+    out_buf: Vec<u8>,
+    err_buf: Vec<u8>,
+    ready: Polled,
+    /// A dyno connection that ended.
+    gone: bool,
+}
+
+/// What became ready on one backend.
+#[derive(Default)]
+struct Polled {
+    stdin: Option<std::io::Result<usize>>,
+    stdout: Option<std::io::Result<usize>>,
+    stderr: Option<std::io::Result<usize>>,
+    exited: Option<std::io::Result<std::process::ExitStatus>>,
+}
+
+impl Polled {
+    fn any(&self) -> bool {
+        self.stdin.is_some()
+            || self.stdout.is_some()
+            || self.stderr.is_some()
+            || self.exited.is_some()
+    }
 }
 
 /// Work the connection waits for.
@@ -53,10 +82,8 @@ type Work = Pin<Box<dyn Future<Output = Done> + Send>>;
 struct Ready {
     wrote: Option<std::io::Result<usize>>,
     read: Option<std::io::Result<usize>>,
-    stdin: Option<std::io::Result<usize>>,
-    stdout: Option<std::io::Result<usize>>,
-    stderr: Option<std::io::Result<usize>>,
-    exited: Option<std::io::Result<std::process::ExitStatus>>,
+    /// Whether any backend became ready (what did is in the backend).
+    backend: bool,
     done: Vec<(RequestId, Done)>,
     timeout: bool,
     shutdown: bool,
@@ -66,10 +93,7 @@ impl Ready {
     fn any(&self) -> bool {
         self.wrote.is_some()
             || self.read.is_some()
-            || self.stdin.is_some()
-            || self.stdout.is_some()
-            || self.stderr.is_some()
-            || self.exited.is_some()
+            || self.backend
             || !self.done.is_empty()
             || self.timeout
             || self.shutdown
@@ -79,14 +103,13 @@ impl Ready {
 /// The state of one connection besides its session.
 struct Conn<S> {
     socket: S,
-    backend: Option<Backend>,
+    /// The backends of the connection's channels.
+    backends: Vec<Backend>,
     work: Vec<(RequestId, Work)>,
     /// Push locks granted to this connection; dropping one releases it, so
     /// whatever the connection still holds when it ends goes back.
     locks: Vec<(RequestId, crate::locks::PushLock)>,
     sock_buf: Vec<u8>,
-    out_buf: Vec<u8>,
-    err_buf: Vec<u8>,
     shared: Arc<Shared>,
 }
 
@@ -115,12 +138,10 @@ where
     }
     let mut c = Conn {
         socket,
-        backend: None,
+        backends: Vec::new(),
         work: Vec::new(),
         locks: Vec::new(),
         sock_buf: vec![0; CHUNK],
-        out_buf: vec![0; CHUNK],
-        err_buf: vec![0; CHUNK],
         shared,
     };
     let mut timer = Timer::never();
@@ -164,7 +185,7 @@ where
     }
     // A command the session gave up waiting for dies with the connection
     // (kill on drop); a dyno connection closes.
-    drop(c.backend.take());
+    c.backends.clear();
     let outcome = session.outcome();
     c.shared
         .admission(|a| a.close(ticket, outcome, Instant::now()));
@@ -189,16 +210,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             Output::Spawn { id, process } => {
                 let result =
-                    Process::spawn(id, &process).map(|p| self.backend = Some(Backend::Local(p)));
+                    Process::spawn(id, &process).map(|p| self.add_backend(Where::Local(p)));
                 session.handle_input(now, Input::Spawned { id, result });
             }
             Output::CloseStdin { id } => {
-                if let Some(Backend::Local(p)) = self.backend.as_mut().filter(|b| b.id() == id) {
+                if let Some(Where::Local(p)) = self.backend(id).map(|b| &mut b.at) {
                     p.stdin = None;
                 }
             }
             Output::Signal { id, signal } => {
-                if let Some(Backend::Local(p)) = self.backend.as_ref().filter(|b| b.id() == id) {
+                if let Some(Where::Local(p)) = self.backend(id).map(|b| &mut b.at) {
                     p.signal(signal);
                 }
             }
@@ -238,11 +259,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             },
             Output::CloseDyno { id } => {
                 self.work.retain(|(w, _)| *w != id);
-                if self.backend.as_ref().is_some_and(|b| b.id() == id) {
-                    // Dropping the stream closes the TCP connection: the
-                    // rendezvous protocol's only stop signal.
-                    self.backend = None;
-                }
+                // Dropping the stream closes the TCP connection: the
+                // rendezvous protocol's only stop signal.
+                self.backends.retain(|b| b.at.id() != id);
             }
             Output::LookupKey { id, blob } => {
                 let user = self.shared.keys.as_ref().and_then(|k| k.owner(&blob));
@@ -274,68 +293,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         {
             r.read = Some(res);
         }
-        let limit = session.backend_read_limit().min(CHUNK);
-        let stdin = session.backend_stdin();
-        match self.backend.as_mut() {
-            Some(Backend::Local(p)) => {
-                if !stdin.is_empty()
-                    && let Some(pipe) = p.stdin.as_mut()
-                    && let Poll::Ready(res) = Pin::new(pipe).poll_write(cx, stdin)
-                {
-                    r.stdin = Some(res);
-                }
-                if limit > 0
-                    && let Some(pipe) = p.stdout.as_mut()
-                    && let Poll::Ready(res) =
-                        Pin::new(pipe).poll_read(cx, &mut self.out_buf[..limit])
-                {
-                    r.stdout = Some(res);
-                }
-                // Both streams share the client's window: stderr gets what
-                // stdout left of it.
-                let left = limit
-                    - r.stdout
-                        .as_ref()
-                        .and_then(|x| x.as_ref().ok())
-                        .copied()
-                        .unwrap_or(0);
-                if left > 0
-                    && let Some(pipe) = p.stderr.as_mut()
-                    && let Poll::Ready(res) =
-                        Pin::new(pipe).poll_read(cx, &mut self.err_buf[..left])
-                {
-                    r.stderr = Some(res);
-                }
-                if let Some(exit) = p.exit.as_mut()
-                    && let Poll::Ready(res) = exit.as_mut().poll(cx)
-                {
-                    p.exit = None;
-                    r.exited = Some(res);
-                }
-            }
-            Some(Backend::Dyno {
-                stream, unflushed, ..
-            }) => {
-                if !stdin.is_empty()
-                    && let Poll::Ready(res) = Pin::new(&mut **stream).poll_write(cx, stdin)
-                {
-                    *unflushed |= matches!(res, Ok(n) if n > 0);
-                    r.stdin = Some(res);
-                }
-                // rustls takes bytes before the socket does: push its
-                // records out until they are all gone, or the last of a
-                // push could wait forever behind a full socket.
-                if *unflushed && Pin::new(&mut **stream).poll_flush(cx).is_ready() {
-                    *unflushed = false;
-                }
-                if limit > 0
-                    && let Poll::Ready(res) =
-                        Pin::new(&mut **stream).poll_read(cx, &mut self.out_buf[..limit])
-                {
-                    r.stdout = Some(res);
-                }
-            }
-            None => {}
+        for backend in &mut self.backends {
+            backend.poll(cx, session);
+            r.backend |= backend.ready.any();
         }
         let mut i = 0;
         while i < self.work.len() {
@@ -361,81 +321,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Some(Ok(n)) => session.handle_input(now, Input::Received(&self.sock_buf[..n])),
             None => {}
         }
-        match self.backend.as_mut() {
-            Some(Backend::Local(p)) => {
-                let id = p.id;
-                match ready.stdin {
-                    Some(Ok(n)) => session.consume_backend_stdin(now, n),
-                    // git stopped reading (it exited or closed stdin): what
-                    // is left is dropped; its exit status tells the rest.
-                    Some(Err(_)) => {
-                        p.stdin = None;
-                        let left = session.backend_stdin().len();
-                        session.consume_backend_stdin(now, left);
-                    }
-                    None => {}
-                }
-                let streams = [
-                    (Stream::Stdout, ready.stdout, &self.out_buf),
-                    (Stream::Stderr, ready.stderr, &self.err_buf),
-                ];
-                for (stream, result, buf) in streams {
-                    match result {
-                        Some(Ok(0)) | Some(Err(_)) => {
-                            match stream {
-                                Stream::Stdout => p.stdout = None,
-                                Stream::Stderr => p.stderr = None,
-                            }
-                            session.handle_input(now, Input::BackendEof { id, stream });
-                        }
-                        Some(Ok(n)) => session.handle_input(
-                            now,
-                            Input::BackendData {
-                                id,
-                                stream,
-                                data: &buf[..n],
-                            },
-                        ),
-                        None => {}
-                    }
-                }
-                if let Some(result) = ready.exited {
-                    let status = process::exit_status(result);
-                    session.handle_input(now, Input::BackendExited { id, status });
-                }
+        if ready.backend {
+            for backend in &mut self.backends {
+                backend.feed(now, session);
             }
-            Some(Backend::Dyno { id, .. }) => {
-                let id = *id;
-                let mut end = None;
-                match ready.stdin {
-                    Some(Ok(n)) => session.consume_backend_stdin(now, n),
-                    Some(Err(_)) => end = Some(DynoEnd::Lost),
-                    None => {}
-                }
-                match ready.stdout {
-                    // rustls reports a clean close (close_notify) as the
-                    // end of the stream, and a bare TCP close as an error.
-                    Some(Ok(0)) => end = end.or(Some(DynoEnd::Clean)),
-                    Some(Ok(n)) => session.handle_input(
-                        now,
-                        Input::BackendData {
-                            id,
-                            stream: Stream::Stdout,
-                            data: &self.out_buf[..n],
-                        },
-                    ),
-                    Some(Err(e)) => {
-                        tracing::info!(error = %e, "dyno connection failed");
-                        end = Some(DynoEnd::Lost);
-                    }
-                    None => {}
-                }
-                if let Some(end) = end {
-                    self.backend = None;
-                    session.handle_input(now, Input::DynoClosed { id, end });
-                }
-            }
-            None => {}
+            // A dyno whose connection ended is gone.
+            self.backends.retain(|b| !b.ended());
         }
         for (id, done) in ready.done {
             match done {
@@ -444,7 +335,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Done::Http(result) => session.handle_input(now, Input::HttpDone { id, result }),
                 Done::Dyno(result) => {
                     let result = result.map(|stream| {
-                        self.backend = Some(Backend::Dyno {
+                        self.add_backend(Where::Dyno {
                             id,
                             stream,
                             unflushed: false,
@@ -480,11 +371,188 @@ impl Drop for Active {
     }
 }
 
-impl Backend {
+impl<S> Conn<S> {
+    fn add_backend(&mut self, at: Where) {
+        self.backends.push(Backend {
+            at,
+            out_buf: vec![0; CHUNK],
+            err_buf: vec![0; CHUNK],
+            ready: Polled::default(),
+            gone: false,
+        });
+    }
+
+    fn backend(&mut self, id: RequestId) -> Option<&mut Backend> {
+        self.backends.iter_mut().find(|b| b.at.id() == id)
+    }
+}
+
+impl Where {
     fn id(&self) -> RequestId {
         match self {
-            Backend::Local(p) => p.id,
-            Backend::Dyno { id, .. } => *id,
+            Where::Local(p) => p.id,
+            Where::Dyno { id, .. } => *id,
+        }
+    }
+}
+
+impl Backend {
+    /// Whether nothing is left to relay: a dyno connection that ended, a
+    /// process that exited with both output pipes closed. (A process whose
+    /// pipes a stray child holds open stays until the connection ends,
+    /// when dropping it kills what is left.)
+    fn ended(&self) -> bool {
+        match &self.at {
+            Where::Local(p) => p.exit.is_none() && p.stdout.is_none() && p.stderr.is_none(),
+            Where::Dyno { .. } => self.gone,
+        }
+    }
+
+    /// Polls what the session wants of this backend, recording what is
+    /// ready.
+    fn poll(&mut self, cx: &mut Context<'_>, session: &Session) {
+        let id = self.at.id();
+        let limit = session.backend_read_limit(id).min(CHUNK);
+        let stdin = session.backend_stdin(id);
+        let r = &mut self.ready;
+        match &mut self.at {
+            Where::Local(p) => {
+                if !stdin.is_empty()
+                    && let Some(pipe) = p.stdin.as_mut()
+                    && let Poll::Ready(res) = Pin::new(pipe).poll_write(cx, stdin)
+                {
+                    r.stdin = Some(res);
+                }
+                if limit > 0
+                    && let Some(pipe) = p.stdout.as_mut()
+                    && let Poll::Ready(res) =
+                        Pin::new(pipe).poll_read(cx, &mut self.out_buf[..limit])
+                {
+                    r.stdout = Some(res);
+                }
+                // Both streams share the client's window: stderr gets what
+                // stdout left of it.
+                let left = limit
+                    - r.stdout
+                        .as_ref()
+                        .and_then(|x| x.as_ref().ok())
+                        .copied()
+                        .unwrap_or(0);
+                if left > 0
+                    && let Some(pipe) = p.stderr.as_mut()
+                    && let Poll::Ready(res) =
+                        Pin::new(pipe).poll_read(cx, &mut self.err_buf[..left])
+                {
+                    r.stderr = Some(res);
+                }
+                if let Some(exit) = p.exit.as_mut()
+                    && let Poll::Ready(res) = exit.as_mut().poll(cx)
+                {
+                    p.exit = None;
+                    r.exited = Some(res);
+                }
+            }
+            Where::Dyno {
+                stream, unflushed, ..
+            } => {
+                if !stdin.is_empty()
+                    && let Poll::Ready(res) = Pin::new(&mut **stream).poll_write(cx, stdin)
+                {
+                    *unflushed |= matches!(res, Ok(n) if n > 0);
+                    r.stdin = Some(res);
+                }
+                // rustls takes bytes before the socket does: push its
+                // records out until they are all gone, or the last of a
+                // push could wait forever behind a full socket.
+                if *unflushed && Pin::new(&mut **stream).poll_flush(cx).is_ready() {
+                    *unflushed = false;
+                }
+                if limit > 0
+                    && let Poll::Ready(res) =
+                        Pin::new(&mut **stream).poll_read(cx, &mut self.out_buf[..limit])
+                {
+                    r.stdout = Some(res);
+                }
+            }
+        }
+    }
+
+    /// Feeds what became ready to the session.
+    fn feed(&mut self, now: Instant, session: &mut Session) {
+        let ready = std::mem::take(&mut self.ready);
+        let id = self.at.id();
+        match &mut self.at {
+            Where::Local(p) => {
+                match ready.stdin {
+                    Some(Ok(n)) => session.consume_backend_stdin(now, id, n),
+                    // git stopped reading (it exited or closed stdin): what
+                    // is left is dropped; its exit status tells the rest.
+                    Some(Err(_)) => {
+                        p.stdin = None;
+                        let left = session.backend_stdin(id).len();
+                        session.consume_backend_stdin(now, id, left);
+                    }
+                    None => {}
+                }
+                let streams = [
+                    (Stream::Stdout, ready.stdout, &self.out_buf),
+                    (Stream::Stderr, ready.stderr, &self.err_buf),
+                ];
+                for (stream, result, buf) in streams {
+                    match result {
+                        Some(Ok(0)) | Some(Err(_)) => {
+                            match stream {
+                                Stream::Stdout => p.stdout = None,
+                                Stream::Stderr => p.stderr = None,
+                            }
+                            session.handle_input(now, Input::BackendEof { id, stream });
+                        }
+                        Some(Ok(n)) => session.handle_input(
+                            now,
+                            Input::BackendData {
+                                id,
+                                stream,
+                                data: &buf[..n],
+                            },
+                        ),
+                        None => {}
+                    }
+                }
+                if let Some(result) = ready.exited {
+                    let status = process::exit_status(result);
+                    session.handle_input(now, Input::BackendExited { id, status });
+                }
+            }
+            Where::Dyno { .. } => {
+                let mut end = None;
+                match ready.stdin {
+                    Some(Ok(n)) => session.consume_backend_stdin(now, id, n),
+                    Some(Err(_)) => end = Some(DynoEnd::Lost),
+                    None => {}
+                }
+                match ready.stdout {
+                    // rustls reports a clean close (close_notify) as the
+                    // end of the stream, and a bare TCP close as an error.
+                    Some(Ok(0)) => end = end.or(Some(DynoEnd::Clean)),
+                    Some(Ok(n)) => session.handle_input(
+                        now,
+                        Input::BackendData {
+                            id,
+                            stream: Stream::Stdout,
+                            data: &self.out_buf[..n],
+                        },
+                    ),
+                    Some(Err(e)) => {
+                        tracing::info!(error = %e, "dyno connection failed");
+                        end = Some(DynoEnd::Lost);
+                    }
+                    None => {}
+                }
+                if let Some(end) = end {
+                    self.gone = true;
+                    session.handle_input(now, Input::DynoClosed { id, end });
+                }
+            }
         }
     }
 }

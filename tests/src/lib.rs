@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod mux;
 pub mod openruko;
 pub mod pair;
 pub mod sunset_client;

@@ -391,6 +391,13 @@ impl Pair {
         assert_eq!(self.events.last(), Some(&Event::ChannelOpened));
     }
 
+    /// The client's connection drops (what a client does once its last
+    /// channel is over: the server keeps the connection for more).
+    pub fn hang_up(&mut self) {
+        self.server.handle_input(self.now, Input::PeerClosed);
+        self.drive();
+    }
+
     /// Why the server ended the connection, if it did.
     pub fn server_close(&self) -> Option<server::Output> {
         self.rt
@@ -591,16 +598,16 @@ impl FakeRuntime {
             return false;
         }
         let mut moved = false;
-        let input = server.backend_stdin().to_vec();
+        let input = server.backend_stdin(d.id).to_vec();
         if !input.is_empty() {
             d.received.extend_from_slice(&input);
             if script.echo {
                 d.to_send.extend(input.iter().copied());
             }
-            server.consume_backend_stdin(now, input.len());
+            server.consume_backend_stdin(now, d.id, input.len());
             moved = true;
         }
-        let limit = server.backend_read_limit().min(8192);
+        let limit = server.backend_read_limit(d.id).min(8192);
         if limit > 0 && !d.to_send.is_empty() {
             let n = limit.min(d.to_send.len());
             let data: Vec<u8> = d.to_send.drain(..n).collect();
@@ -666,13 +673,13 @@ impl FakeRuntime {
         }
         let id = p.id;
         if script.reads_stdin && p.exit.is_none() {
-            let input = server.backend_stdin().to_vec();
+            let input = server.backend_stdin(id).to_vec();
             if !input.is_empty() {
                 if script.echo {
                     p.stdout.extend(input.iter().copied());
                 }
                 p.stdin.extend_from_slice(&input);
-                server.consume_backend_stdin(now, input.len());
+                server.consume_backend_stdin(now, id, input.len());
                 moved = true;
             }
         }
@@ -681,7 +688,7 @@ impl FakeRuntime {
                 Stream::Stdout => &mut p.stdout,
                 Stream::Stderr => &mut p.stderr,
             };
-            let limit = server.backend_read_limit().min(8192);
+            let limit = server.backend_read_limit(id).min(8192);
             if limit > 0 && !queue.is_empty() {
                 let n = limit.min(queue.len());
                 let data: Vec<u8> = queue.drain(..n).collect();

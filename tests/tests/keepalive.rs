@@ -4,101 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use gitmouth_tests::{
-    Git, Runtime, Server, ServerOptions, Ssh, keygen, kill, per_runtime, run_with_timeout,
-    start_git_server, wait_until,
+use gitmouth_tests::mux::{
+    LIMIT, Master, control, foreground_muxed, lines_of, new_peer_with, peers, server_with_repo,
 };
-
-/// A failure bound only: every wait below ends on an event.
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// The peers (`127.0.0.1:PORT`) of every connection the server logged: one
-/// per TCP connection.
-fn peers(server: &Server) -> BTreeSet<String> {
-    server
-        .log()
-        .lines()
-        .filter_map(|l| l.split("conn{peer=").nth(1))
-        .filter_map(|rest| rest.split('}').next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The peer of the connection whose log line contains `needle`, the first
-/// such line not of a peer in `known`.
-fn new_peer_with(server: &Server, needle: &str, known: &BTreeSet<String>) -> Option<String> {
-    server
-        .log()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .filter_map(|l| l.split("conn{peer=").nth(1))
-        .filter_map(|rest| rest.split('}').next())
-        .find(|p| !known.contains(*p))
-        .map(str::to_owned)
-}
-
-/// Log lines of connection `peer` containing `needle`.
-fn lines_of(server: &Server, peer: &str, needle: &str) -> usize {
-    let span = format!("conn{{peer={peer}}}");
-    server
-        .log()
-        .lines()
-        .filter(|l| l.contains(&span) && l.contains(needle))
-        .count()
-}
-
-/// A git server with repository `shared` pushed (one commit on `main`),
-/// reached with `key`; returns the server, the key and the pushed commit.
-fn server_with_repo(
-    runtime: Runtime,
-    dir: &Path,
-    args: &[&str],
-) -> (Server, std::path::PathBuf, String) {
-    let key = keygen(dir, "ed25519", "id", "alice");
-    let server = start_git_server(runtime, dir, &[&key], ServerOptions::default().args(args));
-    let ssh = server.ssh().key(&key);
-    let git = Git::new(&dir.join("home")).ssh(&ssh);
-    let src = dir.join("src");
-    git.ok(dir, &["init", "-q", "-b", "main", src.to_str().unwrap()]);
-    std::fs::write(src.join("README"), "one connection, many sessions\n").unwrap();
-    git.ok(&src, &["add", "README"]);
-    git.ok(&src, &["commit", "-q", "-m", "first"]);
-    git.ok(&src, &["push", "-q", &ssh.url("shared"), "main"]);
-    let tip = git.ok(&src, &["rev-parse", "HEAD"]).trim().to_owned();
-    (server, key, tip)
-}
-
-/// `ssh` sharing one master connection through `dir/cm-%C`; the first one
-/// stays the master in the foreground (no `ControlPersist`, which would
-/// fork it off after authentication).
-fn foreground_muxed(server: &Server, key: &Path, dir: &Path) -> Ssh {
-    server
-        .ssh()
-        .key(key)
-        .option("ControlMaster=auto")
-        .option(&format!("ControlPath={}/cm-%C", dir.display()))
-}
-
-/// `ssh -O <command>` for the master of `ssh`.
-fn control(ssh: &Ssh, command: &str) -> std::process::Output {
-    let mut cmd = ssh.clone().arg("-O").arg(command).command(&[]);
-    cmd.stdin(Stdio::null());
-    run_with_timeout(cmd, LIMIT)
-}
-
-/// Stops the master (`ssh -O exit`) when dropped, even on a failure.
-struct Master(Ssh);
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = control(&self.0, "exit");
-    }
-}
+use gitmouth_tests::{
+    Git, Runtime, Server, ServerOptions, Ssh, keygen, kill, per_runtime, start_git_server, stderr,
+    stdout, wait_until,
+};
 
 /// Starts `ssh -N` (authenticated, no channel) and returns it with the peer
 /// of its connection, once the server logged its authentication.
@@ -162,7 +77,7 @@ per_runtime!(a_live_idle_client_answers_keepalives_and_stays);
 fn a_live_idle_client_answers_keepalives_and_stays(runtime: Runtime) {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
-    let (server, key, _tip) = server_with_repo(
+    let (server, key, tip) = server_with_repo(
         runtime,
         dir,
         &["--keepalive-interval", "2", "--keepalive-count-max", "2"],
@@ -176,6 +91,12 @@ fn a_live_idle_client_answers_keepalives_and_stays(runtime: Runtime) {
     let probed = wait_until(Duration::from_secs(40), || {
         lines_of(&server, &peer, "keepalive") >= 5
     });
+    // And the connection still serves: a command through the same master,
+    // over the same TCP connection.
+    let before = peers(&server);
+    let refs = Git::new(&dir.join("home"))
+        .ssh(&ssh)
+        .run(dir, &["ls-remote", &ssh.url("shared")]);
     let still = client.try_wait().unwrap().is_none();
     let _ = control(&ssh, "exit");
     let _ = client.kill();
@@ -187,5 +108,13 @@ fn a_live_idle_client_answers_keepalives_and_stays(runtime: Runtime) {
         "{}",
         server.log()
     );
+    assert!(refs.status.success(), "{}", stderr(&refs));
+    assert!(stdout(&refs).contains(&format!("{tip}\trefs/heads/main")));
     assert!(still, "the idle client's master exited");
+    assert_eq!(
+        peers(&server),
+        before,
+        "ls-remote did not go through the idle connection:\n{}",
+        server.log()
+    );
 }

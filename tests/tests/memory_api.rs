@@ -165,7 +165,10 @@ fn the_clients_stdin_waits_for_the_dynos_first_bytes() {
         pair.rt.dyno.as_ref().unwrap().received.is_empty(),
         "nothing may follow the header before the dyno speaks"
     );
-    assert_eq!(pair.server.backend_stdin(), b"");
+    assert_eq!(
+        pair.server.backend_stdin(pair.rt.dyno.as_ref().unwrap().id),
+        b""
+    );
 }
 
 #[test]

@@ -64,13 +64,17 @@ fn a_command_runs_with_its_output_and_exit_status() {
     assert_eq!(spec.args, ["upload-pack", REPO]);
     assert!(spec.env.is_empty());
     assert!(spec.env_remove.iter().any(|v| v == "GIT_DIR"));
-    // Once we close and the client answers, the connection ends.
+    // Once we close and the client answers, the channel is over but the
+    // connection stays for more sessions; it ends when the client goes.
     pair.client.send_close();
     pair.drive();
+    assert!(!pair.server.is_finished());
+    assert!(pair.server_close().is_none());
+    pair.hang_up();
     assert!(pair.server.is_finished());
     assert!(matches!(
         pair.server_close(),
-        Some(Output::Close(CloseReason::Finished))
+        Some(Output::Close(CloseReason::PeerClosed))
     ));
 }
 
@@ -135,7 +139,11 @@ fn the_client_window_limits_what_the_command_may_send() {
     let mut pair = running_with(script, 1000, false);
     pair.drive();
     assert_eq!(pair.received().0.len(), 1000);
-    assert_eq!(pair.server.backend_read_limit(), 0);
+    assert_eq!(
+        pair.server
+            .backend_read_limit(pair.rt.process.as_ref().unwrap().id),
+        0
+    );
     assert_eq!(pair.exit_status(), None);
     let mut got = pair.received().0.len();
     while got < output.len() {
@@ -165,7 +173,12 @@ fn our_window_opens_only_as_fast_as_git_reads() {
     }
     // git reads nothing: the client can send exactly the initial window.
     assert_eq!(sent, 2 << 20);
-    assert_eq!(pair.server.backend_stdin().len(), 2 << 20);
+    assert_eq!(
+        pair.server
+            .backend_stdin(pair.rt.process.as_ref().unwrap().id)
+            .len(),
+        2 << 20
+    );
     assert_eq!(pair.client.send_window(), 0);
     // git starts reading: the window reopens and the rest flows.
     pair.rt.script.reads_stdin = true;
@@ -229,6 +242,9 @@ fn a_client_close_mid_command_stops_git() {
     assert_eq!(pair.rt.process.as_ref().unwrap().signals, [Signal::Term]);
     assert!(pair.events.contains(&Event::Closed));
     assert_eq!(pair.exit_status(), None);
+    // The connection stays for more sessions until the client goes.
+    assert!(!pair.server.is_finished());
+    pair.hang_up();
     assert!(pair.server.is_finished());
 }
 
@@ -267,14 +283,9 @@ fn requests_in_the_wrong_state() {
             "{kind}"
         );
     }
-    // A second session channel, and other channel types.
-    for kind in [
-        "session",
-        "direct-tcpip",
-        "x11",
-        "auth-agent@openssh.com",
-        "bogus",
-    ] {
+    // Other channel types (a second session is allowed: see
+    // `memory_sessions`).
+    for kind in ["direct-tcpip", "x11", "auth-agent@openssh.com", "bogus"] {
         let mut open = vec![numbers::CHANNEL_OPEN];
         wire::put_string(&mut open, kind.as_bytes());
         open.extend_from_slice(&[0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 128, 0]);
@@ -563,7 +574,8 @@ fn a_client_that_stalls_a_rekey_stops_the_relay_then_is_cut_off() {
         pair.step();
     }
     assert_eq!(
-        pair.server.backend_read_limit(),
+        pair.server
+            .backend_read_limit(pair.rt.process.as_ref().unwrap().id),
         0,
         "git is not read during the key exchange"
     );

@@ -90,11 +90,11 @@ fn relay(pair: &mut Pair, total: usize) -> u64 {
             counted(|| pair.server.handle_input(now, Input::Received(&buf)));
         }
         // git reads its stdin and writes as much output.
-        let taken = counted(|| pair.server.backend_stdin().len());
+        let taken = counted(|| pair.server.backend_stdin(id).len());
         if taken > 0 {
-            counted(|| pair.server.consume_backend_stdin(now, taken));
+            counted(|| pair.server.consume_backend_stdin(now, id, taken));
         }
-        let limit = counted(|| pair.server.backend_read_limit())
+        let limit = counted(|| pair.server.backend_read_limit(id))
             .min(chunk.len())
             .min(total - produced);
         if limit > 0 {

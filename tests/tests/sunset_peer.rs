@@ -140,10 +140,10 @@ impl FakeGit {
         if self.exited {
             return moved;
         }
-        let input = server.backend_stdin().to_vec();
+        let input = server.backend_stdin(id).to_vec();
         if !input.is_empty() {
             self.stdin.extend_from_slice(&input);
-            server.consume_backend_stdin(now, input.len());
+            server.consume_backend_stdin(now, id, input.len());
             moved = true;
         }
         for stream in [Stream::Stdout, Stream::Stderr] {
@@ -151,7 +151,7 @@ impl FakeGit {
                 Stream::Stdout => &mut self.stdout,
                 Stream::Stderr => &mut self.stderr,
             };
-            let n = server.backend_read_limit().min(8192).min(queue.len());
+            let n = server.backend_read_limit(id).min(8192).min(queue.len());
             if n > 0 {
                 let data: Vec<u8> = queue.drain(..n).collect();
                 server.handle_input(
@@ -383,6 +383,10 @@ fn upload_pack_in_memory(kex: KexAlg) {
     assert_eq!(m.git.stdin, b"0000", "{report}");
     assert_eq!(m.client.exit, Some(Exit::Status(0)), "{report}");
     assert!(m.client.error.is_none(), "{report}");
+    // The session is over; the connection stays for more until the client
+    // drops it (sunset, like Dropbear's client, waits for that).
+    assert!(!m.server.is_finished(), "{report}");
+    m.server.handle_input(m.now, Input::PeerClosed);
     assert!(m.server.is_finished(), "{report}");
 }
 

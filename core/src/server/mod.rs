@@ -1,5 +1,12 @@
 //! The server session: one client connection, from version exchange to close.
 //!
+//! The session composes layers that each own their state: the transport
+//! (`crate::transport`, through [`Link`]), user authentication (`auth`),
+//! the connection protocol's channels ([`crate::connection`]) and one git
+//! command per channel ([`crate::job`]). It routes messages and answers
+//! between them and keeps the connection-wide limits (login grace, idle and
+//! total time, keepalives).
+//!
 //! The drive loop, written once (every runtime does exactly this):
 //!
 //! ```text
@@ -10,10 +17,11 @@
 //!     wait for whichever comes first:
 //!       the socket writable, if !s.transmit().is_empty()  → s.consume_transmit(n)
 //!       the socket readable, if s.wants_read()             → Input::Received
-//!       the backend's stdout/stderr, up to s.backend_read_limit() bytes
+//!       for each backend (process or dyno) by its id:
+//!         its stdout/stderr, up to s.backend_read_limit(id) bytes
 //!                                                          → Input::BackendData / BackendEof
-//!       the backend's stdin writable, if !s.backend_stdin().is_empty()
-//!                                                          → s.consume_backend_stdin(n)
+//!         its stdin writable, if !s.backend_stdin(id).is_empty()
+//!                                                          → s.consume_backend_stdin(now, id, n)
 //!       the result of an output                            → Input::RepoOpened, Spawned, …
 //!       s.poll_timeout()                                   → Input::Timeout
 //!     feed it in with the current time
@@ -24,416 +32,33 @@
 //!
 //! ```text
 //! Handshake → AwaitService → Authenticating → Connected
-//!   Connected: channel open → exec → parse → open repo → spawn → relay ⇄
-//!              → exit → [set HEAD] → exit-status, EOF, CLOSE → end
+//!   Connected: per channel: open → exec → job (see crate::job) → exit-status, EOF, CLOSE
+//!              the connection goes on until the client closes it
 //! ```
 
 mod auth;
-mod channel;
-mod job;
-mod lock;
-mod remote;
 
-pub use lock::{LockHeld, ago};
+pub use crate::actions::{
+    ExitStatus, Identity, Input, LockHeld, Output, ProcessSpec, RepoError, RepoInit, RequestId,
+    Signal, Stream, ago, signal_name,
+};
+pub use crate::config::{Mode, ServerConfig};
+pub use crate::job::choose_head;
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::Rng;
 
-use crate::app::api::{ApiServer, HttpError, HttpRequest, HttpResponse};
-use crate::app::dyno::DynoEnd;
 use crate::app::messages::UserError;
+use crate::connection::{self, ChannelId, Connection, Event};
+use crate::job::{JobCx, JobInput, Task};
 use crate::link::{Link, Upper};
 use crate::timer::{Timers, timer_kinds};
 use crate::transport::disconnect::{CloseReason, DisconnectReason};
-use crate::transport::hostkey::HostKey;
-use crate::transport::{Role, Transport, TransportConfig};
+use crate::transport::{Role, Transport};
 use crate::wire::{self, Parser, numbers};
-
-use self::channel::Channel;
-use self::job::Job;
-
-/// Where users and repositories come from.
-pub enum Mode {
-    /// Keys from an `authorized_keys` file, looked up by the runtime
-    /// ([`Output::LookupKey`]); git runs locally on repositories under
-    /// `repos`.
-    Standalone {
-        /// The directory holding `<name>.git` repositories.
-        repos: PathBuf,
-    },
-    /// Keys, access and dynos from an Openruko platform.
-    Api {
-        /// The API server.
-        api: ApiServer,
-        /// TLS port of every dyno host (`DYNOHOST_RENDEZVOUS_PORT`).
-        rendezvous_port: u16,
-    },
-}
-
-/// Everything a server session needs to know, shared by all connections.
-pub struct ServerConfig {
-    /// Transport algorithms and limits.
-    pub transport: Arc<TransportConfig>,
-    /// Host keys, in preference order.
-    pub host_keys: Arc<[HostKey]>,
-    /// Time from connect to successful authentication (OpenSSH `LoginGraceTime`).
-    pub login_grace: Duration,
-    /// Authentication attempts per connection (OpenSSH `MaxAuthTries`).
-    pub max_auth_attempts: u32,
-    /// The host name users push to, for messages.
-    pub public_host: String,
-    /// How long a stopped command has between SIGTERM and SIGKILL.
-    pub kill_grace: Duration,
-    /// After authentication: how long the connection may see no bytes in
-    /// either direction.
-    pub idle_timeout: Duration,
-    /// After authentication: how long a connection may last in all.
-    pub max_session: Duration,
-    /// After authentication: how long the client may stay silent before
-    /// a `keepalive@openssh.com` probes it (zero: never).
-    pub keepalive_interval: Duration,
-    /// Probes left unanswered after which the client is taken for dead.
-    pub keepalive_count_max: u32,
-    /// Users and repositories.
-    pub mode: Mode,
-}
-
-impl ServerConfig {
-    /// Standalone defaults around the given host keys.
-    pub fn standalone(host_keys: Vec<HostKey>, repos: PathBuf) -> Self {
-        Self {
-            transport: Arc::new(TransportConfig::default()),
-            host_keys: host_keys.into(),
-            login_grace: Duration::from_secs(30),
-            max_auth_attempts: 6,
-            public_host: "localhost".into(),
-            kill_grace: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(600),
-            max_session: Duration::from_secs(7200),
-            keepalive_interval: Duration::from_secs(15),
-            keepalive_count_max: 3,
-            mode: Mode::Standalone { repos },
-        }
-    }
-}
-
-/// Tags an output and the input that answers it; an answer whose id is not
-/// the one the session waits for (a late reply) is dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestId(pub u64);
-
-/// One of the command's output streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// Standard output, relayed as channel data.
-    Stdout,
-    /// Standard error, relayed as extended data (type 1).
-    Stderr,
-}
-
-/// How the command ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this status.
-    Code(u32),
-    /// A signal ended it (the name without "SIG", as RFC 4254 §6.10 wants).
-    Signal {
-        /// Signal name, e.g. "TERM".
-        name: String,
-        /// Whether it dumped core.
-        core_dumped: bool,
-    },
-}
-
-impl ExitStatus {
-    /// Whether the command succeeded.
-    pub fn success(&self) -> bool {
-        matches!(self, ExitStatus::Code(0))
-    }
-}
-
-/// The RFC 4254 §6.10 name of a Linux signal number.
-pub fn signal_name(number: i32) -> &'static str {
-    match number {
-        1 => "HUP",
-        2 => "INT",
-        3 => "QUIT",
-        4 => "ILL",
-        6 => "ABRT",
-        8 => "FPE",
-        9 => "KILL",
-        10 => "USR1",
-        11 => "SEGV",
-        12 => "USR2",
-        13 => "PIPE",
-        14 => "ALRM",
-        15 => "TERM",
-        _ => "UNKNOWN",
-    }
-}
-
-/// A signal the session asks the runtime to send to the command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// SIGTERM: please stop.
-    Term,
-    /// SIGKILL: stop now.
-    Kill,
-}
-
-/// A program for the runtime to start: no shell, exactly these arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessSpec {
-    /// The program (looked up in `PATH`).
-    pub program: OsString,
-    /// Its arguments.
-    pub args: Vec<OsString>,
-    /// Variables to set.
-    pub env: Vec<(OsString, OsString)>,
-    /// Variables to remove from the server's environment first.
-    pub env_remove: Vec<OsString>,
-}
-
-/// Why a repository could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RepoError {
-    /// It does not exist (and was not to be created).
-    NotFound,
-    /// Something failed; the text is for the operator's log.
-    Failed(String),
-}
-
-/// Something that happened, fed to [`Session::handle_input`].
-#[derive(Debug)]
-pub enum Input<'a> {
-    /// Bytes read from the client.
-    Received(&'a [u8]),
-    /// The client closed the connection (or reading or writing failed).
-    PeerClosed,
-    /// The instant given by [`Session::poll_timeout`] has come.
-    Timeout,
-    /// The server is stopping: end this session, telling the user.
-    Shutdown,
-    /// The answer to [`Output::OpenRepo`]: `Ok(true)` if it was created now.
-    RepoOpened {
-        /// The request.
-        id: RequestId,
-        /// What happened.
-        result: Result<bool, RepoError>,
-    },
-    /// The answer to [`Output::Spawn`].
-    Spawned {
-        /// The request.
-        id: RequestId,
-        /// Whether it started; the error is for the log.
-        result: Result<(), String>,
-    },
-    /// Bytes the command wrote, at most [`Session::backend_read_limit`].
-    BackendData {
-        /// The command.
-        id: RequestId,
-        /// Which stream.
-        stream: Stream,
-        /// The bytes.
-        data: &'a [u8],
-    },
-    /// One of the command's output streams ended.
-    BackendEof {
-        /// The command.
-        id: RequestId,
-        /// Which stream.
-        stream: Stream,
-    },
-    /// The command ended.
-    BackendExited {
-        /// The command.
-        id: RequestId,
-        /// How.
-        status: ExitStatus,
-    },
-    /// The answer to [`Output::Http`].
-    HttpDone {
-        /// The request.
-        id: RequestId,
-        /// The reply, or why there is none.
-        result: Result<HttpResponse, HttpError>,
-    },
-    /// The answer to [`Output::ConnectDyno`]: the TLS connection is up and
-    /// the header was written, or why not.
-    DynoConnected {
-        /// The request.
-        id: RequestId,
-        /// Whether it worked; the error is for the log.
-        result: Result<(), String>,
-    },
-    /// The dyno's connection ended (after its last
-    /// [`Input::BackendData`]).
-    DynoClosed {
-        /// The dyno connection.
-        id: RequestId,
-        /// How it ended.
-        end: DynoEnd,
-    },
-    /// The answer to [`Output::LookupKey`]: whose key it is, if anyone's.
-    KeyLookedUp {
-        /// The request.
-        id: RequestId,
-        /// The user's name, or `None` for a key nobody has.
-        user: Option<String>,
-    },
-    /// The answer to [`Output::AcquireLock`].
-    LockReply {
-        /// The request.
-        id: RequestId,
-        /// Granted, or held by another push.
-        result: Result<(), LockHeld>,
-    },
-    /// The answer to [`Output::RunHelper`]: its stdout, or why it failed.
-    HelperDone {
-        /// The request.
-        id: RequestId,
-        /// Its standard output if it exited with status 0.
-        result: Result<Vec<u8>, String>,
-    },
-}
-
-/// How a missing repository is created: initialised beside its final
-/// place, then renamed into it, so that two first pushes at once cannot
-/// trip over a half-made repository (the rename is atomic; the loser finds
-/// the winner's repository).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepoInit {
-    /// Where `init` makes the repository (a name starting with '.', which
-    /// is never a repository's).
-    pub temp: PathBuf,
-    /// `git init --bare --quiet <temp>`.
-    pub init: ProcessSpec,
-}
-
-/// Something the runtime must do, from [`Session::poll_output`].
-#[derive(Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Make sure a bare repository exists at `path`: answer `Ok(false)` if
-    /// it does; if not and `create` says how, run its `init` (which makes
-    /// a bare repository at its `temp`), rename `temp` to `path` and answer
-    /// `Ok(true)` (or `Ok(false)` if another push's rename won: remove
-    /// `temp` then); without `create`, answer `Err(RepoError::NotFound)`.
-    OpenRepo {
-        /// The request.
-        id: RequestId,
-        /// The repository's directory.
-        path: PathBuf,
-        /// How to create it when missing (a push), or `None` (a clone).
-        create: Option<RepoInit>,
-    },
-    /// Start the command with its stdin, stdout and stderr piped; answer
-    /// with [`Input::Spawned`], then relay.
-    Spawn {
-        /// The command's id for every later input.
-        id: RequestId,
-        /// What to run.
-        process: ProcessSpec,
-    },
-    /// Close the command's stdin (the client sent EOF and all its data was
-    /// written).
-    CloseStdin {
-        /// The command.
-        id: RequestId,
-    },
-    /// Send a signal to the command.
-    Signal {
-        /// The command.
-        id: RequestId,
-        /// Which.
-        signal: Signal,
-    },
-    /// Run a short git helper to completion and answer with
-    /// [`Input::HelperDone`] (its stdout, bounded to 64 KiB).
-    RunHelper {
-        /// The request.
-        id: RequestId,
-        /// What to run.
-        process: ProcessSpec,
-    },
-    /// Make this HTTP request and answer with [`Input::HttpDone`].
-    Http {
-        /// The request's id.
-        id: RequestId,
-        /// What to send.
-        request: HttpRequest,
-    },
-    /// Abandon the request: its answer is no longer wanted.
-    CancelHttp {
-        /// The request.
-        id: RequestId,
-    },
-    /// Open TLS to `host:port`, verified as configured, and write `header`
-    /// as the first record, alone; answer with [`Input::DynoConnected`].
-    /// Then relay: what the dyno sends comes back as
-    /// [`Input::BackendData`] (stdout), its end as [`Input::DynoClosed`];
-    /// [`Session::backend_stdin`] goes to it.
-    ConnectDyno {
-        /// The connection's id for every later input.
-        id: RequestId,
-        /// Dyno host.
-        host: String,
-        /// Rendezvous port.
-        port: u16,
-        /// The rendezvous header (holds a secret; its `Debug` hides it).
-        header: crate::SecretBytes,
-    },
-    /// Close the dyno connection (a connection being opened included): the
-    /// only stop signal the rendezvous protocol has.
-    CloseDyno {
-        /// The connection.
-        id: RequestId,
-    },
-    /// Whose is this public key (standalone mode)? Answer from the current
-    /// `authorized_keys` with [`Input::KeyLookedUp`]; every message after
-    /// the request waits for the answer.
-    LookupKey {
-        /// The request.
-        id: RequestId,
-        /// The key, in SSH wire encoding.
-        blob: Vec<u8>,
-    },
-    /// Take the push lock of `repo`, for this session, and answer with
-    /// [`Input::LockReply`]. The lock is held until [`Output::ReleaseLock`]
-    /// with the same id (which always follows a grant, whatever path the
-    /// session takes), or until the connection ends.
-    AcquireLock {
-        /// The request, and the lock's name from now on.
-        id: RequestId,
-        /// The repository.
-        repo: String,
-        /// Who pushes, for the next pusher's message and the log.
-        user: String,
-    },
-    /// Release the lock granted to [`Output::AcquireLock`] `id`.
-    ReleaseLock {
-        /// The grant.
-        id: RequestId,
-    },
-    /// A user authenticated (admission stops counting the connection as
-    /// unauthenticated).
-    Authenticated(Identity),
-    /// The session is over: flush [`Session::transmit`], then close.
-    Close(CloseReason),
-}
-
-/// Who authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The user's name (the key's comment in standalone mode).
-    pub user: String,
-    /// The SHA256 fingerprint of the key whose signature was verified.
-    pub fingerprint: String,
-}
 
 /// One client connection.
 pub struct Session {
@@ -444,16 +69,14 @@ pub struct Session {
 /// Outgoing bytes above which we stop reading from the client and from the
 /// command.
 const HIGH_WATER: usize = 1024 * 1024;
-/// How long to wait for the client's CHANNEL_CLOSE after ours.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long a limit or shutdown waits for the client to close its
+/// channels before the connection is cut.
+const CLOSE_WAIT: Duration = connection::CLOSE_WAIT;
 /// Bytes read ahead while a key lookup holds the next message.
 const BLOCKED_READ_LIMIT: usize = 64 * 1024;
 /// How long a finished connection waits for the client to read what is
 /// left (a DISCONNECT, an exit status) before it is dropped.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
-/// How long the command's output streams may stay open after it exited
-/// (a hook's stray background process must not hold the session).
-const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) struct ServerUpper {
     config: Arc<ServerConfig>,
@@ -465,10 +88,13 @@ pub(crate) struct ServerUpper {
     /// The user's platform account (API mode).
     api_user: Option<crate::app::api::ApiUser>,
     login_deadline: Option<Instant>,
-    channel: Option<Channel>,
-    /// Whether a session channel was ever opened (one per connection).
-    channel_used: bool,
-    job: Job,
+    /// The channels.
+    conn: Connection,
+    /// One git command per channel.
+    tasks: Vec<Task>,
+    /// A limit or shutdown is ending the connection: once no channel is
+    /// left, it closes.
+    ending: bool,
     outputs: VecDeque<Output>,
     next_id: u64,
     close_reported: bool,
@@ -479,9 +105,6 @@ pub(crate) struct ServerUpper {
     flush_deadline: Option<Instant>,
     /// After authentication: the idle and total time limits.
     limits: Option<Limits>,
-    /// The repository lock of a push, held until its command is over:
-    /// the id of the grant, released exactly once.
-    push_lock: Option<RequestId>,
     /// The session's own deadlines.
     timers: Timers<SessionTimer, 1>,
     /// Keepalives sent since the client last sent anything.
@@ -527,6 +150,8 @@ impl Session {
         t.rng().fill_bytes(&mut id_bytes);
         let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
         let login_deadline = Some(now + config.login_grace);
+        let max_sessions = config.max_sessions;
+        let conn = Connection::new(max_sessions, id.clone());
         Self {
             link: Link::new(t, false),
             upper: ServerUpper {
@@ -537,9 +162,9 @@ impl Session {
                 identity: None,
                 api_user: None,
                 login_deadline,
-                channel: None,
-                channel_used: false,
-                job: Job::Idle,
+                conn,
+                tasks: Vec::new(),
+                ending: false,
                 outputs: VecDeque::new(),
                 next_id: 1,
                 close_reported: false,
@@ -547,7 +172,6 @@ impl Session {
                 grace_exceeded: false,
                 flush_deadline: None,
                 limits: None,
-                push_lock: None,
                 timers: Timers::default(),
                 keepalives_unanswered: 0,
                 keepalive_due: false,
@@ -588,6 +212,7 @@ impl Session {
         if let (Some(limits), Input::BackendData { .. }) = (upper.limits.as_mut(), &input) {
             limits.last_activity = now;
         }
+        let t = &mut link.t;
         match input {
             Input::Received(data) => {
                 if !data.is_empty() {
@@ -599,43 +224,66 @@ impl Session {
             }
             Input::PeerClosed => {
                 upper.peer_gone = true;
-                link.t.close_silently(CloseReason::PeerClosed);
-                upper.stop_job(now);
+                t.close_silently(CloseReason::PeerClosed);
+                upper.stop_all(t, now);
             }
             Input::Timeout => {
-                link.t.handle_timeout(now);
-                upper.on_timeout(&mut link.t, now);
+                t.handle_timeout(now);
+                upper.on_timeout(t, now);
             }
-            Input::Shutdown => upper.on_shutdown(&mut link.t, now),
-            Input::RepoOpened { id, result } => upper.on_repo_opened(&mut link.t, now, id, result),
-            Input::Spawned { id, result } => upper.on_spawned(&mut link.t, now, id, result),
+            Input::Shutdown => upper.on_shutdown(t, now),
+            Input::RepoOpened { id, result } => {
+                upper.route(t, now, id, JobInput::RepoOpened(result));
+            }
+            Input::Spawned { id, result } => {
+                upper.route(t, now, id, JobInput::Spawned(result));
+            }
             Input::BackendData { id, stream, data } => {
-                upper.on_backend_data(&mut link.t, id, stream, data)
+                upper.route(t, now, id, JobInput::Data(stream, data));
             }
-            Input::BackendEof { id, stream } => upper.on_backend_eof(id, stream, now),
-            Input::BackendExited { id, status } => upper.on_backend_exited(id, status, now),
-            Input::HelperDone { id, result } => upper.on_helper_done(&mut link.t, id, result),
+            Input::BackendEof { id, stream } => {
+                upper.route(t, now, id, JobInput::Eof(stream));
+            }
+            Input::BackendExited { id, status } => {
+                upper.route(t, now, id, JobInput::Exited(status));
+            }
+            Input::HelperDone { id, result } => {
+                upper.route(t, now, id, JobInput::Helper(result));
+            }
             Input::HttpDone { id, result } => {
                 if upper.auth.is_pending() {
-                    upper.on_lookup_done(&mut link.t, now, id, result);
+                    upper.on_lookup_done(t, now, id, result);
                     // Messages held back during the lookup may go on now.
                     link.process(now, upper);
                 } else {
-                    upper.on_http_done(now, id, result);
+                    upper.route(t, now, id, JobInput::Http(result));
                 }
             }
             Input::KeyLookedUp { id, user } => {
-                upper.on_key_looked_up(&mut link.t, now, id, user);
+                upper.on_key_looked_up(t, now, id, user);
                 link.process(now, upper);
             }
-            Input::LockReply { id, result } => upper.on_lock_reply(now, id, result),
-            Input::DynoConnected { id, result } => upper.on_dyno_connected(now, id, result),
-            Input::DynoClosed { id, end } => upper.on_dyno_closed(&mut link.t, id, end),
+            Input::LockReply { id, result } => {
+                let granted = result.is_ok();
+                if !upper.route(&mut link.t, now, id, JobInput::Lock(result)) && granted {
+                    // A late grant for a push that was abandoned: give it
+                    // back.
+                    upper.outputs.push_back(Output::ReleaseLock { id });
+                }
+            }
+            Input::DynoConnected { id, result } => {
+                upper.route(t, now, id, JobInput::DynoConnected(result));
+            }
+            Input::DynoClosed { id, end } => {
+                upper.route(t, now, id, JobInput::DynoClosed(end));
+            }
         }
-        upper.settle(&mut link.t, now);
-        upper.send_deferred_keepalive(&mut link.t, now);
-        if link.t.is_closed() {
-            upper.stop_job(now);
+        let t = &mut link.t;
+        upper.settle(t, now);
+        upper.send_deferred_keepalive(t, now);
+        if t.is_closed() {
+            upper.stop_all(t, now);
+            upper.settle(t, now);
             if let Some(id) = upper.auth.cancel() {
                 tracing::info!(session = %upper.id, "abandoning the key lookup");
                 upper.outputs.push_back(Output::CancelHttp { id });
@@ -680,8 +328,8 @@ impl Session {
         };
         let upper = [
             self.upper.login_deadline,
-            self.upper.job.deadline(),
-            self.upper.channel_deadline(),
+            self.upper.tasks.iter().filter_map(Task::deadline).min(),
+            self.upper.conn.deadline(),
             flush,
             limit,
             self.upper
@@ -723,31 +371,34 @@ impl Session {
         !self.link.t.is_closed() && self.link.t.pending().len() < HIGH_WATER && !held
     }
 
-    /// How many bytes of the command's output the session can take now:
-    /// zero while the client's window is shut, while our output to the
+    /// How many bytes of backend `id`'s output the session can take now:
+    /// zero while its channel's window is shut, while our output to the
     /// client piles up, and during key exchange.
-    pub fn backend_read_limit(&self) -> usize {
+    pub fn backend_read_limit(&self, id: RequestId) -> usize {
         if self.link.t.in_kex() || self.link.t.is_closed() {
             return 0;
         }
         let room = HIGH_WATER.saturating_sub(self.link.t.pending().len());
-        self.upper.backend_read_limit().min(room)
-    }
-
-    /// Bytes from the client waiting to be written to the command's stdin.
-    pub fn backend_stdin(&self) -> &[u8] {
         self.upper
-            .channel
-            .as_ref()
-            .filter(|_| self.upper.job.accepts_stdin())
-            .map_or(&[], Channel::stdin)
+            .relaying(id)
+            .filter(|task| task.is_running())
+            .map_or(0, |task| self.upper.conn.read_limit(task.ch))
+            .min(room)
     }
 
-    /// Marks `n` bytes of [`Session::backend_stdin`] as written; the client's
-    /// window reopens by as much.
-    pub fn consume_backend_stdin(&mut self, now: Instant, n: usize) {
-        if let Some(ch) = self.upper.channel.as_mut() {
-            ch.consume_stdin(n);
+    /// Bytes from the client waiting to be written to backend `id`.
+    pub fn backend_stdin(&self, id: RequestId) -> &[u8] {
+        self.upper
+            .relaying(id)
+            .filter(|task| task.accepts_stdin())
+            .map_or(&[], |task| self.upper.conn.stdin(task.ch))
+    }
+
+    /// Marks `n` bytes of [`Session::backend_stdin`] as written; the
+    /// client's window reopens by as much.
+    pub fn consume_backend_stdin(&mut self, now: Instant, id: RequestId, n: usize) {
+        if let Some(ch) = self.upper.relaying(id).map(|task| task.ch) {
+            self.upper.conn.consume_stdin(ch, n);
         }
         self.upper.settle(&mut self.link.t, now);
     }
@@ -757,7 +408,7 @@ impl Session {
     pub fn is_finished(&self) -> bool {
         self.link.t.is_closed()
             && (self.upper.peer_gone || self.link.t.pending().is_empty())
-            && !self.upper.job.holds_backend()
+            && !self.upper.tasks.iter().any(Task::holds_backend)
     }
 
     /// The transport, for tests and logs.
@@ -773,6 +424,119 @@ impl ServerUpper {
         id
     }
 
+    /// What a job may touch while it handles one thing.
+    fn job_cx<'a>(&'a mut self, t: &'a mut Transport, now: Instant, ch: ChannelId) -> JobCx<'a> {
+        JobCx {
+            now,
+            session: &self.id,
+            config: &self.config,
+            user: self.identity.as_ref().map_or("", |i| i.user.as_str()),
+            api_user: self.api_user.as_ref(),
+            outputs: &mut self.outputs,
+            next_id: &mut self.next_id,
+            conn: &mut self.conn,
+            t,
+            ch,
+            peer_gone: self.peer_gone,
+        }
+    }
+
+    /// Runs `f` on every task (the table is moved out meanwhile, so the
+    /// task and the rest of the session can be borrowed at once).
+    fn each_task(
+        &mut self,
+        t: &mut Transport,
+        now: Instant,
+        mut f: impl FnMut(&mut Task, &mut JobCx<'_>),
+    ) {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        for task in &mut tasks {
+            let mut cx = self.job_cx(t, now, task.ch);
+            f(task, &mut cx);
+        }
+        self.tasks = tasks;
+    }
+
+    /// Runs `f` on the task of channel `ch`, if there is one.
+    fn with_task(
+        &mut self,
+        t: &mut Transport,
+        now: Instant,
+        ch: ChannelId,
+        f: impl FnOnce(&mut Task, &mut JobCx<'_>),
+    ) {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        if let Some(task) = tasks.iter_mut().find(|task| task.ch == ch) {
+            let mut cx = self.job_cx(t, now, ch);
+            f(task, &mut cx);
+        }
+        self.tasks = tasks;
+    }
+
+    /// Hands an answer to the command that asked for it; false if none did
+    /// (a late answer for something abandoned, dropped).
+    fn route(
+        &mut self,
+        t: &mut Transport,
+        now: Instant,
+        id: RequestId,
+        input: JobInput<'_>,
+    ) -> bool {
+        let Some(ch) = self
+            .tasks
+            .iter()
+            .find(|task| task.owns(id))
+            .map(|task| task.ch)
+        else {
+            return false;
+        };
+        self.with_task(t, now, ch, |task, cx| task.handle(cx, id, input));
+        true
+    }
+
+    /// The task relaying to or from backend `id`.
+    fn relaying(&self, id: RequestId) -> Option<&Task> {
+        self.tasks.iter().find(|task| task.relay_id() == Some(id))
+    }
+
+    /// Stops every command (the connection is gone or going).
+    fn stop_all(&mut self, t: &mut Transport, now: Instant) {
+        self.each_task(t, now, |task, cx| task.stop(cx));
+    }
+
+    /// Ends every command still open with `error` (telling its user why);
+    /// false if there was none.
+    fn end_commands(&mut self, t: &mut Transport, now: Instant, error: &UserError) -> bool {
+        let mut any = false;
+        self.each_task(t, now, |task, cx| {
+            if !cx.conn.is_closed(task.ch) {
+                any = true;
+                cx.fail(error.clone());
+                task.stop(cx);
+            }
+        });
+        any
+    }
+
+    /// After every input: moves every command on, flushes the channels,
+    /// forgets channels that are over, and ends a connection that a limit
+    /// or shutdown is ending once its last channel is gone.
+    fn settle(&mut self, t: &mut Transport, now: Instant) {
+        self.each_task(t, now, |task, cx| task.settle(cx));
+        self.conn.flush(t, now);
+        let conn = &mut self.conn;
+        self.tasks.retain(|task| {
+            let over = conn.is_closed(task.ch) && !task.holds_backend() && !task.holds_lock();
+            if over {
+                conn.remove(task.ch);
+            }
+            !over
+        });
+        if self.ending && self.conn.is_empty() && !t.is_closed() {
+            t.close_silently(CloseReason::Finished);
+        }
+    }
+
     fn on_timeout(&mut self, t: &mut Transport, now: Instant) {
         if self.login_deadline.is_some_and(|d| now >= d) {
             self.login_deadline = None;
@@ -783,35 +547,27 @@ impl ServerUpper {
                 self.outputs.push_back(Output::CancelHttp { id });
             }
         }
-        self.job_timeout(t, now);
+        self.each_task(t, now, |task, cx| task.on_timeout(cx));
         self.limit_timeout(t, now);
         if self.timers.expire(SessionTimer::Keepalive, now) && !t.is_closed() {
             self.keepalive_fell_due(t, now);
         }
-        if let Some(ch) = self.channel.as_mut()
-            && ch.close_deadline.is_some_and(|d| now >= d)
-        {
-            // The client never answered our CHANNEL_CLOSE: end it anyway.
-            ch.close_deadline = None;
-            t.close_silently(CloseReason::Finished);
-        }
+        self.conn.on_timeout(t, now);
     }
 
-    /// The server is stopping: a command in progress is stopped with a
-    /// message; anything else is disconnected.
+    /// The server is stopping: commands in progress are stopped with a
+    /// message; a connection without any is disconnected.
     fn on_shutdown(&mut self, t: &mut Transport, now: Instant) {
         tracing::info!(session = %self.id, "server stopping: ending the session");
-        match self.channel.as_ref() {
-            Some(ch) if !ch.is_closed() => {
-                self.fail_command(UserError::ServerStopping);
-                self.stop_job(now);
-                self.limits = Some(Limits {
-                    last_activity: now,
-                    end: now,
-                    hard_stop: Some(now + CLOSE_WAIT),
-                });
-            }
-            _ => t.disconnect(DisconnectReason::ByApplication, "the server is restarting"),
+        if self.end_commands(t, now, &UserError::ServerStopping) {
+            self.ending = true;
+            self.limits = Some(Limits {
+                last_activity: now,
+                end: now,
+                hard_stop: Some(now + CLOSE_WAIT),
+            });
+        } else {
+            t.disconnect(DisconnectReason::ByApplication, "the server is restarting");
         }
     }
 
@@ -823,8 +579,8 @@ impl ServerUpper {
         Some((l.last_activity + self.config.idle_timeout).min(l.end))
     }
 
-    /// Ends a connection that idled or lasted too long, telling the user
-    /// why if a command was asked for.
+    /// Ends a connection that idled or lasted too long, telling the users
+    /// of its commands why.
     fn limit_timeout(&mut self, t: &mut Transport, now: Instant) {
         let Some(l) = self.limits else { return };
         if let Some(at) = l.hard_stop {
@@ -850,17 +606,11 @@ impl ServerUpper {
             ..l
         });
         tracing::info!(session = %self.id, ?error, "time limit");
-        match self.channel.as_ref() {
-            Some(ch) if !ch.is_closed() => {
-                self.fail_command(error);
-                self.stop_job(now);
-            }
-            _ => t.disconnect(DisconnectReason::ByApplication, "time limit exceeded"),
+        if self.end_commands(t, now, &error) {
+            self.ending = true;
+        } else {
+            t.disconnect(DisconnectReason::ByApplication, "time limit exceeded");
         }
-    }
-
-    fn channel_deadline(&self) -> Option<Instant> {
-        self.channel.as_ref().and_then(|c| c.close_deadline)
     }
 }
 
@@ -897,7 +647,7 @@ impl ServerUpper {
             // Nobody reads what is left: the connection ends as soon as
             // the command is stopped.
             self.peer_gone = true;
-            self.stop_job(now);
+            self.stop_all(t, now);
             return;
         }
         if t.in_kex() {
@@ -954,7 +704,9 @@ impl Upper for ServerUpper {
             (Phase::Connected, numbers::GLOBAL_REQUEST) => self.on_global_request(t, payload),
             // Answers to our keepalives: hearing anything was the point.
             (Phase::Connected, numbers::REQUEST_SUCCESS | numbers::REQUEST_FAILURE) => {}
-            (Phase::Connected, 90..=100) => self.on_channel_message(t, now, payload),
+            (Phase::Connected, n) if connection::is_channel_message(n) => {
+                self.on_channel_message(t, now, payload)
+            }
             _ => {
                 let name = wire::msg_info(number).map_or("unknown message", |m| m.name);
                 let when = match self.phase {
@@ -1010,6 +762,41 @@ impl ServerUpper {
         // answers failure too).
         if want_reply {
             t.send(|out| wire::put_u8(out, numbers::REQUEST_FAILURE));
+        }
+    }
+}
+
+impl ServerUpper {
+    /// A channel message: the connection layer handles the protocol and
+    /// hands over what concerns the channel's command.
+    fn on_channel_message(&mut self, t: &mut Transport, now: Instant, payload: &[u8]) {
+        let Some(event) = self.conn.on_message(t, payload) else {
+            return;
+        };
+        match event {
+            Event::Opened(ch) => self.tasks.push(Task::new(ch)),
+            Event::Env {
+                ch,
+                name,
+                value,
+                want_reply,
+            } => {
+                let session = &self.id;
+                let accepted = self
+                    .tasks
+                    .iter_mut()
+                    .find(|task| task.ch == ch)
+                    .is_some_and(|task| task.on_env(session, name, value));
+                self.conn.reply(t, ch, want_reply, accepted);
+            }
+            Event::Exec { ch, command } => {
+                self.with_task(t, now, ch, |task, cx| task.exec(cx, command));
+            }
+            Event::Signal { ch, name } => {
+                tracing::info!(session = %self.id, signal = %crate::log_safe(name), "client signal: stopping the command");
+                self.with_task(t, now, ch, |task, cx| task.stop(cx));
+            }
+            Event::Closed(ch) => self.with_task(t, now, ch, |task, cx| task.stop(cx)),
         }
     }
 }

@@ -1,0 +1,318 @@
+//! The session's vocabulary with the runtime: what it asks for
+//! ([`Output`]) and what it is told ([`Input`]), each request tagged with a
+//! [`RequestId`] that its answer carries back.
+//!
+//! Shared state (authorized keys, the push lock, admission) reaches a
+//! session only this way, so that what a session does follows from its
+//! seed and its inputs alone.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::app::api::{HttpError, HttpRequest, HttpResponse};
+use crate::app::dyno::DynoEnd;
+use crate::transport::disconnect::CloseReason;
+
+pub use crate::connection::{ExitStatus, Stream};
+
+/// Tags an output and the input that answers it; an answer whose id is not
+/// the one the session waits for (a late reply) is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// The RFC 4254 §6.10 name of a Linux signal number.
+pub fn signal_name(number: i32) -> &'static str {
+    match number {
+        1 => "HUP",
+        2 => "INT",
+        3 => "QUIT",
+        4 => "ILL",
+        6 => "ABRT",
+        8 => "FPE",
+        9 => "KILL",
+        10 => "USR1",
+        11 => "SEGV",
+        12 => "USR2",
+        13 => "PIPE",
+        14 => "ALRM",
+        15 => "TERM",
+        _ => "UNKNOWN",
+    }
+}
+
+/// A signal the session asks the runtime to send to the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: please stop.
+    Term,
+    /// SIGKILL: stop now.
+    Kill,
+}
+
+/// A program for the runtime to start: no shell, exactly these arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// The program (looked up in `PATH`).
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Variables to set.
+    pub env: Vec<(OsString, OsString)>,
+    /// Variables to remove from the server's environment first.
+    pub env_remove: Vec<OsString>,
+}
+
+/// Why a repository could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoError {
+    /// It does not exist (and was not to be created).
+    NotFound,
+    /// Something failed; the text is for the operator's log.
+    Failed(String),
+}
+
+/// Something that happened, fed to [`crate::server::Session::handle_input`].
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Bytes read from the client.
+    Received(&'a [u8]),
+    /// The client closed the connection (or reading or writing failed).
+    PeerClosed,
+    /// The instant given by [`crate::server::Session::poll_timeout`] has come.
+    Timeout,
+    /// The server is stopping: end this session, telling the user.
+    Shutdown,
+    /// The answer to [`Output::OpenRepo`]: `Ok(true)` if it was created now.
+    RepoOpened {
+        /// The request.
+        id: RequestId,
+        /// What happened.
+        result: Result<bool, RepoError>,
+    },
+    /// The answer to [`Output::Spawn`].
+    Spawned {
+        /// The request.
+        id: RequestId,
+        /// Whether it started; the error is for the log.
+        result: Result<(), String>,
+    },
+    /// Bytes the command wrote, at most [`crate::server::Session::backend_read_limit`].
+    BackendData {
+        /// The command.
+        id: RequestId,
+        /// Which stream.
+        stream: Stream,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// One of the command's output streams ended.
+    BackendEof {
+        /// The command.
+        id: RequestId,
+        /// Which stream.
+        stream: Stream,
+    },
+    /// The command ended.
+    BackendExited {
+        /// The command.
+        id: RequestId,
+        /// How.
+        status: ExitStatus,
+    },
+    /// The answer to [`Output::Http`].
+    HttpDone {
+        /// The request.
+        id: RequestId,
+        /// The reply, or why there is none.
+        result: Result<HttpResponse, HttpError>,
+    },
+    /// The answer to [`Output::ConnectDyno`]: the TLS connection is up and
+    /// the header was written, or why not.
+    DynoConnected {
+        /// The request.
+        id: RequestId,
+        /// Whether it worked; the error is for the log.
+        result: Result<(), String>,
+    },
+    /// The dyno's connection ended (after its last
+    /// [`Input::BackendData`]).
+    DynoClosed {
+        /// The dyno connection.
+        id: RequestId,
+        /// How it ended.
+        end: DynoEnd,
+    },
+    /// The answer to [`Output::LookupKey`]: whose key it is, if anyone's.
+    KeyLookedUp {
+        /// The request.
+        id: RequestId,
+        /// The user's name, or `None` for a key nobody has.
+        user: Option<String>,
+    },
+    /// The answer to [`Output::AcquireLock`].
+    LockReply {
+        /// The request.
+        id: RequestId,
+        /// Granted, or held by another push.
+        result: Result<(), LockHeld>,
+    },
+    /// The answer to [`Output::RunHelper`]: its stdout, or why it failed.
+    HelperDone {
+        /// The request.
+        id: RequestId,
+        /// Its standard output if it exited with status 0.
+        result: Result<Vec<u8>, String>,
+    },
+}
+
+/// How a missing repository is created: initialised beside its final
+/// place, then renamed into it, so that two first pushes at once cannot
+/// trip over a half-made repository (the rename is atomic; the loser finds
+/// the winner's repository).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoInit {
+    /// Where `init` makes the repository (a name starting with '.', which
+    /// is never a repository's).
+    pub temp: PathBuf,
+    /// `git init --bare --quiet <temp>`.
+    pub init: ProcessSpec,
+}
+
+/// Something the runtime must do, from [`crate::server::Session::poll_output`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make sure a bare repository exists at `path`: answer `Ok(false)` if
+    /// it does; if not and `create` says how, run its `init` (which makes
+    /// a bare repository at its `temp`), rename `temp` to `path` and answer
+    /// `Ok(true)` (or `Ok(false)` if another push's rename won: remove
+    /// `temp` then); without `create`, answer `Err(RepoError::NotFound)`.
+    OpenRepo {
+        /// The request.
+        id: RequestId,
+        /// The repository's directory.
+        path: PathBuf,
+        /// How to create it when missing (a push), or `None` (a clone).
+        create: Option<RepoInit>,
+    },
+    /// Start the command with its stdin, stdout and stderr piped; answer
+    /// with [`Input::Spawned`], then relay.
+    Spawn {
+        /// The command's id for every later input.
+        id: RequestId,
+        /// What to run.
+        process: ProcessSpec,
+    },
+    /// Close the command's stdin (the client sent EOF and all its data was
+    /// written).
+    CloseStdin {
+        /// The command.
+        id: RequestId,
+    },
+    /// Send a signal to the command.
+    Signal {
+        /// The command.
+        id: RequestId,
+        /// Which.
+        signal: Signal,
+    },
+    /// Run a short git helper to completion and answer with
+    /// [`Input::HelperDone`] (its stdout, bounded to 64 KiB).
+    RunHelper {
+        /// The request.
+        id: RequestId,
+        /// What to run.
+        process: ProcessSpec,
+    },
+    /// Make this HTTP request and answer with [`Input::HttpDone`].
+    Http {
+        /// The request's id.
+        id: RequestId,
+        /// What to send.
+        request: HttpRequest,
+    },
+    /// Abandon the request: its answer is no longer wanted.
+    CancelHttp {
+        /// The request.
+        id: RequestId,
+    },
+    /// Open TLS to `host:port`, verified as configured, and write `header`
+    /// as the first record, alone; answer with [`Input::DynoConnected`].
+    /// Then relay: what the dyno sends comes back as
+    /// [`Input::BackendData`] (stdout), its end as [`Input::DynoClosed`];
+    /// [`crate::server::Session::backend_stdin`] goes to it.
+    ConnectDyno {
+        /// The connection's id for every later input.
+        id: RequestId,
+        /// Dyno host.
+        host: String,
+        /// Rendezvous port.
+        port: u16,
+        /// The rendezvous header (holds a secret; its `Debug` hides it).
+        header: crate::SecretBytes,
+    },
+    /// Close the dyno connection (a connection being opened included): the
+    /// only stop signal the rendezvous protocol has.
+    CloseDyno {
+        /// The connection.
+        id: RequestId,
+    },
+    /// Whose is this public key (standalone mode)? Answer from the current
+    /// `authorized_keys` with [`Input::KeyLookedUp`]; every message after
+    /// the request waits for the answer.
+    LookupKey {
+        /// The request.
+        id: RequestId,
+        /// The key, in SSH wire encoding.
+        blob: Vec<u8>,
+    },
+    /// Take the push lock of `repo`, for this session, and answer with
+    /// [`Input::LockReply`]. The lock is held until [`Output::ReleaseLock`]
+    /// with the same id (which always follows a grant, whatever path the
+    /// session takes), or until the connection ends.
+    AcquireLock {
+        /// The request, and the lock's name from now on.
+        id: RequestId,
+        /// The repository.
+        repo: String,
+        /// Who pushes, for the next pusher's message and the log.
+        user: String,
+    },
+    /// Release the lock granted to [`Output::AcquireLock`] `id`.
+    ReleaseLock {
+        /// The grant.
+        id: RequestId,
+    },
+    /// A user authenticated (admission stops counting the connection as
+    /// unauthenticated).
+    Authenticated(Identity),
+    /// The session is over: flush [`crate::server::Session::transmit`], then close.
+    Close(CloseReason),
+}
+
+/// Who authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user's name (the key's comment in standalone mode).
+    pub user: String,
+    /// The SHA256 fingerprint of the key whose signature was verified.
+    pub fingerprint: String,
+}
+
+/// Why a push lock was not granted: another push holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHeld {
+    /// When that push took it.
+    pub since: Instant,
+}
+
+/// "12 seconds ago", for the user's message.
+pub fn ago(since: Instant, now: Instant) -> String {
+    let secs = now.saturating_duration_since(since).as_secs();
+    match secs {
+        0 => "just now".into(),
+        1 => "1 second ago".into(),
+        s if s < 120 => format!("{s} seconds ago"),
+        s => format!("{} minutes ago", s / 60),
+    }
+}

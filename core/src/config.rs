@@ -1,0 +1,79 @@
+//! What a server session is configured with: plain values, shared by every
+//! connection (the runtime builds them from flags and files).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::api::ApiServer;
+use crate::transport::TransportConfig;
+use crate::transport::hostkey::HostKey;
+
+/// Where users and repositories come from.
+pub enum Mode {
+    /// Keys from an `authorized_keys` file, looked up by the runtime
+    /// ([`Output::LookupKey`]); git runs locally on repositories under
+    /// `repos`.
+    Standalone {
+        /// The directory holding `<name>.git` repositories.
+        repos: PathBuf,
+    },
+    /// Keys, access and dynos from an Openruko platform.
+    Api {
+        /// The API server.
+        api: ApiServer,
+        /// TLS port of every dyno host (`DYNOHOST_RENDEZVOUS_PORT`).
+        rendezvous_port: u16,
+    },
+}
+
+/// Everything a server session needs to know, shared by all connections.
+pub struct ServerConfig {
+    /// Transport algorithms and limits.
+    pub transport: Arc<TransportConfig>,
+    /// Host keys, in preference order.
+    pub host_keys: Arc<[HostKey]>,
+    /// Time from connect to successful authentication (OpenSSH `LoginGraceTime`).
+    pub login_grace: Duration,
+    /// Authentication attempts per connection (OpenSSH `MaxAuthTries`).
+    pub max_auth_attempts: u32,
+    /// The host name users push to, for messages.
+    pub public_host: String,
+    /// How long a stopped command has between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// After authentication: how long the connection may see no bytes in
+    /// either direction.
+    pub idle_timeout: Duration,
+    /// After authentication: how long a connection may last in all.
+    pub max_session: Duration,
+    /// After authentication: how long the client may stay silent before
+    /// a `keepalive@openssh.com` probes it (zero: never).
+    pub keepalive_interval: Duration,
+    /// Probes left unanswered after which the client is taken for dead.
+    pub keepalive_count_max: u32,
+    /// Session channels a connection may have open at once (OpenSSH
+    /// `MaxSessions`).
+    pub max_sessions: u32,
+    /// Users and repositories.
+    pub mode: Mode,
+}
+
+impl ServerConfig {
+    /// Standalone defaults around the given host keys.
+    pub fn standalone(host_keys: Vec<HostKey>, repos: PathBuf) -> Self {
+        Self {
+            transport: Arc::new(TransportConfig::default()),
+            host_keys: host_keys.into(),
+            login_grace: Duration::from_secs(30),
+            max_auth_attempts: 6,
+            public_host: "localhost".into(),
+            kill_grace: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_session: Duration::from_secs(7200),
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_count_max: 3,
+            max_sessions: 10,
+            mode: Mode::Standalone { repos },
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The git command in standalone mode: open (or create) the repository,
+//! run git locally, relay, stop it when the client goes, and report how it
+//! ended.
+//!
+//! ```text
+//! start ─▶ [AwaitingLock] ─▶ OpeningRepo ─ok─▶ Spawning ─ok─▶ Running ─exit + EOFs─▶ [upkeep] ─▶ Done
+//!              │ held             │ not found     │ failed       │ stopped: TERM, then KILL
+//!              └──────────────────┴───────────────┴──────────────┴──────────────▶ Done (message, status)
+//! ```
+//!
+//! After every push, a repository whose `HEAD` names no branch gets it
+//! pointed at one the push created (the upkeep: CheckingHead,
+//! ListingBranches, SettingHead), so that a clone checks out `main` rather
+//! than a missing `master`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::actions::{
+    ExitStatus, Output, ProcessSpec, RepoError, RepoInit, RequestId, Signal, Stream,
+};
+use crate::app::command::{GitCommand, GitVerb};
+use crate::app::messages::UserError;
+
+use super::{JobCx, JobInput};
+
+/// How long the command's output streams may stay open after it exited
+/// (a hook's stray background process must not hold the session).
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The local command's state.
+enum State {
+    /// A push waits for its repository's lock.
+    AwaitingLock { id: RequestId, cmd: GitCommand },
+    /// Waiting for the repository.
+    OpeningRepo {
+        id: RequestId,
+        cmd: GitCommand,
+        path: PathBuf,
+    },
+    /// Waiting for git to start.
+    Spawning {
+        id: RequestId,
+        cmd: GitCommand,
+        path: PathBuf,
+    },
+    /// git runs.
+    Running(Running),
+    /// A push ended: does HEAD name an existing branch?
+    CheckingHead {
+        id: RequestId,
+        path: PathBuf,
+        after: After,
+    },
+    /// HEAD names nothing: finding the repository's branches.
+    ListingBranches {
+        id: RequestId,
+        path: PathBuf,
+        after: After,
+    },
+    /// Pointing HEAD at the chosen branch.
+    SettingHead { id: RequestId, after: After },
+    /// Over; the exit is reported (or was never due, if the client left).
+    Done,
+}
+
+/// What follows the repository's upkeep after a push: the exit status to
+/// report, unless the client has gone.
+#[derive(Debug, Clone)]
+struct After {
+    status: ExitStatus,
+    report: bool,
+}
+
+struct Running {
+    id: RequestId,
+    cmd: GitCommand,
+    path: PathBuf,
+    stdout_open: bool,
+    stderr_open: bool,
+    exit: Option<ExitStatus>,
+    stdin_closed: bool,
+    /// Once stopping: when to escalate to SIGKILL.
+    kill_at: Option<Instant>,
+    killed: bool,
+    /// After exit: how long the output streams may stay open.
+    drain_until: Option<Instant>,
+}
+
+/// git on a local repository.
+pub(super) struct LocalJob {
+    /// Where repositories live.
+    repos: PathBuf,
+    /// `GIT_PROTOCOL` for git, if the client sent a valid one.
+    git_protocol: Option<String>,
+    /// The repository's name, for messages.
+    repo: String,
+    state: State,
+}
+
+/// What `git init`ed repositories should point HEAD at, given the branches
+/// the first push created: `main`, else `master`, else the first in order.
+pub fn choose_head(branches: &[&str]) -> Option<String> {
+    for preferred in ["main", "master"] {
+        if branches.contains(&preferred) {
+            return Some(preferred.to_owned());
+        }
+    }
+    let mut sorted = branches.to_vec();
+    sorted.sort_unstable();
+    sorted.first().map(|b| (*b).to_owned())
+}
+
+/// Variables a spawned git must not inherit from the server's environment:
+/// they would point it at another repository or configuration.
+const GIT_ENV_REMOVE: [&str; 8] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_PROTOCOL",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_NAMESPACE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+];
+
+fn git(args: Vec<OsString>, git_protocol: Option<&str>) -> ProcessSpec {
+    let env = git_protocol
+        .map(|v| ("GIT_PROTOCOL".into(), v.into()))
+        .into_iter()
+        .collect();
+    ProcessSpec {
+        program: "git".into(),
+        args,
+        env,
+        env_remove: GIT_ENV_REMOVE.iter().map(OsString::from).collect(),
+    }
+}
+
+/// `git --git-dir <path> <args…>`, for the repository's upkeep.
+fn git_dir(path: &Path, args: &[&str]) -> ProcessSpec {
+    let mut all: Vec<OsString> = vec!["--git-dir".into(), path.as_os_str().to_owned()];
+    all.extend(args.iter().map(OsString::from));
+    git(all, None)
+}
+
+impl LocalJob {
+    /// Starts the command: a push asks for its lock first.
+    pub(super) fn start(
+        cx: &mut JobCx<'_>,
+        cmd: GitCommand,
+        repos: PathBuf,
+        git_protocol: Option<String>,
+    ) -> Self {
+        let mut job = Self {
+            repos,
+            git_protocol,
+            repo: cmd.repo.as_str().to_owned(),
+            state: State::Done,
+        };
+        if cmd.verb.is_push() {
+            let id = cx.request_lock(&cmd);
+            job.state = State::AwaitingLock { id, cmd };
+        } else {
+            job.open_repo(cx, cmd);
+        }
+        job
+    }
+
+    pub(super) fn repo(&self) -> &str {
+        &self.repo
+    }
+
+    pub(super) fn awaiting_lock(&self) -> Option<RequestId> {
+        match &self.state {
+            State::AwaitingLock { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    pub(super) fn lock_granted(&mut self, cx: &mut JobCx<'_>) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingLock { cmd, .. } => self.open_repo(cx, cmd),
+            other => {
+                self.state = other;
+                self.impossible(cx, "a lock granted to a job not waiting for one");
+            }
+        }
+    }
+
+    /// A bug: the user is told the server failed, and git is stopped.
+    fn impossible(&mut self, cx: &mut JobCx<'_>, what: &'static str) {
+        cx.internal_error(what);
+        self.stop(cx);
+    }
+
+    pub(super) fn abandon(&mut self) {
+        self.state = State::Done;
+    }
+
+    /// Asks for the repository, creating it for a push.
+    fn open_repo(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
+        let path = self.repos.join(format!("{}.git", cmd.repo.as_str()));
+        let id = cx.next_id();
+        let create = cmd.verb.is_push().then(|| {
+            let name = format!(".init-{}-{}", cx.session, id.0);
+            let temp = path.with_file_name(name);
+            let init = git(
+                vec![
+                    "init".into(),
+                    "--bare".into(),
+                    "--quiet".into(),
+                    temp.clone().into_os_string(),
+                ],
+                None,
+            );
+            RepoInit { temp, init }
+        });
+        cx.push(Output::OpenRepo {
+            id,
+            path: path.clone(),
+            create,
+        });
+        self.state = State::OpeningRepo { id, cmd, path };
+    }
+
+    pub(super) fn owns(&self, id: RequestId) -> bool {
+        match &self.state {
+            State::AwaitingLock { id: own, .. }
+            | State::OpeningRepo { id: own, .. }
+            | State::Spawning { id: own, .. }
+            | State::CheckingHead { id: own, .. }
+            | State::ListingBranches { id: own, .. }
+            | State::SettingHead { id: own, .. } => *own == id,
+            State::Running(r) => r.id == id,
+            State::Done => false,
+        }
+    }
+
+    pub(super) fn handle(&mut self, cx: &mut JobCx<'_>, id: RequestId, input: JobInput<'_>) {
+        if !self.owns(id) {
+            return;
+        }
+        match input {
+            JobInput::RepoOpened(result) => self.on_repo_opened(cx, result),
+            JobInput::Spawned(result) => self.on_spawned(cx, id, result),
+            JobInput::Data(stream, data) => {
+                if matches!(self.state, State::Running(_)) {
+                    cx.deliver(stream, data);
+                }
+            }
+            JobInput::Eof(stream) => {
+                if let State::Running(r) = &mut self.state {
+                    match stream {
+                        Stream::Stdout => r.stdout_open = false,
+                        Stream::Stderr => r.stderr_open = false,
+                    }
+                }
+            }
+            JobInput::Exited(status) => {
+                if let State::Running(r) = &mut self.state
+                    && r.exit.is_none()
+                {
+                    tracing::info!(session = %cx.session, ?status, "git exited");
+                    r.exit = Some(status);
+                    r.drain_until = Some(cx.now + DRAIN_WAIT);
+                }
+            }
+            JobInput::Helper(result) => self.on_helper_done(cx, result),
+            // Answers only the platform asks for, or the lock (the task's).
+            JobInput::Http(_)
+            | JobInput::DynoConnected(_)
+            | JobInput::DynoClosed(_)
+            | JobInput::Lock(_) => self.impossible(cx, "a platform answer for a local job"),
+        }
+    }
+
+    fn on_repo_opened(&mut self, cx: &mut JobCx<'_>, result: Result<bool, RepoError>) {
+        if !matches!(self.state, State::OpeningRepo { .. }) {
+            return self.impossible(cx, "a repository opened for a job not waiting for one");
+        }
+        let State::OpeningRepo { cmd, path, .. } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return;
+        };
+        match result {
+            Ok(created) => {
+                if created {
+                    tracing::info!(session = %cx.session, repo = cmd.repo.as_str(), "created repository");
+                }
+                let id = cx.next_id();
+                let process = git(
+                    vec![cmd.verb.subcommand().into(), path.clone().into_os_string()],
+                    self.git_protocol.as_deref(),
+                );
+                cx.push(Output::Spawn { id, process });
+                self.state = State::Spawning { id, cmd, path };
+            }
+            Err(RepoError::NotFound) => {
+                tracing::info!(session = %cx.session, repo = cmd.repo.as_str(), "no such repository");
+                cx.fail(UserError::NoSuchApp {
+                    app: cmd.repo.as_str().to_owned(),
+                });
+            }
+            Err(RepoError::Failed(why)) => {
+                tracing::error!(session = %cx.session, repo = cmd.repo.as_str(), error = %why, "cannot open repository");
+                cx.fail(UserError::ServerFailed);
+            }
+        }
+    }
+
+    fn on_spawned(&mut self, cx: &mut JobCx<'_>, id: RequestId, result: Result<(), String>) {
+        if !matches!(self.state, State::Spawning { .. }) {
+            return self.impossible(cx, "a process started for a job not starting one");
+        }
+        let State::Spawning { cmd, path, .. } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.state = State::Running(Running {
+                    id,
+                    cmd,
+                    path,
+                    stdout_open: true,
+                    stderr_open: true,
+                    exit: None,
+                    stdin_closed: false,
+                    kill_at: None,
+                    killed: false,
+                    drain_until: None,
+                });
+                // The client left while git was starting.
+                if cx.client_gone() {
+                    self.stop(cx);
+                }
+            }
+            Err(why) => {
+                tracing::error!(session = %cx.session, error = %why, "cannot start git");
+                cx.fail(UserError::ServerFailed);
+            }
+        }
+    }
+
+    fn on_helper_done(&mut self, cx: &mut JobCx<'_>, result: Result<Vec<u8>, String>) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::CheckingHead { path, after, .. } => match result {
+                // HEAD resolves: nothing to repair.
+                Ok(_) => finish_push(cx, after),
+                Err(_) => {
+                    let process = git_dir(
+                        &path,
+                        &["for-each-ref", "--format=%(refname)", "refs/heads/"],
+                    );
+                    let id = cx.next_id();
+                    cx.push(Output::RunHelper { id, process });
+                    self.state = State::ListingBranches { id, path, after };
+                }
+            },
+            State::ListingBranches { path, after, .. } => {
+                let branches = match &result {
+                    Ok(out) => String::from_utf8_lossy(out).into_owned(),
+                    Err(why) => {
+                        tracing::warn!(session = %cx.session, error = %why, "cannot list branches");
+                        String::new()
+                    }
+                };
+                let names: Vec<&str> = branches
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("refs/heads/"))
+                    .collect();
+                match choose_head(&names) {
+                    Some(branch) => {
+                        tracing::info!(session = %cx.session, branch, "pointing HEAD at the pushed branch");
+                        let target = format!("refs/heads/{branch}");
+                        let process = git_dir(&path, &["symbolic-ref", "HEAD", &target]);
+                        let id = cx.next_id();
+                        cx.push(Output::RunHelper { id, process });
+                        self.state = State::SettingHead { id, after };
+                    }
+                    // No branch yet (tags only): a later push repairs it.
+                    None => finish_push(cx, after),
+                }
+            }
+            State::SettingHead { after, .. } => {
+                if let Err(why) = result {
+                    tracing::warn!(session = %cx.session, error = %why, "cannot set HEAD");
+                }
+                finish_push(cx, after);
+            }
+            other => {
+                self.state = other;
+                self.impossible(cx, "a helper's answer for a job running none");
+            }
+        }
+    }
+
+    /// Stops git: SIGTERM now, SIGKILL after the grace period. Before git
+    /// runs, nothing is left to wait for.
+    pub(super) fn stop(&mut self, cx: &mut JobCx<'_>) {
+        match &mut self.state {
+            State::Running(r) if r.exit.is_none() && r.kill_at.is_none() => {
+                tracing::info!(session = %cx.session, "stopping git");
+                r.kill_at = Some(cx.now + cx.config.kill_grace);
+                let id = r.id;
+                cx.push(Output::Signal {
+                    id,
+                    signal: Signal::Term,
+                });
+            }
+            State::OpeningRepo { .. } | State::AwaitingLock { .. } => self.state = State::Done,
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_timeout(&mut self, cx: &mut JobCx<'_>) {
+        let State::Running(r) = &mut self.state else {
+            return;
+        };
+        if r.exit.is_none() && !r.killed && r.kill_at.is_some_and(|at| cx.now >= at) {
+            r.killed = true;
+            tracing::warn!(session = %cx.session, "git ignored SIGTERM: killing it");
+            let id = r.id;
+            cx.push(Output::Signal {
+                id,
+                signal: Signal::Kill,
+            });
+        }
+        if r.drain_until.is_some_and(|at| cx.now >= at) {
+            // Something (a hook's background child) holds git's output
+            // open after git exited: stop waiting for it.
+            r.stdout_open = false;
+            r.stderr_open = false;
+        }
+    }
+
+    /// Closes git's stdin once the client's EOF and data have all gone
+    /// through; moves on once git has exited and its output is drained.
+    pub(super) fn settle(&mut self, cx: &mut JobCx<'_>) {
+        let State::Running(r) = &mut self.state else {
+            return;
+        };
+        if cx.conn.stdin_done(cx.ch) && !r.stdin_closed && r.exit.is_none() {
+            r.stdin_closed = true;
+            let id = r.id;
+            cx.push(Output::CloseStdin { id });
+        }
+        if r.exit.is_none() || r.stdout_open || r.stderr_open {
+            return;
+        }
+        let State::Running(r) = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        let status = r.exit.unwrap_or(ExitStatus::Code(1));
+        // If the client went away there is nobody to report to.
+        let after = After {
+            status,
+            report: !cx.client_gone(),
+        };
+        if r.cmd.verb == GitVerb::ReceivePack {
+            // Whatever this push did (created the repository, pushed only
+            // tags, was cut short), HEAD must end up naming a branch that
+            // exists, so a clone checks something out.
+            let process = git_dir(
+                &r.path,
+                &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+            );
+            let id = cx.next_id();
+            cx.push(Output::RunHelper { id, process });
+            self.state = State::CheckingHead {
+                id,
+                path: r.path,
+                after,
+            };
+            return;
+        }
+        finish_push(cx, after);
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match &self.state {
+            State::Running(r) => [
+                r.kill_at.filter(|_| !r.killed && r.exit.is_none()),
+                r.drain_until,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
+            _ => None,
+        }
+    }
+
+    pub(super) fn relay_id(&self) -> Option<RequestId> {
+        match &self.state {
+            State::Running(r) => Some(r.id),
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_running(&self) -> bool {
+        match &self.state {
+            State::Running(r) => r.exit.is_none() || r.stdout_open || r.stderr_open,
+            _ => false,
+        }
+    }
+
+    pub(super) fn accepts_stdin(&self) -> bool {
+        match &self.state {
+            State::Running(r) => r.exit.is_none() && !r.stdin_closed,
+            _ => false,
+        }
+    }
+
+    pub(super) fn holds_backend(&self) -> bool {
+        match &self.state {
+            // The repository's upkeep finishes even if the client has gone.
+            State::Spawning { .. }
+            | State::CheckingHead { .. }
+            | State::ListingBranches { .. }
+            | State::SettingHead { .. } => true,
+            State::Running(r) => r.exit.is_none(),
+            State::AwaitingLock { .. } | State::OpeningRepo { .. } | State::Done => false,
+        }
+    }
+
+    pub(super) fn stdin_closed(&self) -> bool {
+        match &self.state {
+            State::Running(r) => r.stdin_closed || r.exit.is_some(),
+            State::AwaitingLock { .. } | State::OpeningRepo { .. } | State::Spawning { .. } => {
+                false
+            }
+            _ => true,
+        }
+    }
+
+    pub(super) fn is_over(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+}
+
+fn finish_push(cx: &mut JobCx<'_>, after: After) {
+    if after.report {
+        cx.exit(after.status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_prefers_main_then_master_then_the_first_name() {
+        assert_eq!(
+            choose_head(&["feature", "main", "master"]),
+            Some("main".into())
+        );
+        assert_eq!(choose_head(&["master", "dev"]), Some("master".into()));
+        assert_eq!(choose_head(&["zeta", "alpha"]), Some("alpha".into()));
+        assert_eq!(choose_head(&[]), None);
+    }
+}

@@ -1,0 +1,367 @@
+//! The git command of one session channel: from the exec request to the
+//! exit status, with one state machine per backend behind a small enum.
+//!
+//! ```text
+//! Task ── exec ──▶ Backend::Local    (standalone: git on local repositories)
+//!                  Backend::Platform (Openruko: access check, dyno, relay)
+//! ```
+//!
+//! The mode is chosen once, at exec. Both machines speak one vocabulary:
+//! they are started, answered ([`JobInput`], by request id), stopped,
+//! timed out and settled; they ask for work as [`Output`]s and talk to the
+//! user through the channel ([`JobCx`]). A state that cannot happen is a bug:
+//! it ends the command with the server's failure message, never silently.
+//!
+//! The push lock is the task's: a machine asks for it when its command is a
+//! push, and the task releases a grant exactly once, when the machine is
+//! over, whatever path it took.
+
+mod local;
+mod platform;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::actions::{ExitStatus, LockHeld, Output, RepoError, RequestId, Stream, ago};
+use crate::app::api::{ApiUser, HttpError, HttpResponse};
+use crate::app::command::{self, GitCommand, parse_exec};
+use crate::app::dyno::DynoEnd;
+use crate::app::messages::{self, UserError};
+use crate::config::{Mode, ServerConfig};
+use crate::connection::{ChannelId, Connection};
+use crate::transport::Transport;
+
+pub use local::choose_head;
+
+use self::local::LocalJob;
+use self::platform::PlatformJob;
+
+/// What a job may touch while it handles one thing.
+pub struct JobCx<'a> {
+    /// The current time.
+    pub now: Instant,
+    /// The session's id, for logs and users' messages.
+    pub session: &'a str,
+    /// The server's configuration.
+    pub config: &'a ServerConfig,
+    /// Who authenticated.
+    pub user: &'a str,
+    /// Their platform account (API mode).
+    pub api_user: Option<&'a ApiUser>,
+    /// Where requests for the runtime go.
+    pub outputs: &'a mut VecDeque<Output>,
+    /// The session's request counter.
+    pub next_id: &'a mut u64,
+    /// The channels.
+    pub conn: &'a mut Connection,
+    /// The transport the channel writes to.
+    pub t: &'a mut Transport,
+    /// The job's channel.
+    pub ch: ChannelId,
+    /// Whether the client's connection is gone.
+    pub peer_gone: bool,
+}
+
+impl JobCx<'_> {
+    fn next_id(&mut self) -> RequestId {
+        let id = RequestId(*self.next_id);
+        *self.next_id += 1;
+        id
+    }
+
+    fn push(&mut self, output: Output) {
+        self.outputs.push_back(output);
+    }
+
+    /// Whether nobody is left to report to: the connection or the channel
+    /// is gone.
+    fn client_gone(&self) -> bool {
+        self.peer_gone || self.conn.is_closed(self.ch)
+    }
+
+    /// Relays the command's output.
+    fn deliver(&mut self, stream: Stream, data: &[u8]) {
+        self.conn.deliver(self.t, self.ch, stream, data);
+    }
+
+    /// A message of ours on the user's stderr.
+    fn notice(&mut self, text: &str) {
+        self.conn.notice(self.ch, text.as_bytes().to_vec());
+    }
+
+    /// Reports how the command ended (the first report wins).
+    fn exit(&mut self, status: ExitStatus) {
+        self.conn.exit(self.ch, status);
+    }
+
+    /// Tells the user why the command does not run (or stopped), then ends
+    /// the channel with the error's exit status.
+    pub fn fail(&mut self, error: UserError) {
+        let mut text = error.message(&self.config.public_host);
+        if !matches!(error, UserError::NoShell { .. }) {
+            text = messages::with_session_id(&text, self.session);
+        }
+        self.conn.notice(self.ch, text.into_bytes());
+        self.exit(ExitStatus::Code(error.exit_status()));
+    }
+
+    /// A state that cannot happen did: a bug, logged, and the user told
+    /// that the server failed.
+    fn internal_error(&mut self, what: &'static str) {
+        tracing::error!(session = %self.session, what, "internal error");
+        self.fail(UserError::ServerFailed);
+    }
+
+    /// Asks for the push lock of `cmd`'s repository.
+    fn request_lock(&mut self, cmd: &GitCommand) -> RequestId {
+        let id = self.next_id();
+        self.push(Output::AcquireLock {
+            id,
+            repo: cmd.repo.as_str().to_owned(),
+            user: self.user.to_owned(),
+        });
+        id
+    }
+}
+
+/// An answer for a job, its request id aside.
+#[derive(Debug)]
+pub enum JobInput<'a> {
+    /// [`crate::actions::Input::RepoOpened`].
+    RepoOpened(Result<bool, RepoError>),
+    /// [`crate::actions::Input::Spawned`].
+    Spawned(Result<(), String>),
+    /// [`crate::actions::Input::BackendData`].
+    Data(Stream, &'a [u8]),
+    /// [`crate::actions::Input::BackendEof`].
+    Eof(Stream),
+    /// [`crate::actions::Input::BackendExited`].
+    Exited(ExitStatus),
+    /// [`crate::actions::Input::HelperDone`].
+    Helper(Result<Vec<u8>, String>),
+    /// [`crate::actions::Input::HttpDone`].
+    Http(Result<HttpResponse, HttpError>),
+    /// [`crate::actions::Input::DynoConnected`].
+    DynoConnected(Result<(), String>),
+    /// [`crate::actions::Input::DynoClosed`].
+    DynoClosed(DynoEnd),
+    /// [`crate::actions::Input::LockReply`].
+    Lock(Result<(), LockHeld>),
+}
+
+/// The command's backend, chosen at exec by the mode.
+enum Backend {
+    Local(LocalJob),
+    Platform(PlatformJob),
+}
+
+/// Calls the same method on whichever machine runs.
+macro_rules! on_backend {
+    ($backend:expr, $job:ident => $body:expr) => {
+        match $backend {
+            Backend::Local($job) => $body,
+            Backend::Platform($job) => $body,
+        }
+    };
+}
+
+/// One channel's command.
+pub struct Task {
+    /// The channel the command belongs to.
+    pub ch: ChannelId,
+    /// `GIT_PROTOCOL`, if the client sent a valid one.
+    git_protocol: Option<String>,
+    /// The push lock granted to this command, released exactly once.
+    lock: Option<RequestId>,
+    /// `None` until exec (and for a command that never ran).
+    backend: Option<Backend>,
+}
+
+impl Task {
+    /// A task for a channel just opened.
+    pub fn new(ch: ChannelId) -> Self {
+        Self {
+            ch,
+            git_protocol: None,
+            lock: None,
+            backend: None,
+        }
+    }
+
+    /// An `env` request: only a valid `GIT_PROTOCOL` is taken.
+    pub fn on_env(&mut self, session: &str, name: &[u8], value: &[u8]) -> bool {
+        let valid = (name == b"GIT_PROTOCOL")
+            .then(|| command::parse_git_protocol(value))
+            .flatten();
+        match valid {
+            Some(v) => {
+                self.git_protocol = Some(v.to_owned());
+                true
+            }
+            None => {
+                tracing::debug!(session = %session, name = %crate::log_safe(name), "env request refused");
+                false
+            }
+        }
+    }
+
+    /// The channel's command (`None`: a shell, refused with the greeting).
+    pub fn exec(&mut self, cx: &mut JobCx<'_>, command: Option<&[u8]>) {
+        let Some(command) = command else {
+            tracing::info!(session = %cx.session, "shell refused with the greeting");
+            cx.fail(UserError::NoShell {
+                user: cx.user.to_owned(),
+            });
+            return;
+        };
+        let cmd = match parse_exec(command) {
+            Ok(cmd) => cmd,
+            Err(_) => {
+                tracing::info!(session = %cx.session, command = %crate::log_safe(command), "invalid command");
+                cx.fail(UserError::InvalidPath);
+                return;
+            }
+        };
+        tracing::info!(
+            session = %cx.session,
+            channel = cx.ch.0,
+            command = cmd.verb.dashed(),
+            repo = cmd.repo.as_str(),
+            "git command"
+        );
+        self.backend = Some(match &cx.config.mode {
+            Mode::Standalone { repos } => Backend::Local(LocalJob::start(
+                cx,
+                cmd,
+                repos.clone(),
+                self.git_protocol.take(),
+            )),
+            Mode::Api {
+                api,
+                rendezvous_port,
+            } => Backend::Platform(PlatformJob::start(cx, cmd, api.clone(), *rendezvous_port)),
+        });
+    }
+
+    /// Whether an answer with this id is this command's.
+    pub fn owns(&self, id: RequestId) -> bool {
+        self.backend
+            .as_ref()
+            .is_some_and(|b| on_backend!(b, job => job.owns(id)))
+    }
+
+    /// An answer for this command.
+    pub fn handle(&mut self, cx: &mut JobCx<'_>, id: RequestId, input: JobInput<'_>) {
+        let Some(backend) = self.backend.as_mut() else {
+            return;
+        };
+        if let JobInput::Lock(result) = input {
+            let awaited = on_backend!(backend, job => job.awaiting_lock()) == Some(id);
+            if !awaited {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    self.lock = Some(id);
+                    on_backend!(backend, job => job.lock_granted(cx));
+                }
+                Err(held) => {
+                    let repo = on_backend!(backend, job => job.repo().to_owned());
+                    tracing::info!(session = %cx.session, repo, "another push is in progress");
+                    on_backend!(backend, job => job.abandon());
+                    cx.fail(UserError::PushInProgress {
+                        app: repo,
+                        started: ago(held.since, cx.now),
+                    });
+                }
+            }
+            return;
+        }
+        on_backend!(backend, job => job.handle(cx, id, input));
+    }
+
+    /// Stops the command: the client went, or a limit or shutdown came.
+    pub fn stop(&mut self, cx: &mut JobCx<'_>) {
+        if let Some(backend) = self.backend.as_mut() {
+            on_backend!(backend, job => job.stop(cx));
+        }
+    }
+
+    /// A deadline of this command may have come.
+    pub fn on_timeout(&mut self, cx: &mut JobCx<'_>) {
+        if let Some(backend) = self.backend.as_mut() {
+            on_backend!(backend, job => job.on_timeout(cx));
+        }
+    }
+
+    /// After every input: moves the command on, tells the channel whether
+    /// its data still has a reader, and gives the push lock back once the
+    /// command is over.
+    pub fn settle(&mut self, cx: &mut JobCx<'_>) {
+        if let Some(backend) = self.backend.as_mut() {
+            on_backend!(backend, job => job.settle(cx));
+        }
+        cx.conn.set_accepts_input(self.ch, !self.stdin_closed());
+        if self.is_over()
+            && let Some(id) = self.lock.take()
+        {
+            cx.push(Output::ReleaseLock { id });
+        }
+    }
+
+    /// The command's next deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.backend
+            .as_ref()
+            .and_then(|b| on_backend!(b, job => job.deadline()))
+    }
+
+    /// The id of the process or dyno connection the channel relays to.
+    pub fn relay_id(&self) -> Option<RequestId> {
+        self.backend
+            .as_ref()
+            .and_then(|b| on_backend!(b, job => job.relay_id()))
+    }
+
+    /// Whether the command's output is being relayed.
+    pub fn is_running(&self) -> bool {
+        self.backend
+            .as_ref()
+            .is_some_and(|b| on_backend!(b, job => job.is_running()))
+    }
+
+    /// Whether the client's data may go to the backend now.
+    pub fn accepts_stdin(&self) -> bool {
+        self.backend
+            .as_ref()
+            .is_some_and(|b| on_backend!(b, job => job.accepts_stdin()))
+    }
+
+    /// Whether a process or connection may still be alive, so the session
+    /// must not end.
+    pub fn holds_backend(&self) -> bool {
+        self.backend
+            .as_ref()
+            .is_some_and(|b| on_backend!(b, job => job.holds_backend()))
+    }
+
+    /// Whether the client's data can no longer reach the backend.
+    fn stdin_closed(&self) -> bool {
+        self.backend
+            .as_ref()
+            .is_some_and(|b| on_backend!(b, job => job.stdin_closed()))
+    }
+
+    /// Whether the command is over (or never ran), so nothing it holds
+    /// remains.
+    pub fn is_over(&self) -> bool {
+        self.backend
+            .as_ref()
+            .is_none_or(|b| on_backend!(b, job => job.is_over()))
+    }
+
+    /// Whether a push lock is held by this command.
+    pub fn holds_lock(&self) -> bool {
+        self.lock.is_some()
+    }
+}

@@ -1,0 +1,336 @@
+//! The git command in API mode (`docs/openruko.md`): check the user's
+//! access to the app, provision a build dyno, meet it over TLS and relay
+//! until it closes.
+//!
+//! ```text
+//! start ─▶ CheckingAccess ─200─▶ [AwaitingLock] ─▶ Provisioning ─200─▶ Connecting ─up─▶ Relaying ─close─▶ Done
+//!              │ 401/403/404         │ held            │ anything else    │ failed          │ not clean: "lost"
+//!              │ (one message)       │                 └── "Unable to contact build server" (127)
+//!              └ 5xx/timeout: "platform unavailable"
+//! ```
+//!
+//! The lock comes after the access check: a stranger must not learn that
+//! someone is pushing to an app. A client that goes away cancels whatever
+//! is in flight: the HTTP request is abandoned, the dyno connection closed
+//! (the protocol's only stop signal). The client's stdin is held until the
+//! dyno speaks first, and the dyno connection is never half-closed.
+
+use std::time::{Duration, Instant};
+
+use crate::actions::{ExitStatus, Output, RequestId, Stream};
+use crate::app::api::{self, AccessResult, ApiServer, HttpError, HttpResponse};
+use crate::app::command::GitCommand;
+use crate::app::dyno::{self, DynoEnd, DynoStream, Route};
+use crate::app::messages::{self, UserError};
+
+use super::{JobCx, JobInput};
+
+/// When the first "waiting" line goes out during provisioning.
+const PROGRESS_FIRST: Duration = Duration::from_secs(3);
+/// How often it repeats.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+enum State {
+    /// Asking whether the user may use the app.
+    CheckingAccess { id: RequestId, cmd: GitCommand },
+    /// A push waits for the app's lock.
+    AwaitingLock { id: RequestId, cmd: GitCommand },
+    /// Asking for a build dyno.
+    Provisioning {
+        id: RequestId,
+        cmd: GitCommand,
+        progress_at: Instant,
+    },
+    /// Connecting to the dyno.
+    Connecting { id: RequestId, cmd: GitCommand },
+    /// Relaying to and from the dyno.
+    Relaying { id: RequestId, stream: DynoStream },
+    /// Over.
+    Done,
+}
+
+/// git on a build dyno of an Openruko platform.
+pub(super) struct PlatformJob {
+    api: ApiServer,
+    rendezvous_port: u16,
+    repo: String,
+    state: State,
+}
+
+impl PlatformJob {
+    /// Starts with the access check.
+    pub(super) fn start(
+        cx: &mut JobCx<'_>,
+        cmd: GitCommand,
+        api: ApiServer,
+        rendezvous_port: u16,
+    ) -> Self {
+        let mut job = Self {
+            api,
+            rendezvous_port,
+            repo: cmd.repo.as_str().to_owned(),
+            state: State::Done,
+        };
+        let Some(user) = cx.api_user else {
+            // Authentication in API mode always yields an account.
+            cx.internal_error("no platform account for an authenticated user");
+            return job;
+        };
+        let request = api::access_request(&job.api, &cmd.repo, &user.api_key);
+        let id = cx.next_id();
+        cx.push(Output::Http { id, request });
+        job.state = State::CheckingAccess { id, cmd };
+        job
+    }
+
+    pub(super) fn repo(&self) -> &str {
+        &self.repo
+    }
+
+    pub(super) fn awaiting_lock(&self) -> Option<RequestId> {
+        match &self.state {
+            State::AwaitingLock { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    pub(super) fn lock_granted(&mut self, cx: &mut JobCx<'_>) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingLock { cmd, .. } => self.provision(cx, cmd),
+            other => {
+                self.state = other;
+                self.impossible(cx, "a lock granted to a job not waiting for one");
+            }
+        }
+    }
+
+    pub(super) fn abandon(&mut self) {
+        self.state = State::Done;
+    }
+
+    /// A bug: the user is told the server failed, and whatever is in
+    /// flight is abandoned.
+    fn impossible(&mut self, cx: &mut JobCx<'_>, what: &'static str) {
+        cx.internal_error(what);
+        self.stop(cx);
+    }
+
+    /// Asks the platform for a build dyno.
+    fn provision(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
+        tracing::info!(session = %cx.session, app = cmd.repo.as_str(), "provisioning");
+        let request = api::provision_request(&self.api, &cmd.repo, cmd.verb);
+        let id = cx.next_id();
+        cx.push(Output::Http { id, request });
+        self.state = State::Provisioning {
+            id,
+            cmd,
+            progress_at: cx.now + PROGRESS_FIRST,
+        };
+    }
+
+    pub(super) fn owns(&self, id: RequestId) -> bool {
+        match &self.state {
+            State::CheckingAccess { id: own, .. }
+            | State::AwaitingLock { id: own, .. }
+            | State::Provisioning { id: own, .. }
+            | State::Connecting { id: own, .. }
+            | State::Relaying { id: own, .. } => *own == id,
+            State::Done => false,
+        }
+    }
+
+    pub(super) fn handle(&mut self, cx: &mut JobCx<'_>, id: RequestId, input: JobInput<'_>) {
+        if !self.owns(id) {
+            return;
+        }
+        match input {
+            JobInput::Http(result) => self.on_http_done(cx, result),
+            JobInput::DynoConnected(result) => self.on_dyno_connected(cx, id, result),
+            JobInput::Data(_, data) => self.on_dyno_data(cx, data),
+            JobInput::DynoClosed(end) => self.on_dyno_closed(cx, end),
+            JobInput::RepoOpened(_)
+            | JobInput::Spawned(_)
+            | JobInput::Eof(_)
+            | JobInput::Exited(_)
+            | JobInput::Helper(_)
+            | JobInput::Lock(_) => self.impossible(cx, "a local answer for a platform job"),
+        }
+    }
+
+    /// An HTTP answer: the access check or provisioning.
+    fn on_http_done(&mut self, cx: &mut JobCx<'_>, result: Result<HttpResponse, HttpError>) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::CheckingAccess { cmd, .. } => match api::parse_access(&result) {
+                AccessResult::Granted => {
+                    tracing::info!(session = %cx.session, app = cmd.repo.as_str(), "access granted");
+                    if cmd.verb.is_push() {
+                        let id = cx.request_lock(&cmd);
+                        self.state = State::AwaitingLock { id, cmd };
+                    } else {
+                        self.provision(cx, cmd);
+                    }
+                }
+                AccessResult::Denied => {
+                    tracing::info!(session = %cx.session, app = cmd.repo.as_str(), "no such app or no access");
+                    cx.fail(UserError::NoSuchApp {
+                        app: cmd.repo.as_str().to_owned(),
+                    });
+                }
+                AccessResult::Unavailable(why) => {
+                    tracing::error!(session = %cx.session, error = %why, "the platform did not answer the access check");
+                    cx.fail(UserError::PlatformFailing);
+                }
+            },
+            State::Provisioning { cmd, .. } => match api::parse_provision(&result) {
+                Ok(found) => {
+                    tracing::info!(
+                        session = %cx.session,
+                        host = %found.host,
+                        dyno = %found.dyno_id,
+                        rez = %crate::log_safe(found.rez_id.as_bytes()),
+                        "dyno provisioned; connecting"
+                    );
+                    let header = dyno::rendezvous_header(&self.api.key, &found.dyno_id);
+                    let id = cx.next_id();
+                    cx.push(Output::ConnectDyno {
+                        id,
+                        host: found.host,
+                        port: self.rendezvous_port,
+                        header,
+                    });
+                    self.state = State::Connecting { id, cmd };
+                }
+                Err(why) => {
+                    tracing::error!(session = %cx.session, error = %why, "provisioning failed");
+                    cx.fail(UserError::BuildServerUnavailable);
+                }
+            },
+            other => {
+                self.state = other;
+                self.impossible(cx, "an HTTP answer for a job waiting for none");
+            }
+        }
+    }
+
+    fn on_dyno_connected(&mut self, cx: &mut JobCx<'_>, id: RequestId, result: Result<(), String>) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Connecting { cmd, .. } => match result {
+                Ok(()) => {
+                    tracing::info!(session = %cx.session, command = cmd.verb.dashed(), "relaying to the dyno");
+                    self.state = State::Relaying {
+                        id,
+                        stream: DynoStream::default(),
+                    };
+                    if cx.client_gone() {
+                        self.stop(cx);
+                    }
+                }
+                Err(why) => {
+                    tracing::error!(session = %cx.session, error = %why, "cannot reach the dyno");
+                    cx.fail(UserError::BuildServerUnavailable);
+                }
+            },
+            other => {
+                self.state = other;
+                self.impossible(cx, "a dyno connection for a job not making one");
+            }
+        }
+    }
+
+    /// Bytes from the dyno: routed by the stream's first bytes.
+    fn on_dyno_data(&mut self, cx: &mut JobCx<'_>, data: &[u8]) {
+        let State::Relaying { stream, .. } = &mut self.state else {
+            return self.impossible(cx, "dyno bytes for a job not relaying");
+        };
+        stream.feed(data, |route, bytes| cx.deliver(to_stream(route), bytes));
+    }
+
+    fn on_dyno_closed(&mut self, cx: &mut JobCx<'_>, end: DynoEnd) {
+        let State::Relaying { mut stream, .. } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return self.impossible(cx, "a dyno closed for a job not relaying");
+        };
+        stream.finish(|route, bytes| cx.deliver(to_stream(route), bytes));
+        let route = stream.route();
+        let status = dyno::exit_status(route, end);
+        tracing::info!(session = %cx.session, ?end, ?route, status, "dyno closed");
+        if end == DynoEnd::Lost && route != Some(Route::Stderr) {
+            let text = messages::with_session_id(messages::lost_build_server(), cx.session);
+            cx.notice(&text);
+        }
+        cx.exit(ExitStatus::Code(status));
+    }
+
+    /// Cancels whatever is in flight.
+    pub(super) fn stop(&mut self, cx: &mut JobCx<'_>) {
+        match &self.state {
+            State::CheckingAccess { id, .. } | State::Provisioning { id, .. } => {
+                tracing::info!(session = %cx.session, "abandoning the platform request");
+                cx.push(Output::CancelHttp { id: *id });
+            }
+            State::Connecting { id, .. } | State::Relaying { id, .. } => {
+                tracing::info!(session = %cx.session, "closing the dyno connection");
+                cx.push(Output::CloseDyno { id: *id });
+            }
+            State::AwaitingLock { .. } | State::Done => {}
+        }
+        self.state = State::Done;
+    }
+
+    /// Provisioning waits for a dyno host: tell the user it is not stuck.
+    pub(super) fn on_timeout(&mut self, cx: &mut JobCx<'_>) {
+        if let State::Provisioning { progress_at, .. } = &mut self.state
+            && cx.now >= *progress_at
+        {
+            *progress_at = cx.now + PROGRESS_EVERY;
+            cx.notice(messages::waiting_for_build_server());
+        }
+    }
+
+    /// Nothing moves on by itself here: every step is an answer.
+    pub(super) fn settle(&mut self, _cx: &mut JobCx<'_>) {}
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match &self.state {
+            State::Provisioning { progress_at, .. } => Some(*progress_at),
+            _ => None,
+        }
+    }
+
+    pub(super) fn relay_id(&self) -> Option<RequestId> {
+        match &self.state {
+            State::Relaying { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_running(&self) -> bool {
+        matches!(self.state, State::Relaying { .. })
+    }
+
+    pub(super) fn accepts_stdin(&self) -> bool {
+        matches!(&self.state, State::Relaying { stream, .. } if stream.started())
+    }
+
+    pub(super) fn holds_backend(&self) -> bool {
+        matches!(
+            self.state,
+            State::Connecting { .. } | State::Relaying { .. }
+        )
+    }
+
+    pub(super) fn stdin_closed(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    pub(super) fn is_over(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+}
+
+fn to_stream(route: Route) -> Stream {
+    match route {
+        Route::Stdout => Stream::Stdout,
+        Route::Stderr => Stream::Stderr,
+    }
+}
