@@ -217,22 +217,28 @@ pub enum Output {
         signal: Signal,
     },
     /// Run a short git helper to completion and answer with
-    /// [`Input::HelperDone`] (its stdout, bounded to 64 KiB).
+    /// [`Input::HelperDone`] (its stdout, bounded to 64 KiB). If the core
+    /// gives up on it ([`Output::Cancel`]), kill it.
     RunHelper {
         /// The request.
         id: RequestId,
         /// What to run.
         process: ProcessSpec,
     },
-    /// Make this HTTP request and answer with [`Input::HttpDone`].
+    /// Make this HTTP request and answer with [`Input::HttpDone`]. Its
+    /// `timeout` is the core's to keep: the runtime sets no limit of its
+    /// own, and is told to [`Output::Cancel`] when the time is up.
     Http {
         /// The request's id.
         id: RequestId,
         /// What to send.
         request: HttpRequest,
     },
-    /// Abandon the request: its answer is no longer wanted.
-    CancelHttp {
+    /// Abandon the work `id` (an HTTP request, a helper, a key lookup):
+    /// its answer is no longer wanted, and whatever it holds (a connection,
+    /// a process) is let go. The core decides every time limit; this is
+    /// how one that passed reaches the runtime.
+    Cancel {
         /// The request.
         id: RequestId,
     },

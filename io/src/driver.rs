@@ -235,7 +235,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     session.handle_input(now, Input::HttpDone { id, result });
                 }
             },
-            Output::CancelHttp { id } => self.work.retain(|(w, _)| *w != id),
+            Output::Cancel { id } => self.work.retain(|(w, _)| *w != id),
             Output::ConnectDyno {
                 id,
                 host,

@@ -1,7 +1,7 @@
 //! TLS to dyno hosts with `futures-rustls`, verified as the operator set
-//! (`DYNOHOST_CA_FILE`, `DYNOHOST_TLS_VERIFY`).
-
-use std::time::Duration;
+//! (`DYNOHOST_CA_FILE`, `DYNOHOST_TLS_VERIFY`). The time a connection
+//! may take is the core's to keep: it closes one that takes too long
+//! ([`gitmouth_core::server::Output::CloseDyno`]), which drops the future.
 
 use crate::config::TlsSettings;
 use async_net::TcpStream;
@@ -9,9 +9,6 @@ use futures_lite::AsyncWriteExt;
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use rustls::pki_types::ServerName;
-
-/// How long reaching a dyno and its TLS handshake may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The TLS stream to one dyno.
 pub type DynoStream = TlsStream<TcpStream>;
@@ -39,33 +36,23 @@ impl Connector {
         port: u16,
         header: &[u8],
     ) -> Result<DynoStream, String> {
-        let attempt = async {
-            let name = ServerName::try_from(host.to_owned())
-                .map_err(|e| format!("dyno host {host:?}: {e}"))?;
-            let tcp = TcpStream::connect((host, port))
-                .await
-                .map_err(|e| format!("{host}:{port}: {e}"))?;
-            let _ = tcp.set_nodelay(true);
-            let mut tls = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("{host}:{port}: TLS: {e}"))?;
-            tls.write_all(header)
-                .await
-                .map_err(|e| format!("{host}:{port}: {e}"))?;
-            tls.flush()
-                .await
-                .map_err(|e| format!("{host}:{port}: {e}"))?;
-            Ok(tls)
-        };
-        let timeout = async {
-            async_io::Timer::after(CONNECT_TIMEOUT).await;
-            Err(format!(
-                "{host}:{port}: no connection within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            ))
-        };
-        futures_lite::future::or(attempt, timeout).await
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("dyno host {host:?}: {e}"))?;
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("{host}:{port}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let mut tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("{host}:{port}: TLS: {e}"))?;
+        tls.write_all(header)
+            .await
+            .map_err(|e| format!("{host}:{port}: {e}"))?;
+        tls.flush()
+            .await
+            .map_err(|e| format!("{host}:{port}: {e}"))?;
+        Ok(tls)
     }
 }

@@ -12,8 +12,10 @@
 //! leave the request open (our end-to-end tests caught it). Three
 //! body-less requests need no more than this module and the core's
 //! framing.
-
-use std::time::Duration;
+//!
+//! No time limit is kept here: the core arms one for each request (its
+//! `timeout`) and, when it passes, abandons the request
+//! ([`gitmouth_core::server::Output::Cancel`]), which drops this future.
 
 use crate::config::TlsSettings;
 use async_net::TcpStream;
@@ -22,9 +24,6 @@ use futures_rustls::TlsConnector;
 use gitmouth_core::app::api::{HttpError, HttpRequest, HttpResponse};
 use gitmouth_core::app::http::{ResponseReader, encode_request, target};
 use rustls::pki_types::ServerName;
-
-/// Connecting may take at most this long, whatever the request's limit.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client for the API server.
 #[derive(Clone)]
@@ -41,32 +40,13 @@ impl Client {
         })
     }
 
-    /// Makes the request within its time limit.
+    /// Makes the request (for as long as the core waits for it).
     pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let limit = request.timeout;
-        let timeout = async {
-            async_io::Timer::after(limit).await;
-            Err(HttpError::Timeout)
-        };
-        futures_lite::future::or(self.exchange(request), timeout).await
-    }
-
-    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let t = target(&request.url)?;
         let place = format!("{}:{}", t.host, t.port);
-        let connect = async {
-            TcpStream::connect((t.host.as_str(), t.port))
-                .await
-                .map_err(|e| HttpError::Failed(format!("{place}: {e}")))
-        };
-        let connect_timeout = async {
-            async_io::Timer::after(CONNECT_TIMEOUT).await;
-            Err(HttpError::Failed(format!(
-                "{place}: no connection within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            )))
-        };
-        let tcp = futures_lite::future::or(connect, connect_timeout).await?;
+        let tcp = TcpStream::connect((t.host.as_str(), t.port))
+            .await
+            .map_err(|e| HttpError::Failed(format!("{place}: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let bytes = encode_request(&request, &t);
         if t.tls {

@@ -12,8 +12,6 @@ use gitmouth_core::server::{
 
 /// Largest helper output kept (`git for-each-ref` of a new repository).
 const HELPER_OUTPUT_MAX: u64 = 64 * 1024;
-/// How long a helper may take (it is killed after).
-const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type ExitFuture = Pin<Box<dyn Future<Output = std::io::Result<std::process::ExitStatus>> + Send>>;
 
@@ -173,36 +171,27 @@ pub async fn run_helper(spec: ProcessSpec) -> Result<Vec<u8>, String> {
         .spawn()
         .map_err(|e| format!("{:?}: {e}", spec.program))?;
     let (out, err) = (child.stdout.take(), child.stderr.take());
-    let run = async {
-        // Both streams at once, so a helper filling one pipe cannot wait
-        // forever on the other.
-        let read = |pipe: Option<Box<dyn futures_lite::AsyncRead + Unpin + Send>>| async move {
-            let mut buf = Vec::new();
-            if let Some(pipe) = pipe {
-                let _ = pipe.take(HELPER_OUTPUT_MAX).read_to_end(&mut buf).await;
-            }
-            buf
-        };
-        let out = out.map(|p| Box::new(p) as Box<dyn futures_lite::AsyncRead + Unpin + Send>);
-        let err = err.map(|p| Box::new(p) as Box<dyn futures_lite::AsyncRead + Unpin + Send>);
-        let (stdout, stderr) = futures_lite::future::zip(read(out), read(err)).await;
-        let status = child.status().await.map_err(|e| e.to_string())?;
-        if status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!(
-                "{status}: {}",
-                String::from_utf8_lossy(&stderr).trim()
-            ))
+    // No time limit here: the core gives up on a helper that takes too
+    // long (`Output::Cancel`), and dropping this future kills it.
+    // Both streams at once, so a helper filling one pipe cannot wait
+    // forever on the other.
+    let read = |pipe: Option<Box<dyn futures_lite::AsyncRead + Unpin + Send>>| async move {
+        let mut buf = Vec::new();
+        if let Some(pipe) = pipe {
+            let _ = pipe.take(HELPER_OUTPUT_MAX).read_to_end(&mut buf).await;
         }
+        buf
     };
-    let timeout = async {
-        async_io::Timer::after(HELPER_TIMEOUT).await;
+    let out = out.map(|p| Box::new(p) as Box<dyn futures_lite::AsyncRead + Unpin + Send>);
+    let err = err.map(|p| Box::new(p) as Box<dyn futures_lite::AsyncRead + Unpin + Send>);
+    let (stdout, stderr) = futures_lite::future::zip(read(out), read(err)).await;
+    let status = child.status().await.map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(stdout)
+    } else {
         Err(format!(
-            "{:?} did not finish within {}s",
-            spec.program,
-            HELPER_TIMEOUT.as_secs()
+            "{status}: {}",
+            String::from_utf8_lossy(&stderr).trim()
         ))
-    };
-    futures_lite::future::or(run, timeout).await
+    }
 }

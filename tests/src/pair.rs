@@ -527,7 +527,7 @@ impl FakeRuntime {
                     self.pending.push_back(Answer::Http(*id, answer));
                 }
             }
-            Output::CancelHttp { id } => {
+            Output::Cancel { id } => {
                 self.cancelled.push(*id);
                 self.pending
                     .retain(|a| !matches!(a, Answer::Http(i, _) if i == id));

@@ -497,3 +497,61 @@ fn upload_archive_goes_through_provisioning() {
     );
     assert_eq!(pair.exit_status(), Some(0));
 }
+
+/// The core keeps every time limit of a platform request: one the platform
+/// never answers fails at its `timeout`, as a timeout would, and is
+/// abandoned (`Output::Cancel`) so the runtime lets its connection go.
+#[test]
+fn requests_the_platform_never_answers_time_out_in_the_core() {
+    let user = ed25519(1, "u");
+    // The key lookup (5 s): an outage, not a wrong key; login can go on.
+    let mut pair = platform(&user, |r| r.url.contains("lookup").then_some(None));
+    pair.handshake();
+    pair.client.request_service("ssh-userauth");
+    pair.drive();
+    pair.client.auth_publickey("git", &user);
+    pair.drive();
+    assert!(pair.rt.cancelled.is_empty());
+    pair.advance(Duration::from_secs(4));
+    assert!(pair.rt.cancelled.is_empty(), "cancelled before its time");
+    pair.advance(Duration::from_secs(2));
+    assert_eq!(pair.rt.cancelled.len(), 1);
+    let banner = pair
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Banner(b) if b.contains("platform is unavailable")));
+    assert!(banner, "{:?}", pair.events);
+    assert!(matches!(
+        pair.events.last(),
+        Some(Event::AuthFailure { .. })
+    ));
+    assert!(pair.server_close().is_none(), "the client may try again");
+
+    // Provisioning (30 s): the original's message, and nothing after.
+    let mut pair = platform(&user, |r| r.url.contains("gitaction").then_some(None));
+    run(&mut pair, &user, b"git-receive-pack 'myapp.git'");
+    let provision = match pair.rt.outputs.iter().rev().find_map(|o| match o {
+        Output::Http { id, .. } => Some(*id),
+        _ => None,
+    }) {
+        Some(id) => id,
+        None => panic!("no provisioning request"),
+    };
+    pair.advance(Duration::from_secs(29));
+    assert_eq!(pair.exit_status(), None);
+    pair.advance(Duration::from_secs(2));
+    assert_eq!(pair.rt.cancelled, [provision]);
+    assert!(
+        stderr_text(&pair).contains("Unable to contact build server"),
+        "{}",
+        stderr_text(&pair)
+    );
+    assert_eq!(pair.exit_status(), Some(127));
+    assert!(
+        !pair
+            .rt
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::ConnectDyno { .. }))
+    );
+}

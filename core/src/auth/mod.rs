@@ -1,6 +1,7 @@
 //! User authentication (RFC 4252).
 
 pub mod pubkey;
+pub mod server;
 
 use crate::wire::{self, numbers};
 

@@ -22,12 +22,27 @@ use crate::actions::{
 };
 use crate::app::command::{GitCommand, GitVerb};
 use crate::app::messages::UserError;
+use crate::timer::{Timers, timer_kinds};
 
 use super::{JobCx, JobInput};
 
 /// How long the command's output streams may stay open after it exited
 /// (a hook's stray background process must not hold the session).
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a helper of the repository's upkeep may run.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+timer_kinds! {
+    /// The local command's deadlines.
+    enum LocalTimer {
+        /// git was sent SIGTERM: SIGKILL when this comes.
+        Kill,
+        /// git exited: stop waiting for its output streams.
+        Drain,
+        /// The upkeep's helper is taking too long: give up on it.
+        Helper,
+    }
+}
 
 /// The local command's state.
 enum State {
@@ -81,11 +96,10 @@ struct Running {
     stderr_open: bool,
     exit: Option<ExitStatus>,
     stdin_closed: bool,
-    /// Once stopping: when to escalate to SIGKILL.
-    kill_at: Option<Instant>,
+    /// SIGTERM was sent.
+    stopping: bool,
+    /// SIGKILL was sent.
     killed: bool,
-    /// After exit: how long the output streams may stay open.
-    drain_until: Option<Instant>,
 }
 
 /// git on a local repository.
@@ -97,6 +111,7 @@ pub(super) struct LocalJob {
     /// The repository's name, for messages.
     repo: String,
     state: State,
+    timers: Timers<LocalTimer, 3>,
 }
 
 /// What `git init`ed repositories should point HEAD at, given the branches
@@ -158,6 +173,7 @@ impl LocalJob {
             git_protocol,
             repo: cmd.repo.as_str().to_owned(),
             state: State::Done,
+            timers: Timers::default(),
         };
         if cmd.verb.is_push() {
             let id = cx.request_lock(&cmd);
@@ -264,7 +280,8 @@ impl LocalJob {
                 {
                     tracing::info!(session = %cx.session, ?status, "git exited");
                     r.exit = Some(status);
-                    r.drain_until = Some(cx.now + DRAIN_WAIT);
+                    self.timers.stop(LocalTimer::Kill);
+                    self.timers.set(LocalTimer::Drain, cx.now + DRAIN_WAIT);
                 }
             }
             JobInput::Helper(result) => self.on_helper_done(cx, result),
@@ -328,9 +345,8 @@ impl LocalJob {
                     stderr_open: true,
                     exit: None,
                     stdin_closed: false,
-                    kill_at: None,
+                    stopping: false,
                     killed: false,
-                    drain_until: None,
                 });
                 // The client left while git was starting.
                 if cx.client_gone() {
@@ -344,7 +360,16 @@ impl LocalJob {
         }
     }
 
+    /// Runs a helper of the repository's upkeep, within its time limit.
+    fn run_helper(&mut self, cx: &mut JobCx<'_>, process: ProcessSpec) -> RequestId {
+        let id = cx.next_id();
+        cx.push(Output::RunHelper { id, process });
+        self.timers.set(LocalTimer::Helper, cx.now + HELPER_TIMEOUT);
+        id
+    }
+
     fn on_helper_done(&mut self, cx: &mut JobCx<'_>, result: Result<Vec<u8>, String>) {
+        self.timers.stop(LocalTimer::Helper);
         match std::mem::replace(&mut self.state, State::Done) {
             State::CheckingHead { path, after, .. } => match result {
                 // HEAD resolves: nothing to repair.
@@ -354,8 +379,7 @@ impl LocalJob {
                         &path,
                         &["for-each-ref", "--format=%(refname)", "refs/heads/"],
                     );
-                    let id = cx.next_id();
-                    cx.push(Output::RunHelper { id, process });
+                    let id = self.run_helper(cx, process);
                     self.state = State::ListingBranches { id, path, after };
                 }
             },
@@ -376,8 +400,7 @@ impl LocalJob {
                         tracing::info!(session = %cx.session, branch, "pointing HEAD at the pushed branch");
                         let target = format!("refs/heads/{branch}");
                         let process = git_dir(&path, &["symbolic-ref", "HEAD", &target]);
-                        let id = cx.next_id();
-                        cx.push(Output::RunHelper { id, process });
+                        let id = self.run_helper(cx, process);
                         self.state = State::SettingHead { id, after };
                     }
                     // No branch yet (tags only): a later push repairs it.
@@ -401,9 +424,11 @@ impl LocalJob {
     /// runs, nothing is left to wait for.
     pub(super) fn stop(&mut self, cx: &mut JobCx<'_>) {
         match &mut self.state {
-            State::Running(r) if r.exit.is_none() && r.kill_at.is_none() => {
+            State::Running(r) if r.exit.is_none() && !r.stopping => {
                 tracing::info!(session = %cx.session, "stopping git");
-                r.kill_at = Some(cx.now + cx.config.kill_grace);
+                r.stopping = true;
+                self.timers
+                    .set(LocalTimer::Kill, cx.now + cx.config.kill_grace);
                 let id = r.id;
                 cx.push(Output::Signal {
                     id,
@@ -416,23 +441,46 @@ impl LocalJob {
     }
 
     pub(super) fn on_timeout(&mut self, cx: &mut JobCx<'_>) {
-        let State::Running(r) = &mut self.state else {
-            return;
-        };
-        if r.exit.is_none() && !r.killed && r.kill_at.is_some_and(|at| cx.now >= at) {
-            r.killed = true;
-            tracing::warn!(session = %cx.session, "git ignored SIGTERM: killing it");
-            let id = r.id;
-            cx.push(Output::Signal {
-                id,
-                signal: Signal::Kill,
-            });
-        }
-        if r.drain_until.is_some_and(|at| cx.now >= at) {
-            // Something (a hook's background child) holds git's output
-            // open after git exited: stop waiting for it.
-            r.stdout_open = false;
-            r.stderr_open = false;
+        for timer in self.timers.take_due(cx.now) {
+            match (timer, &mut self.state) {
+                (LocalTimer::Kill, State::Running(r)) if r.exit.is_none() && !r.killed => {
+                    r.killed = true;
+                    tracing::warn!(session = %cx.session, "git ignored SIGTERM: killing it");
+                    let id = r.id;
+                    cx.push(Output::Signal {
+                        id,
+                        signal: Signal::Kill,
+                    });
+                }
+                (LocalTimer::Drain, State::Running(r)) => {
+                    // Something (a hook's background child) holds git's
+                    // output open after git exited: stop waiting for it.
+                    r.stdout_open = false;
+                    r.stderr_open = false;
+                }
+                (LocalTimer::Helper, _) => {
+                    let (id, after) = match std::mem::replace(&mut self.state, State::Done) {
+                        State::CheckingHead { id, after, .. }
+                        | State::ListingBranches { id, after, .. }
+                        | State::SettingHead { id, after } => (id, after),
+                        other => {
+                            self.state = other;
+                            continue;
+                        }
+                    };
+                    // The upkeep is a courtesy: a hung helper is given up,
+                    // and the push reports as it ended.
+                    tracing::warn!(
+                        session = %cx.session,
+                        secs = HELPER_TIMEOUT.as_secs(),
+                        "a repository helper did not finish in time; giving it up"
+                    );
+                    cx.push(Output::Cancel { id });
+                    finish_push(cx, after);
+                }
+                // A deadline of a state already left.
+                _ => {}
+            }
         }
     }
 
@@ -453,6 +501,8 @@ impl LocalJob {
         let State::Running(r) = std::mem::replace(&mut self.state, State::Done) else {
             return;
         };
+        self.timers.stop(LocalTimer::Kill);
+        self.timers.stop(LocalTimer::Drain);
         let status = r.exit.unwrap_or(ExitStatus::Code(1));
         // If the client went away there is nobody to report to.
         let after = After {
@@ -467,8 +517,7 @@ impl LocalJob {
                 &r.path,
                 &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
             );
-            let id = cx.next_id();
-            cx.push(Output::RunHelper { id, process });
+            let id = self.run_helper(cx, process);
             self.state = State::CheckingHead {
                 id,
                 path: r.path,
@@ -480,16 +529,7 @@ impl LocalJob {
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        match &self.state {
-            State::Running(r) => [
-                r.kill_at.filter(|_| !r.killed && r.exit.is_none()),
-                r.drain_until,
-            ]
-            .into_iter()
-            .flatten()
-            .min(),
-            _ => None,
-        }
+        self.timers.next()
     }
 
     pub(super) fn relay_id(&self) -> Option<RequestId> {

@@ -22,6 +22,7 @@ use crate::app::api::{self, AccessResult, ApiServer, HttpError, HttpResponse};
 use crate::app::command::GitCommand;
 use crate::app::dyno::{self, DynoEnd, DynoStream, Route};
 use crate::app::messages::{self, UserError};
+use crate::timer::{Timers, timer_kinds};
 
 use super::{JobCx, JobInput};
 
@@ -29,6 +30,19 @@ use super::{JobCx, JobInput};
 const PROGRESS_FIRST: Duration = Duration::from_secs(3);
 /// How often it repeats.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How long the TLS connection to a dyno, header included, may take.
+const DYNO_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+timer_kinds! {
+    /// The platform command's deadlines.
+    enum PlatformTimer {
+        /// The request in flight (access check, provisioning, dyno
+        /// connection) has had its time.
+        Request,
+        /// Provisioning is slow: tell the user it is not stuck.
+        Progress,
+    }
+}
 
 enum State {
     /// Asking whether the user may use the app.
@@ -36,11 +50,7 @@ enum State {
     /// A push waits for the app's lock.
     AwaitingLock { id: RequestId, cmd: GitCommand },
     /// Asking for a build dyno.
-    Provisioning {
-        id: RequestId,
-        cmd: GitCommand,
-        progress_at: Instant,
-    },
+    Provisioning { id: RequestId, cmd: GitCommand },
     /// Connecting to the dyno.
     Connecting { id: RequestId, cmd: GitCommand },
     /// Relaying to and from the dyno.
@@ -55,6 +65,7 @@ pub(super) struct PlatformJob {
     rendezvous_port: u16,
     repo: String,
     state: State,
+    timers: Timers<PlatformTimer, 2>,
 }
 
 impl PlatformJob {
@@ -70,6 +81,7 @@ impl PlatformJob {
             rendezvous_port,
             repo: cmd.repo.as_str().to_owned(),
             state: State::Done,
+            timers: Timers::default(),
         };
         let Some(user) = cx.api_user else {
             // Authentication in API mode always yields an account.
@@ -77,8 +89,7 @@ impl PlatformJob {
             return job;
         };
         let request = api::access_request(&job.api, &cmd.repo, &user.api_key);
-        let id = cx.next_id();
-        cx.push(Output::Http { id, request });
+        let id = job.http(cx, request);
         job.state = State::CheckingAccess { id, cmd };
         job
     }
@@ -119,13 +130,19 @@ impl PlatformJob {
     fn provision(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
         tracing::info!(session = %cx.session, app = cmd.repo.as_str(), "provisioning");
         let request = api::provision_request(&self.api, &cmd.repo, cmd.verb);
+        let id = self.http(cx, request);
+        self.timers
+            .set(PlatformTimer::Progress, cx.now + PROGRESS_FIRST);
+        self.state = State::Provisioning { id, cmd };
+    }
+
+    /// Sends a request to the platform, within its time limit.
+    fn http(&mut self, cx: &mut JobCx<'_>, request: api::HttpRequest) -> RequestId {
         let id = cx.next_id();
+        self.timers
+            .set(PlatformTimer::Request, cx.now + request.timeout);
         cx.push(Output::Http { id, request });
-        self.state = State::Provisioning {
-            id,
-            cmd,
-            progress_at: cx.now + PROGRESS_FIRST,
-        };
+        id
     }
 
     pub(super) fn owns(&self, id: RequestId) -> bool {
@@ -142,6 +159,10 @@ impl PlatformJob {
     pub(super) fn handle(&mut self, cx: &mut JobCx<'_>, id: RequestId, input: JobInput<'_>) {
         if !self.owns(id) {
             return;
+        }
+        if !matches!(self.state, State::Relaying { .. }) {
+            // The answer came in time.
+            self.timers.stop(PlatformTimer::Request);
         }
         match input {
             JobInput::Http(result) => self.on_http_done(cx, result),
@@ -181,33 +202,50 @@ impl PlatformJob {
                     cx.fail(UserError::PlatformFailing);
                 }
             },
-            State::Provisioning { cmd, .. } => match api::parse_provision(&result) {
-                Ok(found) => {
-                    tracing::info!(
-                        session = %cx.session,
-                        host = %found.host,
-                        dyno = %found.dyno_id,
-                        rez = %crate::log_safe(found.rez_id.as_bytes()),
-                        "dyno provisioned; connecting"
-                    );
-                    let header = dyno::rendezvous_header(&self.api.key, &found.dyno_id);
-                    let id = cx.next_id();
-                    cx.push(Output::ConnectDyno {
-                        id,
-                        host: found.host,
-                        port: self.rendezvous_port,
-                        header,
-                    });
-                    self.state = State::Connecting { id, cmd };
-                }
-                Err(why) => {
-                    tracing::error!(session = %cx.session, error = %why, "provisioning failed");
-                    cx.fail(UserError::BuildServerUnavailable);
-                }
-            },
+            State::Provisioning { cmd, .. } => {
+                self.timers.stop(PlatformTimer::Progress);
+                self.provisioned(cx, cmd, &result);
+            }
+
             other => {
                 self.state = other;
                 self.impossible(cx, "an HTTP answer for a job waiting for none");
+            }
+        }
+    }
+
+    /// Provisioning answered: connect to the dyno, or tell the user why
+    /// not.
+    fn provisioned(
+        &mut self,
+        cx: &mut JobCx<'_>,
+        cmd: GitCommand,
+        result: &Result<HttpResponse, HttpError>,
+    ) {
+        match api::parse_provision(result) {
+            Ok(found) => {
+                tracing::info!(
+                    session = %cx.session,
+                    host = %found.host,
+                    dyno = %found.dyno_id,
+                    rez = %crate::log_safe(found.rez_id.as_bytes()),
+                    "dyno provisioned; connecting"
+                );
+                let header = dyno::rendezvous_header(&self.api.key, &found.dyno_id);
+                let id = cx.next_id();
+                self.timers
+                    .set(PlatformTimer::Request, cx.now + DYNO_CONNECT_TIMEOUT);
+                cx.push(Output::ConnectDyno {
+                    id,
+                    host: found.host,
+                    port: self.rendezvous_port,
+                    header,
+                });
+                self.state = State::Connecting { id, cmd };
+            }
+            Err(why) => {
+                tracing::error!(session = %cx.session, error = %why, "provisioning failed");
+                cx.fail(UserError::BuildServerUnavailable);
             }
         }
     }
@@ -266,7 +304,7 @@ impl PlatformJob {
         match &self.state {
             State::CheckingAccess { id, .. } | State::Provisioning { id, .. } => {
                 tracing::info!(session = %cx.session, "abandoning the platform request");
-                cx.push(Output::CancelHttp { id: *id });
+                cx.push(Output::Cancel { id: *id });
             }
             State::Connecting { id, .. } | State::Relaying { id, .. } => {
                 tracing::info!(session = %cx.session, "closing the dyno connection");
@@ -274,16 +312,37 @@ impl PlatformJob {
             }
             State::AwaitingLock { .. } | State::Done => {}
         }
+        self.timers.stop_all();
         self.state = State::Done;
     }
 
-    /// Provisioning waits for a dyno host: tell the user it is not stuck.
+    /// A request that took too long fails as if it had failed at once
+    /// (and is abandoned); slow provisioning tells the user it is not
+    /// stuck.
     pub(super) fn on_timeout(&mut self, cx: &mut JobCx<'_>) {
-        if let State::Provisioning { progress_at, .. } = &mut self.state
-            && cx.now >= *progress_at
-        {
-            *progress_at = cx.now + PROGRESS_EVERY;
-            cx.notice(messages::waiting_for_build_server());
+        for timer in self.timers.take_due(cx.now) {
+            match (timer, &self.state) {
+                (PlatformTimer::Request, State::CheckingAccess { id, .. })
+                | (PlatformTimer::Request, State::Provisioning { id, .. }) => {
+                    let id = *id;
+                    tracing::info!(session = %cx.session, "the platform did not answer in time");
+                    cx.push(Output::Cancel { id });
+                    self.on_http_done(cx, Err(HttpError::Timeout));
+                }
+                (PlatformTimer::Request, State::Connecting { id, .. }) => {
+                    let id = *id;
+                    cx.push(Output::CloseDyno { id });
+                    let why = format!("no connection within {}s", DYNO_CONNECT_TIMEOUT.as_secs());
+                    self.on_dyno_connected(cx, id, Err(why));
+                }
+                (PlatformTimer::Progress, State::Provisioning { .. }) => {
+                    self.timers
+                        .set(PlatformTimer::Progress, cx.now + PROGRESS_EVERY);
+                    cx.notice(messages::waiting_for_build_server());
+                }
+                // A deadline of a state already left.
+                _ => {}
+            }
         }
     }
 
@@ -291,10 +350,7 @@ impl PlatformJob {
     pub(super) fn settle(&mut self, _cx: &mut JobCx<'_>) {}
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        match &self.state {
-            State::Provisioning { progress_at, .. } => Some(*progress_at),
-            _ => None,
-        }
+        self.timers.next()
     }
 
     pub(super) fn relay_id(&self) -> Option<RequestId> {

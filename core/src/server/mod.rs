@@ -36,8 +36,6 @@
 //!              the connection goes on until the client closes it
 //! ```
 
-mod auth;
-
 pub use crate::actions::{
     ExitStatus, Identity, Input, LockHeld, Output, ProcessSpec, RepoError, RepoInit, RequestId,
     Signal, Stream, ago, signal_name,
@@ -51,7 +49,10 @@ use std::time::{Duration, Instant};
 
 use rand_core::Rng;
 
-use crate::app::messages::UserError;
+use crate::app::api::{self, ApiUser, HttpError, HttpResponse, LookupResult};
+use crate::app::fingerprint;
+use crate::app::messages::{self, UserError};
+use crate::auth::server::{Found, Outcome, UserAuth};
 use crate::connection::{self, ChannelId, Connection, Event};
 use crate::job::{JobCx, JobInput, Task};
 use crate::link::{Link, Upper};
@@ -83,11 +84,12 @@ pub(crate) struct ServerUpper {
     /// A short random id, in every log line and in users' error messages.
     id: String,
     phase: Phase,
-    auth: auth::AuthState,
+    auth: UserAuth<Option<ApiUser>>,
+    /// The key lookup in flight, if any.
+    lookup: Option<RequestId>,
     identity: Option<Identity>,
     /// The user's platform account (API mode).
     api_user: Option<crate::app::api::ApiUser>,
-    login_deadline: Option<Instant>,
     /// The channels.
     conn: Connection,
     /// One git command per channel.
@@ -100,13 +102,11 @@ pub(crate) struct ServerUpper {
     close_reported: bool,
     peer_gone: bool,
     grace_exceeded: bool,
-    /// Once the connection is over: when to stop waiting for the client to
-    /// take what is left to send.
-    flush_deadline: Option<Instant>,
-    /// After authentication: the idle and total time limits.
-    limits: Option<Limits>,
-    /// The session's own deadlines.
-    timers: Timers<SessionTimer, 1>,
+    /// Whether the wait for the client to take what is left (once the
+    /// connection is over) has begun.
+    flushing: bool,
+    /// The session's own deadlines (jobs and channels keep theirs).
+    timers: Timers<SessionTimer, 7>,
     /// Keepalives sent since the client last sent anything.
     keepalives_unanswered: u32,
     /// A keepalive fell due during a key exchange: it goes out after.
@@ -114,22 +114,37 @@ pub(crate) struct ServerUpper {
 }
 
 timer_kinds! {
-    /// The session's deadlines (the transport keeps its own table).
+    /// The session's deadlines (the transport keeps its own table; each
+    /// job and channel its own).
     enum SessionTimer {
+        /// From connect to authentication (`--login-grace-time`).
+        LoginGrace,
+        /// The platform's answer to a key lookup.
+        Lookup,
+        /// After authentication: no git traffic for `--idle-timeout`.
+        Idle,
+        /// After authentication: `--max-session-time` in all.
+        SessionLimit,
+        /// A limit or shutdown told the users: cut the connection if the
+        /// client will not even take the message.
+        HardStop,
+        /// The connection is over: stop waiting for the client to take
+        /// what is left to send.
+        Flush,
         /// The client has been silent for the keepalive interval.
         Keepalive,
     }
 }
 
-/// The time limits of an authenticated connection.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    last_activity: Instant,
-    end: Instant,
-    /// Once a limit fired: when to cut the connection if the client will
-    /// not even take the message.
-    hard_stop: Option<Instant>,
-}
+/// The deadlines that mean nothing once the connection is closed.
+const WHILE_OPEN: [SessionTimer; 6] = [
+    SessionTimer::LoginGrace,
+    SessionTimer::Lookup,
+    SessionTimer::Idle,
+    SessionTimer::SessionLimit,
+    SessionTimer::HardStop,
+    SessionTimer::Keepalive,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -149,19 +164,21 @@ impl Session {
         let mut id_bytes = [0u8; 4];
         t.rng().fill_bytes(&mut id_bytes);
         let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let login_deadline = Some(now + config.login_grace);
+        let mut timers = Timers::default();
+        timers.set(SessionTimer::LoginGrace, now + config.login_grace);
         let max_sessions = config.max_sessions;
         let conn = Connection::new(max_sessions, id.clone());
+        let auth = UserAuth::new(config.max_auth_attempts, id.clone());
         Self {
             link: Link::new(t, false),
             upper: ServerUpper {
                 config,
                 id,
                 phase: Phase::Handshake,
-                auth: auth::AuthState::default(),
+                auth,
+                lookup: None,
                 identity: None,
                 api_user: None,
-                login_deadline,
                 conn,
                 tasks: Vec::new(),
                 ending: false,
@@ -170,9 +187,8 @@ impl Session {
                 close_reported: false,
                 peer_gone: false,
                 grace_exceeded: false,
-                flush_deadline: None,
-                limits: None,
-                timers: Timers::default(),
+                flushing: false,
+                timers,
                 keepalives_unanswered: 0,
                 keepalive_due: false,
             },
@@ -209,8 +225,8 @@ impl Session {
         // Idle means no git traffic: what the client sends counts when it
         // reaches a channel or a request (see `on_message`), not when it
         // only answers our keepalives.
-        if let (Some(limits), Input::BackendData { .. }) = (upper.limits.as_mut(), &input) {
-            limits.last_activity = now;
+        if let Input::BackendData { .. } = &input {
+            upper.active(now);
         }
         let t = &mut link.t;
         match input {
@@ -229,7 +245,12 @@ impl Session {
             }
             Input::Timeout => {
                 t.handle_timeout(now);
+                let blocked = upper.is_blocked();
                 upper.on_timeout(t, now);
+                if blocked && !upper.is_blocked() {
+                    // A lookup that timed out held messages back.
+                    link.process(now, upper);
+                }
             }
             Input::Shutdown => upper.on_shutdown(t, now),
             Input::RepoOpened { id, result } => {
@@ -251,8 +272,8 @@ impl Session {
                 upper.route(t, now, id, JobInput::Helper(result));
             }
             Input::HttpDone { id, result } => {
-                if upper.auth.is_pending() {
-                    upper.on_lookup_done(t, now, id, result);
+                if upper.lookup == Some(id) {
+                    upper.on_lookup_done(t, now, result);
                     // Messages held back during the lookup may go on now.
                     link.process(now, upper);
                 } else {
@@ -284,14 +305,17 @@ impl Session {
         if t.is_closed() {
             upper.stop_all(t, now);
             upper.settle(t, now);
-            if let Some(id) = upper.auth.cancel() {
+            if upper.cancel_lookup() {
                 tracing::info!(session = %upper.id, "abandoning the key lookup");
-                upper.outputs.push_back(Output::CancelHttp { id });
             }
-            if upper.flush_deadline.is_none() {
-                upper.flush_deadline = Some(now + FLUSH_WAIT);
+            for timer in WHILE_OPEN {
+                upper.timers.stop(timer);
             }
-            if upper.flush_deadline.is_some_and(|d| now >= d) && !upper.peer_gone {
+            if !upper.flushing {
+                upper.flushing = true;
+                upper.timers.set(SessionTimer::Flush, now + FLUSH_WAIT);
+            }
+            if upper.timers.expire(SessionTimer::Flush, now) && !upper.peer_gone {
                 // A client that reads nothing cannot hold the connection
                 // open: what is left unsent is dropped.
                 tracing::info!(session = %upper.id, "client stopped reading; dropping what is unsent");
@@ -320,22 +344,18 @@ impl Session {
 
     /// When [`Input::Timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let flush = self.upper.flush_deadline.filter(|_| !self.upper.peer_gone);
-        let limit = if self.link.t.is_closed() {
-            None
-        } else {
-            self.upper.limit_deadline()
-        };
+        // Once nothing is left to wait for the client for, only the jobs'
+        // deadlines (stopping git) remain.
+        let flush_done = self.upper.peer_gone;
+        let session = self
+            .upper
+            .timers
+            .next()
+            .filter(|_| !(flush_done && self.link.t.is_closed()));
         let upper = [
-            self.upper.login_deadline,
+            session,
             self.upper.tasks.iter().filter_map(Task::deadline).min(),
             self.upper.conn.deadline(),
-            flush,
-            limit,
-            self.upper
-                .timers
-                .next()
-                .filter(|_| !self.link.t.is_closed()),
         ];
         let transport = if self.link.t.is_closed() {
             None
@@ -538,14 +558,18 @@ impl ServerUpper {
     }
 
     fn on_timeout(&mut self, t: &mut Transport, now: Instant) {
-        if self.login_deadline.is_some_and(|d| now >= d) {
-            self.login_deadline = None;
+        if self.timers.expire(SessionTimer::LoginGrace, now) {
             self.grace_exceeded = true;
             tracing::info!(session = %self.id, "login grace time exceeded");
             t.disconnect(DisconnectReason::ByApplication, "login grace time exceeded");
-            if let Some(id) = self.auth.cancel() {
-                self.outputs.push_back(Output::CancelHttp { id });
-            }
+            self.cancel_lookup();
+        }
+        if self.timers.expire(SessionTimer::Lookup, now)
+            && let Some(id) = self.lookup
+        {
+            tracing::info!(session = %self.id, "the platform did not answer the key lookup in time");
+            self.outputs.push_back(Output::Cancel { id });
+            self.on_lookup_done(t, now, Err(HttpError::Timeout));
         }
         self.each_task(t, now, |task, cx| task.on_timeout(cx));
         self.limit_timeout(t, now);
@@ -561,50 +585,48 @@ impl ServerUpper {
         tracing::info!(session = %self.id, "server stopping: ending the session");
         if self.end_commands(t, now, &UserError::ServerStopping) {
             self.ending = true;
-            self.limits = Some(Limits {
-                last_activity: now,
-                end: now,
-                hard_stop: Some(now + CLOSE_WAIT),
-            });
+            self.hard_stop(now);
         } else {
             t.disconnect(DisconnectReason::ByApplication, "the server is restarting");
         }
     }
 
-    fn limit_deadline(&self) -> Option<Instant> {
-        let l = self.limits?;
-        if let Some(at) = l.hard_stop {
-            return Some(at);
+    /// Git traffic: the idle limit starts again (unless a limit already
+    /// fired).
+    fn active(&mut self, now: Instant) {
+        if self.timers.is_set(SessionTimer::Idle) {
+            self.timers
+                .set(SessionTimer::Idle, now + self.config.idle_timeout);
         }
-        Some((l.last_activity + self.config.idle_timeout).min(l.end))
+    }
+
+    /// The users were told the connection ends: it is cut if the client
+    /// has not closed it within [`CLOSE_WAIT`].
+    fn hard_stop(&mut self, now: Instant) {
+        self.timers.stop(SessionTimer::Idle);
+        self.timers.stop(SessionTimer::SessionLimit);
+        self.timers.set(SessionTimer::HardStop, now + CLOSE_WAIT);
     }
 
     /// Ends a connection that idled or lasted too long, telling the users
     /// of its commands why.
     fn limit_timeout(&mut self, t: &mut Transport, now: Instant) {
-        let Some(l) = self.limits else { return };
-        if let Some(at) = l.hard_stop {
-            if now >= at {
-                self.limits = None;
-                t.disconnect(DisconnectReason::ByApplication, "time limit exceeded");
-            }
+        if self.timers.expire(SessionTimer::HardStop, now) {
+            t.disconnect(DisconnectReason::ByApplication, "time limit exceeded");
             return;
         }
-        let error = if now >= l.end {
+        let error = if self.timers.expire(SessionTimer::SessionLimit, now) {
             UserError::SessionLimit {
                 secs: self.config.max_session.as_secs(),
             }
-        } else if now >= l.last_activity + self.config.idle_timeout {
+        } else if self.timers.expire(SessionTimer::Idle, now) {
             UserError::IdleTimeout {
                 secs: self.config.idle_timeout.as_secs(),
             }
         } else {
             return;
         };
-        self.limits = Some(Limits {
-            hard_stop: Some(now + CLOSE_WAIT),
-            ..l
-        });
+        self.hard_stop(now);
         tracing::info!(session = %self.id, ?error, "time limit");
         if self.end_commands(t, now, &error) {
             self.ending = true;
@@ -689,8 +711,8 @@ impl Upper for ServerUpper {
             number,
             numbers::REQUEST_SUCCESS | numbers::REQUEST_FAILURE | numbers::UNIMPLEMENTED
         );
-        if let Some(limits) = self.limits.as_mut().filter(|_| !liveness_only) {
-            limits.last_activity = now;
+        if !liveness_only {
+            self.active(now);
         }
         match (self.phase, number) {
             (_, numbers::EXT_INFO) => {}
@@ -798,5 +820,112 @@ impl ServerUpper {
             }
             Event::Closed(ch) => self.with_task(t, now, ch, |task, cx| task.stop(cx)),
         }
+    }
+}
+
+impl ServerUpper {
+    /// A USERAUTH_REQUEST, for the authentication layer.
+    fn on_userauth(&mut self, t: &mut Transport, now: Instant, payload: &[u8]) {
+        let outcome = self.auth.on_request(t, payload);
+        self.auth_outcome(now, outcome);
+    }
+
+    /// Acts on what authentication asks: a lookup, by the mode's means,
+    /// or the connected state once a user is verified.
+    fn auth_outcome(&mut self, now: Instant, outcome: Outcome<Option<ApiUser>>) {
+        match outcome {
+            Outcome::Nothing => {}
+            Outcome::Lookup { blob, fingerprint } => {
+                let id = self.next_id();
+                let output = match &self.config.mode {
+                    Mode::Standalone { .. } => Output::LookupKey { id, blob },
+                    Mode::Api { api, .. } => {
+                        tracing::info!(session = %self.id, key = %fingerprint, "looking the key up");
+                        let request = api::lookup_request(api, &fingerprint::md5_hex(&blob));
+                        self.timers.set(SessionTimer::Lookup, now + request.timeout);
+                        Output::Http { id, request }
+                    }
+                };
+                self.outputs.push_back(output);
+                self.lookup = Some(id);
+            }
+            Outcome::Authenticated(verified) => {
+                let identity = Identity {
+                    user: verified.user,
+                    fingerprint: verified.fingerprint,
+                };
+                self.outputs
+                    .push_back(Output::Authenticated(identity.clone()));
+                self.identity = Some(identity);
+                self.api_user = verified.account;
+                self.phase = Phase::Connected;
+                self.timers.stop(SessionTimer::LoginGrace);
+                self.timers
+                    .set(SessionTimer::Idle, now + self.config.idle_timeout);
+                self.timers
+                    .set(SessionTimer::SessionLimit, now + self.config.max_session);
+                self.arm_keepalive(now);
+            }
+        }
+    }
+
+    /// Abandons the key lookup in flight; true if there was one.
+    fn cancel_lookup(&mut self) -> bool {
+        let Some(id) = self.lookup.take() else {
+            return false;
+        };
+        self.timers.stop(SessionTimer::Lookup);
+        self.auth.cancel();
+        self.outputs.push_back(Output::Cancel { id });
+        true
+    }
+
+    /// The runtime answered a standalone key lookup.
+    fn on_key_looked_up(
+        &mut self,
+        t: &mut Transport,
+        now: Instant,
+        id: RequestId,
+        user: Option<String>,
+    ) {
+        if self.lookup != Some(id) {
+            return;
+        }
+        self.lookup = None;
+        let found = match user {
+            Some(user) => Found::Known {
+                user,
+                account: None,
+            },
+            None => Found::Unknown,
+        };
+        let outcome = self.auth.answer(t, found);
+        self.auth_outcome(now, outcome);
+    }
+
+    /// The platform answered the key lookup.
+    fn on_lookup_done(
+        &mut self,
+        t: &mut Transport,
+        now: Instant,
+        result: Result<HttpResponse, HttpError>,
+    ) {
+        self.lookup = None;
+        self.timers.stop(SessionTimer::Lookup);
+        let found = match api::parse_lookup(&result) {
+            LookupResult::Found(user) => Found::Known {
+                user: user.id.clone(),
+                account: Some(user),
+            },
+            LookupResult::Unknown => Found::Unknown,
+            LookupResult::Unavailable(why) => {
+                tracing::error!(session = %self.id, error = %why, "the platform did not answer the key lookup");
+                Found::Unavailable {
+                    banner: messages::with_session_id(messages::platform_unavailable(), &self.id),
+                }
+            }
+        };
+        let outcome = self.auth.answer(t, found);
+        self.auth_outcome(now, outcome);
     }
 }
