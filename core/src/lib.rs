@@ -16,6 +16,8 @@ pub mod job;
 pub mod link;
 pub mod server;
 pub mod setup;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod timer;
 pub mod transport;
 pub mod wire;

@@ -9,7 +9,6 @@
 
 pub mod mux;
 pub mod openruko;
-pub mod pair;
 pub mod sunset_client;
 
 use std::io::{BufRead, BufReader};

@@ -12,7 +12,7 @@ use gitmouth_core::app::dyno::DynoEnd;
 use gitmouth_core::app::fingerprint;
 use gitmouth_core::client::Event;
 use gitmouth_core::server::{Input, Mode, Output, ServerConfig};
-use gitmouth_tests::pair::{DynoScript, Pair, ed25519, host_key};
+use gitmouth_core::test_util::{DynoScript, Pair, ed25519, host_key};
 use ssh_key::PrivateKey;
 use zeroize::Zeroizing;
 

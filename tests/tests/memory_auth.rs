@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use gitmouth_core::client::Event;
 use gitmouth_core::server::Output;
+use gitmouth_core::test_util::{Pair, ecdsa, ed25519, server_config};
 use gitmouth_core::transport::disconnect::{CloseReason, DisconnectReason};
 use gitmouth_core::wire::{self, numbers};
-use gitmouth_tests::pair::{Pair, ecdsa, ed25519, server_config};
 
 fn disconnected(pair: &Pair) -> Option<DisconnectReason> {
     match pair.server_close() {
@@ -330,7 +330,7 @@ fn a_key_added_later_is_accepted_by_new_lookups() {
     ready(&mut pair);
     // The runtime's keys change (the file was re-read): the session asks
     // again and is answered from the new set.
-    pair.rt.keys = gitmouth_tests::pair::authorized(&[&alice, &bob]);
+    pair.rt.keys = gitmouth_core::test_util::authorized(&[&alice, &bob]);
     pair.client.auth_publickey("git", &bob);
     pair.drive();
     assert_eq!(pair.events.last(), Some(&Event::AuthSuccess));

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use gitmouth_core::client::Event;
 use gitmouth_core::server::{ExitStatus, Output, Signal};
+use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
 use gitmouth_core::transport::disconnect::{CloseReason, DisconnectReason};
 use gitmouth_core::wire::{self, numbers};
-use gitmouth_tests::pair::{Pair, Script, ed25519, server_config};
 
 const REPO: &str = "/srv/repos/app.git";
 
@@ -655,7 +655,7 @@ fn one_push_at_a_time_per_repository() {
     first.drive();
     assert!(locks.is_held("app"));
 
-    let second = |locks: &std::sync::Arc<gitmouth_io::locks::PushLocks>, command: &[u8]| {
+    let second = |locks: &gitmouth_core::test_util::PushLocks, command: &[u8]| {
         let mut pair = Pair::new(server_config(&[&alice]));
         pair.rt.locks = locks.clone();
         pair.rt.repos.insert(REPO.into());

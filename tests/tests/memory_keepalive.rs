@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gitmouth_core::client::Event;
 use gitmouth_core::server::{ExitStatus, Output, ServerConfig, Signal};
+use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
 use gitmouth_core::transport::disconnect::{CloseReason, DisconnectReason};
-use gitmouth_tests::pair::{Pair, Script, ed25519, server_config};
 
 const REPO: &str = "/srv/repos/app.git";
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use gitmouth_core::client::Event;
 use gitmouth_core::server::{ExitStatus, Input};
-use gitmouth_tests::pair::{Pair, Script, ed25519, server_config};
+use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
 use proptest::prelude::*;
 
 const REPO: &str = "/srv/repos/app.git";

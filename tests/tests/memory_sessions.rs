@@ -8,7 +8,7 @@
 use gitmouth_core::client::Event;
 use gitmouth_core::connection::msg::{ChannelMsg, open_failure};
 use gitmouth_core::server::Output;
-use gitmouth_tests::pair::{Pair, Script, ed25519, server_config};
+use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
 
 const REPO: &str = "/srv/repos/app.git";
 

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use gitmouth_core::client::{ClientConfig, Event};
 use gitmouth_core::server::Output;
+use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
 use gitmouth_core::transport::TransportConfig;
 use gitmouth_core::transport::cipher::{CipherAlg, MacAlg};
 use gitmouth_core::transport::disconnect::{CloseReason, DisconnectReason};
 use gitmouth_core::transport::hostkey::{HostKey, HostKeyAlg};
 use gitmouth_core::transport::kex::KexAlg;
 use gitmouth_core::wire::{self, numbers};
-use gitmouth_tests::pair::{Pair, Script, ed25519, server_config};
 
 fn client_with(f: impl FnOnce(&mut TransportConfig)) -> ClientConfig {
     let mut t = TransportConfig::default();
@@ -63,7 +63,7 @@ fn every_algorithm_pair_completes_and_carries_data() {
     }
     for (kex, cipher, mac, host) in combos {
         let mut config = server_config(&[&user]);
-        config.host_keys = vec![gitmouth_tests::pair::host_key(), rsa_host_key()].into();
+        config.host_keys = vec![gitmouth_core::test_util::host_key(), rsa_host_key()].into();
         let client = ClientConfig {
             transport: Arc::new(TransportConfig {
                 kex: vec![kex],

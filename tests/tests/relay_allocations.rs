@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use gitmouth_core::client::{self, Event};
 use gitmouth_core::server::{ExitStatus, Input, Output, RequestId, Stream};
-use gitmouth_tests::pair::{Pair, Script, ed25519, server_config};
+use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
 
 struct Counting;
 

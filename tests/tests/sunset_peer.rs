@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use gitmouth_core::server::{
     ExitStatus, Input, Output, ProcessSpec, RequestId, ServerConfig, Session, Stream,
 };
+use gitmouth_core::test_util::{ed25519, host_key, server_config};
 use gitmouth_core::transport::TransportConfig;
 use gitmouth_core::transport::cipher::{CipherAlg, MacAlg};
 use gitmouth_core::transport::kex::KexAlg;
-use gitmouth_tests::pair::{ed25519, host_key, server_config};
 use gitmouth_tests::sunset_client::{Algorithms, Exit, SunsetClient, run_tcp};
 use gitmouth_tests::{Runtime, Server, ServerOptions, per_runtime};
 
@@ -118,7 +118,7 @@ impl FakeGit {
             Output::LookupKey { id, blob } => {
                 let keys = self
                     .keys
-                    .get_or_insert_with(gitmouth_tests::pair::registered_users);
+                    .get_or_insert_with(gitmouth_core::test_util::registered_users);
                 let user = keys.find_blob(blob).map(|e| e.user.clone());
                 self.answers.push(Input::KeyLookedUp { id: *id, user });
             }

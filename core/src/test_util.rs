@@ -1,26 +1,72 @@
 //! Two peers in memory: our client and the server session, joined by byte
 //! queues, with virtual time, a tamper hook and a scripted stand-in for the
-//! git process (the core's own test double: the end-to-end tests use real
-//! git).
+//! runtime (git processes, dynos, the platform, the key and lock tables).
+//! The end-to-end tests use the real things; this is for tests that step
+//! the core through its states in virtual time, from deadline to deadline
+//! ([`Pair::step_to_next_deadline`]), as quinn-proto's `Pair` does.
+//!
+//! Built for the core's own tests and, with the `test-util` feature, for
+//! other crates' (the `gitmouth-tests` crate).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeSet, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use gitmouth_core::app::api::{HttpError, HttpRequest, HttpResponse};
-use gitmouth_core::app::authorized_keys::AuthorizedKeys;
-use gitmouth_core::app::dyno::DynoEnd;
-use gitmouth_core::client::{self, Client, ClientConfig, Event};
-use gitmouth_core::server::{
-    self, ExitStatus, Input, Output, ProcessSpec, RepoError, RequestId, ServerConfig, Session,
-    Signal, Stream,
+use crate::app::api::{HttpError, HttpRequest, HttpResponse};
+use crate::app::authorized_keys::AuthorizedKeys;
+use crate::app::dyno::DynoEnd;
+use crate::client::{self, Client, ClientConfig, Event};
+use crate::server::{
+    self, ExitStatus, Input, LockHeld, Output, ProcessSpec, RepoError, RequestId, ServerConfig,
+    Session, Signal, Stream,
 };
-use gitmouth_core::transport::hostkey::HostKey;
-use gitmouth_io::locks::{PushLock, PushLocks};
+use crate::transport::hostkey::HostKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use ssh_key::PrivateKey;
+
+/// A push-lock table in memory, shared by cloning (one thread: tests step
+/// their pairs in turn). The runtime's own table lives in `gitmouth-io`.
+#[derive(Debug, Default, Clone)]
+pub struct PushLocks {
+    held: Rc<RefCell<BTreeMap<String, Instant>>>,
+}
+
+/// A granted lock; dropping it releases the repository.
+#[derive(Debug)]
+pub struct PushLock {
+    locks: PushLocks,
+    repo: String,
+}
+
+impl PushLocks {
+    /// Takes the lock of `repo`, or says since when another push holds it.
+    pub fn try_acquire(&self, repo: &str, now: Instant) -> Result<PushLock, LockHeld> {
+        let mut held = self.held.borrow_mut();
+        if let Some(&since) = held.get(repo) {
+            return Err(LockHeld { since });
+        }
+        held.insert(repo.to_owned(), now);
+        Ok(PushLock {
+            locks: self.clone(),
+            repo: repo.to_owned(),
+        })
+    }
+
+    /// Whether `repo` is locked now.
+    pub fn is_held(&self, repo: &str) -> bool {
+        self.held.borrow().contains_key(repo)
+    }
+}
+
+impl Drop for PushLock {
+    fn drop(&mut self) {
+        self.locks.held.borrow_mut().remove(&self.repo);
+    }
+}
 
 /// A key pair for tests, made from a seed.
 pub fn ed25519(seed: u8, comment: &str) -> PrivateKey {
@@ -220,7 +266,7 @@ pub struct FakeRuntime {
     /// The authorized keys that answer key lookups.
     pub keys: AuthorizedKeys,
     /// The push-lock table (share it between pairs for two "instances").
-    pub locks: Arc<PushLocks>,
+    pub locks: PushLocks,
     /// Locks this pair's session holds.
     pub held: Vec<(RequestId, PushLock)>,
     /// Locks granted and released, for "exactly once" checks.
@@ -276,10 +322,13 @@ impl Pair {
 
     /// A pair with the given client settings and seed.
     pub fn with_client(config: ServerConfig, client: ClientConfig, seed: u8) -> Self {
+        // The virtual clock's epoch, the harness's one reading of the real
+        // clock: only differences from it matter, and nothing waits on it.
+        #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         Self {
             client: Client::new(&client, [seed; 32], now),
-            server: Session::new(Arc::new(config), [seed.wrapping_add(1); 32], now),
+            server: Session::new(std::sync::Arc::new(config), [seed.wrapping_add(1); 32], now),
             now,
             rt: FakeRuntime {
                 keys: USERS.with(|u| u.borrow().clone()),
@@ -356,6 +405,42 @@ impl Pair {
             self.client.handle_input(self.now, client::Input::Timeout);
         }
         self.drive();
+    }
+
+    /// The earliest deadline of either side, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.server.poll_timeout(), self.client.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Jumps virtual time to the next deadline of either side, fires it and
+    /// drives until nothing moves; false if neither side has a deadline.
+    /// (A deadline in the past is fired at the present instant: time never
+    /// goes back.)
+    pub fn step_to_next_deadline(&mut self) -> bool {
+        let Some(at) = self.next_deadline() else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        self.advance(Duration::ZERO);
+        true
+    }
+
+    /// Steps from deadline to deadline until the server session is
+    /// finished, at most `max_steps` times; whether it finished.
+    pub fn run_to_end(&mut self, max_steps: usize) -> bool {
+        self.drive();
+        for _ in 0..max_steps {
+            if self.server.is_finished() {
+                return true;
+            }
+            if !self.step_to_next_deadline() {
+                break;
+            }
+        }
+        self.server.is_finished()
     }
 
     /// Drives until the first key exchange is done.
