@@ -560,7 +560,10 @@ impl LocalJob {
             | State::CheckingHead { .. }
             | State::ListingBranches { .. }
             | State::SettingHead { .. } => true,
-            State::Running(r) => r.exit.is_none(),
+            // Until git's exit is seen and its output drained (bounded by
+            // the drain wait): a push's upkeep follows, so the session may
+            // not end (and report its close) before.
+            State::Running(_) => true,
             State::AwaitingLock { .. } | State::OpeningRepo { .. } | State::Done => false,
         }
     }
