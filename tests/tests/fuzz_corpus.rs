@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use gitmouth_core::transport::packet::PacketReader;
-use gitmouth_fuzz_bodies::{TARGETS, run_session, seeds};
+use gitmouth_fuzz_bodies::{TARGETS, run_session, seeds, server_session_strict, session_stages};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -91,7 +91,38 @@ fn generated_seeds_pass_and_client_streams_get_through_the_key_exchange() {
             let run = run_session(&seed.bytes, false);
             assert!(!run.closed, "{}: the server closed the session", seed.name);
         }
+        if seed.target == "server_session" && seed.name.starts_with("git-") {
+            // The recorded git commands run to their end: the control
+            // stream authenticates the client, runs git or reaches the
+            // dyno, relays its output and reports its exit.
+            let (stages, channel) = session_stages(&seed.bytes);
+            assert!(
+                stages.authenticated
+                    && channel
+                    && stages.exec
+                    && stages.backend
+                    && stages.relay
+                    && stages.exit,
+                "{}: {stages:?}, channel open: {channel}",
+                seed.name
+            );
+        }
     }
+}
+
+/// A known core bug: a push lock granted before the connection broke is
+/// released only by the first input after `Close` (the session reports
+/// `Close` with the lock still held). `server_session` tolerates it;
+/// this fails until the core is fixed. Then drop the tolerance in the
+/// body and this `#[ignore]`.
+#[test]
+#[ignore = "known core bug: a push lock is released only after Close"]
+fn known_bug_a_lock_is_released_before_close() {
+    let seed = seeds::all()
+        .into_iter()
+        .find(|s| s.name == seeds::KNOWN_BUG_LOCK_AFTER_CLOSE)
+        .unwrap();
+    server_session_strict(&seed.bytes);
 }
 
 /// The message numbers of the plaintext packets a server sent after its
