@@ -357,6 +357,10 @@ const OPENSSH_9_2_CLIENT_LISTS: [&str; 10] = [
 /// and fails `server_session_strict`).
 pub const KNOWN_BUG_LOCK_AFTER_CLOSE: &str = "known-bug-lock-released-after-close";
 
+/// The seed that reproduces the known core bug "a push's HEAD upkeep
+/// starts only after Close" (same as above).
+pub const KNOWN_BUG_UPKEEP_AFTER_CLOSE: &str = "known-bug-push-upkeep-after-close";
+
 /// Seed of the recorded client's own key (the user's key; ed25519).
 const USER_KEY_SEED: [u8; 32] = [0x75; 32];
 
@@ -533,6 +537,18 @@ fn git_seeds() -> Vec<Seed> {
         "server_session",
         KNOWN_BUG_LOCK_AFTER_CLOSE,
         Layout::build(false, &control, &wire),
+    ));
+    // The other known core bug: git exits with its output still open, the
+    // client goes: the session reports Close at once; five seconds later
+    // (the drain wait) it starts the push's HEAD upkeep, then releases the
+    // lock, all after Close.
+    let mut control = feed(s.before_close).to_vec();
+    control.extend_from_slice(&[0, 0, 1, 0]); // alice, granted, created, started
+    control.extend_from_slice(&[op::EXIT, 0, op::PEER_CLOSED]);
+    out.push(seed(
+        "server_session",
+        KNOWN_BUG_UPKEEP_AFTER_CLOSE,
+        Layout::build(false, &control, &s.wire),
     ));
     // API mode clone: the key lookup, the access check and provisioning
     // answered as the contract says, the dyno connects, speaks (so the
