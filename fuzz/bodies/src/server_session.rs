@@ -66,10 +66,13 @@
 //!   closed, or the dyno connected and spoke first), and reads from one only
 //!   while it runs; it signals, closes the stdin of, and closes only
 //!   backends that are alive, each signal at most once; it cancels only
-//!   HTTP requests and key lookups in flight; it releases only granted locks, each once;
-//!   `Authenticated` at most once, `Close` at most once, no output after it.
+//!   HTTP requests and key lookups in flight; it releases only granted
+//!   locks, each once; `Authenticated` at most once, `Close` at most once,
+//!   no output after it (but for two known core bugs, which only
+//!   [`server_session_strict`] fails on: a push's late `ReleaseLock` and
+//!   HEAD upkeep `RunHelper`).
 //!
-//! After the first run, the session is driven to its end as a runtime
+//! After the chunked run, the session is driven to its end as a runtime
 //! would (pending requests answered, signalled git exiting, each deadline
 //! reached, the client gone), and then: `Close` was reported exactly once,
 //! no deadline is asked for, the session is finished, every granted lock
