@@ -10,7 +10,8 @@ from the repository root):
   fuzz/corpus/server_session/capture-openssh-<name>
       the client's bytes, plus a plaintext NEWKEYS: against the fuzzing
       server (which negotiates the same method) this runs the whole first
-      key exchange with a real client's key share
+      key exchange with a real client's key share (behind the target's
+      3-byte header: standalone mode, an empty control stream)
   fuzz/corpus/kexinit/capture-openssh-<name>     the client's KEXINIT payload
   fuzz/corpus/version_line/capture-openssh       its version line and what follows
 
@@ -103,9 +104,13 @@ CONFIGS = [
 
 NEWKEYS = packet(bytes([21]))
 
+# The server_session input header (fuzz/bodies/src/server_session.rs):
+# flags 0 (standalone), a control stream of length 0; the rest is the wire.
+SESSION_HEADER = b'\0\0\0'
+
 for name, kex, options in CONFIGS:
     stream = capture(kex, options)
-    write(f'fuzz/corpus/server_session/capture-openssh-{name}', stream + NEWKEYS)
+    write(f'fuzz/corpus/server_session/capture-openssh-{name}', SESSION_HEADER + stream + NEWKEYS)
     write(f'fuzz/corpus/kexinit/capture-openssh-{name}', kexinit_payload(stream))
     if name == 'default-sntrup':
         write('fuzz/corpus/version_line/capture-openssh', stream[:300])

@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use gitmouth_core::transport::packet::PacketReader;
-use gitmouth_fuzz_bodies::{TARGETS, run_session, seeds};
+use gitmouth_fuzz_bodies::{TARGETS, run_session, seeds, server_session_strict, session_stages};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -91,7 +91,44 @@ fn generated_seeds_pass_and_client_streams_get_through_the_key_exchange() {
             let run = run_session(&seed.bytes, false);
             assert!(!run.closed, "{}: the server closed the session", seed.name);
         }
+        if seed.target == "server_session" && seed.name.starts_with("git-") {
+            // The recorded git commands run to their end: the control
+            // stream authenticates the client, runs git or reaches the
+            // dyno, relays its output and reports its exit.
+            let (stages, channel) = session_stages(&seed.bytes);
+            assert!(
+                stages.authenticated
+                    && channel
+                    && stages.exec
+                    && stages.backend
+                    && stages.relay
+                    && stages.exit,
+                "{}: {stages:?}, channel open: {channel}",
+                seed.name
+            );
+        }
     }
+}
+
+/// Known core bugs: the session reports `Close` while a push is not over,
+/// and its lock is released (or its repository's HEAD upkeep starts) only
+/// with a later input. `server_session` tolerates them; this fails until
+/// the core is fixed. Then drop the tolerance in the body and this
+/// `#[ignore]`.
+#[test]
+#[ignore = "known core bugs: a push's lock release and HEAD upkeep come after Close"]
+fn known_bugs_nothing_comes_after_close() {
+    let mut failures = Vec::new();
+    for name in [
+        seeds::KNOWN_BUG_LOCK_AFTER_CLOSE,
+        seeds::KNOWN_BUG_UPKEEP_AFTER_CLOSE,
+    ] {
+        let seed = seeds::all().into_iter().find(|s| s.name == name).unwrap();
+        if catch_unwind(AssertUnwindSafe(|| server_session_strict(&seed.bytes))).is_err() {
+            failures.push(name);
+        }
+    }
+    assert!(failures.is_empty(), "still failing: {failures:?}");
 }
 
 /// The message numbers of the plaintext packets a server sent after its

@@ -16,7 +16,7 @@ mod authorized_keys;
 mod exec_command;
 mod kexinit;
 mod packet_reader;
-mod server_session;
+pub mod server_session;
 mod version_line;
 
 pub use authorized_keys::authorized_keys;
@@ -24,7 +24,8 @@ pub use exec_command::exec_command;
 pub use kexinit::kexinit;
 pub use packet_reader::{MODES, ReaderMode, packet_reader};
 pub use server_session::{
-    HOST_KEY_SEED, SESSION_SEED, SessionRun, run_session, server_config, server_session,
+    HOST_KEY_SEED, SESSION_SEED, SessionRun, Stages, control, run_session, server_config,
+    server_session, server_session_strict, session_stages,
 };
 pub use version_line::version_line;
 

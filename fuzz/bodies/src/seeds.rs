@@ -10,9 +10,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use gitmouth_core::client::{Client, ClientConfig, Event};
 use gitmouth_core::link::{Link, Upper};
-use gitmouth_core::server::{Input, Session};
+use gitmouth_core::server::{Input, Output, Session};
 use gitmouth_core::transport::cipher::{CipherAlg, MacAlg};
+use gitmouth_core::transport::hostkey::HostKey;
 use gitmouth_core::transport::hostkey::HostKeyAlg;
 use gitmouth_core::transport::kex::KexAlg;
 use gitmouth_core::transport::negotiate::{EXT_INFO_C, Offer, STRICT_C, STRICT_S};
@@ -23,7 +25,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use crate::packet_reader::{self, MODES, ReaderMode};
-use crate::server_session::{SESSION_SEED, server_config};
+use crate::server_session::control::{Layout, answer, data_param, op};
+use crate::server_session::{SESSION_SEED, USER_API_KEY, server_config};
 
 /// One seed: the target it is for, a file name, the input.
 #[derive(Debug, Clone)]
@@ -215,7 +218,7 @@ impl Upper for ScriptedClient {
 /// authentication failures.
 pub fn client_stream(kex: KexAlg, cipher: CipherAlg, mac: Option<MacAlg>, rekey: bool) -> Vec<u8> {
     let now = Instant::now();
-    let mut server = Session::new(server_config(), SESSION_SEED, now);
+    let mut server = Session::new(server_config(false), SESSION_SEED, now);
     let config = TransportConfig {
         kex: vec![kex],
         ciphers: vec![cipher],
@@ -276,7 +279,11 @@ fn session_seeds() -> Vec<Seed> {
         wire::put_u32(out, 0);
     });
     first.extend_from_slice(writer.pending());
-    out.push(seed("server_session", "openssh-9.2-first-flight", first));
+    out.push(seed(
+        "server_session",
+        "openssh-9.2-first-flight",
+        Layout::build(false, &[], &first),
+    ));
     for (name, kex, cipher, mac, rekey) in [
         (
             "curve25519-chacha",
@@ -310,9 +317,10 @@ fn session_seeds() -> Vec<Seed> {
         out.push(seed(
             "server_session",
             format!("client-{name}"),
-            client_stream(kex, cipher, mac, rekey),
+            Layout::build(false, &[], &client_stream(kex, cipher, mac, rekey)),
         ));
     }
+    out.extend(git_seeds());
     out
 }
 
@@ -343,3 +351,231 @@ const OPENSSH_9_2_CLIENT_LISTS: [&str; 10] = [
     "",
     "",
 ];
+
+/// The seed that reproduces the known core bug "a push lock is released
+/// only after Close" (it passes `server_session`, which tolerates the bug,
+/// and fails `server_session_strict`).
+pub const KNOWN_BUG_LOCK_AFTER_CLOSE: &str = "known-bug-lock-released-after-close";
+
+/// The seed that reproduces the known core bug "a push's HEAD upkeep
+/// starts only after Close" (same as above).
+pub const KNOWN_BUG_UPKEEP_AFTER_CLOSE: &str = "known-bug-push-upkeep-after-close";
+
+/// Seed of the recorded client's own key (the user's key; ed25519).
+const USER_KEY_SEED: [u8; 32] = [0x75; 32];
+
+/// A client stream that runs one git command, and where in it the
+/// client's CHANNEL_CLOSE starts.
+struct GitStream {
+    wire: Vec<u8>,
+    /// Everything before the CHANNEL_CLOSE: version, key exchange, the
+    /// user-authentication service, a signed publickey request, the
+    /// session channel, `exec`, the data and EOF.
+    before_close: usize,
+}
+
+/// Records our own client (`core::client`) running `command` with `stdin`
+/// against the fuzzing server (fixed host key and seed), in standalone or
+/// API mode: the server's answers are the control stream's first ones
+/// (alice; the canned platform replies).
+///
+/// Only the client's bytes are kept. They hold no reply to anything after
+/// the channel opened, so the control stream of the seed decides freely
+/// what the backend does; the CHANNEL_CLOSE is sent blind, to go into a
+/// segment of its own after the exit.
+fn git_stream(api: bool, command: &[u8], stdin: &[u8]) -> GitStream {
+    let now = Instant::now();
+    let mut server = Session::new(server_config(api), SESSION_SEED, now);
+    let config = ClientConfig {
+        transport: Arc::new(TransportConfig {
+            kex: vec![KexAlg::Curve25519Sha256],
+            ciphers: vec![CipherAlg::ChaCha20Poly1305],
+            macs: Vec::new(),
+            ..TransportConfig::default()
+        }),
+        host_key_algs: vec![HostKeyAlg::Ed25519],
+    };
+    let mut client = Client::new(&config, [0x63; 32], now);
+    let key = HostKey::generate_ed25519(&mut ChaCha20Rng::from_seed(USER_KEY_SEED));
+    let mut wire = Vec::new();
+    let mut before_close = None;
+    for _ in 0..64 {
+        let to_server = client.transmit().to_vec();
+        client.consume_transmit(to_server.len());
+        wire.extend_from_slice(&to_server);
+        server.handle_input(now, Input::Received(&to_server));
+        while let Some(output) = server.poll_output() {
+            // Only the key lookup needs an answer before the channel
+            // opens; nothing else the server asks for changes the
+            // client's bytes.
+            let reply = match output {
+                Output::LookupKey { id, .. } => Input::KeyLookedUp {
+                    id,
+                    user: Some("alice".into()),
+                },
+                Output::Http { id, request } if request.url.contains("lookupUserByPublicKey") => {
+                    Input::HttpDone {
+                        id,
+                        result: Ok(gitmouth_core::app::api::HttpResponse {
+                            status: 200,
+                            body: format!("42:{USER_API_KEY}\n").into_bytes(),
+                        }),
+                    }
+                }
+                _ => continue,
+            };
+            server.handle_input(now, reply);
+        }
+        let to_client = server.transmit().to_vec();
+        server.consume_transmit(to_client.len());
+        client.handle_input(now, gitmouth_core::client::Input::Received(&to_client));
+        while let Some(event) = client.poll_event() {
+            match event {
+                Event::Established => client.request_service("ssh-userauth"),
+                Event::ServiceAccepted => sign_in(&mut client, &key),
+                Event::AuthSuccess => client.open_session(1 << 20, 32 * 1024),
+                Event::ChannelOpened => {
+                    client.exec(command, true);
+                    assert_eq!(client.send_data(stdin), stdin.len());
+                    client.send_eof();
+                    before_close = Some(wire.len() + client.transmit().len());
+                    client.send_close();
+                }
+                _ => {}
+            }
+        }
+        if to_server.is_empty() && to_client.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !client.is_closed(),
+        "{:?}",
+        client.transport().close_reason()
+    );
+    GitStream {
+        before_close: before_close.expect("the session channel never opened"),
+        wire,
+    }
+}
+
+/// A signed publickey request for user `git` with `key` (built by hand:
+/// the user's key is an ed25519 [`HostKey`], which signs the same way).
+fn sign_in(client: &mut Client, key: &HostKey) {
+    let Some(session_id) = client.transport().session_id().map(<[u8]>::to_vec) else {
+        return;
+    };
+    let blob = key.public_blob();
+    let data = gitmouth_core::auth::signed_data(&session_id, b"git", "ssh-ed25519", &blob);
+    let signature = key.sign(HostKeyAlg::Ed25519, &data).expect("ed25519 signs");
+    let mut payload = vec![numbers::USERAUTH_REQUEST];
+    wire::put_string(&mut payload, b"git");
+    wire::put_string(&mut payload, b"ssh-connection");
+    wire::put_string(&mut payload, b"publickey");
+    wire::put_bool(&mut payload, true);
+    wire::put_string(&mut payload, b"ssh-ed25519");
+    wire::put_string(&mut payload, &blob);
+    wire::put_string(&mut payload, &signature);
+    client.send_raw(&payload);
+}
+
+/// `op::FEED` of the first `n` wire bytes.
+fn feed(n: usize) -> [u8; 3] {
+    let [hi, lo] = u16::try_from(n).expect("stream over 64 KiB").to_be_bytes();
+    [op::FEED, hi, lo]
+}
+
+/// The control bytes after the first segment's answers: git (or the dyno)
+/// writes a kilobyte of pkt-lines to stdout, then the rest of the script.
+const RELAY_KIB: u8 = data_param(5, 3);
+
+/// Seeds that run a whole git command: recorded client streams (see
+/// [`git_stream`]) with control streams that authenticate the client, let
+/// the command run, relay its output and report its exit, then take the
+/// client's CHANNEL_CLOSE.
+fn git_seeds() -> Vec<Seed> {
+    let mut out = Vec::new();
+    // Standalone clone: alice; the repository exists; git starts, writes
+    // to stdout and stderr, ends both, exits 0.
+    let s = git_stream(false, b"git-upload-pack 'repo.git'", b"0009done\n0000");
+    let mut control = feed(s.before_close).to_vec();
+    control.extend_from_slice(&[0, 0, 0]); // alice, exists, started
+    control.extend_from_slice(&[op::STDOUT, RELAY_KIB, op::STDERR, data_param(3, 0)]);
+    control.extend_from_slice(&[op::EOF_STDOUT, op::EOF_STDERR, op::EXIT, 0]);
+    control.extend_from_slice(&feed(0));
+    out.push(seed(
+        "server_session",
+        "git-standalone-upload-pack",
+        Layout::build(false, &control, &s.wire),
+    ));
+    // Standalone push: the lock granted, the repository created, git runs
+    // and exits 0, then HEAD is repaired: it names nothing, the branches
+    // are main and dev, HEAD is pointed at main; the exit is reported
+    // after that.
+    let s = git_stream(false, b"git-receive-pack 'repo.git'", b"0000");
+    let mut control = feed(s.before_close).to_vec();
+    control.extend_from_slice(&[0, 0, 1, 0]); // alice, granted, created, started
+    control.extend_from_slice(&[op::STDOUT, RELAY_KIB, op::EOF_STDOUT, op::EOF_STDERR]);
+    control.extend_from_slice(&[op::EXIT, 0]);
+    control.extend_from_slice(&[3, 0, 0]); // HEAD: none; main and dev; set
+    control.extend_from_slice(&feed(0));
+    out.push(seed(
+        "server_session",
+        "git-standalone-receive-pack",
+        Layout::build(false, &control, &s.wire),
+    ));
+    // A known core bug (see `server_session_strict`): the push's lock is
+    // granted, the repository not yet opened, and the client's next bytes
+    // are garbage (a MAC failure): the session reports Close before it
+    // releases the lock.
+    let mut control = feed(s.before_close).to_vec();
+    control.extend_from_slice(&[0, 0, answer::defer(answer::OPEN_REPO)]); // alice, granted, not yet
+    control.extend_from_slice(&feed(0));
+    let mut wire = s.wire[..s.before_close].to_vec();
+    wire.extend_from_slice(&[0x41; 64]);
+    out.push(seed(
+        "server_session",
+        KNOWN_BUG_LOCK_AFTER_CLOSE,
+        Layout::build(false, &control, &wire),
+    ));
+    // The other known core bug: git exits with its output still open, the
+    // client goes: the session reports Close at once; five seconds later
+    // (the drain wait) it starts the push's HEAD upkeep, then releases the
+    // lock, all after Close.
+    let mut control = feed(s.before_close).to_vec();
+    control.extend_from_slice(&[0, 0, 1, 0]); // alice, granted, created, started
+    control.extend_from_slice(&[op::EXIT, 0, op::PEER_CLOSED]);
+    out.push(seed(
+        "server_session",
+        KNOWN_BUG_UPKEEP_AFTER_CLOSE,
+        Layout::build(false, &control, &s.wire),
+    ));
+    // API mode clone: the key lookup, the access check and provisioning
+    // answered as the contract says, the dyno connects, speaks (so the
+    // client's stdin flows to it) and closes cleanly.
+    let s = git_stream(true, b"git-upload-pack 'app.git'", b"0009done\n0000");
+    let mut control = feed(s.before_close).to_vec();
+    control.extend_from_slice(&[0, 0, 0, 0]); // user 42, access, dyno, connected
+    control.extend_from_slice(&[op::STDOUT, RELAY_KIB, op::DYNO_CLEAN]);
+    control.extend_from_slice(&feed(0));
+    out.push(seed(
+        "server_session",
+        "git-api-upload-pack",
+        Layout::build(true, &control, &s.wire),
+    ));
+    // API mode push: the lock after the access check, provisioning slow
+    // enough for a progress line, then the dyno as above.
+    let s = git_stream(true, b"git-receive-pack 'app.git'", b"0000");
+    let mut control = feed(s.before_close).to_vec();
+    let later = answer::defer(answer::HTTP_PROVISION);
+    control.extend_from_slice(&[0, 0, 0, later]); // user 42, access, granted, not yet
+    control.extend_from_slice(&[op::SLEEP, 4, 0, 0]); // 3 s: progress; the dyno, connected
+    control.extend_from_slice(&[op::STDOUT, RELAY_KIB, op::DYNO_CLEAN]);
+    control.extend_from_slice(&feed(0));
+    out.push(seed(
+        "server_session",
+        "git-api-receive-pack",
+        Layout::build(true, &control, &s.wire),
+    ));
+    out
+}
