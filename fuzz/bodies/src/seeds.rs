@@ -352,14 +352,15 @@ const OPENSSH_9_2_CLIENT_LISTS: [&str; 10] = [
     "",
 ];
 
-/// The seed that reproduces the known core bug "a push lock is released
-/// only after Close" (it passes `server_session`, which tolerates the bug,
-/// and fails `server_session_strict`).
-pub const KNOWN_BUG_LOCK_AFTER_CLOSE: &str = "known-bug-lock-released-after-close";
+/// The seed that reproduced the core bug "a push lock is released only
+/// after Close" (fixed: the session stops its jobs and settles them before
+/// it reports the close).
+pub const REGRESSION_LOCK_AFTER_CLOSE: &str = "regression-lock-released-after-close";
 
-/// The seed that reproduces the known core bug "a push's HEAD upkeep
-/// starts only after Close" (same as above).
-pub const KNOWN_BUG_UPKEEP_AFTER_CLOSE: &str = "known-bug-push-upkeep-after-close";
+/// The seed that reproduced the core bug "a push's HEAD upkeep starts only
+/// after Close" (fixed: a local job holds its backend until git's output is
+/// drained).
+pub const REGRESSION_UPKEEP_AFTER_CLOSE: &str = "regression-push-upkeep-after-close";
 
 /// Seed of the recorded client's own key (the user's key; ed25519).
 const USER_KEY_SEED: [u8; 32] = [0x75; 32];
@@ -524,10 +525,9 @@ fn git_seeds() -> Vec<Seed> {
         "git-standalone-receive-pack",
         Layout::build(false, &control, &s.wire),
     ));
-    // A known core bug (see `server_session_strict`): the push's lock is
-    // granted, the repository not yet opened, and the client's next bytes
-    // are garbage (a MAC failure): the session reports Close before it
-    // releases the lock.
+    // A fixed core bug: the push's lock is granted, the repository not yet
+    // opened, and the client's next bytes are garbage (a MAC failure): the
+    // session reported Close before it released the lock.
     let mut control = feed(s.before_close).to_vec();
     control.extend_from_slice(&[0, 0, answer::defer(answer::OPEN_REPO)]); // alice, granted, not yet
     control.extend_from_slice(&feed(0));
@@ -535,19 +535,19 @@ fn git_seeds() -> Vec<Seed> {
     wire.extend_from_slice(&[0x41; 64]);
     out.push(seed(
         "server_session",
-        KNOWN_BUG_LOCK_AFTER_CLOSE,
+        REGRESSION_LOCK_AFTER_CLOSE,
         Layout::build(false, &control, &wire),
     ));
-    // The other known core bug: git exits with its output still open, the
-    // client goes: the session reports Close at once; five seconds later
-    // (the drain wait) it starts the push's HEAD upkeep, then releases the
+    // The other fixed core bug: git exits with its output still open, the
+    // client goes: the session reported Close at once; five seconds later
+    // (the drain wait) it started the push's HEAD upkeep, then released the
     // lock, all after Close.
     let mut control = feed(s.before_close).to_vec();
     control.extend_from_slice(&[0, 0, 1, 0]); // alice, granted, created, started
     control.extend_from_slice(&[op::EXIT, 0, op::PEER_CLOSED]);
     out.push(seed(
         "server_session",
-        KNOWN_BUG_UPKEEP_AFTER_CLOSE,
+        REGRESSION_UPKEEP_AFTER_CLOSE,
         Layout::build(false, &control, &s.wire),
     ));
     // API mode clone: the key lookup, the access check and provisioning

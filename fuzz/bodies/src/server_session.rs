@@ -68,9 +68,7 @@
 //!   backends that are alive, each signal at most once; it cancels only
 //!   HTTP requests and key lookups in flight; it releases only granted
 //!   locks, each once; `Authenticated` at most once, `Close` at most once,
-//!   no output after it (but for two known core bugs, which only
-//!   [`server_session_strict`] fails on: a push's late `ReleaseLock` and
-//!   HEAD upkeep `RunHelper`).
+//!   no output after it.
 //!
 //! After the chunked run, the session is driven to its end as a runtime
 //! would (pending requests answered, signalled git exiting, each deadline
@@ -206,24 +204,22 @@ fn fnv1a(data: &[u8]) -> u64 {
     })
 }
 
-// The session's per-backend calls, each in one place: the core is moving
-// them to take the backend's id (one connection, several channels, each
-// with its own backend). Today there is one backend per session and the
-// id is not passed on.
+// The session's per-backend calls (one connection may carry several
+// channels, each with its own backend), each in one place.
 
 /// Bytes from the client waiting for backend `id`'s stdin.
-fn backend_stdin(session: &Session, _id: RequestId) -> &[u8] {
-    session.backend_stdin()
+fn backend_stdin(session: &Session, id: RequestId) -> &[u8] {
+    session.backend_stdin(id)
 }
 
 /// How many bytes of backend `id`'s output the session takes now.
-fn backend_read_limit(session: &Session, _id: RequestId) -> usize {
-    session.backend_read_limit()
+fn backend_read_limit(session: &Session, id: RequestId) -> usize {
+    session.backend_read_limit(id)
 }
 
 /// Marks `n` bytes of backend `id`'s stdin as written.
-fn consume_backend_stdin(session: &mut Session, now: Instant, _id: RequestId, n: usize) {
-    session.consume_backend_stdin(now, n);
+fn consume_backend_stdin(session: &mut Session, now: Instant, id: RequestId, n: usize) {
+    session.consume_backend_stdin(now, id, n);
 }
 
 /// An id no backend has, for asking the per-backend calls when there is
@@ -301,10 +297,10 @@ struct Ledger {
     procs: BTreeMap<RequestId, Proc>,
     dynos: BTreeMap<RequestId, Dyno>,
     locks: BTreeMap<RequestId, Lock>,
-    /// HTTP requests and key lookups in flight, which the session may
-    /// abandon with `CancelHttp` (answered or cancelled ones are removed).
+    /// HTTP requests, key lookups and helpers in flight, which the session
+    /// may abandon with `Cancel` (answered or cancelled ones are removed).
     in_flight: BTreeSet<RequestId>,
-    /// Requests the session abandoned (`CancelHttp`, `CloseDyno` before
+    /// Requests the session abandoned (`Cancel`, `CloseDyno` before
     /// the connection was up): the runtime drops them unanswered.
     cancelled: BTreeSet<RequestId>,
     /// Requests answered or abandoned: targets for late answers.
@@ -415,8 +411,6 @@ struct Run<'a> {
     stages: Stages,
     /// A backend's end was fed: the next burst of packets may report it.
     backend_ended: bool,
-    /// Whether the checks the core does not pass yet are made too.
-    strict: bool,
 }
 
 impl<'a> Run<'a> {
@@ -443,7 +437,6 @@ impl<'a> Run<'a> {
             other_inputs: 0,
             stages: Stages::default(),
             backend_ended: false,
-            strict: false,
         };
         run.drain();
         run
@@ -534,21 +527,10 @@ impl<'a> Run<'a> {
             assert_eq!(self.closes, 1, "Close reported twice");
             return;
         }
-        if self.closes > 0 {
-            // Known core bugs: `Close` can come while a push is not over,
-            // and then its lock is released (a lock granted while the
-            // repository was being opened when the connection broke), or
-            // its repository's HEAD upkeep starts (git exited, its output
-            // still open, when the client went), only with a later input.
-            // Tolerated here, so that the fuzzer gets past them; not by
-            // `server_session_strict`.
-            let known = match &output {
-                Output::ReleaseLock { id } => self.ledger.locks.get(id) == Some(&Lock::Granted),
-                Output::RunHelper { .. } => true,
-                _ => false,
-            };
-            assert!(known && !self.strict, "output after Close: {output:?}");
-        }
+        // Nothing follows `Close`: a push's lock release and its HEAD
+        // upkeep come before it (two bugs this target found, fixed; the
+        // seeds `regression-*` replay them).
+        assert_eq!(self.closes, 0, "output after Close: {output:?}");
         self.outputs.push(format!("{output:?}"));
         let authenticated = self.ledger.authenticated;
         let ledger = &mut self.ledger;
@@ -605,6 +587,7 @@ impl<'a> Run<'a> {
                 );
                 assert_eq!(process.args.get(1).map(|a| a.as_os_str()), opened);
                 ledger.fresh(id);
+                ledger.in_flight.insert(id);
                 self.pending.push_back((id, Request::RunHelper));
             }
             Output::CloseStdin { id } => {
@@ -653,10 +636,10 @@ impl<'a> Run<'a> {
                 ledger.in_flight.insert(id);
                 self.pending.push_back((id, Request::Http(kind)));
             }
-            Output::CancelHttp { id } => {
+            Output::Cancel { id } => {
                 assert!(
                     ledger.in_flight.remove(&id),
-                    "CancelHttp for {id:?}, not in flight"
+                    "Cancel for {id:?}, not in flight"
                 );
                 ledger.cancelled.insert(id);
                 ledger.done.push(id);
@@ -727,10 +710,8 @@ impl<'a> Run<'a> {
             if self.ledger.cancelled.contains(&id) {
                 continue;
             }
-            if self.closes > 0 && self.strict {
-                // The runtime has let the session go. (Not so when
-                // tolerating the known bugs: the session may still need
-                // its push's upkeep answered after `Close`.)
+            if self.closes > 0 {
+                // The runtime has let the session go.
                 kept.push_back((id, request));
                 continue;
             }
@@ -812,6 +793,7 @@ impl<'a> Run<'a> {
                     3 => Err("exit status 1".to_owned()),
                     _ => return false,
                 };
+                self.ledger.in_flight.remove(&id);
                 self.done(id);
                 self.input(Input::HelperDone { id, result });
             }
@@ -1339,7 +1321,7 @@ impl Run<'_> {
     /// connection that closed early), and must do nothing when it comes.
     fn finish(&mut self) {
         for _ in 0..8 {
-            if self.closes == 0 || !self.strict {
+            if self.closes == 0 {
                 self.runtime_round();
             }
             let Some(at) = self.session.poll_timeout() else {
@@ -1350,7 +1332,7 @@ impl Run<'_> {
         }
         self.input(Input::PeerClosed);
         for _ in 0..16 {
-            if self.closes > 0 && (self.strict || self.session.is_finished()) {
+            if self.closes > 0 {
                 break;
             }
             self.runtime_round();
@@ -1420,17 +1402,6 @@ pub fn session_stages(data: &[u8]) -> (Stages, bool) {
         channel |= !run.session.transport().is_closed();
     }
     (stages, channel)
-}
-
-/// The body with the checks the core does not pass yet: nothing at all
-/// comes out after `Close` (no late `ReleaseLock` of a push's lock, no late
-/// `RunHelper` of its HEAD upkeep), and the runtime answers nothing after
-/// it. The seeds `known-bug-*` (see [`crate::seeds`]) fail it.
-pub fn server_session_strict(data: &[u8]) {
-    let mut run = Run::new(data, true);
-    run.strict = true;
-    run.play();
-    run.finish();
 }
 
 /// The body of the `server_session` target.
