@@ -3,7 +3,7 @@
 //! ended.
 //!
 //! ```text
-//! start ─▶ [AwaitingLock] ─▶ OpeningRepo ─ok─▶ Spawning ─ok─▶ Running ─exit + EOFs─▶ [upkeep] ─▶ Done
+//! start ─▶ [Parked: the task takes the push lock] ─▶ OpeningRepo ─ok─▶ Spawning ─ok─▶ Running ─exit + EOFs─▶ [upkeep] ─▶ Done
 //!              │ held             │ not found     │ failed       │ stopped: TERM, then KILL
 //!              └──────────────────┴───────────────┴──────────────┴──────────────▶ Done (message, status)
 //! ```
@@ -46,8 +46,8 @@ timer_kinds! {
 
 /// The local command's state.
 enum State {
-    /// A push waits for its repository's lock.
-    AwaitingLock { id: RequestId, cmd: GitCommand },
+    /// A push waits while its task takes the repository's lock.
+    Parked,
     /// Waiting for the repository.
     OpeningRepo {
         id: RequestId,
@@ -108,8 +108,6 @@ pub(super) struct LocalJob {
     repos: PathBuf,
     /// `GIT_PROTOCOL` for git, if the client sent a valid one.
     git_protocol: Option<String>,
-    /// The repository's name, for messages.
-    repo: String,
     state: State,
     timers: Timers<LocalTimer, 3>,
 }
@@ -171,37 +169,24 @@ impl LocalJob {
         let mut job = Self {
             repos,
             git_protocol,
-            repo: cmd.repo.as_str().to_owned(),
             state: State::Done,
             timers: Timers::default(),
         };
         if cmd.verb.is_push() {
-            let id = cx.request_lock(&cmd);
-            job.state = State::AwaitingLock { id, cmd };
+            cx.park_for_lock(cmd);
+            job.state = State::Parked;
         } else {
             job.open_repo(cx, cmd);
         }
         job
     }
 
-    pub(super) fn repo(&self) -> &str {
-        &self.repo
-    }
-
-    pub(super) fn awaiting_lock(&self) -> Option<RequestId> {
-        match &self.state {
-            State::AwaitingLock { id, .. } => Some(*id),
-            _ => None,
-        }
-    }
-
-    pub(super) fn lock_granted(&mut self, cx: &mut JobCx<'_>) {
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitingLock { cmd, .. } => self.open_repo(cx, cmd),
-            other => {
-                self.state = other;
-                self.impossible(cx, "a lock granted to a job not waiting for one");
-            }
+    /// The push lock is granted: the repository is next.
+    pub(super) fn resume(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
+        if matches!(self.state, State::Parked) {
+            self.open_repo(cx, cmd);
+        } else {
+            self.impossible(cx, "a lock granted to a job not waiting for one");
         }
     }
 
@@ -209,10 +194,6 @@ impl LocalJob {
     fn impossible(&mut self, cx: &mut JobCx<'_>, what: &'static str) {
         cx.internal_error(what);
         self.stop(cx);
-    }
-
-    pub(super) fn abandon(&mut self) {
-        self.state = State::Done;
     }
 
     /// Asks for the repository, creating it for a push.
@@ -243,14 +224,13 @@ impl LocalJob {
 
     pub(super) fn owns(&self, id: RequestId) -> bool {
         match &self.state {
-            State::AwaitingLock { id: own, .. }
-            | State::OpeningRepo { id: own, .. }
+            State::OpeningRepo { id: own, .. }
             | State::Spawning { id: own, .. }
             | State::CheckingHead { id: own, .. }
             | State::ListingBranches { id: own, .. }
             | State::SettingHead { id: own, .. } => *own == id,
             State::Running(r) => r.id == id,
-            State::Done => false,
+            State::Parked | State::Done => false,
         }
     }
 
@@ -435,7 +415,7 @@ impl LocalJob {
                     signal: Signal::Term,
                 });
             }
-            State::OpeningRepo { .. } | State::AwaitingLock { .. } => self.state = State::Done,
+            State::OpeningRepo { .. } | State::Parked => self.state = State::Done,
             _ => {}
         }
     }
@@ -564,16 +544,14 @@ impl LocalJob {
             // the drain wait): a push's upkeep follows, so the session may
             // not end (and report its close) before.
             State::Running(_) => true,
-            State::AwaitingLock { .. } | State::OpeningRepo { .. } | State::Done => false,
+            State::Parked | State::OpeningRepo { .. } | State::Done => false,
         }
     }
 
     pub(super) fn stdin_closed(&self) -> bool {
         match &self.state {
             State::Running(r) => r.stdin_closed || r.exit.is_some(),
-            State::AwaitingLock { .. } | State::OpeningRepo { .. } | State::Spawning { .. } => {
-                false
-            }
+            State::Parked | State::OpeningRepo { .. } | State::Spawning { .. } => false,
             _ => true,
         }
     }

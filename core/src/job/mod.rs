@@ -60,6 +60,9 @@ pub struct JobCx<'a> {
     pub ch: ChannelId,
     /// Whether the client's connection is gone.
     pub peer_gone: bool,
+    /// Set by a machine that needs the push lock before it can go on
+    /// ([`JobCx::park_for_lock`]); the task takes it.
+    pub wants_lock: Option<GitCommand>,
 }
 
 impl JobCx<'_> {
@@ -110,6 +113,12 @@ impl JobCx<'_> {
     fn internal_error(&mut self, what: &'static str) {
         tracing::error!(session = %self.session, what, "internal error");
         self.fail(UserError::ServerFailed);
+    }
+
+    /// Parks the machine until its task holds the push lock of `cmd`'s
+    /// repository (then [`Backend`]'s `resume` gets `cmd` back).
+    fn park_for_lock(&mut self, cmd: GitCommand) {
+        self.wants_lock = Some(cmd);
     }
 
     /// Asks for the push lock of `cmd`'s repository.
@@ -173,6 +182,8 @@ pub struct Task {
     git_protocol: Option<String>,
     /// The push lock granted to this command, released exactly once.
     lock: Option<RequestId>,
+    /// The push lock asked for, and the command parked until it comes.
+    awaiting: Option<(RequestId, GitCommand)>,
     /// `None` until exec (and for a command that never ran).
     backend: Option<Backend>,
 }
@@ -184,6 +195,7 @@ impl Task {
             ch,
             git_protocol: None,
             lock: None,
+            awaiting: None,
             backend: None,
         }
     }
@@ -241,13 +253,24 @@ impl Task {
                 rendezvous_port,
             } => Backend::Platform(PlatformJob::start(cx, cmd, api.clone(), *rendezvous_port)),
         });
+        self.take_lock_wish(cx);
+    }
+
+    /// A machine parked for the push lock: ask for it.
+    fn take_lock_wish(&mut self, cx: &mut JobCx<'_>) {
+        if let Some(cmd) = cx.wants_lock.take() {
+            let id = cx.request_lock(&cmd);
+            self.awaiting = Some((id, cmd));
+        }
     }
 
     /// Whether an answer with this id is this command's.
     pub fn owns(&self, id: RequestId) -> bool {
-        self.backend
-            .as_ref()
-            .is_some_and(|b| on_backend!(b, job => job.owns(id)))
+        self.awaiting.as_ref().is_some_and(|(own, _)| *own == id)
+            || self
+                .backend
+                .as_ref()
+                .is_some_and(|b| on_backend!(b, job => job.owns(id)))
     }
 
     /// An answer for this command.
@@ -256,19 +279,18 @@ impl Task {
             return;
         };
         if let JobInput::Lock(result) = input {
-            let awaited = on_backend!(backend, job => job.awaiting_lock()) == Some(id);
-            if !awaited {
+            let Some((_, cmd)) = self.awaiting.take_if(|(own, _)| *own == id) else {
                 return;
-            }
+            };
             match result {
                 Ok(()) => {
                     self.lock = Some(id);
-                    on_backend!(backend, job => job.lock_granted(cx));
+                    on_backend!(backend, job => job.resume(cx, cmd));
                 }
                 Err(held) => {
-                    let repo = on_backend!(backend, job => job.repo().to_owned());
+                    let repo = cmd.repo.as_str().to_owned();
                     tracing::info!(session = %cx.session, repo, "another push is in progress");
-                    on_backend!(backend, job => job.abandon());
+                    on_backend!(backend, job => job.stop(cx));
                     cx.fail(UserError::PushInProgress {
                         app: repo,
                         started: ago(held.since, cx.now),
@@ -278,10 +300,13 @@ impl Task {
             return;
         }
         on_backend!(backend, job => job.handle(cx, id, input));
+        self.take_lock_wish(cx);
     }
 
     /// Stops the command: the client went, or a limit or shutdown came.
     pub fn stop(&mut self, cx: &mut JobCx<'_>) {
+        // A grant that comes now is a late one: the session gives it back.
+        self.awaiting = None;
         if let Some(backend) = self.backend.as_mut() {
             on_backend!(backend, job => job.stop(cx));
         }

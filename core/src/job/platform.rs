@@ -3,7 +3,7 @@
 //! until it closes.
 //!
 //! ```text
-//! start ─▶ CheckingAccess ─200─▶ [AwaitingLock] ─▶ Provisioning ─200─▶ Connecting ─up─▶ Relaying ─close─▶ Done
+//! start ─▶ CheckingAccess ─200─▶ [Parked: lock] ─▶ Provisioning ─200─▶ Connecting ─up─▶ Relaying ─close─▶ Done
 //!              │ 401/403/404         │ held            │ anything else    │ failed          │ not clean: "lost"
 //!              │ (one message)       │                 └── "Unable to contact build server" (127)
 //!              └ 5xx/timeout: "platform unavailable"
@@ -47,8 +47,8 @@ timer_kinds! {
 enum State {
     /// Asking whether the user may use the app.
     CheckingAccess { id: RequestId, cmd: GitCommand },
-    /// A push waits for the app's lock.
-    AwaitingLock { id: RequestId, cmd: GitCommand },
+    /// A push waits while its task takes the app's lock.
+    Parked,
     /// Asking for a build dyno.
     Provisioning { id: RequestId, cmd: GitCommand },
     /// Connecting to the dyno.
@@ -63,7 +63,6 @@ enum State {
 pub(super) struct PlatformJob {
     api: ApiServer,
     rendezvous_port: u16,
-    repo: String,
     state: State,
     timers: Timers<PlatformTimer, 2>,
 }
@@ -79,7 +78,6 @@ impl PlatformJob {
         let mut job = Self {
             api,
             rendezvous_port,
-            repo: cmd.repo.as_str().to_owned(),
             state: State::Done,
             timers: Timers::default(),
         };
@@ -94,29 +92,13 @@ impl PlatformJob {
         job
     }
 
-    pub(super) fn repo(&self) -> &str {
-        &self.repo
-    }
-
-    pub(super) fn awaiting_lock(&self) -> Option<RequestId> {
-        match &self.state {
-            State::AwaitingLock { id, .. } => Some(*id),
-            _ => None,
+    /// The push lock is granted: provisioning is next.
+    pub(super) fn resume(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
+        if matches!(self.state, State::Parked) {
+            self.provision(cx, cmd);
+        } else {
+            self.impossible(cx, "a lock granted to a job not waiting for one");
         }
-    }
-
-    pub(super) fn lock_granted(&mut self, cx: &mut JobCx<'_>) {
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitingLock { cmd, .. } => self.provision(cx, cmd),
-            other => {
-                self.state = other;
-                self.impossible(cx, "a lock granted to a job not waiting for one");
-            }
-        }
-    }
-
-    pub(super) fn abandon(&mut self) {
-        self.state = State::Done;
     }
 
     /// A bug: the user is told the server failed, and whatever is in
@@ -148,11 +130,10 @@ impl PlatformJob {
     pub(super) fn owns(&self, id: RequestId) -> bool {
         match &self.state {
             State::CheckingAccess { id: own, .. }
-            | State::AwaitingLock { id: own, .. }
             | State::Provisioning { id: own, .. }
             | State::Connecting { id: own, .. }
             | State::Relaying { id: own, .. } => *own == id,
-            State::Done => false,
+            State::Parked | State::Done => false,
         }
     }
 
@@ -185,8 +166,8 @@ impl PlatformJob {
                 AccessResult::Granted => {
                     tracing::info!(session = %cx.session, app = cmd.repo.as_str(), "access granted");
                     if cmd.verb.is_push() {
-                        let id = cx.request_lock(&cmd);
-                        self.state = State::AwaitingLock { id, cmd };
+                        cx.park_for_lock(cmd);
+                        self.state = State::Parked;
                     } else {
                         self.provision(cx, cmd);
                     }
@@ -310,7 +291,7 @@ impl PlatformJob {
                 tracing::info!(session = %cx.session, "closing the dyno connection");
                 cx.push(Output::CloseDyno { id: *id });
             }
-            State::AwaitingLock { .. } | State::Done => {}
+            State::Parked | State::Done => {}
         }
         self.timers.stop_all();
         self.state = State::Done;

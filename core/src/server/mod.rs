@@ -458,6 +458,7 @@ impl ServerUpper {
             t,
             ch,
             peer_gone: self.peer_gone,
+            wants_lock: None,
         }
     }
 
