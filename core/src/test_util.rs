@@ -483,6 +483,27 @@ impl Pair {
         self.drive();
     }
 
+    /// Opens one more session channel, numbered `sender` on the client's
+    /// side (our client keeps one channel: the new one becomes the one it
+    /// talks to), and returns the server's answer.
+    pub fn open_channel(&mut self, sender: u32) -> Event {
+        let mut raw = Vec::new();
+        crate::connection::msg::ChannelMsg::Open {
+            kind: b"session",
+            sender,
+            window: 1 << 20,
+            max_packet: 32768,
+            extra: b"",
+        }
+        .encode(&mut raw);
+        self.client.send_raw(&raw);
+        self.drive();
+        self.events
+            .last()
+            .cloned()
+            .expect("an answer to the channel open")
+    }
+
     /// Why the server ended the connection, if it did.
     pub fn server_close(&self) -> Option<server::Output> {
         self.rt

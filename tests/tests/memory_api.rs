@@ -39,10 +39,15 @@ fn config() -> ServerConfig {
 /// A platform that knows `user`'s key, gives it access to `myapp`, and
 /// provisions dynos; `tweak` changes one answer.
 fn platform(user: &PrivateKey, tweak: Tweak) -> Pair {
+    platform_with(config(), user, tweak)
+}
+
+/// [`platform`] with a configuration of the test's own.
+fn platform_with(config: ServerConfig, user: &PrivateKey, tweak: Tweak) -> Pair {
     let md5 = fingerprint::md5_hex(
         &ssh_encoding::Encode::encode_vec(user.public_key().key_data()).unwrap(),
     );
-    let mut pair = Pair::new(config());
+    let mut pair = Pair::new(config);
     pair.rt.http = Some(Box::new(move |req: &HttpRequest| {
         if let Some(answer) = tweak(req) {
             return answer;
@@ -85,6 +90,16 @@ fn none(_: &HttpRequest) -> Option<Option<Result<HttpResponse, HttpError>>> {
 fn run(pair: &mut Pair, user: &PrivateKey, command: &[u8]) {
     pair.open(user, 1 << 20, 32768);
     pair.client.exec(command, true);
+    pair.drive();
+}
+
+/// The handshake and a signed publickey request, whose lookup is then in
+/// flight (or answered, if the platform answers at once).
+fn begin_login(pair: &mut Pair, user: &PrivateKey) {
+    pair.handshake();
+    pair.client.request_service("ssh-userauth");
+    pair.drive();
+    pair.client.auth_publickey("git", user);
     pair.drive();
 }
 
@@ -432,12 +447,13 @@ fn a_client_that_hangs_up_cancels_what_is_in_flight() {
 #[test]
 fn the_grace_time_cancels_a_lookup_in_flight() {
     let user = ed25519(1, "u");
-    let mut pair = platform(&user, |r| r.url.contains("lookup").then_some(None));
-    pair.handshake();
-    pair.client.request_service("ssh-userauth");
-    pair.drive();
-    pair.client.auth_publickey("git", &user);
-    pair.drive();
+    // A lookup limit longer than the login grace time (30 s).
+    let mut config = config();
+    if let Mode::Api { api, .. } = &mut config.mode {
+        api.timeout = Duration::from_secs(60);
+    }
+    let mut pair = platform_with(config, &user, |r| r.url.contains("lookup").then_some(None));
+    begin_login(&mut pair, &user);
     assert_eq!(pair.rt.requests.len(), 1);
     // A message sent meanwhile waits for the lookup (reading goes on, so a
     // hang-up is noticed).
@@ -453,17 +469,18 @@ fn the_grace_time_cancels_a_lookup_in_flight() {
     pair.advance(Duration::from_secs(31));
     assert_eq!(pair.rt.cancelled.len(), 1);
     assert!(pair.server.is_finished());
+    assert!(
+        pair.close_text().contains("login grace time"),
+        "{}",
+        pair.close_text()
+    );
 }
 
 #[test]
 fn a_hang_up_during_the_key_lookup_cancels_it() {
     let user = ed25519(1, "u");
     let mut pair = platform(&user, |r| r.url.contains("lookup").then_some(None));
-    pair.handshake();
-    pair.client.request_service("ssh-userauth");
-    pair.drive();
-    pair.client.auth_publickey("git", &user);
-    pair.drive();
+    begin_login(&mut pair, &user);
     assert!(pair.server.wants_read());
     let now = pair.now;
     pair.server.handle_input(now, Input::PeerClosed);
@@ -506,11 +523,7 @@ fn requests_the_platform_never_answers_time_out_in_the_core() {
     let user = ed25519(1, "u");
     // The key lookup (5 s): an outage, not a wrong key; login can go on.
     let mut pair = platform(&user, |r| r.url.contains("lookup").then_some(None));
-    pair.handshake();
-    pair.client.request_service("ssh-userauth");
-    pair.drive();
-    pair.client.auth_publickey("git", &user);
-    pair.drive();
+    begin_login(&mut pair, &user);
     assert!(pair.rt.cancelled.is_empty());
     pair.advance(Duration::from_secs(4));
     assert!(pair.rt.cancelled.is_empty(), "cancelled before its time");

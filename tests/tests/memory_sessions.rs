@@ -6,26 +6,11 @@
 #![allow(clippy::unwrap_used)]
 
 use gitmouth_core::client::Event;
-use gitmouth_core::connection::msg::{ChannelMsg, open_failure};
+use gitmouth_core::connection::msg::open_failure;
 use gitmouth_core::server::Output;
 use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
 
 const REPO: &str = "/srv/repos/app.git";
-
-/// Opens a session channel numbered `sender` on the client's side.
-fn open(pair: &mut Pair, sender: u32) {
-    let mut raw = Vec::new();
-    ChannelMsg::Open {
-        kind: b"session",
-        sender,
-        window: 1 << 20,
-        max_packet: 32768,
-        extra: b"",
-    }
-    .encode(&mut raw);
-    pair.client.send_raw(&raw);
-    pair.drive();
-}
 
 fn spawned(pair: &Pair) -> usize {
     pair.rt
@@ -46,16 +31,14 @@ fn sessions_up_to_the_limit_then_refused_then_freed() {
     pair.open(&alice, 1 << 20, 32768);
 
     // A second session at once: opened (the client now talks to it).
-    open(&mut pair, 1);
-    assert_eq!(pair.events.last(), Some(&Event::ChannelOpened));
+    assert_eq!(pair.open_channel(1), Event::ChannelOpened);
     // A third: refused as OpenSSH's MaxSessions refuses it.
-    open(&mut pair, 2);
-    match pair.events.last() {
-        Some(Event::ChannelOpenFailed {
+    match pair.open_channel(2) {
+        Event::ChannelOpenFailed {
             reason,
             description,
-        }) => {
-            assert_eq!(*reason, open_failure::ADMINISTRATIVELY_PROHIBITED);
+        } => {
+            assert_eq!(reason, open_failure::ADMINISTRATIVELY_PROHIBITED);
             assert!(description.contains("too many sessions"), "{description}");
         }
         other => panic!("not refused: {other:?}"),
@@ -76,8 +59,7 @@ fn sessions_up_to_the_limit_then_refused_then_freed() {
     assert!(!pair.server.is_finished());
 
     // Its slot is free again: a new session opens and runs.
-    open(&mut pair, 3);
-    assert_eq!(pair.events.last(), Some(&Event::ChannelOpened));
+    assert_eq!(pair.open_channel(3), Event::ChannelOpened);
     pair.rt.process = None;
     pair.client.exec(b"git-upload-pack '/app.git'", true);
     pair.drive();
@@ -97,8 +79,7 @@ fn sessions_in_sequence_on_one_connection() {
     pair.open(&alice, 1 << 20, 32768);
     for round in 0..12u32 {
         if round > 0 {
-            open(&mut pair, round);
-            assert_eq!(pair.events.last(), Some(&Event::ChannelOpened), "{round}");
+            assert_eq!(pair.open_channel(round), Event::ChannelOpened, "{round}");
         }
         pair.rt.process = None;
         let before = pair.events.len();

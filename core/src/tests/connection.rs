@@ -2,23 +2,8 @@
 //! memory.
 use crate::client::Event;
 use crate::connection::CLOSE_WAIT;
-use crate::connection::msg::{ChannelMsg, open_failure};
+use crate::connection::msg::open_failure;
 use crate::test_util::{Pair, ed25519, server_config};
-
-fn open(pair: &mut Pair, sender: u32) -> Event {
-    let mut raw = Vec::new();
-    ChannelMsg::Open {
-        kind: b"session",
-        sender,
-        window: 1 << 16,
-        max_packet: 32768,
-        extra: b"",
-    }
-    .encode(&mut raw);
-    pair.client.send_raw(&raw);
-    pair.drive();
-    pair.events.last().cloned().expect("an answer to the open")
-}
 
 #[test]
 fn the_session_limit_counts_open_channels_only() {
@@ -27,7 +12,7 @@ fn the_session_limit_counts_open_channels_only() {
     config.max_sessions = 1;
     let mut pair = Pair::new(config);
     pair.open(&alice, 1 << 16, 32768);
-    let refused = open(&mut pair, 1);
+    let refused = pair.open_channel(1);
     assert!(
         matches!(
             refused,
@@ -43,7 +28,7 @@ fn the_session_limit_counts_open_channels_only() {
     assert!(pair.events.contains(&Event::Closed));
     pair.client.send_close();
     pair.drive();
-    assert_eq!(open(&mut pair, 2), Event::ChannelOpened);
+    assert_eq!(pair.open_channel(2), Event::ChannelOpened);
     assert!(!pair.server.is_finished());
 }
 
