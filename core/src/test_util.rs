@@ -816,9 +816,11 @@ impl FakeRuntime {
         {
             p.exit = Some(script.status.clone());
         }
-        let killed = matches!(&p.exit, Some(ExitStatus::Signal { .. }));
+        // What it wrote before it ended is in its pipes: the end of its
+        // output is seen only once that is read, as a runtime sees it.
         if let Some(status) = p.exit.clone()
-            && (killed || (p.stdout.is_empty() && p.stderr.is_empty()))
+            && p.stdout.is_empty()
+            && p.stderr.is_empty()
         {
             p.exit_reported = true;
             server.handle_input(

@@ -803,3 +803,30 @@ fn deadlines_never_stay_in_the_past() {
     }
     assert!(pair.server.is_finished());
 }
+
+/// A push whose client goes away gives its lock back as soon as git is
+/// gone: git's output, which nobody reads any more, is taken and dropped, so
+/// its end is seen at once rather than after the drain limit.
+#[test]
+fn a_push_whose_client_goes_releases_its_lock_when_git_ends() {
+    let alice = ed25519(1, "alice");
+    let mut pair = Pair::new(server_config(&[&alice]));
+    pair.rt.repos.insert(REPO.into());
+    pair.rt.script = Script {
+        stdout: vec![7u8; 256 << 10],
+        exit_on_eof: None,
+        ..Script::default()
+    };
+    // A window the output cannot pass: git's output stays queued.
+    pair.client.set_auto_window(false);
+    pair.open(&alice, 1024, 1024);
+    pair.client.exec(b"git-receive-pack 'app.git'", true);
+    pair.drive();
+    let locks = pair.rt.locks.clone();
+    assert!(locks.is_held("app"));
+    assert!(pair.rt.process.is_some());
+    pair.hang_up();
+    assert!(!locks.is_held("app"), "the lock waited for the drain limit");
+    assert_eq!(pair.rt.lock_releases, 1);
+    assert!(pair.server.is_finished());
+}

@@ -350,6 +350,10 @@ impl Connection {
     /// Relays the command's output: what the window allows now, the rest
     /// as the window opens.
     pub fn deliver(&mut self, t: &mut Transport, ch: ChannelId, stream: Stream, data: &[u8]) {
+        if t.is_closed() {
+            // Nobody reads it: dropped, not queued.
+            return;
+        }
         if let Some(c) = self.find_mut(ch) {
             c.deliver(t, stream, data);
         }

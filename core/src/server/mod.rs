@@ -73,6 +73,9 @@ const HIGH_WATER: usize = 1024 * 1024;
 /// How long a limit or shutdown waits for the client to close its
 /// channels before the connection is cut.
 const CLOSE_WAIT: Duration = connection::CLOSE_WAIT;
+/// How much output of a command nobody reads any more is taken (and
+/// dropped) at a time.
+const DISCARD_CHUNK: usize = 64 * 1024;
 /// Bytes read ahead while a key lookup holds the next message.
 const BLOCKED_READ_LIMIT: usize = 64 * 1024;
 /// How long a finished connection waits for the client to read what is
@@ -393,17 +396,23 @@ impl Session {
 
     /// How many bytes of backend `id`'s output the session can take now:
     /// zero while its channel's window is shut, while our output to the
-    /// client piles up, and during key exchange.
+    /// client piles up, and during key exchange; once nobody will read the
+    /// output (the client or its channel is gone), a chunk to be dropped.
     pub fn backend_read_limit(&self, id: RequestId) -> usize {
-        if self.link.t.in_kex() || self.link.t.is_closed() {
+        let Some(task) = self.upper.relaying(id).filter(|task| task.is_running()) else {
+            return 0;
+        };
+        if self.link.t.is_closed() || !self.upper.conn.is_open(task.ch) {
+            // Nobody will read it: it is taken and dropped, so that the
+            // command's end is seen at once (and a push's upkeep and lock
+            // release need not wait for the drain limit).
+            return DISCARD_CHUNK;
+        }
+        if self.link.t.in_kex() {
             return 0;
         }
         let room = HIGH_WATER.saturating_sub(self.link.t.pending().len());
-        self.upper
-            .relaying(id)
-            .filter(|task| task.is_running())
-            .map_or(0, |task| self.upper.conn.read_limit(task.ch))
-            .min(room)
+        self.upper.conn.read_limit(task.ch).min(room)
     }
 
     /// Bytes from the client waiting to be written to backend `id`.
