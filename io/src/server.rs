@@ -71,7 +71,7 @@ where
     // message to its user; wait (a while) for them to finish.
     shared.stopping.store(true, Ordering::SeqCst);
     shared.shutdown.notify(usize::MAX);
-    let deadline = std::time::Instant::now() + STOP_WAIT;
+    let deadline = std::time::Instant::now() + shared.config.stop_wait();
     while shared.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
         async_io::Timer::after(std::time::Duration::from_millis(50)).await;
     }
@@ -81,6 +81,3 @@ where
     }
     Ok(())
 }
-
-/// How long a stopping server waits for its sessions to end.
-const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

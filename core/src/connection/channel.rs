@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::timer::{Timers, timer_kinds};
 use crate::transport::Transport;
 use crate::transport::packet::MAX_PAYLOAD;
 
@@ -19,6 +20,14 @@ pub(crate) const MAX_PACKET: u32 = 32 * 1024;
 const WINDOW_STEP: u32 = WINDOW / 4;
 /// Largest chunk we put in one data packet, whatever the client allows.
 const MAX_CHUNK: usize = 32 * 1024;
+
+timer_kinds! {
+    /// A channel's deadlines.
+    pub(super) enum ChannelTimer {
+        /// We sent CLOSE: the client's is due.
+        CloseWait,
+    }
+}
 
 /// A session channel.
 pub(crate) struct Channel {
@@ -50,8 +59,8 @@ pub(crate) struct Channel {
     backlog: VecDeque<(Stream, Vec<u8>)>,
     /// The exit status to report once the backlog is out.
     exit: Option<ExitStatus>,
-    /// After our CLOSE: when to stop waiting for the client's.
-    pub(super) close_deadline: Option<Instant>,
+    /// The channel's deadlines.
+    pub(super) timers: Timers<ChannelTimer, 1>,
     /// The client never answered our CLOSE in time: the channel counts as
     /// closed, and whatever the client still says about it is ignored.
     pub(super) abandoned: bool,
@@ -76,7 +85,7 @@ impl Channel {
             started: false,
             backlog: VecDeque::new(),
             exit: None,
-            close_deadline: None,
+            timers: Timers::default(),
             abandoned: false,
         }
     }
@@ -164,7 +173,7 @@ impl Channel {
         }
         self.close_in = true;
         self.eof_in = true;
-        self.close_deadline = None;
+        self.timers.stop(ChannelTimer::CloseWait);
         let answered = !self.close_out;
         if answered {
             self.backlog.clear();
@@ -257,7 +266,7 @@ impl Channel {
                 t.send(|out| ChannelMsg::Eof { recipient }.encode(out));
             }
             self.close_out = true;
-            self.close_deadline = Some(now + close_wait);
+            self.timers.set(ChannelTimer::CloseWait, now + close_wait);
             t.send(|out| ChannelMsg::Close { recipient }.encode(out));
         }
     }

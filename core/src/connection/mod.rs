@@ -22,7 +22,7 @@ use crate::transport::Transport;
 use crate::transport::disconnect::{CloseReason, DisconnectReason};
 use crate::wire::{self, numbers};
 
-use self::channel::{Channel, MAX_PACKET, WINDOW};
+use self::channel::{Channel, ChannelTimer, MAX_PACKET, WINDOW};
 use self::msg::{ChannelMsg, Request, open_failure};
 
 /// One of the command's output streams.
@@ -432,9 +432,9 @@ impl Connection {
         }
     }
 
-    /// The earliest close wait.
+    /// The earliest deadline of any channel.
     pub fn deadline(&self) -> Option<Instant> {
-        self.channels.iter().filter_map(|c| c.close_deadline).min()
+        self.channels.iter().filter_map(|c| c.timers.next()).min()
     }
 
     /// Gives up on channels whose client never answered our CLOSE. A client
@@ -444,8 +444,7 @@ impl Connection {
     pub fn on_timeout(&mut self, t: &mut Transport, now: Instant) {
         let mut gave_up = false;
         for c in &mut self.channels {
-            if c.close_deadline.is_some_and(|d| now >= d) {
-                c.close_deadline = None;
+            if c.timers.expire(ChannelTimer::CloseWait, now) {
                 c.abandoned = true;
                 gave_up = true;
             }

@@ -61,6 +61,17 @@ use crate::transport::disconnect::{CloseReason, DisconnectReason};
 use crate::transport::{Role, Transport};
 use crate::wire::{self, Parser, numbers};
 
+impl ServerConfig {
+    /// How long a stopping server waits for its sessions: the longest a
+    /// session takes to end after [`Input::Shutdown`] by its own deadlines
+    /// (its users told and its commands stopped, the client's close or
+    /// git's SIGKILL awaited, then what is left flushed). The runtime keeps
+    /// no limit of its own.
+    pub fn stop_wait(&self) -> Duration {
+        CLOSE_WAIT.max(self.kill_grace) + FLUSH_WAIT
+    }
+}
+
 /// One client connection.
 pub struct Session {
     link: Link,

@@ -4,3 +4,4 @@
 //! nothing of the client or the harness.
 
 mod connection;
+mod server;
