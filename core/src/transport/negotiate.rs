@@ -181,16 +181,17 @@ pub fn negotiate(client: &KexInit<'_>, server: &KexInit<'_>) -> Result<Negotiate
             return Err(NoMatch("compression method"));
         }
     }
-    // The guess is right only when both sides' first choices are the ones
-    // negotiated (RFC 4253 §7).
-    let guesser = if client.first_kex_packet_follows {
-        client
-    } else {
-        server
-    };
-    let ignore_guess = guesser.first_kex_packet_follows
-        && (guesser.kex.first() != Some(kex.name())
-            || guesser.host_key.first() != Some(host_key.name()));
+    // RFC 4253 §7: a guessed packet is right only when both sides prefer
+    // the same key exchange and host key algorithms (their first choices
+    // agree). Its being the algorithm negotiated is not enough: that is
+    // the `kexguess2@matt.ucc.asn.au` rule, which holds only when both
+    // sides advertise it, and we do not. A peer that guessed wrong sends
+    // the right packet next (Dropbear's client does), so taking its guess
+    // would make that one out of sequence.
+    let first_choices_agree = client.kex.first() == server.kex.first()
+        && client.host_key.first() == server.host_key.first();
+    let guessed = client.first_kex_packet_follows || server.first_kex_packet_follows;
+    let ignore_guess = guessed && !first_choices_agree;
     Ok(Negotiated {
         kex,
         host_key,
@@ -325,8 +326,12 @@ mod tests {
         let s2 = kexinit(&srv, &[]);
         let r = negotiate(&KexInit::parse(&c).unwrap(), &KexInit::parse(&s2).unwrap()).unwrap();
         assert!(r.ignore_guess);
+        // The client's first choice is the one negotiated, but the server
+        // prefers another: still a wrong guess (Dropbear's client, which
+        // guesses curve25519, then sends the right packet again).
         let r = negotiate(&KexInit::parse(&c).unwrap(), &KexInit::parse(&s).unwrap()).unwrap();
-        assert!(!r.ignore_guess);
+        assert_eq!(r.kex, KexAlg::Sntrup761X25519Sha512);
+        assert!(r.ignore_guess);
     }
 
     #[test]
