@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::api::ApiServer;
+use crate::auth::pubkey::UserKeyAlg;
 use crate::transport::TransportConfig;
 use crate::transport::hostkey::HostKey;
 
@@ -37,6 +38,9 @@ pub struct ServerConfig {
     pub login_grace: Duration,
     /// Authentication attempts per connection (OpenSSH `MaxAuthTries`).
     pub max_auth_attempts: u32,
+    /// User-key algorithms accepted (OpenSSH `PubkeyAcceptedAlgorithms`);
+    /// keep `transport.server_sig_algs` the same list.
+    pub pubkey_algs: Vec<UserKeyAlg>,
     /// The host name users push to, for messages.
     pub public_host: String,
     /// How long a stopped command has between SIGTERM and SIGKILL.
@@ -66,6 +70,7 @@ impl ServerConfig {
             host_keys: host_keys.into(),
             login_grace: Duration::from_secs(30),
             max_auth_attempts: 6,
+            pubkey_algs: UserKeyAlg::ALL.to_vec(),
             public_host: "localhost".into(),
             kill_grace: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),

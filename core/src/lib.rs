@@ -7,6 +7,7 @@
 
 pub mod actions;
 pub mod admission;
+pub mod algorithms;
 pub mod app;
 pub mod auth;
 pub mod client;

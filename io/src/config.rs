@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use gitmouth_core::auth::pubkey::UserKeyAlg;
 pub use gitmouth_core::setup::{HostKeySource, HostKeyStep, host_key_step};
+use gitmouth_core::transport::cipher::{CipherAlg, MacAlg};
+use gitmouth_core::transport::hostkey::HostKeyAlg;
+use gitmouth_core::transport::kex::KexAlg;
 
 /// Variables visible to the server: the process environment over a `.env`
 /// file (a variable already in the environment wins, as the original's
@@ -130,6 +134,32 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub rekey_interval: u64,
 
+    /// Key exchange methods, comma-separated, replacing the default; with a
+    /// leading + appended to it, - removed from it (* and ? match), ^ put
+    /// first (sshd's KexAlgorithms)
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    pub kex_algorithms: Option<String>,
+
+    /// Ciphers, as --kex-algorithms takes its list (sshd's Ciphers)
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    pub ciphers: Option<String>,
+
+    /// MACs used with the non-AEAD ciphers, as --kex-algorithms takes its
+    /// list (sshd's MACs)
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    pub macs: Option<String>,
+
+    /// Host-key signature algorithms to offer, of those the host keys can
+    /// sign with, as --kex-algorithms takes its list (sshd's
+    /// HostKeyAlgorithms)
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    pub host_key_algorithms: Option<String>,
+
+    /// User-key algorithms accepted, as --kex-algorithms takes its list
+    /// (sshd's PubkeyAcceptedAlgorithms)
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    pub pubkey_accepted_algorithms: Option<String>,
+
     /// Unauthenticated connections START:RATE:FULL: above START, new ones are
     /// dropped with probability RATE% rising to 100% at FULL (as OpenSSH's
     /// MaxStartups)
@@ -246,6 +276,16 @@ pub struct Settings {
     pub rekey_limit: u64,
     /// Re-key interval.
     pub rekey_interval: Duration,
+    /// Key exchange methods, in preference order.
+    pub kex: Vec<KexAlg>,
+    /// Ciphers, in preference order.
+    pub ciphers: Vec<CipherAlg>,
+    /// MACs, in preference order.
+    pub macs: Vec<MacAlg>,
+    /// Host-key algorithms to offer (`None`: all the keys can do).
+    pub host_key_algs: Option<Vec<HostKeyAlg>>,
+    /// User-key algorithms accepted.
+    pub pubkey_algs: Vec<UserKeyAlg>,
     /// Log filter.
     pub log: String,
     /// The authorized_keys file (standalone mode).
@@ -451,6 +491,40 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         keepalive_count_max: cli.keepalive_count_max,
         max_sessions: cli.max_sessions,
         max_session: Duration::from_secs(cli.max_session_time.max(1)),
+        kex: algorithm_list(
+            "--kex-algorithms",
+            cli.kex_algorithms.as_deref(),
+            &KexAlg::ALL.map(KexAlg::name),
+            KexAlg::from_name,
+        )?
+        .unwrap_or_else(|| KexAlg::ALL.to_vec()),
+        ciphers: algorithm_list(
+            "--ciphers",
+            cli.ciphers.as_deref(),
+            &CipherAlg::ALL.map(CipherAlg::name),
+            CipherAlg::from_name,
+        )?
+        .unwrap_or_else(|| CipherAlg::ALL.to_vec()),
+        macs: algorithm_list(
+            "--macs",
+            cli.macs.as_deref(),
+            &MacAlg::ALL.map(MacAlg::name),
+            MacAlg::from_name,
+        )?
+        .unwrap_or_else(|| MacAlg::ALL.to_vec()),
+        host_key_algs: algorithm_list(
+            "--host-key-algorithms",
+            cli.host_key_algorithms.as_deref(),
+            &HostKeyAlg::ALL.map(HostKeyAlg::name),
+            HostKeyAlg::from_name,
+        )?,
+        pubkey_algs: algorithm_list(
+            "--pubkey-accepted-algorithms",
+            cli.pubkey_accepted_algorithms.as_deref(),
+            &UserKeyAlg::ALL.map(UserKeyAlg::name),
+            UserKeyAlg::from_name,
+        )?
+        .unwrap_or_else(|| UserKeyAlg::ALL.to_vec()),
         rekey_limit: cli.rekey_limit,
         rekey_interval: Duration::from_secs(cli.rekey_interval),
         log: cli.log,
@@ -458,6 +532,23 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
 }
 
 /// The core's configuration for these settings, around the loaded host
+/// An algorithm list setting (`None` when not given), applied to the
+/// default (every algorithm we implement, in our order) as sshd applies its
+/// own: a refusal names the setting.
+fn algorithm_list<T>(
+    setting: &str,
+    spec: Option<&str>,
+    all: &[&'static str],
+    from_name: impl Fn(&str) -> Option<T>,
+) -> Result<Option<Vec<T>>, String> {
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let names = gitmouth_core::algorithms::apply(spec, all, all)
+        .map_err(|e| format!("{setting} {spec:?}: {e}"))?;
+    Ok(Some(names.into_iter().filter_map(from_name).collect()))
+}
+
 /// keys and the chosen mode.
 pub fn server_config(
     settings: &Settings,
@@ -466,6 +557,11 @@ pub fn server_config(
 ) -> gitmouth_core::server::ServerConfig {
     use gitmouth_core::transport::TransportConfig;
     let transport = TransportConfig {
+        kex: settings.kex.clone(),
+        ciphers: settings.ciphers.clone(),
+        macs: settings.macs.clone(),
+        host_key_algs: settings.host_key_algs.clone(),
+        server_sig_algs: settings.pubkey_algs.iter().map(|a| a.name()).collect(),
         rekey_bytes: settings.rekey_limit,
         rekey_interval: settings.rekey_interval,
         ..TransportConfig::default()
@@ -475,6 +571,7 @@ pub fn server_config(
         host_keys: host_keys.into(),
         login_grace: settings.login_grace,
         max_auth_attempts: settings.max_auth_tries,
+        pubkey_algs: settings.pubkey_algs.clone(),
         public_host: settings.public_host.clone(),
         kill_grace: Duration::from_secs(5),
         idle_timeout: settings.idle_timeout,

@@ -82,6 +82,17 @@ pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String>
 /// [`crate::files::watch_authorized_keys`].
 pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), String> {
     let host_keys = load_host_keys(&settings.host_keys)?;
+    if let Some(wanted) = &settings.host_key_algs
+        && !wanted
+            .iter()
+            .any(|alg| host_keys.iter().any(|k| k.algorithms().contains(alg)))
+    {
+        let names: Vec<&str> = wanted.iter().map(|a| a.name()).collect();
+        return Err(format!(
+            "--host-key-algorithms: no host key can sign with any of {}",
+            names.join(",")
+        ));
+    }
     let (mode, store, http, dyno_tls) = match &settings.mode {
         ModeSettings::Standalone => {
             let store = Arc::new(KeyStore::new(crate::files::load_authorized_keys(

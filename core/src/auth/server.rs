@@ -21,7 +21,7 @@ use crate::transport::Transport;
 use crate::transport::disconnect::DisconnectReason;
 use crate::wire::{self, Parser, numbers};
 
-use super::pubkey;
+use super::pubkey::{self, UserKeyAlg};
 
 /// Who owns a key, as the session found out. `A` is whatever account the
 /// session keeps beside the user's name (the platform's, in API mode).
@@ -85,6 +85,8 @@ struct Pending {
 #[derive(Debug)]
 pub struct UserAuth<A> {
     max_attempts: u32,
+    /// The user-key algorithms accepted.
+    accepted: Vec<UserKeyAlg>,
     /// The session's id, for log lines.
     session: String,
     /// Failed attempts so far.
@@ -99,10 +101,12 @@ pub struct UserAuth<A> {
 }
 
 impl<A: Clone> UserAuth<A> {
-    /// Authentication allowing `max_attempts` failures.
-    pub fn new(max_attempts: u32, session: String) -> Self {
+    /// Authentication allowing `max_attempts` failures, with keys of the
+    /// `accepted` algorithms.
+    pub fn new(max_attempts: u32, accepted: Vec<UserKeyAlg>, session: String) -> Self {
         Self {
             max_attempts,
+            accepted,
             session,
             failures: 0,
             none_seen: false,
@@ -170,6 +174,13 @@ impl<A: Clone> UserAuth<A> {
             );
             return Outcome::Nothing;
         };
+        if UserKeyAlg::from_name(alg).is_some_and(|a| !self.accepted.contains(&a)) {
+            // One we know but the operator does not accept
+            // (`--pubkey-accepted-algorithms`).
+            tracing::info!(session = %self.session, alg = %crate::log_safe(alg.as_bytes()), "user-key algorithm not accepted");
+            self.fail(t);
+            return Outcome::Nothing;
+        }
         let key = match pubkey::parse_user_key(blob, alg) {
             Ok(key) => key,
             Err(e) => {

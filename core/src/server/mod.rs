@@ -182,7 +182,11 @@ impl Session {
         timers.set(SessionTimer::LoginGrace, now + config.login_grace);
         let max_sessions = config.max_sessions;
         let conn = Connection::new(max_sessions, id.clone());
-        let auth = UserAuth::new(config.max_auth_attempts, id.clone());
+        let auth = UserAuth::new(
+            config.max_auth_attempts,
+            config.pubkey_algs.clone(),
+            id.clone(),
+        );
         Self {
             link: Link::new(t, false),
             upper: ServerUpper {

@@ -67,6 +67,12 @@ pub struct TransportConfig {
     /// Offer strict key exchange (OpenSSH `PROTOCOL` §1.9). Always on in
     /// the server; only tests turn it off in the client.
     pub strict_kex: bool,
+    /// Server: the host-key algorithms to offer, in preference order (of
+    /// those the host keys can sign with); `None`: all of those.
+    pub host_key_algs: Option<Vec<HostKeyAlg>>,
+    /// Server: the user-key algorithms named in `server-sig-algs`
+    /// (RFC 8308 §3.1), the ones user authentication accepts.
+    pub server_sig_algs: Vec<&'static str>,
 }
 
 impl Default for TransportConfig {
@@ -80,6 +86,8 @@ impl Default for TransportConfig {
             version_timeout: Duration::from_secs(10),
             kex_timeout: Duration::from_secs(60),
             strict_kex: true,
+            host_key_algs: None,
+            server_sig_algs: SERVER_SIG_ALGS.to_vec(),
         }
     }
 }
@@ -440,7 +448,15 @@ impl Transport {
                         }
                     }
                 }
-                algs
+                match &self.config.host_key_algs {
+                    // The operator's order, of what the keys can do.
+                    Some(wanted) => wanted
+                        .iter()
+                        .copied()
+                        .filter(|a| algs.contains(a))
+                        .collect(),
+                    None => algs,
+                }
             }
             Role::Client { host_key_algs } => host_key_algs.clone(),
         };
@@ -813,7 +829,8 @@ impl Transport {
         if first && self.peer_wants_ext_info {
             // RFC 8308 §2.4: the next packet after our first NEWKEYS.
             let rng = &mut self.rng;
-            self.tx.packet(rng, write_ext_info);
+            let algs = &self.config.server_sig_algs;
+            self.tx.packet(rng, |out| write_ext_info(out, algs));
         }
         self.phase = Phase::AwaitNewKeys {
             rx_keys: Box::new(rx_keys),
@@ -860,12 +877,12 @@ pub const SERVER_SIG_ALGS: &[&str] = &[
     "rsa-sha2-256",
 ];
 
-fn write_ext_info(out: &mut Vec<u8>) {
+fn write_ext_info(out: &mut Vec<u8>, server_sig_algs: &[&'static str]) {
     wire::put_u8(out, numbers::EXT_INFO);
     wire::put_u32(out, 1);
     wire::put_string(out, b"server-sig-algs");
     let at = out.len();
-    wire::put_name_list(out, SERVER_SIG_ALGS.iter().copied());
+    wire::put_name_list(out, server_sig_algs.iter().copied());
     // A name-list is a string: the value field is exactly that encoding.
     debug_assert!(out.len() > at);
 }
