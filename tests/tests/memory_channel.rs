@@ -396,7 +396,21 @@ fn protocol_violations_on_the_channel_end_the_connection() {
 #[test]
 fn what_the_user_sees() {
     let alice = ed25519(1, "alice");
-    let cases: [(&[u8], Option<&str>, &str, u32); 5] = [
+    let cases: [(&[u8], Option<&str>, &str, u32); 7] = [
+        // git-lfs asks for its SSH transfer first: told at once, so it
+        // falls back to HTTPS (or says why it cannot).
+        (
+            b"git-lfs-authenticate 'app.git' download",
+            None,
+            " ! Git LFS is not served over SSH here",
+            1,
+        ),
+        (
+            b"git-lfs-transfer 'app.git' upload",
+            None,
+            " ! Git LFS is not served over SSH here",
+            1,
+        ),
         (
             b"git-upload-pack 'nope.git'",
             None,

@@ -136,6 +136,10 @@ pub enum UserError {
         /// The limit.
         secs: u64,
     },
+    /// git-lfs asked for its SSH transfer (`git-lfs-authenticate`,
+    /// `git-lfs-transfer`), which is not served: git-lfs falls back to
+    /// HTTPS or reports this.
+    LfsUnsupported,
     /// The client asked for a shell; not an error of the user's, but it ends
     /// the session with a message and a failure status all the same.
     NoShell {
@@ -158,6 +162,10 @@ impl UserError {
             UserError::PushInProgress { app, started } => push_in_progress(app, started),
             UserError::NoShell { user } => shell_greeting(user),
             UserError::ServerFailed => server_failed().to_owned(),
+            UserError::LfsUnsupported => {
+                " ! Git LFS is not served over SSH here (no git-lfs-authenticate or git-lfs-transfer).\n"
+                    .to_owned()
+            }
             UserError::ServerStopping => {
                 " ! The server is restarting; try again in a moment.\n".to_owned()
             }
@@ -181,6 +189,7 @@ impl UserError {
             | UserError::LostBuildServer
             | UserError::PushInProgress { .. }
             | UserError::ServerFailed
+            | UserError::LfsUnsupported
             | UserError::ServerStopping
             | UserError::IdleTimeout { .. }
             | UserError::SessionLimit { .. }

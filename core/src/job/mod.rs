@@ -226,6 +226,12 @@ impl Task {
             });
             return;
         };
+        let verb = command.split(|b| *b == b' ').next().unwrap_or_default();
+        if verb == b"git-lfs-authenticate" || verb == b"git-lfs-transfer" {
+            tracing::info!(session = %cx.session, command = %crate::log_safe(verb), "git-lfs over SSH refused");
+            cx.fail(UserError::LfsUnsupported);
+            return;
+        }
         let cmd = match parse_exec(command) {
             Ok(cmd) => cmd,
             Err(_) => {
