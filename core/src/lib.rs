@@ -19,8 +19,6 @@ pub mod server;
 pub mod setup;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
-#[cfg(test)]
-mod tests;
 pub mod timer;
 pub mod transport;
 pub mod wire;

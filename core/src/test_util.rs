@@ -5,8 +5,9 @@
 //! the core through its states in virtual time, from deadline to deadline
 //! ([`Pair::step_to_next_deadline`]), as quinn-proto's `Pair` does.
 //!
-//! Built for the core's own tests and, with the `test-util` feature, for
-//! other crates' (the `gitmouth-tests` crate).
+//! Built with the `test-util` feature, for the `gitmouth-tests` crate. The
+//! core reads no clock, here either: a pair's virtual time starts at an
+//! instant its caller gives.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cell::RefCell;
@@ -316,16 +317,20 @@ pub struct Pair {
 
 impl Pair {
     /// A pair with default client settings.
-    pub fn new(config: ServerConfig) -> Self {
-        Self::with_client(config, ClientConfig::default(), 7)
+    pub fn new(config: ServerConfig, epoch: Instant) -> Self {
+        Self::with_client(config, ClientConfig::default(), 7, epoch)
     }
 
-    /// A pair with the given client settings and seed.
-    pub fn with_client(config: ServerConfig, client: ClientConfig, seed: u8) -> Self {
-        // The virtual clock's epoch, the harness's one reading of the real
-        // clock: only differences from it matter, and nothing waits on it.
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
+    /// A pair with the given client settings and seed. Virtual time starts
+    /// at `epoch`, which the caller reads from its clock once (the core
+    /// reads none): only differences from it matter.
+    pub fn with_client(
+        config: ServerConfig,
+        client: ClientConfig,
+        seed: u8,
+        epoch: Instant,
+    ) -> Self {
+        let now = epoch;
         Self {
             client: Client::new(&client, [seed; 32], now),
             server: Session::new(std::sync::Arc::new(config), [seed.wrapping_add(1); 32], now),

@@ -827,3 +827,11 @@ pub fn start_git_server(
             .git_home(&scratch.join("server-home")),
     )
 }
+
+/// The instant the in-memory pairs' virtual clocks start from
+/// (`gitmouth_core::test_util::Pair::new`): the core reads no clock, so
+/// the tests read it once for it. Only differences from it matter.
+pub fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}

@@ -13,6 +13,7 @@ use gitmouth_core::app::fingerprint;
 use gitmouth_core::client::Event;
 use gitmouth_core::server::{Input, Mode, Output, ServerConfig};
 use gitmouth_core::test_util::{DynoScript, Pair, ed25519, host_key};
+use gitmouth_tests::epoch;
 use ssh_key::PrivateKey;
 use zeroize::Zeroizing;
 
@@ -47,7 +48,7 @@ fn platform_with(config: ServerConfig, user: &PrivateKey, tweak: Tweak) -> Pair 
     let md5 = fingerprint::md5_hex(
         &ssh_encoding::Encode::encode_vec(user.public_key().key_data()).unwrap(),
     );
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.rt.http = Some(Box::new(move |req: &HttpRequest| {
         if let Some(answer) = tweak(req) {
             return answer;

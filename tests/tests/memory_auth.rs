@@ -10,6 +10,7 @@ use gitmouth_core::server::Output;
 use gitmouth_core::test_util::{Pair, ecdsa, ed25519, server_config};
 use gitmouth_core::transport::disconnect::{CloseReason, DisconnectReason};
 use gitmouth_core::wire::{self, numbers};
+use gitmouth_tests::epoch;
 
 fn disconnected(pair: &Pair) -> Option<DisconnectReason> {
     match pair.server_close() {
@@ -37,7 +38,7 @@ fn none_lists_publickey_then_a_listed_key_logs_in() {
     let alice = ed25519(1, "alice");
     let bob = ecdsa(2, "bob");
     for key in [&alice, &bob] {
-        let mut pair = Pair::new(server_config(&[&alice, &bob]));
+        let mut pair = Pair::new(server_config(&[&alice, &bob]), epoch());
         ready(&mut pair);
         pair.client.auth_none("git");
         pair.drive();
@@ -66,7 +67,7 @@ fn none_lists_publickey_then_a_listed_key_logs_in() {
 fn an_unknown_key_is_refused_and_counts_as_an_attempt() {
     let alice = ed25519(1, "alice");
     let mallory = ed25519(9, "mallory");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     ready(&mut pair);
     pair.client
         .auth_query("git", mallory.public_key(), "ssh-ed25519");
@@ -108,7 +109,7 @@ fn other_methods_are_refused() {
         "hostbased",
         "gssapi-with-mic",
     ] {
-        let mut pair = Pair::new(server_config(&[&alice]));
+        let mut pair = Pair::new(server_config(&[&alice]), epoch());
         ready(&mut pair);
         let mut payload = vec![numbers::USERAUTH_REQUEST];
         for s in ["git", "ssh-connection", method] {
@@ -132,7 +133,7 @@ fn other_methods_are_refused() {
 #[test]
 fn a_signature_over_another_session_or_by_another_key_is_refused() {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     ready(&mut pair);
     // Claim alice's key but sign with another one.
     let other = ed25519(3, "other");
@@ -171,7 +172,7 @@ fn identity_comes_only_from_the_key_that_signed() {
     // CVE-2024-45337: query key B, then sign with key A → the user is A.
     let alice = ed25519(1, "alice");
     let bob = ed25519(2, "bob");
-    let mut pair = Pair::new(server_config(&[&alice, &bob]));
+    let mut pair = Pair::new(server_config(&[&alice, &bob]), epoch());
     ready(&mut pair);
     pair.client
         .auth_query("git", bob.public_key(), "ssh-ed25519");
@@ -184,7 +185,7 @@ fn identity_comes_only_from_the_key_that_signed() {
 
     // Query B, then sign with an unknown C → refused.
     let carol = ed25519(3, "carol");
-    let mut pair = Pair::new(server_config(&[&alice, &bob]));
+    let mut pair = Pair::new(server_config(&[&alice, &bob]), epoch());
     ready(&mut pair);
     pair.client
         .auth_query("git", bob.public_key(), "ssh-ed25519");
@@ -208,7 +209,7 @@ fn server_only_messages_from_the_client_end_the_connection() {
         numbers::USERAUTH_FAILURE,
         numbers::USERAUTH_PK_OK,
     ] {
-        let mut pair = Pair::new(server_config(&[&alice]));
+        let mut pair = Pair::new(server_config(&[&alice]), epoch());
         ready(&mut pair);
         pair.client.send_raw(&[number, 0, 0, 0, 0, 0]);
         pair.client.open_session(1 << 20, 32768);
@@ -244,7 +245,7 @@ fn connection_messages_before_authentication_end_the_connection() {
         (true, &global),
         (false, &open),
     ] {
-        let mut pair = Pair::new(server_config(&[&alice]));
+        let mut pair = Pair::new(server_config(&[&alice]), epoch());
         if service_first {
             ready(&mut pair);
         } else {
@@ -287,7 +288,7 @@ fn malformed_and_unacceptable_keys_are_failures_not_crashes() {
     blobs.push((good.clone(), "ssh-rsa"));
     blobs.push((good.clone(), "ssh-dss"));
     for (blob, alg) in blobs {
-        let mut pair = Pair::new(server_config(&[&alice]));
+        let mut pair = Pair::new(server_config(&[&alice]), epoch());
         ready(&mut pair);
         let mut payload = vec![numbers::USERAUTH_REQUEST];
         for s in ["git", "ssh-connection", "publickey"] {
@@ -309,14 +310,14 @@ fn malformed_and_unacceptable_keys_are_failures_not_crashes() {
 #[test]
 fn the_login_grace_time_ends_an_unauthenticated_connection() {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     ready(&mut pair);
     pair.advance(Duration::from_secs(29));
     assert!(disconnected(&pair).is_none());
     pair.advance(Duration::from_secs(2));
     assert_eq!(disconnected(&pair), Some(DisconnectReason::ByApplication));
     // After authentication the grace time no longer applies.
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.login(&alice);
     pair.advance(Duration::from_secs(60));
     assert!(disconnected(&pair).is_none());
@@ -326,7 +327,7 @@ fn the_login_grace_time_ends_an_unauthenticated_connection() {
 fn a_key_added_later_is_accepted_by_new_lookups() {
     let alice = ed25519(1, "alice");
     let bob = ed25519(2, "bob");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     ready(&mut pair);
     // The runtime's keys change (the file was re-read): the session asks
     // again and is answered from the new set.
@@ -340,7 +341,7 @@ fn a_key_added_later_is_accepted_by_new_lookups() {
 fn unknown_message_numbers_before_authentication_end_the_connection() {
     let alice = ed25519(1, "alice");
     for number in [85u8, 120, 200] {
-        let mut pair = Pair::new(server_config(&[&alice]));
+        let mut pair = Pair::new(server_config(&[&alice]), epoch());
         ready(&mut pair);
         pair.client.send_raw(&[number, 1, 2, 3]);
         pair.drive();

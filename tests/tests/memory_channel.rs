@@ -10,6 +10,7 @@ use gitmouth_core::server::{ExitStatus, Output, Signal};
 use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
 use gitmouth_core::transport::disconnect::{CloseReason, DisconnectReason};
 use gitmouth_core::wire::{self, numbers};
+use gitmouth_tests::epoch;
 
 const REPO: &str = "/srv/repos/app.git";
 
@@ -29,7 +30,7 @@ fn running(script: Script, window: u32) -> Pair {
 
 fn running_with(script: Script, window: u32, auto_window: bool) -> Pair {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.rt.script = script;
     pair.rt.repos.insert(REPO.into());
     pair.client.set_auto_window(auto_window);
@@ -98,7 +99,7 @@ fn the_connection_ends_even_if_the_client_never_closes() {
 #[test]
 fn git_protocol_is_passed_and_other_env_is_refused() {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.rt.repos.insert(REPO.into());
     pair.open(&alice, 1 << 20, 32768);
     for (name, value, ok) in [
@@ -266,7 +267,7 @@ fn requests_in_the_wrong_state() {
     );
 
     // pty, subsystem, x11, agent: refused; the channel stays usable.
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.open(&alice, 1 << 20, 32768);
     for kind in [
         "pty-req",
@@ -443,7 +444,7 @@ fn what_the_user_sees() {
         ),
     ];
     for (command, special, expected, status) in cases {
-        let mut pair = Pair::new(server_config(&[&alice]));
+        let mut pair = Pair::new(server_config(&[&alice]), epoch());
         pair.open(&alice, 1 << 20, 32768);
         match special {
             Some("shell") => pair.client.channel_request("shell", true, &[]),
@@ -479,7 +480,7 @@ fn what_the_user_sees() {
 #[test]
 fn a_push_to_a_new_repository_points_head_at_its_branch() {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.open(&alice, 1 << 20, 32768);
     pair.client.exec(b"git-receive-pack 'fresh.git'", true);
     pair.drive();
@@ -525,7 +526,7 @@ fn a_push_to_a_new_repository_points_head_at_its_branch() {
     assert!(pair.rt.unborn.is_empty());
     assert_eq!(pair.exit_status(), Some(0));
     // A clone of a repository that does not exist is never created.
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.open(&alice, 1 << 20, 32768);
     pair.client.exec(b"git-upload-pack 'fresh.git'", true);
     pair.drive();
@@ -542,7 +543,7 @@ fn a_push_to_a_new_repository_points_head_at_its_branch() {
 fn a_request_flood_from_a_client_that_does_not_read_is_capped() {
     // CVE-2025-26466: replies pile up unread; the server stops reading.
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.login(&alice);
     pair.server_stalled = true;
     pair.chunk = 64 * 1024;
@@ -659,7 +660,7 @@ fn idle_and_total_time_limits_end_the_command_with_a_message() {
 #[test]
 fn one_push_at_a_time_per_repository() {
     let alice = ed25519(1, "alice");
-    let mut first = Pair::new(server_config(&[&alice]));
+    let mut first = Pair::new(server_config(&[&alice]), epoch());
     // The lock table is the runtime's; the pairs below share it, as the
     // connections of one server do.
     let locks = first.rt.locks.clone();
@@ -670,7 +671,7 @@ fn one_push_at_a_time_per_repository() {
     assert!(locks.is_held("app"));
 
     let second = |locks: &gitmouth_core::test_util::PushLocks, command: &[u8]| {
-        let mut pair = Pair::new(server_config(&[&alice]));
+        let mut pair = Pair::new(server_config(&[&alice]), epoch());
         pair.rt.locks = locks.clone();
         pair.rt.repos.insert(REPO.into());
         pair.open(&alice, 1 << 20, 32768);
@@ -708,7 +709,7 @@ fn one_push_at_a_time_per_repository() {
         Some(0)
     );
     // A client that vanishes mid-push releases the lock too.
-    let mut gone = Pair::new(server_config(&[&alice]));
+    let mut gone = Pair::new(server_config(&[&alice]), epoch());
     gone.rt.locks = locks.clone();
     gone.rt.repos.insert(REPO.into());
     gone.open(&alice, 1 << 20, 32768);
@@ -779,7 +780,7 @@ fn a_signal_request_is_answered_and_stops_git() {
 #[test]
 fn a_client_with_a_shut_window_cannot_outlive_the_limits() {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.open(&alice, 0, 32768);
     pair.client.channel_request("shell", true, &[]);
     pair.drive();
@@ -824,7 +825,7 @@ fn deadlines_never_stay_in_the_past() {
 #[test]
 fn a_push_whose_client_goes_releases_its_lock_when_git_ends() {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.rt.repos.insert(REPO.into());
     pair.rt.script = Script {
         stdout: vec![7u8; 256 << 10],
@@ -843,4 +844,48 @@ fn a_push_whose_client_goes_releases_its_lock_when_git_ends() {
     assert!(!locks.is_held("app"), "the lock waited for the drain limit");
     assert_eq!(pair.rt.lock_releases, 1);
     assert!(pair.server.is_finished());
+}
+
+/// A stopping server waits [`gitmouth_core::server::ServerConfig::stop_wait`] for its
+/// sessions: even one whose git ignores SIGTERM and whose client reads
+/// nothing more has ended by then, by its own deadlines alone.
+#[test]
+fn a_session_ends_within_the_stop_wait_after_shutdown() {
+    let alice = ed25519(1, "alice");
+    let config = server_config(&[&alice]);
+    let stop_wait = config.stop_wait();
+    assert_eq!(stop_wait, Duration::from_secs(10));
+    let mut pair = Pair::new(config, epoch());
+    pair.rt.repos.insert("/srv/repos/app.git".into());
+    pair.rt.script = Script {
+        ignore_term: true,
+        exit_on_eof: None,
+        stdout: vec![1; 1 << 20],
+        ..Script::default()
+    };
+    pair.client.set_auto_window(false);
+    pair.open(&alice, 1 << 10, 1 << 10);
+    pair.client.exec(b"git-upload-pack 'app.git'", true);
+    pair.drive();
+    assert!(pair.rt.process.is_some());
+    // The client stops reading; the server is told to stop.
+    pair.client_stalled = true;
+    pair.server_stalled = true;
+    let stopped_at = pair.now;
+    let now = pair.now;
+    pair.server
+        .handle_input(now, gitmouth_core::server::Input::Shutdown);
+    assert!(pair.run_to_end(50), "the session never ended");
+    assert!(
+        pair.now - stopped_at <= stop_wait,
+        "ended only after {:?}",
+        pair.now - stopped_at
+    );
+    assert!(
+        pair.rt
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Signal { .. })),
+        "git was never stopped"
+    );
 }

@@ -10,6 +10,7 @@ use gitmouth_core::client::Event;
 use gitmouth_core::server::{ExitStatus, Output, ServerConfig, Signal};
 use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
 use gitmouth_core::transport::disconnect::{CloseReason, DisconnectReason};
+use gitmouth_tests::epoch;
 
 const REPO: &str = "/srv/repos/app.git";
 
@@ -62,7 +63,7 @@ fn dead_client_close(pair: &Pair) -> bool {
 #[test]
 fn a_live_idle_client_is_probed_and_stays_connected() {
     let (config, alice) = config(15, 3);
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.login(&alice);
     run_for(&mut pair, Duration::from_secs(300));
     // One probe per silent interval, each answered.
@@ -77,7 +78,7 @@ fn a_live_idle_client_is_probed_and_stays_connected() {
 #[test]
 fn a_frozen_client_is_dropped_after_count_max_unanswered_probes() {
     let (config, alice) = config(2, 2);
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.login(&alice);
     let frozen_at = pair.now;
     // SIGSTOP: the client neither reads nor writes.
@@ -99,7 +100,7 @@ fn a_frozen_client_is_dropped_after_count_max_unanswered_probes() {
 #[test]
 fn a_dead_client_with_a_command_running_stops_it_and_leaves_nothing() {
     let (config, alice) = config(2, 2);
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.rt.script = Script {
         exit_on_eof: None,
         status: ExitStatus::Code(0),
@@ -127,7 +128,7 @@ fn a_dead_client_with_a_command_running_stops_it_and_leaves_nothing() {
 #[test]
 fn traffic_from_the_client_postpones_the_probe() {
     let (config, alice) = config(15, 3);
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.login(&alice);
     for _ in 0..10 {
         pair.advance(Duration::from_secs(10));
@@ -142,7 +143,7 @@ fn traffic_from_the_client_postpones_the_probe() {
 #[test]
 fn no_probe_goes_out_during_a_key_exchange() {
     let (config, alice) = config(2, 3);
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.login(&alice);
     // The client starts a re-key and then holds its next message back:
     // the server has answered KEXINIT, the exchange stays open.
@@ -170,7 +171,7 @@ fn no_probe_goes_out_during_a_key_exchange() {
 #[test]
 fn an_interval_of_zero_sends_no_probe() {
     let (config, alice) = config(0, 3);
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.login(&alice);
     pair.client_stalled = true;
     pair.server_stalled = true;

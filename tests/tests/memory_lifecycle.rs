@@ -13,6 +13,7 @@ use std::time::Duration;
 use gitmouth_core::client::Event;
 use gitmouth_core::server::{ExitStatus, Input};
 use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
+use gitmouth_tests::epoch;
 use proptest::prelude::*;
 
 const REPO: &str = "/srv/repos/app.git";
@@ -94,7 +95,7 @@ type Outcome = (Vec<u8>, Vec<u8>, Option<u32>);
 /// (the client goes, deadlines fire), checking the invariants on the way.
 fn play(steps: &[Step], script: &Script, chunk: usize) -> Outcome {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.rt.script = script.clone();
     pair.rt.repos.insert(REPO.into());
     pair.open(&alice, 1 << 20, 32768);
@@ -241,7 +242,7 @@ fn lifecycle_a_push_then_a_hang_up_releases_the_lock_once() {
     );
     // And an Event import kept honest: a clone that runs to its end.
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.rt.repos.insert(REPO.into());
     pair.open(&alice, 1 << 20, 32768);
     pair.client.exec(b"git-upload-pack '/app.git'", true);
@@ -255,7 +256,7 @@ fn lifecycle_an_exec_after_shutdown_is_not_run() {
     // Found by the property above: a shutdown closes the idle channel with
     // a message; an exec that follows must start nothing.
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.rt.repos.insert(REPO.into());
     pair.open(&alice, 1 << 20, 32768);
     let now = pair.now;

@@ -9,6 +9,7 @@ use gitmouth_core::client::Event;
 use gitmouth_core::connection::msg::open_failure;
 use gitmouth_core::server::Output;
 use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
+use gitmouth_tests::epoch;
 
 const REPO: &str = "/srv/repos/app.git";
 
@@ -25,7 +26,7 @@ fn sessions_up_to_the_limit_then_refused_then_freed() {
     let alice = ed25519(1, "alice");
     let mut config = server_config(&[&alice]);
     config.max_sessions = 2;
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.rt.script = Script::default();
     pair.rt.repos.insert(REPO.into());
     pair.open(&alice, 1 << 20, 32768);
@@ -74,7 +75,7 @@ fn sessions_up_to_the_limit_then_refused_then_freed() {
 #[test]
 fn sessions_in_sequence_on_one_connection() {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.rt.repos.insert(REPO.into());
     pair.open(&alice, 1 << 20, 32768);
     for round in 0..12u32 {
@@ -94,4 +95,47 @@ fn sessions_in_sequence_on_one_connection() {
     // Twelve in sequence passed a limit of ten: closed ones do not count.
     assert_eq!(spawned(&pair), 12);
     assert!(pair.server_close().is_none());
+}
+
+#[test]
+fn the_session_limit_counts_open_channels_only() {
+    let alice = ed25519(1, "alice");
+    let mut config = server_config(&[&alice]);
+    config.max_sessions = 1;
+    let mut pair = Pair::new(config, epoch());
+    pair.open(&alice, 1 << 16, 32768);
+    let refused = pair.open_channel(1);
+    assert!(
+        matches!(
+            refused,
+            Event::ChannelOpenFailed { reason, .. }
+                if reason == open_failure::ADMINISTRATIVELY_PROHIBITED
+        ),
+        "{refused:?}"
+    );
+    // A shell is refused with the greeting and the channel closes: the
+    // slot is free again.
+    pair.client.channel_request("shell", true, &[]);
+    pair.drive();
+    assert!(pair.events.contains(&Event::Closed));
+    pair.client.send_close();
+    pair.drive();
+    assert_eq!(pair.open_channel(2), Event::ChannelOpened);
+    assert!(!pair.server.is_finished());
+}
+
+#[test]
+fn a_channel_the_client_never_closes_is_given_up_after_the_close_wait() {
+    let alice = ed25519(1, "alice");
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
+    pair.open(&alice, 1 << 16, 32768);
+    pair.client.channel_request("shell", true, &[]);
+    pair.drive();
+    assert!(pair.events.contains(&Event::Closed));
+    // The client ignores our CLOSE and has nothing else open: the
+    // connection ends once the wait is over, stepping deadline to
+    // deadline in virtual time.
+    let closed_at = pair.now;
+    assert!(pair.run_to_end(10));
+    assert!(pair.now - closed_at >= gitmouth_core::connection::CLOSE_WAIT);
 }

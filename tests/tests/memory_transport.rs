@@ -15,6 +15,7 @@ use gitmouth_core::transport::disconnect::{CloseReason, DisconnectReason};
 use gitmouth_core::transport::hostkey::{HostKey, HostKeyAlg};
 use gitmouth_core::transport::kex::KexAlg;
 use gitmouth_core::wire::{self, numbers};
+use gitmouth_tests::epoch;
 
 fn client_with(f: impl FnOnce(&mut TransportConfig)) -> ClientConfig {
     let mut t = TransportConfig::default();
@@ -73,7 +74,7 @@ fn every_algorithm_pair_completes_and_carries_data() {
             }),
             host_key_algs: vec![host],
         };
-        let mut pair = Pair::with_client(config, client, 3);
+        let mut pair = Pair::with_client(config, client, 3, epoch());
         pair.rt.script = Script {
             echo: true,
             ..Script::default()
@@ -107,7 +108,7 @@ fn rekey_started_by_the_client_by_the_server_and_mid_stream() {
         rekey_bytes: 64 * 1024,
         ..TransportConfig::default()
     });
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.rt.script = Script {
         echo: true,
         ..Script::default()
@@ -151,7 +152,7 @@ fn the_server_rekeys_after_its_time_limit() {
         rekey_interval: Duration::from_secs(10),
         ..TransportConfig::default()
     });
-    let mut pair = Pair::new(config);
+    let mut pair = Pair::new(config, epoch());
     pair.login(&user);
     let before = pair.server_sent.len();
     pair.advance(Duration::from_secs(11));
@@ -165,7 +166,7 @@ fn the_server_rekeys_after_its_time_limit() {
 #[test]
 fn strict_kex_resets_sequence_numbers_and_refuses_strays() {
     let user = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&user]));
+    let mut pair = Pair::new(server_config(&[&user]), epoch());
     pair.handshake();
     assert!(pair.client.transport().is_strict());
     // Strict: reset at NEWKEYS, so only a few packets since.
@@ -179,13 +180,14 @@ fn strict_kex_resets_sequence_numbers_and_refuses_strays() {
         server_config(&[&user]),
         client_with(|t| t.strict_kex = false),
         7,
+        epoch(),
     );
     loose.handshake();
     assert!(!loose.client.transport().is_strict());
     assert!(loose.client.transport().tx_seq() >= 3);
 
     // IGNORE before KEXINIT: with strict kex, KEXINIT must come first.
-    let mut pair = Pair::new(server_config(&[&user]));
+    let mut pair = Pair::new(server_config(&[&user]), epoch());
     pair.client.send_raw_now(&[numbers::IGNORE, 0, 0, 0, 0]);
     pair.drive();
     let (reason, why) = sent_by(&pair).expect("disconnected");
@@ -198,6 +200,7 @@ fn strict_kex_resets_sequence_numbers_and_refuses_strays() {
         server_config(&[&user]),
         client_with(|t| t.strict_kex = false),
         7,
+        epoch(),
     );
     loose.client.send_raw_now(&[numbers::IGNORE, 0, 0, 0, 0]);
     loose.handshake();
@@ -224,7 +227,7 @@ fn messages_during_the_initial_exchange_are_refused() {
         .chain(payloads[1..].iter().map(|p| (p, false)));
     for (payload, strict) in cases {
         let client = client_with(|t| t.strict_kex = strict);
-        let mut pair = Pair::with_client(server_config(&[&user]), client, 9);
+        let mut pair = Pair::with_client(server_config(&[&user]), client, 9, epoch());
         // Versions and KEXINITs cross; the client's KEXINIT and share are
         // queued: inject right behind them, before its NEWKEYS.
         pair.step();
@@ -252,7 +255,7 @@ fn a_flipped_byte_is_a_mac_error() {
             t.ciphers = vec![cipher];
             t.macs = mac;
         });
-        let mut pair = Pair::with_client(server_config(&[&user]), client, 5);
+        let mut pair = Pair::with_client(server_config(&[&user]), client, 5, epoch());
         pair.handshake();
         let armed = std::rc::Rc::new(std::cell::Cell::new(true));
         let flag = armed.clone();
@@ -275,7 +278,7 @@ fn a_flipped_byte_is_a_mac_error() {
 fn an_oversized_length_is_refused_at_once() {
     let user = ed25519(1, "alice");
     for len in [0x7fff_ffffu32, 0xffff_ffff, 0, 3] {
-        let mut pair = Pair::new(server_config(&[&user]));
+        let mut pair = Pair::new(server_config(&[&user]), epoch());
         pair.client_stalled = true;
         pair.drive();
         let mut bytes = b"SSH-2.0-test\r\n".to_vec();
@@ -293,7 +296,7 @@ fn an_oversized_length_is_refused_at_once() {
 fn any_chunking_gives_the_same_session() {
     let user = ed25519(1, "alice");
     let transcript = |chunk: usize| {
-        let mut pair = Pair::new(server_config(&[&user]));
+        let mut pair = Pair::new(server_config(&[&user]), epoch());
         pair.chunk = chunk;
         pair.rt.script = Script {
             echo: true,
@@ -322,7 +325,7 @@ fn any_chunking_gives_the_same_session() {
 #[test]
 fn unknown_messages_get_unimplemented_and_the_session_goes_on() {
     let user = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&user]));
+    let mut pair = Pair::new(server_config(&[&user]), epoch());
     pair.login(&user);
     pair.client.send_raw(&[200, 1, 2, 3]);
     pair.drive();
@@ -336,13 +339,13 @@ fn unknown_messages_get_unimplemented_and_the_session_goes_on() {
 fn version_and_login_deadlines() {
     let user = ed25519(1, "alice");
     // Silence: no version line within 10 s.
-    let mut pair = Pair::new(server_config(&[&user]));
+    let mut pair = Pair::new(server_config(&[&user]), epoch());
     pair.client_stalled = true;
     pair.drive();
     pair.advance(Duration::from_secs(11));
     assert!(pair.server.is_finished(), "{:?}", pair.server_close());
     // A slow client that keeps sending bytes does not extend the grace time.
-    let mut pair = Pair::new(server_config(&[&user]));
+    let mut pair = Pair::new(server_config(&[&user]), epoch());
     pair.handshake();
     for _ in 0..6 {
         pair.client.send_raw(&[numbers::IGNORE, 0, 0, 0, 0]);

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gitmouth_core::client::{self, Event};
 use gitmouth_core::server::{ExitStatus, Input, Output, RequestId, Stream};
 use gitmouth_core::test_util::{Pair, Script, ed25519, server_config};
+use gitmouth_tests::epoch;
 
 struct Counting;
 
@@ -130,7 +131,7 @@ fn relay(pair: &mut Pair, total: usize) -> u64 {
 #[test]
 fn relaying_allocates_nothing_per_packet() {
     let alice = ed25519(1, "alice");
-    let mut pair = Pair::new(server_config(&[&alice]));
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
     pair.rt.script = Script {
         reads_stdin: false,
         exit_on_eof: Some(ExitStatus::Code(0)),
