@@ -628,6 +628,8 @@ def audit_case(suite, server, rt, allowed: set, label: str):
         findings = audit_findings(report)
         suite.audit_findings[f"{rt}/{label}"] = findings
         print(f"   ssh-audit findings ({label}): {findings if findings else 'none'}")
+        for note in report.get("additional_notes") or []:
+            print(f"   ssh-audit additional note ({label}, informational): {note}")
         recs = report.get("recommendations") or {}
         if recs:
             print(f"   ssh-audit recommendations ({label}): {json.dumps(recs)}")

@@ -116,9 +116,11 @@ class Server:
             time.sleep(0.05)  # polling the log for the listening line
         if self.port is None:
             self.stop()
+            text = self.log_path.read_text(errors="replace").splitlines()
+            errors = [l.strip() for l in text if "error" in l.lower()] or text[-3:]
             self.error = (
                 f"{self.runtime} server '{self.name}' did not start "
-                f"(exit {self.proc.returncode}): {self.log_tail(4)}"
+                f"(exit {self.proc.returncode}): {' | '.join(errors[:3])}"
             )
             return False
         self.known_hosts = self.dir / "known_hosts"
@@ -262,6 +264,8 @@ class Suite:
             for k, v in os.environ.items()
             if not k.startswith(("GIT_", "SSH_", "XDG_CONFIG")) and k not in ("DISPLAY",)
         }
+        venv_bin = os.path.dirname(PY)
+        e["PATH"] = venv_bin + os.pathsep + e.get("PATH", "/usr/bin:/bin")
         e.update(
             HOME=str(self.home),
             GIT_CONFIG_NOSYSTEM="1",
@@ -347,7 +351,7 @@ class Suite:
         print(f"  {status:4} {case_id}  ({secs:.1f} s)  {short}", flush=True)
 
     def need_command(self, cmd: str, package: str):
-        if shutil.which(cmd) is None:
+        if shutil.which(cmd, path=self.env()["PATH"]) is None:
             why = self.missing.get(package, "not installed")
             raise CaseSkipped(f"{cmd} missing: package {package} could not be had ({why})")
 

@@ -65,8 +65,22 @@ def known_host_keys(path: str) -> list[tuple[str, str]]:
 
 class ParamikoConn:
     def __init__(self, a):
+        import logging
+
         import paramiko
 
+        seen = []
+
+        class KexLog(logging.Handler):
+            def emit(self, record):
+                msg = record.getMessage()
+                if msg.startswith("Kex: "):
+                    seen.append(msg[5:])
+
+        log = logging.getLogger("paramiko.transport")
+        log.setLevel(logging.DEBUG)
+        log.addHandler(KexLog())
+        log.propagate = False
         self.client = paramiko.SSHClient()
         self.client.load_host_keys(a.known_hosts)
         self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -96,7 +110,7 @@ class ParamikoConn:
         )
         tr = self.client.get_transport()
         self.describe = (
-            f"kex={tr.kex_engine.__class__.__name__ if tr.kex_engine else '?'} "
+            f"kex={','.join(seen) or '?'} "
             f"cipher={tr.remote_cipher} mac={tr.remote_mac} hostkey={tr.host_key_type}"
         )
 
@@ -138,7 +152,16 @@ class ParamikoConn:
 class AsyncsshConn:
     def __init__(self, a):
         import asyncssh
+        import asyncssh.connection
 
+        seen = []
+        real_get_kex = asyncssh.connection.get_kex
+
+        def get_kex(conn, alg):
+            seen.append(alg.decode())
+            return real_get_kex(conn, alg)
+
+        asyncssh.connection.get_kex = get_kex
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -166,7 +189,7 @@ class AsyncsshConn:
         self.conn = self.run(connect())
         c = self.conn
         self.describe = (
-            f"kex={c.get_extra_info('kex_alg') or '?'} "
+            f"kex={','.join(seen) or '?'} "
             f"cipher={c.get_extra_info('send_cipher')} mac={c.get_extra_info('send_mac')}"
         )
 
@@ -247,7 +270,8 @@ class LibsshConn:
         s.userauth_publickey(import_privkey_file(a.key))
         self.s = s
         self.describe = (
-            f"kex={s.get_kex_algo()} cipher={s.get_cipher_out()} mac={s.get_hmac_out()}"
+            f"kex={s.get_kex_algo().decode()} cipher={s.get_cipher_out().decode()} "
+            f"mac={s.get_hmac_out().decode()}"
         )
 
     def exec(self, cmd: str, env: dict | None = None):
