@@ -417,28 +417,24 @@ class Suite:
     def runtime_cases(self, runtime: str, binary: Path):
         print(f"== runtime {runtime}: {binary}", flush=True)
         servers = {}
-        if not self.args.list:
-            servers["default"] = Server(runtime, "default", binary, self.work, self.keys, [])
-            servers["default"].start(["ed25519", "rsa"])
-            if not self.args.quick:
-                servers["legacy"] = Server(
-                    runtime, "legacy", binary, self.work, self.keys, ["--legacy-algorithms"]
-                )
-                servers["legacy"].start(["ed25519", "ecdsa", "rsa"])
-            servers["pq"] = Server(
-                runtime, "pq", binary, self.work, self.keys,
-                ["--kex-algorithms", "mlkem768x25519-sha256,sntrup761x25519-sha512"],
+        servers["default"] = Server(runtime, "default", binary, self.work, self.keys, [])
+        servers["default"].start(["ed25519", "rsa"])
+        if not self.args.quick:
+            servers["legacy"] = Server(
+                runtime, "legacy", binary, self.work, self.keys, ["--legacy-algorithms"]
             )
-            servers["pq"].start(["ed25519", "rsa"])
-            for s in servers.values():
-                if s.port:
-                    print(f"   server {s.name}: pid {s.proc.pid}, port {s.port}, log {s.log_path}")
-                    s.offer = self.read_offer(s)
-                else:
-                    print(f"   server {s.name}: FAILED TO START: {s.error}")
-        else:
-            for name in ("default", "legacy", "pq"):
-                servers[name] = None
+            servers["legacy"].start(["ed25519", "ecdsa", "rsa"])
+        servers["pq"] = Server(
+            runtime, "pq", binary, self.work, self.keys,
+            ["--kex-algorithms", "mlkem768x25519-sha256,sntrup761x25519-sha512"],
+        )
+        servers["pq"].start(["ed25519", "rsa"])
+        for s in servers.values():
+            if s.port:
+                print(f"   server {s.name}: pid {s.proc.pid}, port {s.port}, log {s.log_path}")
+                s.offer = self.read_offer(s)
+            else:
+                print(f"   server {s.name}: FAILED TO START: {s.error}")
         try:
             from cases import all_cases  # noqa: E402
 
@@ -591,6 +587,7 @@ def main():
     finally:
         stop_all_servers()
     if args.list:
+        shutil.rmtree(suite.work, ignore_errors=True)
         return 0
     rc = suite.summary(started)
     if rc == 0 and not args.keep:

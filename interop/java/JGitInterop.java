@@ -36,7 +36,8 @@ public class JGitInterop {
             }
 
             public void log(int level, String message) {
-                if (message.startsWith("kex:") || message.contains("Authentication succeeded")
+                if (message.startsWith("kex: server->client") || message.startsWith("kex: client->server")
+                        || message.contains("Authentication succeeded")
                         || level >= Logger.WARN) {
                     System.err.println("jsch: " + message);
                 }
@@ -88,7 +89,8 @@ public class JGitInterop {
                         .setTransportConfigCallback(callback)
                         .setTimeout(30)
                         .call()) {
-                    System.out.println("clone HEAD " + git.getRepository().resolve("HEAD").name());
+                    org.eclipse.jgit.lib.ObjectId head = git.getRepository().resolve("HEAD");
+                    System.out.println("clone HEAD " + (head == null ? "(unborn)" : head.name()));
                 }
                 break;
             }
@@ -99,8 +101,8 @@ public class JGitInterop {
                             .setTransportConfigCallback(callback)
                             .setTimeout(30)
                             .call();
-                    System.out.println("fetch origin/main "
-                            + git.getRepository().resolve("refs/remotes/origin/main").name());
+                    org.eclipse.jgit.lib.ObjectId main = git.getRepository().resolve("refs/remotes/origin/main");
+                    System.out.println("fetch origin/main " + (main == null ? "(none)" : main.name()));
                 }
                 break;
             }
