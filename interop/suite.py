@@ -246,6 +246,7 @@ class Suite:
         self.java_error: str | None = None
         self.dbclient_stats: dict[str, list] = {}
         self.audit_findings: dict[str, list] = {}
+        self.not_tried: list[str] = []
 
     # - environment -
 
@@ -497,6 +498,10 @@ class Suite:
             print("\n==== dbclient clones in a row ====")
             for k, vals in self.dbclient_stats.items():
                 print(f"  {k}: {vals}")
+        if self.not_tried:
+            print("\n==== offered by the server, not tried: the client lacks it ====")
+            for line in self.not_tried:
+                print(f"  {line}")
         skipped = [r for r in self.results if r.status == "SKIP"]
         if skipped:
             print("\n" + "!" * 72)

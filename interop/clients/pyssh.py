@@ -241,13 +241,56 @@ class AsyncsshConn:
 # --- ssh-python (libssh) ---------------------------------------------------
 
 
+class LibsshChannel:
+    """One exec channel. Holds the libssh channel as an attribute (not in a
+    closure) so that LibsshConn.close() can free it while the session is
+    still connected."""
+
+    def __init__(self, chan):
+        self.chan = chan
+        self.reader = Reader(self)
+
+    def send(self, data):
+        view = memoryview(data)
+        while view:
+            n = self.chan.write(bytes(view))
+            n = n[1] if isinstance(n, tuple) else n
+            if n <= 0:
+                raise ProtocolError(f"libssh write returned {n}")
+            view = view[n:]
+
+    def recv(self):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            size, data = self.chan.read(65536)
+            if size > 0:
+                return data[:size]
+            if self.chan.is_eof() or size < 0:
+                return b""
+            if time.monotonic() > deadline:
+                raise ProtocolError("libssh read timed out")
+
+    def send_eof(self):
+        self.chan.send_eof()
+
+    def exit_status(self):
+        deadline = time.monotonic() + TIMEOUT
+        while not self.chan.is_eof():
+            self.chan.read(65536)
+            if time.monotonic() > deadline:
+                raise ProtocolError("no EOF from the server")
+        return self.chan.get_exit_status()
+
+    def close(self):
+        self.chan.close()
+
+
 class LibsshConn:
     def __init__(self, a):
         from ssh import options
         from ssh.key import import_privkey_file
         from ssh.session import Session
 
-        self.sock = socket.create_connection(("127.0.0.1", a.port), timeout=TIMEOUT)
         s = Session()
         s.options_set(options.HOST, "127.0.0.1")
         s.options_set(options.USER, "git")
@@ -261,7 +304,9 @@ class LibsshConn:
         if a.mac:
             s.options_set(options.HMAC_C_S, a.mac)
             s.options_set(options.HMAC_S_C, a.mac)
-        s.set_socket(self.sock)
+        # libssh opens (and later closes) the socket itself: a socket owned
+        # by Python as well would be closed twice, and libssh, freeing a
+        # channel, could then poll a descriptor already reused.
         s.connect()
         server_key = s.get_server_publickey()
         blob = server_key.export_pubkey_base64().decode()
@@ -269,6 +314,7 @@ class LibsshConn:
             raise ProtocolError(f"host key {blob[:30]}... is not the pinned one")
         s.userauth_publickey(import_privkey_file(a.key))
         self.s = s
+        self.channels: list[LibsshChannel] = []
         self.describe = (
             f"kex={s.get_kex_algo().decode()} cipher={s.get_cipher_out().decode()} "
             f"mac={s.get_hmac_out().decode()}"
@@ -282,49 +328,21 @@ class LibsshConn:
             if rc != 0:
                 raise ProtocolError(f"env request {k} refused ({rc})")
         chan.request_exec(cmd)
-
-        class C:
-            def send(self, data):
-                view = memoryview(data)
-                while view:
-                    n = chan.write(bytes(view))
-                    n = n[1] if isinstance(n, tuple) else n
-                    if n <= 0:
-                        raise ProtocolError(f"libssh write returned {n}")
-                    view = view[n:]
-
-            def recv(self):
-                deadline = time.monotonic() + TIMEOUT
-                while True:
-                    size, data = chan.read(65536)
-                    if size > 0:
-                        return data[:size]
-                    if chan.is_eof() or size < 0:
-                        return b""
-                    if time.monotonic() > deadline:
-                        raise ProtocolError("libssh read timed out")
-
-            def send_eof(self):
-                chan.send_eof()
-
-            def exit_status(self):
-                deadline = time.monotonic() + TIMEOUT
-                while not chan.is_eof():
-                    chan.read(65536)
-                    if time.monotonic() > deadline:
-                        raise ProtocolError("no EOF from the server")
-                return chan.get_exit_status()
-
-            def close(self):
-                chan.close()
-
-        c = C()
-        c.reader = Reader(c)
+        c = LibsshChannel(chan)
+        self.channels.append(c)
         return c
 
     def close(self):
+        # Free each channel while the session is connected, then disconnect.
+        import gc
+
+        for c in self.channels:
+            if not c.chan.is_closed():
+                c.chan.close()
+            c.chan = None
+        self.channels.clear()
+        gc.collect()
         self.s.disconnect()
-        self.sock.close()
 
 
 # --- ssh2-python (libssh2) -------------------------------------------------
@@ -473,6 +491,9 @@ def fetch_v2_step(conn, a, tip: str):
 
 
 def main():
+    import faulthandler
+
+    faulthandler.dump_traceback_later(float(os.environ.get("PYSSH_STACK_AFTER", "150")), exit=True)
     p = argparse.ArgumentParser()
     p.add_argument("--lib", required=True, choices=LIBS)
     p.add_argument("--port", type=int, required=True)
