@@ -74,8 +74,9 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", default_value = "./gitmouth-data")]
     pub data_dir: PathBuf,
 
-    /// Host private key (OpenSSH format, or PEM PKCS#1 RSA); repeat to offer
-    /// several. Default: $GITMOUTH_PRIVATE_KEY, else
+    /// Host private key: ed25519, ECDSA (P-256/384/521, for JSch 0.1.x) or
+    /// RSA of 2048-4096 bits, in OpenSSH format, PEM (PKCS#1, SEC1) or
+    /// PKCS#8; repeat to offer several (an ECDSA key beside the ed25519 one). Default: $GITMOUTH_PRIVATE_KEY, else
     /// <data-dir>/ssh_host_ed25519_key, which is generated when missing. A
     /// key named here that does not exist is an error.
     #[arg(long = "host-key", value_name = "FILE")]
@@ -159,6 +160,22 @@ pub struct Cli {
     /// (sshd's PubkeyAcceptedAlgorithms)
     #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     pub pubkey_accepted_algorithms: Option<String>,
+
+    /// Also offer what old clients need and audits fault (JSch 0.1.x in
+    /// JGit 4, old libssh2 and OpenSSH): ecdh-sha2-nistp256/384/521,
+    /// diffie-hellman-group16-sha512 and -group14-sha256, and the
+    /// encrypt-and-MAC hmac-sha2-256 and hmac-sha2-512; appended to the
+    /// defaults that the list settings start from. Nothing with SHA-1
+    #[arg(
+        long,
+        value_name = "yes|no",
+        default_value = "no",
+        num_args = 0..=1,
+        default_missing_value = "yes",
+        require_equals = true,
+        value_parser = parse_yes_no
+    )]
+    pub legacy_algorithms: bool,
 
     /// Unauthenticated connections START:RATE:FULL: above START, new ones are
     /// dropped with probability RATE% rising to 100% at FULL (as OpenSSH's
@@ -286,6 +303,8 @@ pub struct Settings {
     pub host_key_algs: Option<Vec<HostKeyAlg>>,
     /// User-key algorithms accepted.
     pub pubkey_algs: Vec<UserKeyAlg>,
+    /// Whether `--legacy-algorithms` is on (logged at start).
+    pub legacy_algorithms: bool,
     /// Log filter.
     pub log: String,
     /// The authorized_keys file (standalone mode).
@@ -494,37 +513,45 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         kex: algorithm_list(
             "--kex-algorithms",
             cli.kex_algorithms.as_deref(),
-            &KexAlg::ALL.map(KexAlg::name),
-            KexAlg::from_name,
-        )?
-        .unwrap_or_else(|| KexAlg::ALL.to_vec()),
+            &with_legacy(&KexAlg::DEFAULT, &KexAlg::LEGACY, cli.legacy_algorithms),
+            &KexAlg::ALL,
+            KexAlg::name,
+        )?,
         ciphers: algorithm_list(
             "--ciphers",
             cli.ciphers.as_deref(),
-            &CipherAlg::ALL.map(CipherAlg::name),
-            CipherAlg::from_name,
-        )?
-        .unwrap_or_else(|| CipherAlg::ALL.to_vec()),
+            &CipherAlg::ALL,
+            &CipherAlg::ALL,
+            CipherAlg::name,
+        )?,
         macs: algorithm_list(
             "--macs",
             cli.macs.as_deref(),
-            &MacAlg::ALL.map(MacAlg::name),
-            MacAlg::from_name,
-        )?
-        .unwrap_or_else(|| MacAlg::ALL.to_vec()),
-        host_key_algs: algorithm_list(
-            "--host-key-algorithms",
-            cli.host_key_algorithms.as_deref(),
-            &HostKeyAlg::ALL.map(HostKeyAlg::name),
-            HostKeyAlg::from_name,
+            &with_legacy(&MacAlg::DEFAULT, &MacAlg::LEGACY, cli.legacy_algorithms),
+            &MacAlg::ALL,
+            MacAlg::name,
         )?,
+        host_key_algs: cli
+            .host_key_algorithms
+            .as_deref()
+            .map(|spec| {
+                algorithm_list(
+                    "--host-key-algorithms",
+                    Some(spec),
+                    &HostKeyAlg::ALL,
+                    &HostKeyAlg::ALL,
+                    HostKeyAlg::name,
+                )
+            })
+            .transpose()?,
         pubkey_algs: algorithm_list(
             "--pubkey-accepted-algorithms",
             cli.pubkey_accepted_algorithms.as_deref(),
-            &UserKeyAlg::ALL.map(UserKeyAlg::name),
-            UserKeyAlg::from_name,
-        )?
-        .unwrap_or_else(|| UserKeyAlg::ALL.to_vec()),
+            &UserKeyAlg::ALL,
+            &UserKeyAlg::ALL,
+            UserKeyAlg::name,
+        )?,
+        legacy_algorithms: cli.legacy_algorithms,
         rekey_limit: cli.rekey_limit,
         rekey_interval: Duration::from_secs(cli.rekey_interval),
         log: cli.log,
@@ -532,21 +559,36 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
 }
 
 /// The core's configuration for these settings, around the loaded host
-/// An algorithm list setting (`None` when not given), applied to the
-/// default (every algorithm we implement, in our order) as sshd applies its
-/// own: a refusal names the setting.
-fn algorithm_list<T>(
+/// An algorithm list setting applied to `default` as sshd applies its
+/// own (the default itself when not given); any of `known` may be named. A
+/// refusal names the setting.
+fn algorithm_list<T: Copy>(
     setting: &str,
     spec: Option<&str>,
-    all: &[&'static str],
-    from_name: impl Fn(&str) -> Option<T>,
-) -> Result<Option<Vec<T>>, String> {
+    default: &[T],
+    known: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<Vec<T>, String> {
     let Some(spec) = spec else {
-        return Ok(None);
+        return Ok(default.to_vec());
     };
-    let names = gitmouth_core::algorithms::apply(spec, all, all)
+    let default_names: Vec<&'static str> = default.iter().map(|&a| name(a)).collect();
+    let known_names: Vec<&'static str> = known.iter().map(|&a| name(a)).collect();
+    let names = gitmouth_core::algorithms::apply(spec, &default_names, &known_names)
         .map_err(|e| format!("{setting} {spec:?}: {e}"))?;
-    Ok(Some(names.into_iter().filter_map(from_name).collect()))
+    Ok(names
+        .into_iter()
+        .filter_map(|n| known.iter().copied().find(|&a| name(a) == n))
+        .collect())
+}
+
+/// `default`, followed by `legacy` when `--legacy-algorithms` is on.
+fn with_legacy<T: Copy>(default: &[T], legacy: &[T], on: bool) -> Vec<T> {
+    let mut list = default.to_vec();
+    if on {
+        list.extend_from_slice(legacy);
+    }
+    list
 }
 
 /// keys and the chosen mode.

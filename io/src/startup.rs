@@ -36,6 +36,14 @@ pub fn settings(bin_name: &'static str) -> Settings {
     for w in warnings.iter().chain(&settings.warnings) {
         tracing::warn!("{w}");
     }
+    let names = |names: Vec<&'static str>| names.join(",");
+    tracing::info!(
+        kex = %names(settings.kex.iter().map(|a| a.name()).collect()),
+        ciphers = %names(settings.ciphers.iter().map(|a| a.name()).collect()),
+        macs = %names(settings.macs.iter().map(|a| a.name()).collect()),
+        legacy = settings.legacy_algorithms,
+        "algorithms offered"
+    );
     settings
 }
 

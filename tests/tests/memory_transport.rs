@@ -65,6 +65,12 @@ fn every_algorithm_pair_completes_and_carries_data() {
     for (kex, cipher, mac, host) in combos {
         let mut config = server_config(&[&user]);
         config.host_keys = vec![gitmouth_core::test_util::host_key(), rsa_host_key()].into();
+        // The server offers the legacy methods too (`--legacy-algorithms`).
+        config.transport = Arc::new(TransportConfig {
+            kex: KexAlg::ALL.to_vec(),
+            macs: MacAlg::ALL.to_vec(),
+            ..TransportConfig::default()
+        });
         let client = ClientConfig {
             transport: Arc::new(TransportConfig {
                 kex: vec![kex],

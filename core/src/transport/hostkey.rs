@@ -1,21 +1,29 @@
-//! Server host keys (RFC 4253 §6.6), signing with `ssh-ed25519` (RFC 8709)
-//! and `rsa-sha2-512` / `rsa-sha2-256` (RFC 8332).
+//! Server host keys (RFC 4253 §6.6), signing with `ssh-ed25519` (RFC 8709),
+//! `ecdsa-sha2-nistp256/384/521` (RFC 5656 §3) and `rsa-sha2-512` /
+//! `rsa-sha2-256` (RFC 8332).
 //!
 //! Pure code: the runtime reads the key file and hands its bytes to
 //! [`HostKey::from_private_key_file`], and writes what
 //! [`HostKey::to_openssh_private`] returns when it generated the default key.
 //!
 //! Accepted private key files, all unencrypted (the server runs unattended):
-//! - OpenSSH format (`-----BEGIN OPENSSH PRIVATE KEY-----`), ed25519 or RSA;
+//! - OpenSSH format (`-----BEGIN OPENSSH PRIVATE KEY-----`), ed25519, ECDSA
+//!   or RSA;
 //! - PEM PKCS#1 RSA (`-----BEGIN RSA PRIVATE KEY-----`), which `ssh-keygen`
 //!   wrote before OpenSSH 7.8 and which the original Openruko gitmouth used;
-//! - PKCS#8 (`-----BEGIN PRIVATE KEY-----`) holding RSA or Ed25519, as
+//! - PEM SEC1 ECDSA (`-----BEGIN EC PRIVATE KEY-----`), as `ssh-keygen -m PEM`
+//!   and `openssl ecparam -genkey` write;
+//! - PKCS#8 (`-----BEGIN PRIVATE KEY-----`) holding RSA, Ed25519 or ECDSA, as
 //!   `openssl genpkey` writes.
+//!
+//! ECDSA host keys are read, never generated: they serve clients that verify
+//! neither ed25519 nor SHA-2 RSA signatures (JSch 0.1.x), beside an ed25519
+//! key. They sign deterministically (RFC 6979), so no randomness is needed.
 //!
 //! RSA keys sign through `ring`, whose private-key operation is constant
 //! time; the `rsa` crate's is not (RUSTSEC-2023-0071), so it only ever
-//! verifies here. SHA-1 `ssh-rsa` signatures are never made. ECDSA and DSA
-//! host keys are out of scope and refused with a message saying so.
+//! verifies here. SHA-1 `ssh-rsa` signatures are never made. DSA and
+//! security-key host keys are refused with a message saying so.
 
 use core::fmt;
 
@@ -27,9 +35,11 @@ use ring::signature::{
 };
 use signature::{Signer as _, Verifier as _};
 use ssh_encoding::{Decode, Encode, Reader};
-use ssh_key::private::{Ed25519Keypair, KeypairData, RsaKeypair};
-use ssh_key::public::{KeyData, RsaPublicKey};
-use ssh_key::{Algorithm, HashAlg, LineEnding, Mpint, PrivateKey, PublicKey, Signature};
+use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData, RsaKeypair};
+use ssh_key::public::{EcdsaPublicKey, KeyData, RsaPublicKey};
+use ssh_key::{
+    Algorithm, EcdsaCurve, HashAlg, LineEnding, Mpint, PrivateKey, PublicKey, Signature,
+};
 use zeroize::Zeroizing;
 
 /// The smallest RSA modulus we accept, in bits (OpenSSH's own floor since 9.x
@@ -48,12 +58,18 @@ const OPENSSH_MAGIC: &[u8] = b"openssh-key-v1\0";
 /// exchange.
 const SELF_TEST_MESSAGE: &[u8] = b"gitmouth host key self-test";
 
-/// Host-key signature algorithms we can offer, in the names of RFC 8709 and
-/// RFC 8332. There is deliberately no SHA-1 `ssh-rsa`.
+/// Host-key signature algorithms we can offer, in the names of RFC 8709,
+/// RFC 5656 and RFC 8332. There is deliberately no SHA-1 `ssh-rsa`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HostKeyAlg {
     /// `ssh-ed25519` (RFC 8709).
     Ed25519,
+    /// `ecdsa-sha2-nistp256` (RFC 5656).
+    EcdsaNistp256,
+    /// `ecdsa-sha2-nistp384` (RFC 5656).
+    EcdsaNistp384,
+    /// `ecdsa-sha2-nistp521` (RFC 5656).
+    EcdsaNistp521,
     /// `rsa-sha2-512` (RFC 8332).
     RsaSha2_512,
     /// `rsa-sha2-256` (RFC 8332).
@@ -61,13 +77,23 @@ pub enum HostKeyAlg {
 }
 
 impl HostKeyAlg {
-    /// Every algorithm, in our order of preference.
-    pub const ALL: [Self; 3] = [Self::Ed25519, Self::RsaSha2_512, Self::RsaSha2_256];
+    /// Every algorithm, in our order of preference (OpenSSH's).
+    pub const ALL: [Self; 6] = [
+        Self::Ed25519,
+        Self::EcdsaNistp256,
+        Self::EcdsaNistp384,
+        Self::EcdsaNistp521,
+        Self::RsaSha2_512,
+        Self::RsaSha2_256,
+    ];
 
     /// The algorithm's name as it appears in KEXINIT and in signature blobs.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ed25519 => "ssh-ed25519",
+            Self::EcdsaNistp256 => "ecdsa-sha2-nistp256",
+            Self::EcdsaNistp384 => "ecdsa-sha2-nistp384",
+            Self::EcdsaNistp521 => "ecdsa-sha2-nistp521",
             Self::RsaSha2_512 => "rsa-sha2-512",
             Self::RsaSha2_256 => "rsa-sha2-256",
         }
@@ -84,12 +110,27 @@ impl HostKeyAlg {
     fn ssh_algorithm(self) -> Algorithm {
         match self {
             Self::Ed25519 => Algorithm::Ed25519,
+            Self::EcdsaNistp256 | Self::EcdsaNistp384 | Self::EcdsaNistp521 => Algorithm::Ecdsa {
+                curve: self.ecdsa_curve().unwrap_or(EcdsaCurve::NistP256),
+            },
             Self::RsaSha2_512 => Algorithm::Rsa {
                 hash: Some(HashAlg::Sha512),
             },
             Self::RsaSha2_256 => Algorithm::Rsa {
                 hash: Some(HashAlg::Sha256),
             },
+        }
+    }
+}
+
+impl HostKeyAlg {
+    /// The curve of an ECDSA algorithm.
+    fn ecdsa_curve(self) -> Option<EcdsaCurve> {
+        match self {
+            Self::EcdsaNistp256 => Some(EcdsaCurve::NistP256),
+            Self::EcdsaNistp384 => Some(EcdsaCurve::NistP384),
+            Self::EcdsaNistp521 => Some(EcdsaCurve::NistP521),
+            _ => None,
         }
     }
 }
@@ -107,7 +148,7 @@ impl fmt::Display for HostKeyAlg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostKeyError {
     /// A well-formed key of a type or format we do not use as a host key
-    /// (ECDSA, DSA, security keys, RSA over 4096 bits, ...).
+    /// (DSA, security keys, RSA over 4096 bits, ...).
     Unsupported(String),
     /// The input is not a well-formed key, key blob or signature blob.
     Malformed(String),
@@ -169,9 +210,17 @@ fn malformed(what: impl Into<String>) -> HostKeyError {
     HostKeyError::Malformed(what.into())
 }
 
-/// Why ecdsa keys are refused, in one place.
-const ECDSA_REFUSED: &str = "ecdsa host keys are not supported (use an ed25519 key, or RSA of at \
-                             least 2048 bits)";
+/// An ssh-key ECDSA key pair from a curve's secret scalar.
+macro_rules! ecdsa_keypair {
+    ($variant:ident, $secret:expr) => {{
+        let secret = $secret;
+        let public = secret.public_key();
+        EcdsaKeypair::$variant {
+            public: public.into(),
+            private: secret.into(),
+        }
+    }};
+}
 
 /// The private half, by algorithm.
 enum Signer {
@@ -179,6 +228,9 @@ enum Signer {
     Ed25519(Box<Ed25519Keypair>),
     /// `ring`'s key pair (CRT form; constant-time signing).
     Rsa(Box<RsaKeyPair>),
+    /// `ssh-key` zeroizes the scalar when this is dropped; it signs with the
+    /// RustCrypto curves (RFC 6979 nonces).
+    Ecdsa(Box<EcdsaKeypair>),
 }
 
 /// A server host key able to sign exchange hashes.
@@ -207,8 +259,9 @@ impl HostKey {
     }
 
     /// Parses a private key file's contents: OpenSSH format
-    /// (`-----BEGIN OPENSSH PRIVATE KEY-----`, ed25519 or RSA), PEM PKCS#1 RSA
-    /// (`-----BEGIN RSA PRIVATE KEY-----`) or PKCS#8 RSA or Ed25519
+    /// (`-----BEGIN OPENSSH PRIVATE KEY-----`, ed25519, ECDSA or RSA), PEM
+    /// PKCS#1 RSA (`-----BEGIN RSA PRIVATE KEY-----`), PEM SEC1 ECDSA
+    /// (`-----BEGIN EC PRIVATE KEY-----`) or PKCS#8 RSA, Ed25519 or ECDSA
     /// (`-----BEGIN PRIVATE KEY-----`), unencrypted.
     ///
     /// Refuses encrypted keys ([`HostKeyError::Encrypted`]), RSA under 2048
@@ -252,7 +305,13 @@ impl HostKey {
                 Self::from_pkcs8_der(&pem.data)
             }
             "ENCRYPTED PRIVATE KEY" => Err(HostKeyError::Encrypted),
-            "EC PRIVATE KEY" => Err(HostKeyError::Unsupported(ECDSA_REFUSED.into())),
+            "EC PRIVATE KEY" => {
+                if pem.is_encrypted() {
+                    return Err(HostKeyError::Encrypted);
+                }
+                pem.refuse_headers()?;
+                Self::from_sec1_der(&pem.data, None)
+            }
             "DSA PRIVATE KEY" => Err(HostKeyError::Unsupported(
                 "DSA host keys are not supported".into(),
             )),
@@ -279,24 +338,33 @@ impl HostKey {
                     .to_openssh(LineEnding::LF)
                     .map_err(|_| HostKeyError::Unsupported("cannot encode this key".into()))
             }
-            Signer::Rsa(_) => Err(HostKeyError::Unsupported(
-                "writing RSA host keys is not supported; only a generated ed25519 key is written"
+            Signer::Rsa(_) | Signer::Ecdsa(_) => Err(HostKeyError::Unsupported(
+                "writing RSA or ECDSA host keys is not supported; only a generated ed25519 key \
+                 is written"
                     .into(),
             )),
         }
     }
 
     /// The algorithms this key can sign with, in preference order:
-    /// `[Ed25519]` or `[RsaSha2_512, RsaSha2_256]`. Never SHA-1 `ssh-rsa`.
+    /// `[Ed25519]`, the one ECDSA algorithm of its curve, or
+    /// `[RsaSha2_512, RsaSha2_256]`. Never SHA-1 `ssh-rsa`.
     pub fn algorithms(&self) -> &'static [HostKeyAlg] {
-        match self.signer {
+        match &self.signer {
             Signer::Ed25519(_) => &[HostKeyAlg::Ed25519],
             Signer::Rsa(_) => &[HostKeyAlg::RsaSha2_512, HostKeyAlg::RsaSha2_256],
+            Signer::Ecdsa(keypair) => match keypair.curve() {
+                EcdsaCurve::NistP256 => &[HostKeyAlg::EcdsaNistp256],
+                EcdsaCurve::NistP384 => &[HostKeyAlg::EcdsaNistp384],
+                EcdsaCurve::NistP521 => &[HostKeyAlg::EcdsaNistp521],
+            },
         }
     }
 
     /// The public key blob K_S (RFC 4253 §6.6): `string "ssh-ed25519" ||
-    /// string key` (RFC 8709 §4) or `string "ssh-rsa" || mpint e || mpint n`.
+    /// string key` (RFC 8709 §4), `string "ecdsa-sha2-nistpN" || string
+    /// "nistpN" || string Q` (RFC 5656 §3.1) or `string "ssh-rsa" || mpint e
+    /// || mpint n`.
     pub fn public_blob(&self) -> Vec<u8> {
         self.blob.clone()
     }
@@ -318,11 +386,20 @@ impl HostKey {
     }
 
     /// Signs `data` (the exchange hash H) and returns the SSH signature blob
-    /// `string alg-name || string signature` (RFC 8709 §6, RFC 8332 §3).
+    /// `string alg-name || string signature` (RFC 8709 §6, RFC 5656 §3.1.2:
+    /// `mpint r || mpint s`, RFC 8332 §3).
     /// Errors if `alg` is not one of [`HostKey::algorithms`].
     pub fn sign(&self, alg: HostKeyAlg, data: &[u8]) -> Result<Vec<u8>, HostKeyError> {
         match (&self.signer, alg) {
             (Signer::Ed25519(keypair), HostKeyAlg::Ed25519) => {
+                let signature: Signature = keypair
+                    .try_sign(data)
+                    .map_err(|_| HostKeyError::SigningFailed)?;
+                signature
+                    .encode_vec()
+                    .map_err(|_| HostKeyError::SigningFailed)
+            }
+            (Signer::Ecdsa(keypair), _) if alg.ecdsa_curve() == Some(keypair.curve()) => {
                 let signature: Signature = keypair
                     .try_sign(data)
                     .map_err(|_| HostKeyError::SigningFailed)?;
@@ -372,10 +449,11 @@ impl HostKey {
             return Err(HostKeyError::Encrypted);
         }
         match key_type.as_slice() {
-            b"ssh-ed25519" | b"ssh-rsa" => {}
-            t if t.starts_with(b"ecdsa-") || t.starts_with(b"sk-ecdsa-") => {
-                return Err(HostKeyError::Unsupported(ECDSA_REFUSED.into()));
-            }
+            b"ssh-ed25519"
+            | b"ssh-rsa"
+            | b"ecdsa-sha2-nistp256"
+            | b"ecdsa-sha2-nistp384"
+            | b"ecdsa-sha2-nistp521" => {}
             t if t.starts_with(b"sk-") => {
                 return Err(HostKeyError::Unsupported(
                     "security-key (sk-) keys cannot be host keys".into(),
@@ -398,9 +476,10 @@ impl HostKey {
         match private.key_data() {
             KeypairData::Ed25519(keypair) => Ok(Self::from_ed25519(keypair.clone())),
             KeypairData::Rsa(keypair) => Self::from_openssh_rsa(keypair),
+            KeypairData::Ecdsa(keypair) => Self::from_ecdsa(keypair.clone()),
             KeypairData::Encrypted(_) => Err(HostKeyError::Encrypted),
             _ => Err(HostKeyError::Unsupported(
-                "only ed25519 and RSA keys can be host keys".into(),
+                "only ed25519, ECDSA and RSA keys can be host keys".into(),
             )),
         }
     }
@@ -508,11 +587,103 @@ impl HostKey {
                 }
                 Ok(Self::from_ed25519(keypair))
             }
-            OID_EC_PUBLIC_KEY => Err(HostKeyError::Unsupported(ECDSA_REFUSED.into())),
+            OID_EC_PUBLIC_KEY => {
+                // AlgorithmIdentifier parameters: the namedCurve (RFC 5480).
+                let curve = alg.expect(TAG_OID).ok_or_else(bad)?;
+                if !alg.is_empty() {
+                    return Err(bad());
+                }
+                Self::from_sec1_der(private, Some(curve))
+            }
             _ => Err(HostKeyError::Unsupported(
-                "PKCS#8 keys other than RSA and Ed25519 are not supported".into(),
+                "PKCS#8 keys other than RSA, Ed25519 and ECDSA are not supported".into(),
             )),
         }
+    }
+
+    /// SEC1 `ECPrivateKey` (RFC 5915), DER: version 1, the private scalar,
+    /// the curve (`[0]`, required unless `outer_curve`, PKCS#8's, names it;
+    /// both must agree when present) and optionally the public point (`[1]`),
+    /// which must be the scalar's.
+    fn from_sec1_der(der: &[u8], outer_curve: Option<&[u8]>) -> Result<HostKey, HostKeyError> {
+        let bad = || malformed("invalid DER in the EC private key");
+        let mut outer = Der(der);
+        let mut seq = Der(outer.expect(TAG_SEQUENCE).ok_or_else(bad)?);
+        if !outer.is_empty() || seq.uint().ok_or_else(bad)? != [1] {
+            return Err(bad());
+        }
+        let scalar = seq.expect(TAG_OCTET_STRING).ok_or_else(bad)?;
+        let mut curve = outer_curve;
+        let mut public = None;
+        while let Some((tag, value)) = seq.tlv() {
+            match tag {
+                TAG_SEC1_PARAMETERS => {
+                    let named = Der(value).expect(TAG_OID).ok_or_else(bad)?;
+                    if curve.is_some_and(|c| c != named) {
+                        return Err(malformed("the EC key names two different curves"));
+                    }
+                    curve = Some(named);
+                }
+                TAG_SEC1_PUBLIC_KEY => {
+                    // A BIT STRING: no unused bits, then the SEC1 point.
+                    let bits = Der(value).expect(TAG_BIT_STRING).ok_or_else(bad)?;
+                    let (&0, point) = bits.split_first().ok_or_else(bad)? else {
+                        return Err(bad());
+                    };
+                    public = Some(point);
+                }
+                _ => return Err(bad()),
+            }
+        }
+        let keypair = match curve.ok_or_else(|| malformed("the EC key names no curve"))? {
+            OID_PRIME256V1 => ecdsa_keypair!(
+                NistP256,
+                p256::SecretKey::from_slice(scalar).map_err(|_| bad())?
+            ),
+            OID_SECP384R1 => ecdsa_keypair!(
+                NistP384,
+                p384::SecretKey::from_slice(scalar).map_err(|_| bad())?
+            ),
+            OID_SECP521R1 => ecdsa_keypair!(
+                NistP521,
+                p521::SecretKey::from_slice(scalar).map_err(|_| bad())?
+            ),
+            _ => {
+                return Err(HostKeyError::Unsupported(
+                    "ECDSA keys on curves other than NIST P-256, P-384 and P-521 are not \
+                     supported"
+                        .into(),
+                ));
+            }
+        };
+        if public.is_some_and(|point| point != keypair.public_key_bytes()) {
+            return Err(malformed(
+                "the EC key's public key does not match its private key",
+            ));
+        }
+        Self::from_ecdsa(keypair)
+    }
+
+    /// A host key from an ECDSA key pair, once it has signed and verified a
+    /// test message (the OpenSSH format stores the public point beside the
+    /// scalar without anyone checking that they agree).
+    fn from_ecdsa(keypair: EcdsaKeypair) -> Result<HostKey, HostKeyError> {
+        let public = EcdsaPublicKey::from(&keypair);
+        let key_data = KeyData::Ecdsa(public);
+        let blob = key_data
+            .encode_vec()
+            .map_err(|_| malformed("cannot encode the ECDSA public key"))?;
+        let key = HostKey {
+            signer: Signer::Ecdsa(Box::new(keypair)),
+            public: PublicKey::from(key_data),
+            blob,
+        };
+        let alg = key.algorithms()[0];
+        let signature = key.sign(alg, SELF_TEST_MESSAGE)?;
+        verify_host_signature(alg, &key.blob, SELF_TEST_MESSAGE, &signature).map_err(|_| {
+            malformed("the ECDSA key's public point does not match its private scalar")
+        })?;
+        Ok(key)
     }
 }
 
@@ -522,7 +693,7 @@ fn rsa_sign(pair: &RsaKeyPair, alg: HostKeyAlg, data: &[u8]) -> Result<Vec<u8>, 
     let padding = match alg {
         HostKeyAlg::RsaSha2_512 => &RSA_PKCS1_SHA512,
         HostKeyAlg::RsaSha2_256 => &RSA_PKCS1_SHA256,
-        HostKeyAlg::Ed25519 => return Err(HostKeyError::AlgorithmNotSupported(alg)),
+        _ => return Err(HostKeyError::AlgorithmNotSupported(alg)),
     };
     let mut signature = vec![0; pair.public().modulus_len()];
     // `RsaKeyPair::sign` demands a `&dyn SecureRandom`, a sealed trait, so
@@ -758,6 +929,7 @@ pub fn verify_host_signature(
     let key = decode_public_blob(public_blob)?;
     match (&key, alg) {
         (KeyData::Ed25519(_), HostKeyAlg::Ed25519) => {}
+        (KeyData::Ecdsa(ecdsa), _) if alg.ecdsa_curve() == Some(ecdsa.curve()) => {}
         (KeyData::Rsa(rsa), HostKeyAlg::RsaSha2_512 | HostKeyAlg::RsaSha2_256) => {
             let bits = rsa_bits(rsa);
             if bits < MIN_RSA_BITS {
@@ -867,6 +1039,7 @@ impl<'a> Pem<'a> {
 
 /// DER tags and object identifiers used by PKCS#1 and PKCS#8.
 const TAG_INTEGER: u8 = 0x02;
+const TAG_BIT_STRING: u8 = 0x03;
 const TAG_OCTET_STRING: u8 = 0x04;
 const TAG_OID: u8 = 0x06;
 const TAG_SEQUENCE: u8 = 0x30;
@@ -878,6 +1051,16 @@ const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x
 const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 /// 1.2.840.10045.2.1 (RFC 5480).
 const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+/// prime256v1, 1.2.840.10045.3.1.7 (RFC 5480).
+const OID_PRIME256V1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// secp384r1, 1.3.132.0.34 (RFC 5480).
+const OID_SECP384R1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+/// secp521r1, 1.3.132.0.35 (RFC 5480).
+const OID_SECP521R1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
+/// `[0] EXPLICIT parameters` and `[1] EXPLICIT publicKey` of a SEC1
+/// `ECPrivateKey` (RFC 5915).
+const TAG_SEC1_PARAMETERS: u8 = 0xa0;
+const TAG_SEC1_PUBLIC_KEY: u8 = 0xa1;
 
 /// A minimal DER reader: just enough for PKCS#1 and PKCS#8 private keys.
 /// Every method returns `None` on malformed input; nothing panics.
@@ -966,7 +1149,7 @@ mod tests {
     }
 
     /// Keys we accept.
-    fn good() -> [Fixture; 7] {
+    fn good() -> [Fixture; 14] {
         [
             fixture!("ed25519"),
             fixture!("ed25519_pkcs8"),
@@ -975,11 +1158,18 @@ mod tests {
             fixture!("rsa4096_openssh"),
             fixture!("rsa2048_pem"),
             fixture!("rsa2048_pkcs8"),
+            fixture!("ecdsa256"),
+            fixture!("ecdsa384"),
+            fixture!("ecdsa521"),
+            fixture!("ecdsa256_pem"),
+            fixture!("ecdsa384_pem"),
+            fixture!("ecdsa256_pkcs8"),
+            fixture!("ecdsa256_openssl"),
         ]
     }
 
     /// Keys we refuse.
-    fn bad() -> [Fixture; 9] {
+    fn bad() -> [Fixture; 7] {
         [
             fixture!("rsa2560_openssh"),
             fixture!("rsa8192_pem"),
@@ -987,8 +1177,6 @@ mod tests {
             fixture!("rsa1024_openssh"),
             fixture!("ed25519_encrypted"),
             fixture!("rsa2048_pem_encrypted"),
-            fixture!("ecdsa256"),
-            fixture!("ecdsa256_pem"),
             fixture!("dsa"),
         ]
     }
@@ -1054,7 +1242,14 @@ mod tests {
         assert_eq!(HostKeyAlg::from_name(""), None);
         assert_eq!(
             HostKeyAlg::ALL.map(HostKeyAlg::name),
-            ["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"]
+            [
+                "ssh-ed25519",
+                "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521",
+                "rsa-sha2-512",
+                "rsa-sha2-256"
+            ]
         );
     }
 
@@ -1077,10 +1272,12 @@ mod tests {
                 "{}",
                 f.name
             );
-            let expected: &[HostKeyAlg] = if f.name.starts_with("ed25519") {
-                &[HostKeyAlg::Ed25519]
-            } else {
-                &[HostKeyAlg::RsaSha2_512, HostKeyAlg::RsaSha2_256]
+            let expected: &[HostKeyAlg] = match &f.name[..f.name.len().min(8)] {
+                "ed25519" | "ed25519_" => &[HostKeyAlg::Ed25519],
+                "ecdsa256" => &[HostKeyAlg::EcdsaNistp256],
+                "ecdsa384" => &[HostKeyAlg::EcdsaNistp384],
+                "ecdsa521" => &[HostKeyAlg::EcdsaNistp521],
+                _ => &[HostKeyAlg::RsaSha2_512, HostKeyAlg::RsaSha2_256],
             };
             assert_eq!(key.algorithms(), expected, "{}", f.name);
         }
@@ -1225,11 +1422,6 @@ mod tests {
             ("rsa1024_openssh", HostKeyError::TooSmall { bits: 1024 }),
             ("ed25519_encrypted", HostKeyError::Encrypted),
             ("rsa2048_pem_encrypted", HostKeyError::Encrypted),
-            ("ecdsa256", HostKeyError::Unsupported(ECDSA_REFUSED.into())),
-            (
-                "ecdsa256_pem",
-                HostKeyError::Unsupported(ECDSA_REFUSED.into()),
-            ),
             (
                 "dsa",
                 HostKeyError::Unsupported("DSA host keys are not supported".into()),
@@ -1243,11 +1435,65 @@ mod tests {
                 "{name}"
             );
         }
-        assert!(
-            HostKeyError::Unsupported(ECDSA_REFUSED.into())
-                .to_string()
-                .contains("ecdsa host keys are not supported")
-        );
+    }
+
+    /// ECDSA signatures made here (RustCrypto's curves, RFC 6979) verify
+    /// with an independent implementation, ring, for the curves it has; and
+    /// `r` and `s` are canonical mpints inside the blob (RFC 5656 §3.1.2).
+    #[test]
+    fn ecdsa_signatures_verify_with_ring() {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED};
+        for (f, ring_alg, field) in [
+            (fixture!("ecdsa256"), &ECDSA_P256_SHA256_FIXED, 32),
+            (fixture!("ecdsa256_openssl"), &ECDSA_P256_SHA256_FIXED, 32),
+            (fixture!("ecdsa384"), &ECDSA_P384_SHA384_FIXED, 48),
+        ] {
+            let key = HostKey::from_private_key_file(f.private).unwrap();
+            let alg = key.algorithms()[0];
+            let blob = key.sign(alg, MESSAGE).unwrap();
+            let raw = raw_signature(&blob, alg.name());
+            let mut reader = raw.as_slice();
+            let mut fixed = Vec::new();
+            for _ in 0..2 {
+                let value = Mpint::decode(&mut reader).unwrap();
+                let bytes = value.as_positive_bytes().unwrap();
+                assert!(bytes.len() <= field && bytes[0] != 0, "{}", f.name);
+                fixed.extend(std::iter::repeat_n(0, field - bytes.len()));
+                fixed.extend_from_slice(bytes);
+            }
+            assert!(reader.is_empty());
+            // K_S is `string name || string curve || string Q`: Q is last.
+            let blob_key = key.public_blob();
+            let point = &blob_key[blob_key.len() - (1 + 2 * field)..];
+            UnparsedPublicKey::new(ring_alg, point)
+                .verify(MESSAGE, &fixed)
+                .unwrap_or_else(|_| panic!("{}: ring refused our signature", f.name));
+            assert!(
+                UnparsedPublicKey::new(ring_alg, point)
+                    .verify(b"other", &fixed)
+                    .is_err()
+            );
+            // Deterministic: the same message gives the same signature.
+            assert_eq!(key.sign(alg, MESSAGE).unwrap(), blob);
+        }
+    }
+
+    /// A SEC1 key whose stored public point is not its scalar's, or whose
+    /// curve disagrees with its PKCS#8 wrapper, is refused by name.
+    #[test]
+    fn inconsistent_ecdsa_keys_refused() {
+        let f = fixture!("ecdsa256_openssl");
+        let pem = Pem::parse(core::str::from_utf8(f.private).unwrap()).unwrap();
+        let mut der = pem.data.to_vec();
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        let err = HostKey::from_sec1_der(&der, None).err().unwrap();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        let err = HostKey::from_sec1_der(&pem.data, Some(OID_SECP384R1))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("two different curves"), "{err}");
+        assert!(HostKey::from_sec1_der(&pem.data, Some(OID_PRIME256V1)).is_ok());
     }
 
     #[test]

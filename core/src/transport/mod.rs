@@ -78,9 +78,9 @@ pub struct TransportConfig {
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
-            kex: KexAlg::ALL.to_vec(),
+            kex: KexAlg::DEFAULT.to_vec(),
             ciphers: CipherAlg::ALL.to_vec(),
-            macs: MacAlg::ALL.to_vec(),
+            macs: MacAlg::DEFAULT.to_vec(),
             rekey_bytes: 1 << 30,
             rekey_interval: Duration::from_secs(3600),
             version_timeout: Duration::from_secs(10),

@@ -91,10 +91,10 @@ impl Offer {
     /// Everything we implement, in our order of preference.
     pub fn all(host_key: Vec<HostKeyAlg>) -> Self {
         Self {
-            kex: KexAlg::ALL.to_vec(),
+            kex: KexAlg::DEFAULT.to_vec(),
             host_key,
             ciphers: CipherAlg::ALL.to_vec(),
-            macs: MacAlg::ALL.to_vec(),
+            macs: MacAlg::DEFAULT.to_vec(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! Packet encryption and MACs for one direction of the binary packet protocol
 //! (RFC 4253 §6.3-6.4): chacha20-poly1305@openssh.com (OpenSSH
 //! PROTOCOL.chacha20poly1305), aes*-gcm@openssh.com (RFC 5647 with OpenSSH's
-//! negotiation rules), and aes*-ctr (RFC 4344 §4) with the encrypt-then-MAC
-//! SHA-2 HMACs (OpenSSH PROTOCOL §1.5, RFC 6668).
+//! negotiation rules), and aes*-ctr (RFC 4344 §4) with the SHA-2 HMACs
+//! (RFC 6668), encrypt-then-MAC (OpenSSH PROTOCOL §1.5) or, for old clients
+//! and only when configured, encrypt-and-MAC.
 //!
 //! The packet framing owns the buffers; this module only transforms them in
 //! place. For one received packet the framing layer calls
@@ -12,18 +13,21 @@
 //! `packet_length || padding_length || payload || padding` in plaintext,
 //! calls [`PacketCipher::seal`] and sends the buffer followed by the tag.
 //!
-//! Every mode but plaintext authenticates the packet length without the
-//! framing having to decrypt anything unauthenticated (chacha encrypts it
-//! under a separate key, GCM and EtM leave it in clear as associated data),
-//! so no mode here is a decryption oracle; that is why the MAC-then-encrypt
-//! MACs and the CBC ciphers are not offered at all.
+//! Every default mode authenticates the packet length without the framing
+//! having to decrypt anything unauthenticated (chacha encrypts it under a
+//! separate key, GCM and EtM leave it in clear as associated data). The
+//! encrypt-and-MAC HMACs (`hmac-sha2-256`, `hmac-sha2-512`) cannot: the
+//! length is decrypted before the MAC over the plaintext can be checked.
+//! With CTR that is no padding oracle, but audits fault it, so they are off
+//! unless `--legacy-algorithms` or `--macs` asks for them; the CBC ciphers
+//! and SHA-1 MACs are not implemented at all.
 //!
 //! Nothing here allocates per packet: keyed states are built once in
 //! [`PacketCipher::new`] and each packet only copies small fixed-size states
 //! on the stack.
 
 mod chacha;
-mod ctr_etm;
+mod ctr_hmac;
 mod gcm;
 
 use core::fmt;
@@ -39,9 +43,9 @@ pub enum CipherAlg {
     Aes256Gcm,
     /// `aes128-gcm@openssh.com`.
     Aes128Gcm,
-    /// `aes256-ctr` (RFC 4344), only with an `-etm` MAC.
+    /// `aes256-ctr` (RFC 4344), with one of the HMACs.
     Aes256Ctr,
-    /// `aes128-ctr` (RFC 4344), only with an `-etm` MAC.
+    /// `aes128-ctr` (RFC 4344), with one of the HMACs.
     Aes128Ctr,
 }
 
@@ -85,7 +89,7 @@ impl CipherAlg {
         match self {
             CipherAlg::ChaCha20Poly1305 => 0,
             CipherAlg::Aes256Gcm | CipherAlg::Aes128Gcm => gcm::IV_LEN,
-            CipherAlg::Aes256Ctr | CipherAlg::Aes128Ctr => ctr_etm::IV_LEN,
+            CipherAlg::Aes256Ctr | CipherAlg::Aes128Ctr => ctr_hmac::IV_LEN,
         }
     }
 
@@ -109,25 +113,42 @@ impl CipherAlg {
     }
 }
 
-/// MACs. Only the encrypt-then-MAC variants exist here, and they are used
-/// only with the CTR ciphers (an AEAD cipher ignores the negotiated MAC).
+/// MACs, used only with the CTR ciphers (an AEAD cipher ignores the
+/// negotiated MAC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MacAlg {
-    /// `hmac-sha2-256-etm@openssh.com`.
+    /// `hmac-sha2-256-etm@openssh.com`: encrypt-then-MAC.
     HmacSha256Etm,
-    /// `hmac-sha2-512-etm@openssh.com`.
+    /// `hmac-sha2-512-etm@openssh.com`: encrypt-then-MAC.
     HmacSha512Etm,
+    /// `hmac-sha2-256` (RFC 6668): encrypt-and-MAC, for old clients only.
+    HmacSha256,
+    /// `hmac-sha2-512` (RFC 6668): encrypt-and-MAC, for old clients only.
+    HmacSha512,
 }
 
 impl MacAlg {
     /// Every supported MAC, most preferred first.
-    pub const ALL: [MacAlg; 2] = [MacAlg::HmacSha256Etm, MacAlg::HmacSha512Etm];
+    pub const ALL: [MacAlg; 4] = [
+        MacAlg::HmacSha256Etm,
+        MacAlg::HmacSha512Etm,
+        MacAlg::HmacSha256,
+        MacAlg::HmacSha512,
+    ];
+
+    /// The MACs offered by default: the encrypt-then-MAC ones.
+    pub const DEFAULT: [MacAlg; 2] = [MacAlg::HmacSha256Etm, MacAlg::HmacSha512Etm];
+
+    /// What `--legacy-algorithms` appends to the default.
+    pub const LEGACY: [MacAlg; 2] = [MacAlg::HmacSha256, MacAlg::HmacSha512];
 
     /// The algorithm's name in KEXINIT name-lists.
     pub fn name(self) -> &'static str {
         match self {
             MacAlg::HmacSha256Etm => "hmac-sha2-256-etm@openssh.com",
             MacAlg::HmacSha512Etm => "hmac-sha2-512-etm@openssh.com",
+            MacAlg::HmacSha256 => "hmac-sha2-256",
+            MacAlg::HmacSha512 => "hmac-sha2-512",
         }
     }
 
@@ -136,20 +157,23 @@ impl MacAlg {
         Self::ALL.into_iter().find(|alg| alg.name() == name)
     }
 
+    /// Whether the MAC is computed over the ciphertext, with the length in
+    /// clear (OpenSSH PROTOCOL §1.5), rather than over the plaintext.
+    pub fn is_etm(self) -> bool {
+        matches!(self, MacAlg::HmacSha256Etm | MacAlg::HmacSha512Etm)
+    }
+
     /// Bytes of MAC key to derive (RFC 6668 §2: the hash's output length).
     pub fn key_len(self) -> usize {
         match self {
-            MacAlg::HmacSha256Etm => 32,
-            MacAlg::HmacSha512Etm => 64,
+            MacAlg::HmacSha256Etm | MacAlg::HmacSha256 => 32,
+            MacAlg::HmacSha512Etm | MacAlg::HmacSha512 => 64,
         }
     }
 
     /// Bytes of MAC appended to each packet (never truncated, RFC 6668 §2).
     pub fn tag_len(self) -> usize {
-        match self {
-            MacAlg::HmacSha256Etm => 32,
-            MacAlg::HmacSha512Etm => 64,
-        }
+        self.key_len()
     }
 }
 
@@ -243,7 +267,7 @@ enum Mode {
     Plaintext,
     ChaCha(Box<chacha::ChaChaPoly>),
     Gcm(Box<gcm::Gcm>),
-    CtrEtm(Box<ctr_etm::CtrEtm>),
+    CtrHmac(Box<ctr_hmac::CtrHmac>),
 }
 
 /// Checks that `bytes` is exactly `N` long and borrows it as an array.
@@ -288,21 +312,21 @@ impl PacketCipher {
             }
             CipherAlg::Aes256Ctr | CipherAlg::Aes128Ctr => {
                 let mac_alg = keys.mac.ok_or(KeyError::MacMissing(keys.cipher))?;
-                let iv = exact::<{ ctr_etm::IV_LEN }>("iv", &keys.iv)?;
+                let iv = exact::<{ ctr_hmac::IV_LEN }>("iv", &keys.iv)?;
                 let keystream = if keys.cipher == CipherAlg::Aes256Ctr {
-                    ctr_etm::Keystream::new_aes256(exact::<32>("enc_key", &keys.enc_key)?, iv)
+                    ctr_hmac::Keystream::new_aes256(exact::<32>("enc_key", &keys.enc_key)?, iv)
                 } else {
-                    ctr_etm::Keystream::new_aes128(exact::<16>("enc_key", &keys.enc_key)?, iv)
+                    ctr_hmac::Keystream::new_aes128(exact::<16>("enc_key", &keys.enc_key)?, iv)
                 };
                 let mac = match mac_alg {
-                    MacAlg::HmacSha256Etm => {
-                        ctr_etm::Mac::new_sha256(exact::<32>("mac_key", &keys.mac_key)?)
+                    MacAlg::HmacSha256Etm | MacAlg::HmacSha256 => {
+                        ctr_hmac::Mac::new_sha256(exact::<32>("mac_key", &keys.mac_key)?)
                     }
-                    MacAlg::HmacSha512Etm => {
-                        ctr_etm::Mac::new_sha512(exact::<64>("mac_key", &keys.mac_key)?)
+                    MacAlg::HmacSha512Etm | MacAlg::HmacSha512 => {
+                        ctr_hmac::Mac::new_sha512(exact::<64>("mac_key", &keys.mac_key)?)
                     }
                 };
-                Mode::CtrEtm(Box::new(ctr_etm::CtrEtm::new(keystream, mac)))
+                Mode::CtrHmac(Box::new(ctr_hmac::CtrHmac::new(keystream, mac, mac_alg)))
             }
         };
         Ok(PacketCipher { mode })
@@ -327,38 +351,45 @@ impl PacketCipher {
     pub fn block_size(&self) -> usize {
         match &self.mode {
             Mode::Plaintext | Mode::ChaCha(_) => 8,
-            Mode::Gcm(_) | Mode::CtrEtm(_) => 16,
+            Mode::Gcm(_) | Mode::CtrHmac(_) => 16,
         }
     }
 
     /// Bytes of MAC or tag that follow each packet: 0 for plaintext, 16 for
-    /// chacha and GCM, the HMAC's output length for CTR+EtM.
+    /// chacha and GCM, the HMAC's output length for CTR.
     pub fn tag_len(&self) -> usize {
         match &self.mode {
             Mode::Plaintext => 0,
             Mode::ChaCha(_) => chacha::TAG_LEN,
             Mode::Gcm(_) => gcm::TAG_LEN,
-            Mode::CtrEtm(state) => state.tag_len(),
+            Mode::CtrHmac(state) => state.tag_len(),
         }
     }
 
     /// Whether the 4-byte packet_length is excluded from the block-size
-    /// multiple: true for every mode but plaintext (chacha, GCM and EtM all
-    /// treat it as associated data, RFC 5647 §7.2, PROTOCOL §1.5).
+    /// multiple: true for chacha, GCM and EtM, which treat it as associated
+    /// data (RFC 5647 §7.2, PROTOCOL §1.5); false for plaintext and
+    /// encrypt-and-MAC, which encrypt it with the rest (RFC 4253 §6).
     pub fn length_excluded_from_padding(&self) -> bool {
-        !matches!(self.mode, Mode::Plaintext)
+        match &self.mode {
+            Mode::Plaintext => false,
+            Mode::ChaCha(_) | Mode::Gcm(_) => true,
+            Mode::CtrHmac(state) => state.length_in_clear(),
+        }
     }
 
     /// Reads packet_length from the first four bytes as received, decrypting
-    /// it for chacha20-poly1305 (with K_1 and the sequence number), without
-    /// changing any state.
+    /// it for chacha20-poly1305 (with K_1 and the sequence number) and for
+    /// encrypt-and-MAC (with the keystream, rewound afterwards), without
+    /// changing what the next call or [`PacketCipher::open`] sees.
     ///
     /// The result is not authenticated until [`PacketCipher::open`] succeeds;
     /// the framing may only use it to bound and size the read.
-    pub fn decrypt_length(&self, seq: u32, first4: [u8; 4]) -> u32 {
-        match &self.mode {
+    pub fn decrypt_length(&mut self, seq: u32, first4: [u8; 4]) -> u32 {
+        match &mut self.mode {
             Mode::ChaCha(state) => state.decrypt_length(seq, first4),
-            Mode::Plaintext | Mode::Gcm(_) | Mode::CtrEtm(_) => u32::from_be_bytes(first4),
+            Mode::CtrHmac(state) => state.decrypt_length(first4),
+            Mode::Plaintext | Mode::Gcm(_) => u32::from_be_bytes(first4),
         }
     }
 
@@ -369,8 +400,8 @@ impl PacketCipher {
     /// of the packet (padding_length, payload, padding); `tag` is the
     /// `tag_len()` bytes that followed it. The tag comparison is constant-time.
     /// On success all of `packet` is plaintext: `packet[4..]` is decrypted,
-    /// and for chacha the length bytes are decrypted too, so `packet[..4]`
-    /// holds the plaintext packet_length in every mode.
+    /// and for chacha and encrypt-and-MAC the length bytes are decrypted too,
+    /// so `packet[..4]` holds the plaintext packet_length in every mode.
     ///
     /// # Errors
     ///
@@ -386,7 +417,7 @@ impl PacketCipher {
             Mode::Plaintext => Err(MacError),
             Mode::ChaCha(state) => state.open(seq, packet, tag.try_into().map_err(|_| MacError)?),
             Mode::Gcm(state) => state.open(packet, tag.try_into().map_err(|_| MacError)?),
-            Mode::CtrEtm(state) => state.open(seq, packet, tag),
+            Mode::CtrHmac(state) => state.open(seq, packet, tag),
         }
     }
 
@@ -394,8 +425,8 @@ impl PacketCipher {
     ///
     /// `packet` is the plaintext packet_length (4 bytes, big-endian),
     /// padding_length, payload and padding; afterwards it holds the bytes to
-    /// send (chacha also encrypts the length; the other modes leave it in
-    /// clear) and `tag` holds the MAC or tag to append.
+    /// send (chacha and encrypt-and-MAC also encrypt the length; the other
+    /// modes leave it in clear) and `tag` holds the MAC or tag to append.
     ///
     /// # Panics
     ///
@@ -418,7 +449,7 @@ impl PacketCipher {
                     state.seal(packet, tag);
                 }
             }
-            Mode::CtrEtm(state) => state.seal(seq, packet, tag),
+            Mode::CtrHmac(state) => state.seal(seq, packet, tag),
         }
     }
 }
@@ -431,7 +462,7 @@ impl fmt::Debug for PacketCipher {
             Mode::Plaintext => s.field("mode", &"plaintext"),
             Mode::ChaCha(_) => s.field("cipher", &CipherAlg::ChaCha20Poly1305),
             Mode::Gcm(state) => s.field("cipher", &state.alg()),
-            Mode::CtrEtm(state) => s
+            Mode::CtrHmac(state) => s
                 .field("cipher", &state.cipher_alg())
                 .field("mac", &state.mac_alg()),
         };
@@ -488,7 +519,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Every (cipher, MAC) pairing this module supports.
-    const CONFIGS: [(CipherAlg, Option<MacAlg>); 7] = [
+    const CONFIGS: [(CipherAlg, Option<MacAlg>); 11] = [
         (CipherAlg::ChaCha20Poly1305, None),
         (CipherAlg::Aes256Gcm, None),
         (CipherAlg::Aes128Gcm, None),
@@ -496,7 +527,16 @@ mod tests {
         (CipherAlg::Aes256Ctr, Some(MacAlg::HmacSha512Etm)),
         (CipherAlg::Aes128Ctr, Some(MacAlg::HmacSha256Etm)),
         (CipherAlg::Aes128Ctr, Some(MacAlg::HmacSha512Etm)),
+        (CipherAlg::Aes256Ctr, Some(MacAlg::HmacSha256)),
+        (CipherAlg::Aes256Ctr, Some(MacAlg::HmacSha512)),
+        (CipherAlg::Aes128Ctr, Some(MacAlg::HmacSha256)),
+        (CipherAlg::Aes128Ctr, Some(MacAlg::HmacSha512)),
     ];
+
+    /// Whether `config` sends the length encrypted (chacha, encrypt-and-MAC).
+    fn length_encrypted(config: (CipherAlg, Option<MacAlg>)) -> bool {
+        config.0 == CipherAlg::ChaCha20Poly1305 || config.1.is_some_and(|m| !m.is_etm())
+    }
 
     /// Keys for `config` cut from `material` (at least 64 + 16 + 64 bytes).
     fn keys(config: (CipherAlg, Option<MacAlg>), material: &[u8]) -> DirectionKeys {
@@ -568,21 +608,39 @@ mod tests {
             assert_eq!(alg.block_size(), block);
         }
         let macs = [
-            (MacAlg::HmacSha256Etm, "hmac-sha2-256-etm@openssh.com", 32),
-            (MacAlg::HmacSha512Etm, "hmac-sha2-512-etm@openssh.com", 64),
+            (
+                MacAlg::HmacSha256Etm,
+                "hmac-sha2-256-etm@openssh.com",
+                32,
+                true,
+            ),
+            (
+                MacAlg::HmacSha512Etm,
+                "hmac-sha2-512-etm@openssh.com",
+                64,
+                true,
+            ),
+            (MacAlg::HmacSha256, "hmac-sha2-256", 32, false),
+            (MacAlg::HmacSha512, "hmac-sha2-512", 64, false),
         ];
         assert_eq!(MacAlg::ALL.to_vec(), macs.map(|row| row.0).to_vec());
-        for (alg, name, len) in macs {
+        for (alg, name, len, etm) in macs {
             assert_eq!(alg.name(), name);
             assert_eq!(MacAlg::from_name(name), Some(alg));
             assert_eq!(alg.key_len(), len);
             assert_eq!(alg.tag_len(), len);
+            assert_eq!(alg.is_etm(), etm);
+            // Exactly the encrypt-and-MAC ones are legacy.
+            assert_eq!(MacAlg::DEFAULT.contains(&alg), etm);
+            assert_eq!(MacAlg::LEGACY.contains(&alg), !etm);
         }
         for unknown in [
             "",
             "aes256-cbc",
             "AES256-CTR",
-            "hmac-sha2-256",
+            "hmac-sha1",
+            "hmac-sha2-256-etm",
+            "umac-64-etm@openssh.com",
             "chacha20-poly1305",
         ] {
             assert_eq!(CipherAlg::from_name(unknown), None);
@@ -601,7 +659,12 @@ mod tests {
             assert_eq!(c.block_size(), config.0.block_size(), "{config:?}");
             let tag_len = config.1.map_or(16, MacAlg::tag_len);
             assert_eq!(c.tag_len(), tag_len, "{config:?}");
-            assert!(c.length_excluded_from_padding());
+            let encrypt_and_mac = config.1.is_some_and(|m| !m.is_etm());
+            assert_eq!(
+                c.length_excluded_from_padding(),
+                !encrypt_and_mac,
+                "{config:?}"
+            );
         }
     }
 
@@ -771,11 +834,13 @@ mod tests {
                 tx.seal(seq, &mut packet, &mut tag);
 
                 // The padded length is a multiple of the block size, the
-                // length field excluded, as the framing will check.
-                prop_assert_eq!((packet.len() - 4) % tx.block_size(), 0);
+                // length field excluded where the mode excludes it, as the
+                // framing will check.
+                let counted = if tx.length_excluded_from_padding() { packet.len() - 4 } else { packet.len() };
+                prop_assert_eq!(counted % tx.block_size(), 0);
                 // The body is encrypted (a 16+-byte match by chance is 2^-128).
                 prop_assert_ne!(&packet[4..], &original[4..]);
-                if config.0 == CipherAlg::ChaCha20Poly1305 {
+                if length_encrypted(config) {
                     prop_assert_ne!(&packet[..4], &original[..4]);
                 } else {
                     prop_assert_eq!(&packet[..4], &original[..4]);

@@ -1,6 +1,6 @@
 //! The exchange hash (RFC 4253 §8, RFC 5656 §4, RFC 8731 §3) and key derivation (RFC 4253 §7.2).
 
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256, Sha384, Sha512};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{SharedSecret, length_prefix};
@@ -10,6 +10,8 @@ use super::{SharedSecret, length_prefix};
 pub enum HashAlg {
     /// SHA-256 (FIPS 180-4).
     Sha256,
+    /// SHA-384 (FIPS 180-4), for ecdh-sha2-nistp384 (RFC 5656 §6.2.1).
+    Sha384,
     /// SHA-512 (FIPS 180-4).
     Sha512,
 }
@@ -19,6 +21,7 @@ impl HashAlg {
     pub fn output_len(self) -> usize {
         match self {
             HashAlg::Sha256 => 32,
+            HashAlg::Sha384 => 48,
             HashAlg::Sha512 => 64,
         }
     }
@@ -26,6 +29,7 @@ impl HashAlg {
     fn hasher(self) -> Hasher {
         match self {
             HashAlg::Sha256 => Hasher::Sha256(Sha256::new()),
+            HashAlg::Sha384 => Hasher::Sha384(Sha384::new()),
             HashAlg::Sha512 => Hasher::Sha512(Sha512::new()),
         }
     }
@@ -35,6 +39,7 @@ impl HashAlg {
 /// (which absorbs K) is wiped on drop.
 enum Hasher {
     Sha256(Sha256),
+    Sha384(Sha384),
     Sha512(Sha512),
 }
 
@@ -42,6 +47,7 @@ impl Hasher {
     fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha384(h) => h.update(bytes),
             Hasher::Sha512(h) => h.update(bytes),
         }
     }
@@ -56,6 +62,11 @@ impl Hasher {
     fn finish_into(self, out: &mut Vec<u8>) {
         match self {
             Hasher::Sha256(h) => {
+                let mut digest = h.finalize();
+                out.extend_from_slice(&digest);
+                digest.as_mut_slice().zeroize();
+            }
+            Hasher::Sha384(h) => {
                 let mut digest = h.finalize();
                 out.extend_from_slice(&digest);
                 digest.as_mut_slice().zeroize();
@@ -230,6 +241,20 @@ mod tests {
             got,
             hex("9d7366e7eb621f48f28ae5e364a323bc0a1bec48112e2ccdcb53daf72c7405ad")
         );
+    }
+
+    #[test]
+    fn exchange_hash_sha384_mpint_k() {
+        let k = k_mpint();
+        let got = h(HashAlg::Sha384, &k);
+        assert_eq!(got, Sha384::digest(by_hand(&k)).to_vec());
+        // Python hashlib over the same bytes.
+        assert_eq!(
+            got,
+            hex("3e79d4a322f9950c2ba4cc6d15e8147ff653ce69bd2f9520\
+                 f1fa32637690bed4ee650e4bcda33045636fbc5425818545")
+        );
+        assert_eq!(HashAlg::Sha384.output_len(), 48);
     }
 
     #[test]

@@ -16,17 +16,30 @@
 //! | `mlkem768x25519-sha256` | ML-KEM-768 ek (1184) ‖ X25519 (32) | ML-KEM-768 ct (1088) ‖ X25519 (32) | string SHA-256(k_pq ‖ k_cl) |
 //! | `sntrup761x25519-sha512` (and `@openssh.com`) | sntrup761 pk (1158) ‖ X25519 (32) | sntrup761 ct (1039) ‖ X25519 (32) | string SHA-512(k_pq ‖ k_cl) |
 //! | `curve25519-sha256` (and `@libssh.org`) | X25519 (32) | X25519 (32) | mpint X25519 output |
+//! | `ecdh-sha2-nistp256/384/521` (legacy) | SEC1 point (65/97/133) | SEC1 point | mpint x-coordinate |
+//! | `diffie-hellman-group14-sha256`, `-group16-sha512` (legacy) | mpint e | mpint f | mpint g^xy mod p |
 //!
-//! Every share is checked for its exact length, an all-zero X25519 result is
-//! refused in every method (RFC 8731 §3; OpenSSH does the same in both
-//! hybrids), and an ML-KEM encapsulation key must pass the FIPS 203 §7.2
-//! modulus check. Peer input never panics: it yields a [`KexError`].
+//! Every fixed-size share is checked for its exact length, an all-zero
+//! X25519 result is refused in every method (RFC 8731 §3; OpenSSH does the
+//! same in both hybrids), an ML-KEM encapsulation key must pass the FIPS 203
+//! §7.2 modulus check, a NIST point must be on its curve, and a DH value must
+//! lie strictly between 1 and p − 1. Peer input never panics: it yields a
+//! [`KexError`].
+//!
+//! The legacy methods are implemented for clients without curve25519 and
+//! are not offered by default ([`KexAlg::DEFAULT`]); `--legacy-algorithms`
+//! appends [`KexAlg::LEGACY`]. Their shares travel in the same messages
+//! (numbers 30 and 31): a DH mpint is encoded exactly as a string of its
+//! bytes, so the message layout and the exchange hash are those of RFC 5656
+//! §4 for every method.
 //!
 //! Randomness comes only from the caller's rng, drawn as explicit seeds (an
 //! X25519 scalar, then the KEM's seed), so that with a seeded rng an exchange
 //! is reproducible. Every secret lives in a zeroizing container.
 
 mod curve25519;
+mod dh;
+mod ecdh;
 mod hash;
 mod mlkem;
 mod sntrup;
@@ -39,7 +52,8 @@ use zeroize::Zeroizing;
 
 pub use hash::{HashAlg, derive_key, exchange_hash};
 
-/// Key-exchange methods we implement, in our order of preference (post-quantum first).
+/// Key-exchange methods we implement, in our order of preference
+/// (post-quantum first, the legacy methods last).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KexAlg {
     /// `mlkem768x25519-sha256`: ML-KEM-768 and X25519, SHA-256 (draft-ietf-sshm-mlkem-hybrid-kex).
@@ -52,16 +66,50 @@ pub enum KexAlg {
     Curve25519Sha256,
     /// `curve25519-sha256@libssh.org`: the pre-RFC name for the same method.
     Curve25519Sha256LibSsh,
+    /// `ecdh-sha2-nistp256` (RFC 5656): legacy, for clients without curve25519.
+    EcdhNistp256,
+    /// `ecdh-sha2-nistp384` (RFC 5656): legacy.
+    EcdhNistp384,
+    /// `ecdh-sha2-nistp521` (RFC 5656): legacy.
+    EcdhNistp521,
+    /// `diffie-hellman-group16-sha512` (RFC 8268): legacy.
+    DhGroup16Sha512,
+    /// `diffie-hellman-group14-sha256` (RFC 8268): legacy.
+    DhGroup14Sha256,
 }
 
 impl KexAlg {
-    /// Every method, in our order of preference.
-    pub const ALL: [KexAlg; 5] = [
+    /// Every method we implement, in our order of preference.
+    pub const ALL: [KexAlg; 10] = [
         KexAlg::MlKem768X25519Sha256,
         KexAlg::Sntrup761X25519Sha512,
         KexAlg::Sntrup761X25519Sha512OpenSsh,
         KexAlg::Curve25519Sha256,
         KexAlg::Curve25519Sha256LibSsh,
+        KexAlg::EcdhNistp256,
+        KexAlg::EcdhNistp384,
+        KexAlg::EcdhNistp521,
+        KexAlg::DhGroup16Sha512,
+        KexAlg::DhGroup14Sha256,
+    ];
+
+    /// The methods offered by default: post-quantum first, curve25519 as the
+    /// classical fallback.
+    pub const DEFAULT: [KexAlg; 5] = [
+        KexAlg::MlKem768X25519Sha256,
+        KexAlg::Sntrup761X25519Sha512,
+        KexAlg::Sntrup761X25519Sha512OpenSsh,
+        KexAlg::Curve25519Sha256,
+        KexAlg::Curve25519Sha256LibSsh,
+    ];
+
+    /// What `--legacy-algorithms` appends to the default, in OpenSSH's order.
+    pub const LEGACY: [KexAlg; 5] = [
+        KexAlg::EcdhNistp256,
+        KexAlg::EcdhNistp384,
+        KexAlg::EcdhNistp521,
+        KexAlg::DhGroup16Sha512,
+        KexAlg::DhGroup14Sha256,
     ];
 
     /// The method's name as it appears in KEXINIT.
@@ -72,6 +120,11 @@ impl KexAlg {
             KexAlg::Sntrup761X25519Sha512OpenSsh => "sntrup761x25519-sha512@openssh.com",
             KexAlg::Curve25519Sha256 => "curve25519-sha256",
             KexAlg::Curve25519Sha256LibSsh => "curve25519-sha256@libssh.org",
+            KexAlg::EcdhNistp256 => "ecdh-sha2-nistp256",
+            KexAlg::EcdhNistp384 => "ecdh-sha2-nistp384",
+            KexAlg::EcdhNistp521 => "ecdh-sha2-nistp521",
+            KexAlg::DhGroup16Sha512 => "diffie-hellman-group16-sha512",
+            KexAlg::DhGroup14Sha256 => "diffie-hellman-group14-sha256",
         }
     }
 
@@ -86,31 +139,58 @@ impl KexAlg {
         match self {
             KexAlg::MlKem768X25519Sha256
             | KexAlg::Curve25519Sha256
-            | KexAlg::Curve25519Sha256LibSsh => HashAlg::Sha256,
-            KexAlg::Sntrup761X25519Sha512 | KexAlg::Sntrup761X25519Sha512OpenSsh => HashAlg::Sha512,
+            | KexAlg::Curve25519Sha256LibSsh
+            | KexAlg::EcdhNistp256
+            | KexAlg::DhGroup14Sha256 => HashAlg::Sha256,
+            KexAlg::EcdhNistp384 => HashAlg::Sha384,
+            KexAlg::Sntrup761X25519Sha512
+            | KexAlg::Sntrup761X25519Sha512OpenSsh
+            | KexAlg::EcdhNistp521
+            | KexAlg::DhGroup16Sha512 => HashAlg::Sha512,
         }
     }
 
-    /// The exact length of the client's share `Q_C` for this method.
-    pub fn client_share_len(self) -> usize {
+    /// The exact length of the client's share `Q_C` for this method; `None`
+    /// for finite-field DH, whose share is an mpint of varying length,
+    /// checked by value.
+    pub fn client_share_len(self) -> Option<usize> {
         match self {
-            KexAlg::MlKem768X25519Sha256 => mlkem::CLIENT_SHARE_LEN,
+            KexAlg::MlKem768X25519Sha256 => Some(mlkem::CLIENT_SHARE_LEN),
             KexAlg::Sntrup761X25519Sha512 | KexAlg::Sntrup761X25519Sha512OpenSsh => {
-                sntrup::CLIENT_SHARE_LEN
+                Some(sntrup::CLIENT_SHARE_LEN)
             }
-            KexAlg::Curve25519Sha256 | KexAlg::Curve25519Sha256LibSsh => curve25519::SHARE_LEN,
+            _ => self.symmetric_share_len(),
         }
     }
 
-    /// The exact length of the server's share `Q_S` for this method.
-    pub fn server_share_len(self) -> usize {
+    /// The exact length of the server's share `Q_S` for this method; `None`
+    /// for finite-field DH.
+    pub fn server_share_len(self) -> Option<usize> {
         match self {
-            KexAlg::MlKem768X25519Sha256 => mlkem::SERVER_SHARE_LEN,
+            KexAlg::MlKem768X25519Sha256 => Some(mlkem::SERVER_SHARE_LEN),
             KexAlg::Sntrup761X25519Sha512 | KexAlg::Sntrup761X25519Sha512OpenSsh => {
-                sntrup::SERVER_SHARE_LEN
+                Some(sntrup::SERVER_SHARE_LEN)
             }
-            KexAlg::Curve25519Sha256 | KexAlg::Curve25519Sha256LibSsh => curve25519::SHARE_LEN,
+            _ => self.symmetric_share_len(),
         }
+    }
+
+    /// The share length of the methods whose two shares have one length.
+    fn symmetric_share_len(self) -> Option<usize> {
+        match self {
+            KexAlg::Curve25519Sha256 | KexAlg::Curve25519Sha256LibSsh => {
+                Some(curve25519::SHARE_LEN)
+            }
+            KexAlg::EcdhNistp256 => Some(ecdh::Curve::P256.share_len()),
+            KexAlg::EcdhNistp384 => Some(ecdh::Curve::P384.share_len()),
+            KexAlg::EcdhNistp521 => Some(ecdh::Curve::P521.share_len()),
+            _ => None,
+        }
+    }
+
+    /// Whether this is one of [`KexAlg::LEGACY`].
+    pub fn is_legacy(self) -> bool {
+        Self::LEGACY.contains(&self)
     }
 }
 
@@ -223,24 +303,33 @@ pub fn server_exchange(
     client_share: &[u8],
     rng: &mut dyn CryptoRng,
 ) -> Result<(Vec<u8>, SharedSecret), KexError> {
-    if client_share.len() != alg.client_share_len() {
+    if alg
+        .client_share_len()
+        .is_some_and(|len| client_share.len() != len)
+    {
         return Err(KexError::BadShareLength);
     }
-    let x25519 = StaticSecret::random_from_rng(rng);
     match alg {
         KexAlg::MlKem768X25519Sha256 => {
+            let x25519 = StaticSecret::random_from_rng(&mut *rng);
             let mut m = Zeroizing::new([0u8; 32]);
             rng.fill_bytes(m.as_mut());
             mlkem::server(client_share, &x25519, &m)
         }
         KexAlg::Sntrup761X25519Sha512 | KexAlg::Sntrup761X25519Sha512OpenSsh => {
+            let x25519 = StaticSecret::random_from_rng(&mut *rng);
             let mut seed = Zeroizing::new([0u8; 32]);
             rng.fill_bytes(seed.as_mut());
             sntrup::server(client_share, &x25519, &seed)
         }
         KexAlg::Curve25519Sha256 | KexAlg::Curve25519Sha256LibSsh => {
-            curve25519::server(client_share, &x25519)
+            curve25519::server(client_share, &StaticSecret::random_from_rng(rng))
         }
+        KexAlg::EcdhNistp256 => ecdh::server(ecdh::Curve::P256, client_share, rng),
+        KexAlg::EcdhNistp384 => ecdh::server(ecdh::Curve::P384, client_share, rng),
+        KexAlg::EcdhNistp521 => ecdh::server(ecdh::Curve::P521, client_share, rng),
+        KexAlg::DhGroup14Sha256 => dh::server(dh::Group::Group14, client_share, rng),
+        KexAlg::DhGroup16Sha512 => dh::server(dh::Group::Group16, client_share, rng),
     }
 }
 
@@ -257,29 +346,51 @@ enum ClientState {
     MlKem(mlkem::Client),
     Sntrup(sntrup::Client),
     Curve25519(StaticSecret),
+    Ecdh(ecdh::Client),
+    Dh(dh::Client),
 }
 
 impl ClientKex {
     /// Draws ephemeral secrets for `alg` and returns them with our share `Q_C`
     /// (the string for `KEX_ECDH_INIT`).
     pub fn start(alg: KexAlg, rng: &mut dyn CryptoRng) -> (ClientKex, Vec<u8>) {
-        let x25519 = StaticSecret::random_from_rng(rng);
         let (state, share) = match alg {
             KexAlg::MlKem768X25519Sha256 => {
+                let x25519 = StaticSecret::random_from_rng(&mut *rng);
                 let mut seed = Zeroizing::new([0u8; 64]);
                 rng.fill_bytes(seed.as_mut());
                 let (client, share) = mlkem::Client::start(x25519, &seed);
                 (ClientState::MlKem(client), share)
             }
             KexAlg::Sntrup761X25519Sha512 | KexAlg::Sntrup761X25519Sha512OpenSsh => {
+                let x25519 = StaticSecret::random_from_rng(&mut *rng);
                 let mut seed = Zeroizing::new([0u8; 32]);
                 rng.fill_bytes(seed.as_mut());
                 let (client, share) = sntrup::Client::start(x25519, &seed);
                 (ClientState::Sntrup(client), share)
             }
             KexAlg::Curve25519Sha256 | KexAlg::Curve25519Sha256LibSsh => {
+                let x25519 = StaticSecret::random_from_rng(rng);
                 let share = curve25519::public_bytes(&x25519).to_vec();
                 (ClientState::Curve25519(x25519), share)
+            }
+            KexAlg::EcdhNistp256 | KexAlg::EcdhNistp384 | KexAlg::EcdhNistp521 => {
+                let curve = match alg {
+                    KexAlg::EcdhNistp256 => ecdh::Curve::P256,
+                    KexAlg::EcdhNistp384 => ecdh::Curve::P384,
+                    _ => ecdh::Curve::P521,
+                };
+                let (client, share) = ecdh::Client::start(curve, rng);
+                (ClientState::Ecdh(client), share)
+            }
+            KexAlg::DhGroup14Sha256 | KexAlg::DhGroup16Sha512 => {
+                let group = if alg == KexAlg::DhGroup14Sha256 {
+                    dh::Group::Group14
+                } else {
+                    dh::Group::Group16
+                };
+                let (client, share) = dh::Client::start(group, rng);
+                (ClientState::Dh(client), share)
             }
         };
         (ClientKex { alg, state }, share)
@@ -292,13 +403,19 @@ impl ClientKex {
 
     /// Given the server's share `Q_S` (the string in `KEX_ECDH_REPLY`), returns `K`.
     pub fn finish(self, server_share: &[u8]) -> Result<SharedSecret, KexError> {
-        if server_share.len() != self.alg.server_share_len() {
+        if self
+            .alg
+            .server_share_len()
+            .is_some_and(|len| server_share.len() != len)
+        {
             return Err(KexError::BadShareLength);
         }
         match &self.state {
             ClientState::MlKem(client) => client.finish(server_share),
             ClientState::Sntrup(client) => client.finish(server_share),
             ClientState::Curve25519(x25519) => curve25519::client_finish(x25519, server_share),
+            ClientState::Ecdh(client) => client.finish(server_share),
+            ClientState::Dh(client) => client.finish(server_share),
         }
     }
 }
@@ -346,6 +463,20 @@ pub(crate) mod test_util {
         "0100000000000000000000000000000000000000000000000000000000000080",
     ];
 
+    /// A field of the legacy methods' known answers
+    /// (`testdata/legacy_kex_vectors.txt`, made by the script beside it).
+    pub(crate) fn legacy_vector(method: &str, field: &str) -> Vec<u8> {
+        const VECTORS: &str = include_str!("testdata/legacy_kex_vectors.txt");
+        VECTORS
+            .lines()
+            .find_map(|line| {
+                let mut words = line.split(' ');
+                (words.next() == Some(method) && words.next() == Some(field))
+                    .then(|| hex(words.next().unwrap_or_default()))
+            })
+            .unwrap_or_else(|| panic!("no vector {method} {field}"))
+    }
+
     /// [`hex`] into a fixed-size array; panics on a wrong length, tests only.
     pub(crate) fn hex_array<const N: usize>(s: &str) -> [u8; N] {
         match hex(s).try_into() {
@@ -375,8 +506,12 @@ mod tests {
         let (client, q_c) = ClientKex::start(alg, &mut rng(client_seed));
         let (q_s, k_server) = server_exchange(alg, &q_c, &mut rng(server_seed)).unwrap();
         let k_client = client.finish(&q_s).unwrap();
-        assert_eq!(q_c.len(), alg.client_share_len());
-        assert_eq!(q_s.len(), alg.server_share_len());
+        if let Some(len) = alg.client_share_len() {
+            assert_eq!(q_c.len(), len);
+        }
+        if let Some(len) = alg.server_share_len() {
+            assert_eq!(q_s.len(), len);
+        }
         (k_client.encoded().to_vec(), k_server.encoded().to_vec())
     }
 
@@ -391,8 +526,18 @@ mod tests {
                 "sntrup761x25519-sha512@openssh.com",
                 "curve25519-sha256",
                 "curve25519-sha256@libssh.org",
+                "ecdh-sha2-nistp256",
+                "ecdh-sha2-nistp384",
+                "ecdh-sha2-nistp521",
+                "diffie-hellman-group16-sha512",
+                "diffie-hellman-group14-sha256",
             ]
         );
+        // The default and the legacy methods split the list between them.
+        assert_eq!([KexAlg::DEFAULT, KexAlg::LEGACY].concat(), KexAlg::ALL);
+        for alg in KexAlg::ALL {
+            assert_eq!(alg.is_legacy(), !KexAlg::DEFAULT.contains(&alg), "{alg}");
+        }
         for alg in KexAlg::ALL {
             assert_eq!(KexAlg::from_name(alg.name()), Some(alg));
             assert_eq!(alg.to_string(), alg.name());
@@ -401,7 +546,10 @@ mod tests {
             "",
             "curve25519-sha256 ",
             "CURVE25519-SHA256",
-            "diffie-hellman-group14-sha256",
+            "diffie-hellman-group14-sha1",
+            "diffie-hellman-group1-sha1",
+            "diffie-hellman-group-exchange-sha256",
+            "ecdh-sha2-nistp224",
             "mlkem768x25519-sha256@openssh.com",
             "sntrup761x25519-sha512@openssh.co",
         ] {
@@ -413,25 +561,35 @@ mod tests {
     fn hash_per_method() {
         use HashAlg::*;
         let hashes: Vec<HashAlg> = KexAlg::ALL.iter().map(|a| a.hash()).collect();
-        assert_eq!(hashes, [Sha256, Sha512, Sha512, Sha256, Sha256]);
+        assert_eq!(
+            hashes,
+            [
+                Sha256, Sha512, Sha512, Sha256, Sha256, Sha256, Sha384, Sha512, Sha512, Sha256
+            ]
+        );
         assert_eq!(Sha256.output_len(), 32);
         assert_eq!(Sha512.output_len(), 64);
     }
 
     #[test]
     fn share_lengths_per_method() {
-        let lens: Vec<(usize, usize)> = KexAlg::ALL
+        let lens: Vec<(Option<usize>, Option<usize>)> = KexAlg::ALL
             .iter()
             .map(|a| (a.client_share_len(), a.server_share_len()))
             .collect();
         assert_eq!(
             lens,
             [
-                (1184 + 32, 1088 + 32),
-                (1158 + 32, 1039 + 32),
-                (1158 + 32, 1039 + 32),
-                (32, 32),
-                (32, 32),
+                (Some(1184 + 32), Some(1088 + 32)),
+                (Some(1158 + 32), Some(1039 + 32)),
+                (Some(1158 + 32), Some(1039 + 32)),
+                (Some(32), Some(32)),
+                (Some(32), Some(32)),
+                (Some(65), Some(65)),
+                (Some(97), Some(97)),
+                (Some(133), Some(133)),
+                (None, None),
+                (None, None),
             ]
         );
     }
@@ -509,13 +667,29 @@ mod tests {
                     assert_eq!(k[..4], [0, 0, 0, 64]);
                     assert_eq!(k.len(), 4 + 64);
                 }
-                KexAlg::Curve25519Sha256 | KexAlg::Curve25519Sha256LibSsh => {
+                KexAlg::Curve25519Sha256
+                | KexAlg::Curve25519Sha256LibSsh
+                | KexAlg::EcdhNistp256
+                | KexAlg::EcdhNistp384
+                | KexAlg::EcdhNistp521
+                | KexAlg::DhGroup14Sha256
+                | KexAlg::DhGroup16Sha512 => {
                     let len = u32::from_be_bytes(k[..4].try_into().unwrap()) as usize;
                     assert_eq!(k.len(), 4 + len);
-                    assert!((1..=33).contains(&len));
+                    let field = match alg {
+                        KexAlg::EcdhNistp256 => 32,
+                        KexAlg::EcdhNistp384 => 48,
+                        KexAlg::EcdhNistp521 => 66,
+                        KexAlg::DhGroup14Sha256 => 256,
+                        KexAlg::DhGroup16Sha512 => 512,
+                        _ => 32,
+                    };
+                    assert!((1..=field + 1).contains(&len), "{alg}");
                     // A canonical positive mpint: no redundant leading zero,
                     // and a zero byte exactly when the next has its top bit set.
-                    assert_eq!(k[4] == 0, len > 1 && k[5] & 0x80 != 0);
+                    if k[4] == 0 {
+                        assert!(len > 1 && k[5] & 0x80 != 0, "{alg}");
+                    }
                     assert_eq!(k[4] & 0x80, 0);
                 }
             }
@@ -555,13 +729,22 @@ mod tests {
         }
     }
 
+    /// Every method with fixed-length shares (finite-field DH checks its
+    /// shares by value: dh.rs).
+    fn fixed_length_methods() -> impl Iterator<Item = KexAlg> {
+        KexAlg::ALL
+            .into_iter()
+            .filter(|alg| alg.client_share_len().is_some())
+    }
+
     #[test]
     fn wrong_lengths_refused_both_roles() {
-        for alg in KexAlg::ALL {
+        assert_eq!(fixed_length_methods().count(), 8);
+        for alg in fixed_length_methods() {
             let (client, q_c) = ClientKex::start(alg, &mut rng(5));
             let (q_s, _) = server_exchange(alg, &q_c, &mut rng(6)).unwrap();
             for len in [0, 1, 31, 32, 33, q_c.len() - 1, q_c.len() + 1, 4096] {
-                if len == alg.client_share_len() {
+                if Some(len) == alg.client_share_len() {
                     continue;
                 }
                 let mut share = q_c.clone();
@@ -573,7 +756,7 @@ mod tests {
                 );
             }
             for len in [0, 1, 31, 32, 33, q_s.len() - 1, q_s.len() + 1, 4096] {
-                if len == alg.server_share_len() {
+                if Some(len) == alg.server_share_len() {
                     continue;
                 }
                 let (client, _) = ClientKex::start(alg, &mut rng(5));
@@ -594,7 +777,8 @@ mod tests {
 
     #[test]
     fn low_order_x25519_refused_in_every_method_both_roles() {
-        for alg in KexAlg::ALL {
+        // Every method with an X25519 half: all the default ones.
+        for alg in KexAlg::DEFAULT {
             let (_, q_c) = ClientKex::start(alg, &mut rng(9));
             let (q_s, _) = server_exchange(alg, &q_c, &mut rng(10)).unwrap();
             for point in LOW_ORDER_POINTS {
@@ -620,11 +804,13 @@ mod tests {
         }
     }
 
-    /// Shares of random length, and of the exact length with random content.
-    fn share_for(len: usize) -> impl Strategy<Value = Vec<u8>> {
+    /// Shares of random length, and of the exact length (or, for DH, of
+    /// about the modulus's length) with random content.
+    fn share_for(len: Option<usize>) -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             prop::collection::vec(any::<u8>(), 0..1300),
-            prop::collection::vec(any::<u8>(), len),
+            prop::collection::vec(any::<u8>(), len.unwrap_or(256)),
+            prop::collection::vec(any::<u8>(), len.map_or(510..514, |l| l..l + 1)),
         ]
     }
 
@@ -633,7 +819,7 @@ mod tests {
     }
 
     proptest! {
-        // Each case runs all five methods; sntrup761 key generation dominates.
+        // Each case runs all ten methods; sntrup761 key generation dominates.
         #![proptest_config(ProptestConfig::with_cases(24))]
 
         #[test]
@@ -653,12 +839,16 @@ mod tests {
             (alg, share) in any_alg().prop_flat_map(|a| (Just(a), share_for(a.client_share_len()))),
             seed in any::<u64>(),
         ) {
-            match server_exchange(alg, &share, &mut rng(seed)) {
-                Ok((q_s, _)) => prop_assert_eq!(q_s.len(), alg.server_share_len()),
-                Err(KexError::BadShareLength) => {
-                    prop_assert_ne!(share.len(), alg.client_share_len())
+            match (server_exchange(alg, &share, &mut rng(seed)), alg.client_share_len()) {
+                (Ok((q_s, _)), Some(len)) => {
+                    prop_assert_eq!(share.len(), len);
+                    prop_assert_eq!(Some(q_s.len()), alg.server_share_len());
                 }
-                Err(_) => prop_assert_eq!(share.len(), alg.client_share_len()),
+                (Ok(_), None) => prop_assert!(share.len() <= 513),
+                (Err(KexError::BadShareLength), Some(len)) => prop_assert_ne!(share.len(), len),
+                (Err(KexError::BadShareLength), None) => prop_assert!(share.len() > 257),
+                (Err(_), Some(len)) => prop_assert_eq!(share.len(), len),
+                (Err(_), None) => {}
             }
         }
 
@@ -668,12 +858,12 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let (client, _) = ClientKex::start(alg, &mut rng(seed));
-            match client.finish(&share) {
-                Ok(k) => prop_assert!(k.encoded().len() > 4),
-                Err(KexError::BadShareLength) => {
-                    prop_assert_ne!(share.len(), alg.server_share_len())
-                }
-                Err(_) => prop_assert_eq!(share.len(), alg.server_share_len()),
+            match (client.finish(&share), alg.server_share_len()) {
+                (Ok(k), _) => prop_assert!(k.encoded().len() > 4),
+                (Err(KexError::BadShareLength), Some(len)) => prop_assert_ne!(share.len(), len),
+                (Err(KexError::BadShareLength), None) => prop_assert!(share.len() > 257),
+                (Err(_), Some(len)) => prop_assert_eq!(share.len(), len),
+                (Err(_), None) => {}
             }
         }
 

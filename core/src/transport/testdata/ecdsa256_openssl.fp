@@ -1,0 +1,1 @@
+256 SHA256:TkrtYCLJYBCsdWtyoFjSwlBxS/6eR2EVGueKWVLF5J8 no comment (ECDSA)

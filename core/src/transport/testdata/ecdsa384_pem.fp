@@ -1,0 +1,1 @@
+384 SHA256:JNMA0ytgj3o7mzRuDVHfeuJNfLc6rrv5dob+D39+B9k x (ECDSA)

@@ -1,0 +1,1 @@
+521 SHA256:7K+7rpmkNY8K3UMziYTIhiUc2N+R/2CKIPr5M+Mfc9U gitmouth-test-ecdsa521 (ECDSA)
