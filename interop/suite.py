@@ -65,7 +65,8 @@ class Offer:
 
 
 class Server:
-    def __init__(self, runtime: str, name: str, binary: Path, work: Path, keys: "Keys", args: list):
+    def __init__(self, runtime: str, name: str, binary: Path, work: Path, keys: "Keys", args: list,
+                 exempt: bool = True):
         self.runtime, self.name = runtime, name
         self.dir = work / f"server-{runtime}-{name}"
         self.dir.mkdir(parents=True)
@@ -77,6 +78,7 @@ class Server:
         self.port = None
         self.error = None
         self.offer: Offer | None = None
+        self.exempt = exempt
 
     def start(self, host_keys: list[str]) -> bool:
         cmd = [
@@ -84,8 +86,11 @@ class Server:
             "--listen", "127.0.0.1:0",
             "--data-dir", str(self.dir / "data"),
             "--authorized-keys", str(self.keys.authorized_keys),
-            "--admission-exempt", "127.0.0.0/8",
         ]
+        if self.exempt:
+            # Every client comes from 127.0.0.1: without this, the failures
+            # some cases provoke would get it penalised.
+            cmd += ["--admission-exempt", "127.0.0.0/8"]
         for hk in host_keys:
             cmd += ["--host-key", str(self.keys.host[hk])]
         cmd += self.args
@@ -425,9 +430,13 @@ class Suite:
                 runtime, "legacy", binary, self.work, self.keys, ["--legacy-algorithms"]
             )
             servers["legacy"].start(["ed25519", "ecdsa", "rsa"])
+        # ssh-audit's servers keep admission control on loopback as well, as
+        # a server deployed with these settings would have it.
+        servers["audit"] = Server(runtime, "audit", binary, self.work, self.keys, [], exempt=False)
+        servers["audit"].start(["ed25519", "rsa"])
         servers["pq"] = Server(
             runtime, "pq", binary, self.work, self.keys,
-            ["--kex-algorithms", "mlkem768x25519-sha256,sntrup761x25519-sha512"],
+            ["--kex-algorithms", "mlkem768x25519-sha256,sntrup761x25519-sha512"], exempt=False,
         )
         servers["pq"].start(["ed25519", "rsa"])
         for s in servers.values():
