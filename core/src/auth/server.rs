@@ -98,7 +98,18 @@ pub struct UserAuth<A> {
     /// attempt limit, since every miss is a failure).
     cache: Vec<(Vec<u8>, Found<A>)>,
     pending: Option<Pending>,
+    /// The user name of the first request: it may not change (RFC 4252
+    /// §5 allows refusing that; OpenSSH disconnects).
+    user: Option<Vec<u8>>,
+    /// USERAUTH_REQUESTs of any kind so far.
+    requests: u32,
 }
+
+/// USERAUTH_REQUESTs of any kind one connection may send: queries that
+/// find a registered key are not failures, and without a cap a client
+/// could ask about keys without end (ten keys, each queried then signed,
+/// are 20).
+pub const MAX_AUTH_REQUESTS: u32 = 20;
 
 impl<A: Clone> UserAuth<A> {
     /// Authentication allowing `max_attempts` failures, with keys of the
@@ -112,6 +123,8 @@ impl<A: Clone> UserAuth<A> {
             none_seen: false,
             cache: Vec::new(),
             pending: None,
+            user: None,
+            requests: 0,
         }
     }
 
@@ -147,6 +160,27 @@ impl<A: Clone> UserAuth<A> {
             t.disconnect(
                 DisconnectReason::ServiceNotAvailable,
                 "only ssh-connection is offered",
+            );
+            return Outcome::Nothing;
+        }
+        match &self.user {
+            Some(first) if first.as_slice() != user => {
+                tracing::info!(session = %self.session, "user name changed during authentication");
+                t.disconnect(
+                    DisconnectReason::ProtocolError,
+                    "change of user name during authentication is not allowed",
+                );
+                return Outcome::Nothing;
+            }
+            Some(_) => {}
+            None => self.user = Some(user.to_vec()),
+        }
+        self.requests += 1;
+        if self.requests > MAX_AUTH_REQUESTS {
+            tracing::info!(session = %self.session, requests = self.requests, "too many authentication requests");
+            t.disconnect(
+                DisconnectReason::NoMoreAuthMethods,
+                "too many authentication requests",
             );
             return Outcome::Nothing;
         }

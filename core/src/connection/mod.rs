@@ -100,6 +100,9 @@ pub enum Event<'a> {
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Most `env` requests we look at on one channel.
 const MAX_ENV: u32 = 32;
+/// The smallest maximum packet size a peer may give a channel; a larger
+/// one than ours is clamped to what we send anyway.
+pub const MIN_REMOTE_PACKET: u32 = 9;
 
 /// The channels of one connection.
 pub struct Connection {
@@ -252,8 +255,15 @@ impl Connection {
             refuse(t, code, "gitmouth only offers git over a session channel");
             return None;
         }
-        if max_packet == 0 {
-            t.disconnect(DisconnectReason::ProtocolError, "maximum packet size 0");
+        if max_packet < MIN_REMOTE_PACKET {
+            // A packet that small would carry a byte or two of data each: a
+            // clone sent as hundreds of thousands of packets.
+            tracing::info!(session = %self.session, max_packet, "session channel refused: maximum packet size too small");
+            refuse(
+                t,
+                open_failure::ADMINISTRATIVELY_PROHIBITED,
+                "maximum packet size below 9 bytes",
+            );
             return None;
         }
         let full = self.channels.len() >= self.max_sessions as usize;

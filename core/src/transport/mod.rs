@@ -94,6 +94,8 @@ impl Default for TransportConfig {
 
 /// Re-key well before a 32-bit sequence number could wrap.
 const REKEY_PACKETS: u64 = 1 << 31;
+/// UNIMPLEMENTED replies after which the connection is closed.
+pub const MAX_UNIMPLEMENTED: u32 = 16;
 /// Bound on upper-layer messages queued during a key exchange.
 const MAX_DEFERRED_BYTES: usize = 256 * 1024;
 
@@ -166,6 +168,8 @@ pub struct Transport {
     peer_wants_ext_info: bool,
     deferred: VecDeque<Vec<u8>>,
     deferred_bytes: usize,
+    /// UNIMPLEMENTED replies sent (capped at [`MAX_UNIMPLEMENTED`]).
+    unimplemented_sent: u32,
     timers: Timers<TransportTimer, 3>,
     rx_update: Option<(PacketCipher, bool)>,
     close: Option<CloseReason>,
@@ -198,6 +202,7 @@ impl Transport {
             peer_wants_ext_info: false,
             deferred: VecDeque::new(),
             deferred_bytes: 0,
+            unimplemented_sent: 0,
             timers,
             rx_update: None,
             close: None,
@@ -350,6 +355,15 @@ impl Transport {
             wire::put_u8(out, numbers::UNIMPLEMENTED);
             wire::put_u32(out, seq);
         });
+        self.unimplemented_sent += 1;
+        if self.unimplemented_sent >= MAX_UNIMPLEMENTED {
+            // A peer that keeps sending what we do not know is probing or
+            // broken; OpenSSH closes such connections too.
+            self.disconnect(
+                DisconnectReason::ProtocolError,
+                "too many unimplemented messages",
+            );
+        }
     }
 
     /// Sends a payload now even during key exchange, as a misbehaving peer

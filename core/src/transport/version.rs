@@ -1,7 +1,8 @@
 //! Protocol version exchange (RFC 4253 §4.2).
 //!
 //! The line is at most 255 bytes including CR LF, starts with `SSH-2.0-`
-//! (or `SSH-1.99-`, which announces 2.0 compatibility), and carries no NUL.
+//! (or `SSH-1.99-`, which announces 2.0 compatibility), and is printable
+//! US-ASCII.
 //! A server may send other lines first; a client may not, so our server
 //! takes the client's first line as its version or refuses the connection.
 //! We accept a bare LF ending, as OpenSSH does.
@@ -68,8 +69,10 @@ pub fn scan(buf: &[u8], peer_is_server: bool) -> Scan<'_> {
     if !(line.starts_with(b"SSH-2.0-") || line.starts_with(b"SSH-1.99-")) {
         return Scan::Invalid("protocol version not supported (only SSH 2.0)");
     }
-    if line.iter().any(|&b| b == 0 || b == b'\r') {
-        return Scan::Invalid("control character in the identification string");
+    // RFC 4253 §4.2: printable US-ASCII (the comments after a space
+    // included); no NUL, CR, ESC or other control byte, nothing above 0x7e.
+    if line.iter().any(|&b| !(0x20..=0x7e).contains(&b)) {
+        return Scan::Invalid("non-printable character in the identification string");
     }
     Scan::Version { consumed, line }
 }
