@@ -81,8 +81,12 @@ pub enum Input<'a> {
     PeerClosed,
     /// The instant given by [`crate::server::Session::poll_timeout`] has come.
     Timeout,
-    /// The server is stopping: end this session, telling the user.
+    /// The server is stopping now: end this session, telling the user.
     Shutdown,
+    /// The server is draining for a restart: commands in progress may
+    /// finish (up to [`crate::server::ServerConfig::drain_timeout`]), new
+    /// ones are refused, and the connection closes once none runs.
+    Drain,
     /// The answer to [`Output::OpenRepo`]: `Ok(true)` if it was created now.
     RepoOpened {
         /// The request.

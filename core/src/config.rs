@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub public_host: String,
     /// How long a stopped command has between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// How long commands in progress may go on once the server drains
+    /// (`--drain-timeout`), before they are stopped as at shutdown.
+    pub drain_timeout: Duration,
     /// After authentication: how long the connection may see no bytes in
     /// either direction.
     pub idle_timeout: Duration,
@@ -73,6 +76,7 @@ impl ServerConfig {
             pubkey_algs: UserKeyAlg::ALL.to_vec(),
             public_host: "localhost".into(),
             kill_grace: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             max_session: Duration::from_secs(7200),
             keepalive_interval: Duration::from_secs(15),

@@ -116,6 +116,12 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 7200)]
     pub max_session_time: u64,
 
+    /// On SIGTERM, stop accepting and give git commands in progress this
+    /// many seconds to finish; then tell their users and stop them (a
+    /// second SIGTERM or SIGINT stops at once)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub drain_timeout: u64,
+
     /// Session channels one connection may have open at once (OpenSSH's
     /// MaxSessions): a ControlMaster or git-lfs multiplexes several; one
     /// past the limit is refused, the others go on
@@ -289,6 +295,8 @@ pub struct Settings {
     pub max_sessions: u32,
     /// Total limit after authentication.
     pub max_session: Duration,
+    /// How long a drain waits for commands in progress.
+    pub drain_timeout: Duration,
     /// Re-key volume.
     pub rekey_limit: u64,
     /// Re-key interval.
@@ -510,6 +518,7 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         keepalive_count_max: cli.keepalive_count_max,
         max_sessions: cli.max_sessions,
         max_session: Duration::from_secs(cli.max_session_time.max(1)),
+        drain_timeout: Duration::from_secs(cli.drain_timeout),
         kex: algorithm_list(
             "--kex-algorithms",
             cli.kex_algorithms.as_deref(),
@@ -616,6 +625,7 @@ pub fn server_config(
         pubkey_algs: settings.pubkey_algs.clone(),
         public_host: settings.public_host.clone(),
         kill_grace: Duration::from_secs(5),
+        drain_timeout: settings.drain_timeout,
         idle_timeout: settings.idle_timeout,
         max_session: settings.max_session,
         keepalive_interval: settings.keepalive_interval,

@@ -131,11 +131,15 @@ where
 {
     tracing::debug!("connected");
     let _active = Active::new(shared.clone());
+    // The stop level this session has been told of; the listener is armed
+    // before the level is read, so that no rise is missed.
     let mut stop = shared.shutdown.listen();
-    let mut stopping = shared.stopping.load(Ordering::SeqCst);
-    if stopping {
-        session.handle_input(Instant::now(), Input::Shutdown);
-    }
+    let mut told = crate::RUNNING;
+    tell_stop_level(
+        &mut session,
+        &mut told,
+        shared.stop_level.load(Ordering::SeqCst),
+    );
     let mut c = Conn {
         socket,
         backends: Vec::new(),
@@ -167,8 +171,7 @@ where
             if Pin::new(&mut timer).poll(cx).is_ready() {
                 r.timeout = true;
             }
-            if !stopping && Pin::new(&mut stop).poll(cx).is_ready() {
-                stopping = true;
+            if told < crate::STOPPING && Pin::new(&mut stop).poll(cx).is_ready() {
                 r.shutdown = true;
             }
             if r.any() {
@@ -181,7 +184,13 @@ where
         if ready.timeout {
             timer_at = None;
         }
+        let shutdown = ready.shutdown;
         c.feed(&mut session, ready);
+        if shutdown {
+            stop = c.shared.shutdown.listen();
+            let level = c.shared.stop_level.load(Ordering::SeqCst);
+            tell_stop_level(&mut session, &mut told, level);
+        }
     }
     // A command the session gave up waiting for dies with the connection
     // (kill on drop); a dyno connection closes.
@@ -348,10 +357,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if ready.timeout {
             session.handle_input(now, Input::Timeout);
         }
-        if ready.shutdown {
-            session.handle_input(now, Input::Shutdown);
-        }
     }
+}
+
+/// Tells the session of a stop level above the one it was `told`: a drain,
+/// then a stop.
+fn tell_stop_level(session: &mut Session, told: &mut u8, level: u8) {
+    if level >= crate::DRAINING && *told < crate::DRAINING {
+        session.handle_input(Instant::now(), Input::Drain);
+    }
+    if level >= crate::STOPPING && *told < crate::STOPPING {
+        session.handle_input(Instant::now(), Input::Shutdown);
+    }
+    *told = (*told).max(level);
 }
 
 /// Counts a connection as served for as long as it lives (whatever way

@@ -22,7 +22,7 @@ pub mod server;
 pub mod startup;
 pub mod tls;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicU8, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use gitmouth_core::admission::Admission;
@@ -42,15 +42,32 @@ pub struct Shared {
     pub push_locks: Arc<locks::PushLocks>,
     /// Limits on unauthenticated connections and penalties.
     pub admission: Mutex<Admission>,
-    /// Set, and notified, when the server stops.
-    pub stopping: AtomicBool,
-    /// Notified when the server stops.
+    /// How far the server is in stopping: [`RUNNING`], [`DRAINING`] (the
+    /// first SIGTERM: commands in progress may finish) or [`STOPPING`] (the
+    /// drain is over, or a second signal: every session ends now).
+    pub stop_level: AtomicU8,
+    /// Notified whenever `stop_level` rises.
     pub shutdown: event_listener::Event,
     /// Connections being served.
     pub active: AtomicUsize,
 }
 
+/// [`Shared::stop_level`]: serving.
+pub const RUNNING: u8 = 0;
+/// [`Shared::stop_level`]: draining for a restart.
+pub const DRAINING: u8 = 1;
+/// [`Shared::stop_level`]: stopping now.
+pub const STOPPING: u8 = 2;
+
 impl Shared {
+    /// Raises the stop level to `level` (never lowers it) and wakes every
+    /// session.
+    pub fn stop_to(&self, level: u8) {
+        self.stop_level
+            .fetch_max(level, std::sync::atomic::Ordering::SeqCst);
+        self.shutdown.notify(usize::MAX);
+    }
+
     /// Runs `f` on the admission state (a poisoned lock is still usable:
     /// the state is counts, consistent after every call).
     pub fn admission<T>(&self, f: impl FnOnce(&mut Admission) -> T) -> T {

@@ -38,6 +38,8 @@ where
     }
     let shared = Arc::new(shared);
     let local = local.map_err(|e| e.to_string())?;
+    // Watched before "listening" is logged: a signal from then on drains.
+    let mut signals = crate::startup::StopSignals::new()?;
     tracing::info!(address = %local, "listening");
     // Serving ends only by the stop signal: the loop never breaks.
     let serve = async {
@@ -66,18 +68,57 @@ where
             }
         }
     };
-    futures_lite::future::or(crate::startup::stop_signal(), serve).await?;
-    // Stop: no new connections; every session ends its command with a
-    // message to its user; wait (a while) for them to finish.
-    shared.stopping.store(true, Ordering::SeqCst);
-    shared.shutdown.notify(usize::MAX);
-    let deadline = std::time::Instant::now() + shared.config.stop_wait();
-    while shared.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-        async_io::Timer::after(std::time::Duration::from_millis(50)).await;
+    futures_lite::future::or(
+        async {
+            signals.next().await;
+            Ok::<(), String>(())
+        },
+        serve,
+    )
+    .await?;
+    // Closes the listener: a new connection is refused by the kernel, not
+    // left waiting in a backlog nobody reads.
+    drop(accept);
+    // Drain: no new connections (the accept loop is gone); commands in
+    // progress finish within the drain timeout, which the sessions keep;
+    // a second signal stops everything at once.
+    let drain_started = std::time::Instant::now();
+    tracing::info!(
+        connections = shared.active.load(Ordering::SeqCst),
+        drain_timeout = ?shared.config.drain_timeout,
+        "draining: no new connections, commands in progress may finish"
+    );
+    shared.stop_to(crate::DRAINING);
+    let drained = futures_lite::future::or(
+        async {
+            wait_for_sessions(&shared, shared.config.drain_wait()).await;
+            true
+        },
+        async {
+            signals.next().await;
+            false
+        },
+    )
+    .await;
+    if !drained {
+        tracing::info!("second signal: stopping the sessions now");
+        shared.stop_to(crate::STOPPING);
+        wait_for_sessions(&shared, shared.config.stop_wait()).await;
     }
     let left = shared.active.load(Ordering::SeqCst);
     if left > 0 {
         tracing::warn!(connections = left, "stopping with connections still open");
+    } else {
+        tracing::info!(after = ?drain_started.elapsed(), "drained");
     }
     Ok(())
+}
+
+/// Waits until no connection is left, or `limit` has passed (the sessions
+/// keep their own deadlines within it; this only bounds the process).
+async fn wait_for_sessions(shared: &crate::Shared, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while shared.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        async_io::Timer::after(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -135,7 +135,7 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             keys: store.clone(),
             push_locks: Default::default(),
             admission,
-            stopping: Default::default(),
+            stop_level: Default::default(),
             shutdown: event_listener::Event::new(),
             active: Default::default(),
         },
@@ -143,15 +143,25 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
     ))
 }
 
-/// Resolves on SIGTERM or SIGINT (logging which), or at once with an error
-/// if signals cannot be watched.
-pub async fn stop_signal() -> Result<(), String> {
-    use async_signal::{Signal, Signals};
-    use futures_lite::StreamExt;
-    let mut signals = Signals::new([Signal::Term, Signal::Int]).map_err(|e| e.to_string())?;
-    let signal = signals.next().await;
-    tracing::info!(?signal, "stopping");
-    Ok(())
+/// SIGTERM and SIGINT, watched from start-up on: the first drains the
+/// server, a second stops it at once.
+pub struct StopSignals(async_signal::Signals);
+
+impl StopSignals {
+    /// Starts watching; an error if signals cannot be watched.
+    pub fn new() -> Result<Self, String> {
+        use async_signal::{Signal, Signals};
+        Signals::new([Signal::Term, Signal::Int])
+            .map(StopSignals)
+            .map_err(|e| format!("cannot watch SIGTERM and SIGINT: {e}"))
+    }
+
+    /// The next signal (logged).
+    pub async fn next(&mut self) {
+        use futures_lite::StreamExt;
+        let signal = self.0.next().await;
+        tracing::info!(?signal, "stopping");
+    }
 }
 
 /// A binary's whole `main`: settings and logging, then `run`; a failure is

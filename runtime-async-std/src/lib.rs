@@ -15,16 +15,23 @@ pub fn run(settings: Settings) -> Result<(), String> {
         let listener = async_std::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        let local = listener.local_addr();
+        // The accept closure owns the listener, so that the server closes
+        // it (refusing new connections at once) when it stops accepting.
         // No Nagle delay: small packets (git's advertisements, window
         // adjusts) go out at once.
-        let accept = || async {
-            let (stream, peer) = listener.accept().await?;
-            stream.set_nodelay(true)?;
-            Ok((stream, peer))
+        let listener = std::sync::Arc::new(listener);
+        let accept = move || {
+            let listener = listener.clone();
+            async move {
+                let (stream, peer) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                Ok((stream, peer))
+            }
         };
         let spawn = |task| {
             async_std::task::spawn(task);
         };
-        gitmouth_io::server::run(&settings, listener.local_addr(), accept, spawn).await
+        gitmouth_io::server::run(&settings, local, accept, spawn).await
     })
 }

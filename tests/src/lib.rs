@@ -264,6 +264,11 @@ impl Server {
         status
     }
 
+    /// The exit status if the process has exited (it does not wait).
+    pub fn child_try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -1009,12 +1009,19 @@ fn git_exit_status_and_stderr_reach_the_client(runtime: Runtime) {
     assert_eq!(refs(&git, &mirror).lines().count(), 3001);
 }
 
+// With no drain time (`--drain-timeout 0`), SIGTERM stops commands in
+// progress at once; tests/tests/drain.rs covers the drain itself.
 per_runtime!(sigterm_stops_the_server_and_its_git_commands);
 fn sigterm_stops_the_server_and_its_git_commands(runtime: Runtime) {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
     let key = keygen(dir, "ed25519", "id", "alice");
-    let server = start_git_server(runtime, dir, &[&key], ServerOptions::default());
+    let server = start_git_server(
+        runtime,
+        dir,
+        &[&key],
+        ServerOptions::default().args(&["--drain-timeout", "0"]),
+    );
     let ssh = server.ssh().key(&key);
     let git = Git::new(&dir.join("home")).ssh(&ssh);
     let url = ssh.url("interrupted");

@@ -70,6 +70,12 @@ impl ServerConfig {
     pub fn stop_wait(&self) -> Duration {
         CLOSE_WAIT.max(self.kill_grace) + FLUSH_WAIT
     }
+
+    /// How long a draining server waits for its sessions: the drain, then
+    /// what a stop takes after it.
+    pub fn drain_wait(&self) -> Duration {
+        self.drain_timeout + self.stop_wait()
+    }
 }
 
 /// One client connection.
@@ -111,6 +117,9 @@ pub(crate) struct ServerUpper {
     /// A limit or shutdown is ending the connection: once no channel is
     /// left, it closes.
     ending: bool,
+    /// The server drains: no new command; once none runs, the connection
+    /// closes.
+    draining: bool,
     outputs: VecDeque<Output>,
     next_id: u64,
     close_reported: bool,
@@ -120,7 +129,7 @@ pub(crate) struct ServerUpper {
     /// connection is over) has begun.
     flushing: bool,
     /// The session's own deadlines (jobs and channels keep theirs).
-    timers: Timers<SessionTimer, 7>,
+    timers: Timers<SessionTimer, 8>,
     /// Keepalives sent since the client last sent anything.
     keepalives_unanswered: u32,
     /// A keepalive fell due during a key exchange: it goes out after.
@@ -147,11 +156,14 @@ timer_kinds! {
         Flush,
         /// The client has been silent for the keepalive interval.
         Keepalive,
+        /// The drain's end: commands still running are stopped.
+        Drain,
     }
 }
 
 /// The deadlines that mean nothing once the connection is closed.
-const WHILE_OPEN: [SessionTimer; 6] = [
+const WHILE_OPEN: [SessionTimer; 7] = [
+    SessionTimer::Drain,
     SessionTimer::LoginGrace,
     SessionTimer::Lookup,
     SessionTimer::Idle,
@@ -200,6 +212,7 @@ impl Session {
                 conn,
                 tasks: Vec::new(),
                 ending: false,
+                draining: false,
                 outputs: VecDeque::new(),
                 next_id: 1,
                 close_reported: false,
@@ -271,6 +284,7 @@ impl Session {
                 }
             }
             Input::Shutdown => upper.on_shutdown(t, now),
+            Input::Drain => upper.on_drain(t, now),
             Input::RepoOpened { id, result } => {
                 upper.route(t, now, id, JobInput::RepoOpened(result));
             }
@@ -580,6 +594,19 @@ impl ServerUpper {
         if self.ending && self.conn.is_empty() && !t.is_closed() {
             t.close_silently(CloseReason::Finished);
         }
+        // Drained once no command runs and every channel is over (its exit
+        // status and close delivered), so that the client sees its command
+        // end before the connection does.
+        if self.draining && !self.ending && !self.busy() && self.conn.is_empty() && !t.is_closed() {
+            tracing::info!(session = %self.id, "drained: closing the connection");
+            t.disconnect(DisconnectReason::ByApplication, "the server is restarting");
+        }
+    }
+
+    /// Whether a command is in progress (parked for the push lock, starting,
+    /// running or finishing).
+    fn busy(&self) -> bool {
+        self.tasks.iter().any(|task| !task.is_over())
     }
 
     fn on_timeout(&mut self, t: &mut Transport, now: Instant) {
@@ -597,6 +624,10 @@ impl ServerUpper {
             self.on_lookup_done(t, now, Err(HttpError::Timeout));
         }
         self.each_task(t, now, |task, cx| task.on_timeout(cx));
+        if self.timers.expire(SessionTimer::Drain, now) && !t.is_closed() {
+            tracing::info!(session = %self.id, "drain timeout: stopping the commands still running");
+            self.on_shutdown(t, now);
+        }
         self.limit_timeout(t, now);
         if self.timers.expire(SessionTimer::Keepalive, now) && !t.is_closed() {
             self.keepalive_fell_due(t, now);
@@ -604,9 +635,30 @@ impl ServerUpper {
         self.conn.on_timeout(t, now);
     }
 
+    /// The server drains: a connection with no command in progress is
+    /// disconnected at once; one with commands lets them finish within
+    /// the drain timeout, refuses new ones, and closes after the last.
+    fn on_drain(&mut self, t: &mut Transport, now: Instant) {
+        if self.draining || self.ending || t.is_closed() {
+            return;
+        }
+        self.draining = true;
+        if self.busy() {
+            tracing::info!(session = %self.id, "server draining: waiting for the commands in progress");
+            self.timers
+                .set(SessionTimer::Drain, now + self.config.drain_timeout);
+        } else {
+            t.disconnect(DisconnectReason::ByApplication, "the server is restarting");
+        }
+    }
+
     /// The server is stopping: commands in progress are stopped with a
     /// message; a connection without any is disconnected.
     fn on_shutdown(&mut self, t: &mut Transport, now: Instant) {
+        self.timers.stop(SessionTimer::Drain);
+        if self.ending || t.is_closed() {
+            return;
+        }
         tracing::info!(session = %self.id, "server stopping: ending the session");
         if self.end_commands(t, now, &UserError::ServerStopping) {
             self.ending = true;
@@ -835,6 +887,10 @@ impl ServerUpper {
                     .find(|task| task.ch == ch)
                     .is_some_and(|task| task.on_env(session, name, value));
                 self.conn.reply(t, ch, want_reply, accepted);
+            }
+            Event::Exec { ch, command } if self.draining => {
+                tracing::info!(session = %self.id, command = %crate::log_safe(command.unwrap_or_default()), "draining: command refused");
+                self.with_task(t, now, ch, |_, cx| cx.fail(UserError::ServerStopping));
             }
             Event::Exec { ch, command } => {
                 self.with_task(t, now, ch, |task, cx| task.exec(cx, command));
