@@ -501,7 +501,12 @@ impl LocalJob {
                 temp: Some(_),
                 abandoned,
                 ..
-            } => *abandoned = true,
+            } => {
+                if !*abandoned {
+                    tracing::info!(session = %cx.session, "push stopped while git init runs: waiting for it, to remove what it makes");
+                }
+                *abandoned = true;
+            }
             State::OpeningRepo { .. } | State::Parked => self.state = State::Done,
             _ => {}
         }
