@@ -289,81 +289,50 @@ fn kill_when(git: &Git, cwd: &Path, args: &[&str], what: &str, mut ready: impl F
     );
 }
 
-per_runtime!(a_first_push_stopped_during_git_init_leaves_nothing_behind);
-fn a_first_push_stopped_during_git_init_leaves_nothing_behind(runtime: Runtime) {
-    let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path();
-    let key = keygen(dir, "ed25519", "id", "alice");
-
-    // The client hangs up while git init runs.
-    let (server, ctl) = debris_server(runtime, dir, &key, &[]);
-    let ssh = server.ssh().key(&key);
-    let git = Git::new(&dir.join("home")).ssh(&ssh);
-    let repos = server.data_dir.join("repos");
-    let url = ssh.url("hungup");
-    let src = work_tree(&git, &dir.join("hungup-src"), &url);
-    Control::set(&ctl.hold_init());
-    kill_when(
-        &git,
-        &src,
-        &["push", "origin", "main"],
-        "client killed during git init",
-        || !named(&repos, ".init-").is_empty(),
-    );
-    // Once the server has seen the client go (bounded: a server that
-    // does not wait for git init never says so), git init finishes.
-    server.wait_for_log("while git init runs", Duration::from_secs(5));
-    Control::clear(&ctl.hold_init());
-    assert_clean(&server, &["hungup"], "client killed during git init");
-    assert_no_repository(&git, dir, &url, "hungup");
-    drop(server);
-
-    // The server cuts the connection (its session time limit) while git
-    // init runs.
-    let dir = &dir.join("cut");
-    let (server, ctl) = debris_server(runtime, dir, &key, &["--max-session-time", "1"]);
-    let ssh = server.ssh().key(&key);
-    let git = Git::new(&dir.join("home")).ssh(&ssh);
-    let url = ssh.url("cut");
-    let src = work_tree(&git, &dir.join("cut-src"), &url);
-    Control::set(&ctl.hold_init());
-    let out = git.fails(&src, &["push", "origin", "main"]);
-    assert!(
-        stderr(&out).contains("time limit"),
-        "the push must be cut by the time limit:\n{}",
-        stderr(&out)
-    );
-    Control::clear(&ctl.hold_init());
-    assert_clean(
-        &server,
-        &["cut"],
-        "server cut the connection during git init",
-    );
+/// A server steered by a [`Control`], with git for its user and a work
+/// tree whose `origin` is repository `name`.
+struct Setup {
+    _scratch: tempfile::TempDir,
+    dir: PathBuf,
+    server: Server,
+    ctl: Control,
+    git: Git,
+    url: String,
+    src: PathBuf,
 }
 
-per_runtime!(a_push_cut_short_leaves_no_temporary_repository_or_quarantine);
-fn a_push_cut_short_leaves_no_temporary_repository_or_quarantine(runtime: Runtime) {
+fn setup(runtime: Runtime, args: &[&str], name: &str) -> Setup {
     let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path();
-    let key = keygen(dir, "ed25519", "id", "alice");
-    let (server, ctl) = debris_server(runtime, dir, &key, &[]);
+    let dir = scratch.path().to_path_buf();
+    let key = keygen(&dir, "ed25519", "id", "alice");
+    let (server, ctl) = debris_server(runtime, &dir, &key, args);
     let ssh = server.ssh().key(&key);
     let git = Git::new(&dir.join("home")).ssh(&ssh);
-    let repos = server.data_dir.join("repos");
+    let url = ssh.url(name);
+    let src = work_tree(&git, &dir.join("src"), &url);
+    Setup {
+        _scratch: scratch,
+        dir,
+        server,
+        ctl,
+        git,
+        url,
+        src,
+    }
+}
 
-    // A first push of a large pack, its client killed while the pack
-    // streams into the quarantine: 160 files of 256 KiB (over
-    // receive.unpackLimit, so index-pack writes a temporary pack as data
-    // arrives), no delta search or compression.
-    let url = ssh.url("big");
-    let src = work_tree(&git, &dir.join("big-src"), &url);
+/// Adds a commit of 160 files of 256 KiB to `src`: over
+/// receive.unpackLimit, so receive-pack streams the pack to index-pack,
+/// which writes a temporary pack in the quarantine as data arrives. No
+/// delta search or compression: quick to make.
+fn commit_big(git: &Git, src: &Path) {
     for (k, v) in [
         ("core.compression", "0"),
         ("pack.compression", "0"),
         ("core.bigFileThreshold", "1m"),
         ("pack.window", "0"),
     ] {
-        git.ok(&src, &["config", k, v]);
+        git.ok(src, &["config", k, v]);
     }
     let blobs: Vec<(String, Vec<u8>)> = (0..160)
         .map(|i| {
@@ -377,57 +346,7 @@ fn a_push_cut_short_leaves_no_temporary_repository_or_quarantine(runtime: Runtim
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
-    commit(&git, &src, &files, "big");
-    let big = repos.join("big.git");
-    kill_when(
-        &git,
-        &src,
-        &["push", "origin", "main"],
-        "first push killed mid-transfer",
-        || tmp_pack_bytes(&big) > 1 << 20,
-    );
-    assert_clean(&server, &["big"], "first push killed mid-transfer");
-
-    // The same push to an existing repository, killed while its
-    // pre-receive hook runs (the whole pack in the quarantine): the
-    // repository stays as it was, without the quarantine.
-    let url = ssh.url("kept");
-    let kept_src = work_tree(&git, &dir.join("kept-src"), &url);
-    git.ok(&kept_src, &["push", "-q", "origin", "main"]);
-    // The same first commit (fixed dates): the big one is a fast-forward.
-    git.ok(&src, &["remote", "set-url", "origin", &url]);
-    Control::set(&ctl.hold_hook());
-    kill_when(
-        &git,
-        &src,
-        &["push", "origin", "main"],
-        "push to an existing repository killed in its hook",
-        || ctl.hook_waits().exists(),
-    );
-    assert_clean(&server, &[], "push to an existing repository killed");
-    Control::clear(&ctl.hold_hook());
-    let clone = dir.join("kept-clone");
-    git.ok(dir, &["clone", "-q", &url, clone.to_str().unwrap()]);
-    assert!(clone.join("a.txt").is_file() && !clone.join("big").exists());
-    drop(server);
-
-    // The server cuts the connection (its session time limit) while the
-    // hook of a first push waits: no repository is left.
-    let dir = &dir.join("cut");
-    let (server, ctl) = debris_server(runtime, dir, &key, &["--max-session-time", "1"]);
-    let ssh = server.ssh().key(&key);
-    let git = Git::new(&dir.join("home")).ssh(&ssh);
-    let url = ssh.url("cut");
-    let src = work_tree(&git, &dir.join("cut-src"), &url);
-    Control::set(&ctl.hold_hook());
-    let out = git.fails(&src, &["push", "origin", "main"]);
-    assert!(
-        ctl.hook_waits().exists() && stderr(&out).contains("time limit"),
-        "the push must be cut by the time limit in its hook:\n{}",
-        stderr(&out)
-    );
-    assert_clean(&server, &["cut"], "server cut the connection in the hook");
-    Control::clear(&ctl.hold_hook());
+    commit(git, src, &files, "big");
 }
 
 /// Bytes in git's temporary pack files (`tmp_pack_*`) under `dir`.
@@ -436,4 +355,109 @@ fn tmp_pack_bytes(dir: &Path) -> u64 {
         .iter()
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum()
+}
+
+per_runtime!(a_client_killed_during_git_init_leaves_nothing_behind);
+fn a_client_killed_during_git_init_leaves_nothing_behind(runtime: Runtime) {
+    let s = setup(runtime, &[], "hungup");
+    let repos = s.server.data_dir.join("repos");
+    Control::set(&s.ctl.hold_init());
+    kill_when(
+        &s.git,
+        &s.src,
+        &["push", "origin", "main"],
+        "client killed during git init",
+        || !named(&repos, ".init-").is_empty(),
+    );
+    // Once the server has seen the client go (bounded: a server that
+    // does not wait for git init never says so), git init finishes.
+    s.server
+        .wait_for_log("while git init runs", Duration::from_secs(5));
+    Control::clear(&s.ctl.hold_init());
+    assert_clean(&s.server, &["hungup"], "client killed during git init");
+    assert_no_repository(&s.git, &s.dir, &s.url, "hungup");
+}
+
+per_runtime!(the_session_limit_during_git_init_leaves_nothing_behind);
+fn the_session_limit_during_git_init_leaves_nothing_behind(runtime: Runtime) {
+    // The server cuts the connection while git init runs.
+    let s = setup(runtime, &["--max-session-time", "1"], "cut");
+    Control::set(&s.ctl.hold_init());
+    let out = s.git.fails(&s.src, &["push", "origin", "main"]);
+    assert!(
+        stderr(&out).contains("time limit"),
+        "the push must be cut by the time limit:\n{}",
+        stderr(&out)
+    );
+    Control::clear(&s.ctl.hold_init());
+    assert_clean(
+        &s.server,
+        &["cut"],
+        "the server cut the push during git init",
+    );
+}
+
+per_runtime!(a_first_push_killed_mid_transfer_leaves_nothing_behind);
+fn a_first_push_killed_mid_transfer_leaves_nothing_behind(runtime: Runtime) {
+    let s = setup(runtime, &[], "big");
+    commit_big(&s.git, &s.src);
+    let big = s.server.data_dir.join("repos/big.git");
+    kill_when(
+        &s.git,
+        &s.src,
+        &["push", "origin", "main"],
+        "first push killed mid-transfer",
+        || tmp_pack_bytes(&big) > 1 << 20,
+    );
+    assert_clean(&s.server, &["big"], "first push killed mid-transfer");
+    assert_no_repository(&s.git, &s.dir, &s.url, "big");
+}
+
+per_runtime!(a_push_killed_mid_transfer_leaves_no_quarantine);
+fn a_push_killed_mid_transfer_leaves_no_quarantine(runtime: Runtime) {
+    let s = setup(runtime, &[], "kept");
+    s.git.ok(&s.src, &["push", "-q", "origin", "main"]);
+    commit_big(&s.git, &s.src);
+    let kept = s.server.data_dir.join("repos/kept.git");
+    kill_when(
+        &s.git,
+        &s.src,
+        &["push", "origin", "main"],
+        "push killed mid-transfer",
+        || tmp_pack_bytes(&kept) > 1 << 20,
+    );
+    assert_clean(&s.server, &[], "push killed mid-transfer");
+    // The same, killed while its pre-receive hook runs (the whole pack in
+    // the quarantine, no ref updated yet).
+    Control::set(&s.ctl.hold_hook());
+    kill_when(
+        &s.git,
+        &s.src,
+        &["push", "origin", "main"],
+        "push killed in its hook",
+        || s.ctl.hook_waits().exists(),
+    );
+    assert_clean(&s.server, &[], "push killed in its hook");
+    Control::clear(&s.ctl.hold_hook());
+    // The repository is as the first push left it.
+    let clone = s.dir.join("clone");
+    s.git
+        .ok(&s.dir, &["clone", "-q", &s.url, clone.to_str().unwrap()]);
+    assert!(clone.join("a.txt").is_file() && !clone.join("big").exists());
+}
+
+per_runtime!(the_session_limit_in_the_hook_of_a_first_push_leaves_nothing_behind);
+fn the_session_limit_in_the_hook_of_a_first_push_leaves_nothing_behind(runtime: Runtime) {
+    // The server cuts the connection while the pre-receive hook of a
+    // first push waits: no repository is left.
+    let s = setup(runtime, &["--max-session-time", "1"], "cut");
+    Control::set(&s.ctl.hold_hook());
+    let out = s.git.fails(&s.src, &["push", "origin", "main"]);
+    assert!(
+        s.ctl.hook_waits().exists() && stderr(&out).contains("time limit"),
+        "the push must be cut by the time limit in its hook:\n{}",
+        stderr(&out)
+    );
+    assert_clean(&s.server, &["cut"], "the server cut the push in its hook");
+    Control::clear(&s.ctl.hold_hook());
 }
