@@ -530,7 +530,7 @@ impl LocalJob {
                     r.stdout_open = false;
                     r.stderr_open = false;
                 }
-                (LocalTimer::Helper, State::OpeningRepo { .. }) => {
+                (LocalTimer::Helper, State::OpeningRepo { temp: Some(_), .. }) => {
                     let State::OpeningRepo {
                         id,
                         temp: Some(temp),
