@@ -170,14 +170,23 @@ pub enum Input<'a> {
     },
 }
 
+/// How the names of temporary repositories begin ([`RepoInit::temp`]):
+/// one left by a crash is found by it (and by its age) at start.
+pub const INIT_PREFIX: &str = ".init-";
+
+/// How git names a push's quarantine in the repository's `objects`
+/// (`tmp_objdir_create("incoming")`): where receive-pack keeps what a push
+/// sends until it is accepted.
+pub const QUARANTINE_PREFIX: &str = "tmp_objdir-incoming-";
+
 /// How a missing repository is created: initialised beside its final
 /// place, then renamed into it, so that two first pushes at once cannot
 /// trip over a half-made repository (the rename is atomic; the loser finds
 /// the winner's repository).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoInit {
-    /// Where `init` makes the repository (a name starting with '.', which
-    /// is never a repository's).
+    /// Where `init` makes the repository (a name starting with
+    /// [`INIT_PREFIX`], which is never a repository's).
     pub temp: PathBuf,
     /// `git init --bare --quiet <temp>`.
     pub init: ProcessSpec,
@@ -191,6 +200,9 @@ pub enum Output {
     /// a bare repository at its `temp`), rename `temp` to `path` and answer
     /// `Ok(true)` (or `Ok(false)` if another push's rename won: remove
     /// `temp` then); without `create`, answer `Err(RepoError::NotFound)`.
+    /// Abandoned ([`Output::Cancel`]), the `init` is killed; the core
+    /// then removes `temp` ([`Output::RemoveDir`]), as it does after an
+    /// `Err` (the runtime may remove it first).
     OpenRepo {
         /// The request.
         id: RequestId,
@@ -198,6 +210,25 @@ pub enum Output {
         path: PathBuf,
         /// How to create it when missing (a push), or `None` (a clone).
         create: Option<RepoInit>,
+    },
+    /// Remove the directory `path` and everything in it (nothing if it is
+    /// missing), before the next output is performed: a push lock
+    /// released after it is released once it is gone. No answer; a
+    /// failure is for the log. What a push leaves behind: a repository
+    /// being created, or one its first push left without a ref.
+    RemoveDir {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Remove, as [`Output::RemoveDir`] does, every directory directly
+    /// in `dir` whose name starts with `prefix`: git's quarantine
+    /// directories (`objects/tmp_objdir-incoming-*`) after a push that
+    /// ended abnormally, while its push lock is held.
+    RemoveDirsIn {
+        /// The directory searched (not removed).
+        dir: PathBuf,
+        /// The names' beginning.
+        prefix: String,
     },
     /// Start the command with its stdin, stdout and stderr piped; answer
     /// with [`Input::Spawned`], then relay.
@@ -238,7 +269,8 @@ pub enum Output {
         /// What to send.
         request: HttpRequest,
     },
-    /// Abandon the work `id` (an HTTP request, a helper, a key lookup):
+    /// Abandon the work `id` (an HTTP request, a helper, a key lookup, a
+    /// repository being created):
     /// its answer is no longer wanted, and whatever it holds (a connection,
     /// a process) is let go. The core decides every time limit; this is
     /// how one that passed reaches the runtime.

@@ -274,6 +274,21 @@ pub struct FakeRuntime {
     pub lock_grants: usize,
     /// See `lock_grants`.
     pub lock_releases: usize,
+    /// Whether `git init` of a repository being created hangs: the
+    /// answer to `OpenRepo` waits in `held_repo` until
+    /// [`FakeRuntime::finish_init`].
+    pub hold_init: bool,
+    /// The held answer to `OpenRepo`: its id, path and temporary path.
+    pub held_repo: Option<(RequestId, PathBuf, PathBuf)>,
+    /// Whether pushes create no ref (a failed or rejected push, or a
+    /// `--dry-run`): `for-each-ref` lists nothing.
+    pub no_refs: bool,
+    /// Directories that exist besides the repositories (temporary
+    /// repositories of `git init`).
+    pub dirs: BTreeSet<PathBuf>,
+    /// Directories removed (`RemoveDir`, and each `RemoveDirsIn` as
+    /// `dir/prefix*`), in order.
+    pub removed: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -557,6 +572,14 @@ impl FakeRuntime {
     fn perform(&mut self, out: &Output) {
         match out {
             Output::OpenRepo { id, path, create } => {
+                if self.hold_init
+                    && let Some(init) = create
+                    && !self.repos.contains(path)
+                {
+                    self.dirs.insert(init.temp.clone());
+                    self.held_repo = Some((*id, path.clone(), init.temp.clone()));
+                    return;
+                }
                 let result = if self.repos.contains(path) {
                     Ok(false)
                 } else if create.is_some() {
@@ -623,7 +646,11 @@ impl FakeRuntime {
                         Ok(Vec::new())
                     }
                 } else if has("for-each-ref") {
-                    Ok(b"refs/heads/main\n".to_vec())
+                    if self.no_refs {
+                        Ok(Vec::new())
+                    } else {
+                        Ok(b"refs/heads/main\n".to_vec())
+                    }
                 } else {
                     if has("symbolic-ref") {
                         self.unborn.remove(&repo);
@@ -638,8 +665,21 @@ impl FakeRuntime {
                     self.pending.push_back(Answer::Http(*id, answer));
                 }
             }
+            Output::RemoveDir { path } => {
+                self.repos.remove(path);
+                self.unborn.remove(path);
+                self.dirs.remove(path);
+                self.removed.push(path.clone());
+            }
+            Output::RemoveDirsIn { dir, prefix } => {
+                self.removed.push(dir.join(format!("{prefix}*")));
+            }
             Output::Cancel { id } => {
                 self.cancelled.push(*id);
+                if self.held_repo.as_ref().is_some_and(|(held, ..)| held == id) {
+                    // Killed: what it made stays until removed.
+                    self.held_repo = None;
+                }
                 self.pending
                     .retain(|a| !matches!(a, Answer::Http(i, _) if i == id));
             }
@@ -690,6 +730,22 @@ impl FakeRuntime {
             }
             Output::Authenticated(_) | Output::Close(_) => {}
         }
+    }
+
+    /// The held `git init` finishes: the repository is renamed into
+    /// place and the session told.
+    pub fn finish_init(&mut self, server: &mut Session, now: Instant) {
+        let (id, path, temp) = self.held_repo.take().expect("a git init held");
+        self.dirs.remove(&temp);
+        self.repos.insert(path.clone());
+        self.unborn.insert(path);
+        server.handle_input(
+            now,
+            Input::RepoOpened {
+                id,
+                result: Ok(true),
+            },
+        );
     }
 
     /// Ends the dyno connection now.

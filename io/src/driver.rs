@@ -211,6 +211,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Box::pin(async move { Done::Repo(process::open_repo(path, create).await) }),
                 ));
             }
+            // At once, before the next output: a push lock released after
+            // it goes back only once the debris is gone.
+            Output::RemoveDir { path } => crate::files::remove_dir(&path),
+            Output::RemoveDirsIn { dir, prefix } => crate::files::remove_dirs_in(&dir, &prefix),
             Output::RunHelper { id, process } => {
                 self.work.push((
                     id,

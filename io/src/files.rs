@@ -107,3 +107,177 @@ pub async fn watch_authorized_keys(path: PathBuf, store: Arc<KeyStore>) {
         }
     }
 }
+
+/// Removes the directory `path` with everything in it
+/// ([`gitmouth_core::server::Output::RemoveDir`]); one already gone is
+/// nothing to do, another failure is logged.
+pub fn remove_dir(path: &Path) {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => tracing::debug!(path = %path.display(), "removed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove"),
+    }
+}
+
+/// Removes every directory directly in `dir` whose name starts with
+/// `prefix` ([`gitmouth_core::actions::Output::RemoveDirsIn`]): a push's
+/// quarantine directories. Files, and symbolic links, are left alone.
+pub fn remove_dirs_in(dir: &Path, prefix: &str) {
+    for path in dirs_named(dir, prefix) {
+        tracing::info!(path = %path.display(), "removing what an unfinished push left");
+        remove_dir(&path);
+    }
+}
+
+/// The directories (not symbolic links) directly in `dir` whose names
+/// start with `prefix`.
+fn dirs_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// How old a temporary repository must be for
+/// [`remove_stale_temporary_repositories`] to take it for a crash's: one
+/// being made now is seconds old, and other instances sharing the data
+/// directory may be making one.
+pub const STALE_INIT_AGE: Duration = Duration::from_secs(3600);
+
+/// At start (standalone mode): removes the temporary repositories of
+/// push-to-create (`<repos>/.init-*`, see
+/// [`gitmouth_core::actions::INIT_PREFIX`]) last modified more than
+/// `older_than` before `now`, which a crash left behind. Younger ones may
+/// be another instance's, at work. Returns what it removed; a missing
+/// `repos` is nothing to do.
+///
+/// Called as `remove_stale_temporary_repositories(&repos,
+/// STALE_INIT_AGE, SystemTime::now())`.
+pub fn remove_stale_temporary_repositories(
+    repos: &Path,
+    older_than: Duration,
+    now: std::time::SystemTime,
+) -> Vec<PathBuf> {
+    let prefix = gitmouth_core::actions::INIT_PREFIX;
+    let mut removed = Vec::new();
+    for path in dirs_named(repos, prefix) {
+        let modified = std::fs::symlink_metadata(&path).and_then(|m| m.modified());
+        let stale = modified.is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age > older_than));
+        if stale {
+            tracing::info!(path = %path.display(), "removing a temporary repository left by a crash");
+            remove_dir(&path);
+            if !path.exists() {
+                removed.push(path);
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::time::SystemTime;
+
+    /// A fresh scratch directory, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "gitmouth-files-{name}-{}-{:?}",
+                std::process::id(),
+                SystemTime::now()
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn age(path: &Path, secs: u64) {
+        let then = SystemTime::now() - Duration::from_secs(secs);
+        let f = std::fs::File::open(path).unwrap();
+        f.set_modified(then).unwrap();
+    }
+
+    #[test]
+    fn only_old_temporary_repositories_are_swept() {
+        let dir = Scratch::new("sweep");
+        let repos = dir.path().join("repos");
+        let old = repos.join(".init-deadbeef-7");
+        let young = repos.join(".init-cafef00d-3");
+        let repo = repos.join("app.git");
+        let file = repos.join(".init-file");
+        for d in [&old, &young, &repo] {
+            std::fs::create_dir_all(d.join("objects")).unwrap();
+            std::fs::write(d.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        }
+        std::fs::write(&file, "not a directory").unwrap();
+        for d in [&old, &repo] {
+            age(d, 2 * 3600);
+        }
+        age(&file, 2 * 3600);
+        let removed =
+            remove_stale_temporary_repositories(&repos, STALE_INIT_AGE, SystemTime::now());
+        assert_eq!(removed, vec![old.clone()]);
+        assert!(!old.exists());
+        assert!(young.join("HEAD").is_file(), "a young one may be at work");
+        assert!(repo.join("HEAD").is_file(), "a repository is never swept");
+        assert!(file.is_file());
+        // Nothing to sweep, or no directory at all: nothing happens.
+        assert!(
+            remove_stale_temporary_repositories(&repos, STALE_INIT_AGE, SystemTime::now())
+                .is_empty()
+        );
+        assert!(
+            remove_stale_temporary_repositories(
+                &dir.path().join("missing"),
+                STALE_INIT_AGE,
+                SystemTime::now()
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn quarantine_directories_go_and_nothing_else() {
+        let dir = Scratch::new("quarantine");
+        let objects = dir.path().join("objects");
+        let q1 = objects.join("tmp_objdir-incoming-abc123");
+        let q2 = objects.join("tmp_objdir-incoming-XYZ");
+        let pack = objects.join("pack");
+        for d in [&q1, &q2, &pack] {
+            std::fs::create_dir_all(d.join("pack")).unwrap();
+        }
+        std::fs::write(q1.join("pack/tmp_pack_1"), [0u8; 1024]).unwrap();
+        let file = objects.join("tmp_objdir-incoming-file");
+        std::fs::write(&file, "x").unwrap();
+        remove_dirs_in(&objects, gitmouth_core::actions::QUARANTINE_PREFIX);
+        assert!(!q1.exists() && !q2.exists());
+        assert!(pack.is_dir() && file.is_file());
+        // Gone already, or never there: nothing to do.
+        remove_dir(&q1);
+        remove_dirs_in(&dir.path().join("missing"), "x");
+    }
+}

@@ -133,7 +133,10 @@ pub async fn open_repo(
         .ok_or_else(|| RepoError::Failed(format!("{}: no parent", path.display())))?;
     std::fs::create_dir_all(parent)
         .map_err(|e| RepoError::Failed(format!("{}: {e}", parent.display())))?;
+    // Abandoned (`Output::Cancel`), this future is dropped: git init dies
+    // with it, and the core removes what it made.
     let out = command(&init)
+        .kill_on_drop(true)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -12,13 +12,24 @@
 //! pointed at one the push created (the upkeep: CheckingHead,
 //! ListingBranches, SettingHead), so that a clone checks out `main` rather
 //! than a missing `master`.
+//!
+//! No debris: a push that creates its repository leaves nothing behind
+//! unless it created a ref. The temporary repository of `git init` is
+//! removed on every path that did not rename it into place (a connection
+//! that ends while `git init` runs waits for it first, so that nothing
+//! writes into it after the removal); a repository this push created and
+//! left without a ref (it failed, a hook rejected it, `--dry-run`) is
+//! removed; after a push that ended abnormally, git's quarantine
+//! directories are removed. All of it before the push lock is released
+//! (the task releases it once the job is over, after these outputs).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::actions::{
-    ExitStatus, Output, ProcessSpec, RepoError, RepoInit, RequestId, Signal, Stream,
+    ExitStatus, INIT_PREFIX, Output, ProcessSpec, QUARANTINE_PREFIX, RepoError, RepoInit,
+    RequestId, Signal, Stream,
 };
 use crate::app::command::{GitCommand, GitVerb};
 use crate::app::messages::UserError;
@@ -29,7 +40,7 @@ use super::{JobCx, JobInput};
 /// How long the command's output streams may stay open after it exited
 /// (a hook's stray background process must not hold the session).
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long a helper of the repository's upkeep may run.
+/// How long a helper of the repository's upkeep (or `git init`) may run.
 const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 timer_kinds! {
@@ -39,7 +50,8 @@ timer_kinds! {
         Kill,
         /// git exited: stop waiting for its output streams.
         Drain,
-        /// The upkeep's helper is taking too long: give up on it.
+        /// The upkeep's helper (or `git init`) is taking too long: give up
+        /// on it.
         Helper,
     }
 }
@@ -53,12 +65,19 @@ enum State {
         id: RequestId,
         cmd: GitCommand,
         path: PathBuf,
+        /// Where `git init` makes it, for a push (which creates it).
+        temp: Option<PathBuf>,
+        /// Stopped while `git init` runs: what it made is removed once it
+        /// is done, and nothing else happens.
+        abandoned: bool,
     },
     /// Waiting for git to start.
     Spawning {
         id: RequestId,
         cmd: GitCommand,
         path: PathBuf,
+        /// This push created the repository.
+        created: bool,
     },
     /// git runs.
     Running(Running),
@@ -68,7 +87,8 @@ enum State {
         path: PathBuf,
         after: After,
     },
-    /// HEAD names nothing: finding the repository's branches.
+    /// HEAD names nothing: finding the repository's branches (all its
+    /// refs, if this push created it: none, and it is removed).
     ListingBranches {
         id: RequestId,
         path: PathBuf,
@@ -86,12 +106,16 @@ enum State {
 struct After {
     status: ExitStatus,
     report: bool,
+    /// This push created the repository.
+    created: bool,
 }
 
 struct Running {
     id: RequestId,
     cmd: GitCommand,
     path: PathBuf,
+    /// This push created the repository.
+    created: bool,
     stdout_open: bool,
     stderr_open: bool,
     exit: Option<ExitStatus>,
@@ -201,7 +225,7 @@ impl LocalJob {
         let path = self.repos.join(format!("{}.git", cmd.repo.as_str()));
         let id = cx.next_id();
         let create = cmd.verb.is_push().then(|| {
-            let name = format!(".init-{}-{}", cx.session, id.0);
+            let name = format!("{INIT_PREFIX}{}-{}", cx.session, id.0);
             let temp = path.with_file_name(name);
             let init = git(
                 vec![
@@ -214,12 +238,23 @@ impl LocalJob {
             );
             RepoInit { temp, init }
         });
+        let temp = create.as_ref().map(|c| c.temp.clone());
+        if temp.is_some() {
+            // `git init` that hangs is given up like a helper.
+            self.timers.set(LocalTimer::Helper, cx.now + HELPER_TIMEOUT);
+        }
         cx.push(Output::OpenRepo {
             id,
             path: path.clone(),
             create,
         });
-        self.state = State::OpeningRepo { id, cmd, path };
+        self.state = State::OpeningRepo {
+            id,
+            cmd,
+            path,
+            temp,
+            abandoned: false,
+        };
     }
 
     pub(super) fn owns(&self, id: RequestId) -> bool {
@@ -277,10 +312,32 @@ impl LocalJob {
         if !matches!(self.state, State::OpeningRepo { .. }) {
             return self.impossible(cx, "a repository opened for a job not waiting for one");
         }
-        let State::OpeningRepo { cmd, path, .. } = std::mem::replace(&mut self.state, State::Done)
+        let State::OpeningRepo {
+            cmd,
+            path,
+            temp,
+            abandoned,
+            ..
+        } = std::mem::replace(&mut self.state, State::Done)
         else {
             return;
         };
+        self.timers.stop(LocalTimer::Helper);
+        // Renamed into place, the temporary repository is gone; found (or
+        // made by another push first), the runtime removed it. After a
+        // failure, it must go.
+        if let Some(temp) = temp
+            && result.is_err()
+        {
+            cx.push(Output::RemoveDir { path: temp });
+        }
+        if abandoned {
+            if result == Ok(true) {
+                tracing::info!(session = %cx.session, repo = cmd.repo.as_str(), "removing the repository created for a push that was stopped");
+                cx.push(Output::RemoveDir { path });
+            }
+            return;
+        }
         match result {
             Ok(created) => {
                 if created {
@@ -292,7 +349,12 @@ impl LocalJob {
                     self.git_protocol.as_deref(),
                 );
                 cx.push(Output::Spawn { id, process });
-                self.state = State::Spawning { id, cmd, path };
+                self.state = State::Spawning {
+                    id,
+                    cmd,
+                    path,
+                    created,
+                };
             }
             Err(RepoError::NotFound) => {
                 tracing::info!(session = %cx.session, repo = cmd.repo.as_str(), "no such repository");
@@ -311,7 +373,9 @@ impl LocalJob {
         if !matches!(self.state, State::Spawning { .. }) {
             return self.impossible(cx, "a process started for a job not starting one");
         }
-        let State::Spawning { cmd, path, .. } = std::mem::replace(&mut self.state, State::Done)
+        let State::Spawning {
+            cmd, path, created, ..
+        } = std::mem::replace(&mut self.state, State::Done)
         else {
             return;
         };
@@ -321,6 +385,7 @@ impl LocalJob {
                     id,
                     cmd,
                     path,
+                    created,
                     stdout_open: true,
                     stderr_open: true,
                     exit: None,
@@ -335,6 +400,10 @@ impl LocalJob {
             }
             Err(why) => {
                 tracing::error!(session = %cx.session, error = %why, "cannot start git");
+                if created {
+                    // Nothing was pushed into it.
+                    cx.push(Output::RemoveDir { path });
+                }
                 cx.fail(UserError::ServerFailed);
             }
         }
@@ -355,23 +424,34 @@ impl LocalJob {
                 // HEAD resolves: nothing to repair.
                 Ok(_) => finish_push(cx, after),
                 Err(_) => {
-                    let process = git_dir(
-                        &path,
-                        &["for-each-ref", "--format=%(refname)", "refs/heads/"],
-                    );
+                    // A repository this push created holds only what the
+                    // push made: all its refs are listed, to see if any is.
+                    let mut args = vec!["for-each-ref", "--format=%(refname)"];
+                    if !after.created {
+                        args.push("refs/heads/");
+                    }
+                    let process = git_dir(&path, &args);
                     let id = self.run_helper(cx, process);
                     self.state = State::ListingBranches { id, path, after };
                 }
             },
             State::ListingBranches { path, after, .. } => {
-                let branches = match &result {
+                let refs = match &result {
                     Ok(out) => String::from_utf8_lossy(out).into_owned(),
                     Err(why) => {
                         tracing::warn!(session = %cx.session, error = %why, "cannot list branches");
                         String::new()
                     }
                 };
-                let names: Vec<&str> = branches
+                if after.created && result.is_ok() && refs.trim().is_empty() {
+                    // Failed, rejected, or a `--dry-run`: the first push
+                    // made no ref, so no repository is left behind (a
+                    // later clone finds none rather than an empty one).
+                    tracing::info!(session = %cx.session, path = %path.display(), "the first push created no ref: removing the repository");
+                    cx.push(Output::RemoveDir { path });
+                    return finish_push(cx, after);
+                }
+                let names: Vec<&str> = refs
                     .lines()
                     .filter_map(|l| l.trim().strip_prefix("refs/heads/"))
                     .collect();
@@ -415,6 +495,18 @@ impl LocalJob {
                     signal: Signal::Term,
                 });
             }
+            // `git init` runs: once it is done, what it made is removed
+            // (removing it now could race with it).
+            State::OpeningRepo {
+                temp: Some(_),
+                abandoned,
+                ..
+            } => {
+                if !*abandoned {
+                    tracing::info!(session = %cx.session, "push stopped while git init runs: waiting for it, to remove what it makes");
+                }
+                *abandoned = true;
+            }
             State::OpeningRepo { .. } | State::Parked => self.state = State::Done,
             _ => {}
         }
@@ -437,6 +529,28 @@ impl LocalJob {
                     // output open after git exited: stop waiting for it.
                     r.stdout_open = false;
                     r.stderr_open = false;
+                }
+                (LocalTimer::Helper, State::OpeningRepo { temp: Some(_), .. }) => {
+                    let State::OpeningRepo {
+                        id,
+                        temp: Some(temp),
+                        abandoned,
+                        ..
+                    } = std::mem::replace(&mut self.state, State::Done)
+                    else {
+                        continue;
+                    };
+                    tracing::error!(
+                        session = %cx.session,
+                        secs = HELPER_TIMEOUT.as_secs(),
+                        "git init did not finish in time; giving it up"
+                    );
+                    // The runtime kills it, then removes what it made.
+                    cx.push(Output::Cancel { id });
+                    cx.push(Output::RemoveDir { path: temp });
+                    if !abandoned {
+                        cx.fail(UserError::ServerFailed);
+                    }
                 }
                 (LocalTimer::Helper, _) => {
                     let (id, after) = match std::mem::replace(&mut self.state, State::Done) {
@@ -488,8 +602,18 @@ impl LocalJob {
         let after = After {
             status,
             report: !cx.client_gone(),
+            created: r.created,
         };
         if r.cmd.verb == GitVerb::ReceivePack {
+            // A push cut short (stopped, killed, or its client gone) may
+            // leave git's quarantine behind: no other push of ours uses
+            // it while the lock is held.
+            if r.stopping || !after.report || after.status != ExitStatus::Code(0) {
+                cx.push(Output::RemoveDirsIn {
+                    dir: r.path.join("objects"),
+                    prefix: QUARANTINE_PREFIX.to_owned(),
+                });
+            }
             // Whatever this push did (created the repository, pushed only
             // tags, was cut short), HEAD must end up naming a branch that
             // exists, so a clone checks something out.
@@ -544,7 +668,10 @@ impl LocalJob {
             // the drain wait): a push's upkeep follows, so the session may
             // not end (and report its close) before.
             State::Running(_) => true,
-            State::Parked | State::OpeningRepo { .. } | State::Done => false,
+            // `git init` is waited for, so that what it made is renamed
+            // into place or removed, never left behind.
+            State::OpeningRepo { temp, .. } => temp.is_some(),
+            State::Parked | State::Done => false,
         }
     }
 

@@ -559,6 +559,8 @@ impl<'a> Run<'a> {
                     assert!(name.is_some_and(|n| n.starts_with('.')), "{init:?}");
                     assert_eq!(init.init.program, "git");
                     assert_eq!(init.init.args.last(), Some(&init.temp.clone().into()));
+                    // A git init that hangs may be given up (Cancel).
+                    ledger.in_flight.insert(id);
                 }
                 ledger.fresh(id);
                 self.stages.exec = true;
@@ -589,6 +591,19 @@ impl<'a> Run<'a> {
                 ledger.fresh(id);
                 ledger.in_flight.insert(id);
                 self.pending.push_back((id, Request::RunHelper));
+            }
+            Output::RemoveDir { path } => {
+                // A temporary repository, or one a first push left empty:
+                // never anything outside the repositories.
+                assert!(!self.api, "a removal in API mode");
+                assert!(authenticated, "a removal before authentication");
+                assert_eq!(path.parent(), Some(Path::new(REPOS)), "{path:?}");
+            }
+            Output::RemoveDirsIn { dir, prefix } => {
+                assert!(!self.api, "a removal in API mode");
+                assert_eq!(prefix, gitmouth_core::actions::QUARANTINE_PREFIX);
+                let opened = ledger.opened.as_ref().map(|p| p.join("objects"));
+                assert_eq!(Some(dir), opened, "a quarantine outside the repository");
             }
             Output::CloseStdin { id } => {
                 let p = ledger.procs.get_mut(&id).filter(|p| p.started);
@@ -758,6 +773,7 @@ impl<'a> Run<'a> {
                 if result.is_ok() {
                     self.ledger.opened = Some(path.clone());
                 }
+                self.ledger.in_flight.remove(&id);
                 self.done(id);
                 self.input(Input::RepoOpened { id, result });
             }
