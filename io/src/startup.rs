@@ -106,9 +106,16 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             let store = Arc::new(KeyStore::new(crate::files::load_authorized_keys(
                 &settings.authorized_keys,
             )));
-            let mode = Mode::Standalone {
-                repos: settings.data_dir.join("repos"),
-            };
+            let repos = settings.data_dir.join("repos");
+            // A crash may have left a push-to-create's temporary
+            // repository behind; one younger than an hour may be another
+            // instance's, at work in a shared data directory.
+            crate::files::remove_stale_temporary_repositories(
+                &repos,
+                crate::files::STALE_INIT_AGE,
+                std::time::SystemTime::now(),
+            );
+            let mode = Mode::Standalone { repos };
             (mode, Some(store), None, None)
         }
         ModeSettings::Api(api) => {

@@ -461,3 +461,35 @@ fn the_session_limit_in_the_hook_of_a_first_push_leaves_nothing_behind(runtime: 
     assert_clean(&s.server, &["cut"], "the server cut the push in its hook");
     Control::clear(&s.ctl.hold_hook());
 }
+
+per_runtime!(a_crash_s_old_temporary_repository_is_removed_at_start);
+fn a_crash_s_old_temporary_repository_is_removed_at_start(runtime: Runtime) {
+    // A crash left two temporary repositories: one more than an hour old
+    // (removed at start) and one just made (another instance sharing the
+    // data directory may be at work in it: kept).
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("data/repos");
+    let old = repos.join(".init-deadbeef-1");
+    let young = repos.join(".init-cafef00d-2");
+    for d in [&old, &young] {
+        std::fs::create_dir_all(d.join("objects")).unwrap();
+        std::fs::write(d.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    std::fs::File::open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let key = keygen(dir.path(), "ed25519", "id", "alice");
+    let server = start_git_server(runtime, dir.path(), &[&key], ServerOptions::default());
+    // The sweep runs before the server listens.
+    assert!(
+        !old.exists(),
+        "an hour-old .init-* must be removed at start"
+    );
+    assert!(
+        young.join("HEAD").is_file(),
+        "a young .init-* may be at work"
+    );
+    assert!(server.log().contains("left by a crash"), "{}", server.log());
+}
