@@ -87,6 +87,15 @@ pub enum Input<'a> {
     /// finish (up to [`crate::server::ServerConfig::drain_timeout`]), new
     /// ones are refused, and the connection closes once none runs.
     Drain,
+    /// Admission ends this startup to make way for a newcomer from a
+    /// source holding fewer (at `full`): it is disconnected with "too
+    /// many connections" (nothing happens once it has authenticated).
+    Evicted,
+    /// The answer to [`Output::Authenticated`]: how many authenticated
+    /// connections its user has now, this one included. Past
+    /// [`crate::server::ServerConfig::per_user_max_connections`], the
+    /// connection is ended, telling the user why.
+    UserConnections(u32),
     /// The answer to [`Output::OpenRepo`]: `Ok(true)` if it was created now.
     RepoOpened {
         /// The request.
@@ -326,7 +335,7 @@ pub enum Output {
         id: RequestId,
     },
     /// A user authenticated (admission stops counting the connection as
-    /// unauthenticated).
+    /// unauthenticated); answer with [`Input::UserConnections`].
     Authenticated(Identity),
     /// The session is over: flush [`crate::server::Session::transmit`], then close.
     Close(CloseReason),

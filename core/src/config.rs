@@ -51,6 +51,13 @@ pub struct ServerConfig {
     /// After authentication: how long the connection may see no bytes in
     /// either direction.
     pub idle_timeout: Duration,
+    /// After authentication: how long a connection may go without an open
+    /// channel before it is closed (OpenSSH `UnusedConnectionTimeout`;
+    /// zero: no limit).
+    pub unused_timeout: Duration,
+    /// Authenticated connections one user may hold at once (zero: no
+    /// limit): past it, a new one is ended right after authentication.
+    pub per_user_max_connections: u32,
     /// After authentication: how long a connection may last in all.
     pub max_session: Duration,
     /// After authentication: how long the client may stay silent before
@@ -78,6 +85,8 @@ impl ServerConfig {
             kill_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
+            unused_timeout: Duration::from_secs(300),
+            per_user_max_connections: 100,
             max_session: Duration::from_secs(7200),
             keepalive_interval: Duration::from_secs(15),
             keepalive_count_max: 3,

@@ -448,6 +448,28 @@ impl Pair {
         true
     }
 
+    /// Fires every server deadline up to `until` from now, one at a time,
+    /// as a runtime would (quinn-proto's `Pair` steps the same way).
+    pub fn run_for(&mut self, until: Duration) {
+        let end = self.now + until;
+        for _ in 0..10_000 {
+            match self.server.poll_timeout() {
+                Some(at) if at <= end => {
+                    assert!(
+                        at >= self.now,
+                        "a deadline in the past would spin the runtime"
+                    );
+                    self.advance(at - self.now);
+                }
+                _ => {
+                    self.advance(end - self.now);
+                    return;
+                }
+            }
+        }
+        panic!("too many deadlines");
+    }
+
     /// Steps from deadline to deadline until the server session is
     /// finished, at most `max_steps` times; whether it finished.
     pub fn run_to_end(&mut self, max_steps: usize) -> bool {

@@ -101,6 +101,17 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub idle_timeout: u64,
 
+    /// Seconds an authenticated connection may go with no channel open
+    /// before it is closed (0: no limit; OpenSSH's UnusedConnectionTimeout)
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub unused_connection_timeout: u64,
+
+    /// Authenticated connections one user may hold at once (0: no limit):
+    /// past it, a new connection is ended right after authentication,
+    /// with a message saying so (not a failure: no penalty)
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub per_user_max_connections: u32,
+
     /// Seconds an authenticated client may stay silent before the server
     /// probes it with a keepalive (0: never; OpenSSH's ClientAliveInterval)
     #[arg(long, value_name = "SECS", default_value_t = 15)]
@@ -193,9 +204,23 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_connections: u32,
 
-    /// Unauthenticated connections allowed from one address (an IPv6 /64)
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    /// Unauthenticated connections in progress from one address (an IPv6
+    /// /64); more wait, unread, in that address's queue
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub per_source_max_startups: u32,
+
+    /// Connections from one address that may wait for its startups in
+    /// progress to fall under --per-source-max-startups (bounded by the
+    /// login grace time from accept); past it, they are refused
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub per_source_startup_queue: u32,
+
+    /// Connections that may wait where --max-startups would drop them, let
+    /// in round robin by address once fewer than START are in progress
+    /// (bounded by the login grace time from accept); past it, refused
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub startup_queue: u32,
 
     /// Refuse, for a while, addresses whose connections keep failing (5 s per
     /// failed login, 1 s per connection that never tried, 10 s per login
@@ -287,6 +312,10 @@ pub struct Settings {
     pub max_auth_tries: u32,
     /// Idle limit after authentication.
     pub idle_timeout: Duration,
+    /// How long an authenticated connection may have no channel open.
+    pub unused_timeout: Duration,
+    /// Authenticated connections per user (zero: no limit).
+    pub per_user_max_connections: u32,
     /// Silence after which a keepalive probes the client (zero: never).
     pub keepalive_interval: Duration,
     /// Unanswered keepalives after which the client is dead.
@@ -497,6 +526,8 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         rate,
         full,
         per_source: cli.per_source_max_startups,
+        per_source_queue: cli.per_source_startup_queue,
+        queue: cli.startup_queue,
         max_connections: cli.max_connections.max(1),
         penalties: cli.per_source_penalties,
         exempt: cli.admission_exempt.clone(),
@@ -514,6 +545,8 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         login_grace: Duration::from_secs(cli.login_grace_time),
         max_auth_tries: cli.max_auth_tries,
         idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
+        unused_timeout: Duration::from_secs(cli.unused_connection_timeout),
+        per_user_max_connections: cli.per_user_max_connections,
         keepalive_interval: Duration::from_secs(cli.keepalive_interval),
         keepalive_count_max: cli.keepalive_count_max,
         max_sessions: cli.max_sessions,
@@ -627,6 +660,8 @@ pub fn server_config(
         kill_grace: Duration::from_secs(5),
         drain_timeout: settings.drain_timeout,
         idle_timeout: settings.idle_timeout,
+        unused_timeout: settings.unused_timeout,
+        per_user_max_connections: settings.per_user_max_connections,
         max_session: settings.max_session,
         keepalive_interval: settings.keepalive_interval,
         keepalive_count_max: settings.keepalive_count_max,

@@ -87,6 +87,8 @@ struct Ready {
     done: Vec<(RequestId, Done)>,
     timeout: bool,
     shutdown: bool,
+    /// Admission's mailbox was notified.
+    evicted: bool,
 }
 
 impl Ready {
@@ -97,6 +99,7 @@ impl Ready {
             || !self.done.is_empty()
             || self.timeout
             || self.shutdown
+            || self.evicted
     }
 }
 
@@ -113,20 +116,36 @@ struct Conn<S> {
     shared: Arc<Shared>,
 }
 
-/// Serves one client connection to its end.
-pub async fn drive<S>(socket: S, peer: SocketAddr, shared: Arc<Shared>, ticket: Ticket)
-where
+/// Serves one client connection to its end. `accepted` is when it was
+/// accepted (its login grace time counts from then, time spent waiting
+/// for admission included); `registration` receives admission's word
+/// that the connection must make way for another.
+pub async fn drive<S>(
+    socket: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    ticket: Ticket,
+    registration: crate::admit::Registration,
+    accepted: Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     use tracing::Instrument;
-    let session = Session::new(shared.config.clone(), crate::seed(), Instant::now());
+    let session = Session::new(shared.config.clone(), crate::seed(), accepted);
     // The core names the session in each of its events.
     let span = tracing::info_span!("conn", %peer);
-    run(socket, session, shared, ticket).instrument(span).await;
+    run(socket, session, shared, ticket, registration)
+        .instrument(span)
+        .await;
 }
 
-async fn run<S>(socket: S, mut session: Session, shared: Arc<Shared>, mut ticket: Ticket)
-where
+async fn run<S>(
+    socket: S,
+    mut session: Session,
+    shared: Arc<Shared>,
+    mut ticket: Ticket,
+    registration: crate::admit::Registration,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tracing::debug!("connected");
@@ -150,13 +169,29 @@ where
     };
     let mut timer = Timer::never();
     let mut timer_at = None;
+    // Until authentication, admission may end this startup for a newcomer.
+    let mut registration = Some(registration);
+    let mut evict = registration.as_ref().map(|r| r.mailbox.event.listen());
     loop {
         while let Some(output) = session.poll_output() {
             if let Output::Authenticated(who) = &output {
                 tracing::debug!(user = %who.user, "admission: authenticated");
-                c.shared.admission(|a| a.authenticated(&mut ticket));
+                let n = c
+                    .shared
+                    .admission(|a| a.authenticated(&mut ticket, &who.user));
+                registration = None;
+                evict = None;
+                session.handle_input(Instant::now(), Input::UserConnections(n));
             }
             c.perform(output, &mut session);
+        }
+        if let Some(r) = &registration
+            && r.mailbox.evicted()
+        {
+            registration = None;
+            evict = None;
+            session.handle_input(Instant::now(), Input::Evicted);
+            continue;
         }
         if session.is_finished() {
             break;
@@ -174,6 +209,11 @@ where
             if told < crate::STOPPING && Pin::new(&mut stop).poll(cx).is_ready() {
                 r.shutdown = true;
             }
+            if let Some(listener) = evict.as_mut()
+                && Pin::new(listener).poll(cx).is_ready()
+            {
+                r.evicted = true;
+            }
             if r.any() {
                 Poll::Ready(r)
             } else {
@@ -183,6 +223,10 @@ where
         .await;
         if ready.timeout {
             timer_at = None;
+        }
+        if ready.evicted {
+            // Re-armed, then looked at above (a spurious wake is harmless).
+            evict = registration.as_ref().map(|r| r.mailbox.event.listen());
         }
         let shutdown = ready.shutdown;
         c.feed(&mut session, ready);

@@ -11,6 +11,7 @@
 //! which run under smol and async-std alike; a runtime crate brings the
 //! executor, the listener and the signals.
 
+pub mod admit;
 pub mod config;
 pub mod driver;
 pub mod dyno;
@@ -22,7 +23,7 @@ pub mod server;
 pub mod startup;
 pub mod tls;
 
-use std::sync::atomic::{AtomicU8, AtomicUsize};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use gitmouth_core::admission::Admission;
@@ -42,6 +43,11 @@ pub struct Shared {
     pub push_locks: Arc<locks::PushLocks>,
     /// Limits on unauthenticated connections and penalties.
     pub admission: Mutex<Admission>,
+    /// Where admission's decisions about waiting connections and startups
+    /// are delivered ([`admit::Mailbox`]).
+    pub mailboxes: admit::Mailboxes,
+    /// The next connection's admission name.
+    pub next_conn: AtomicU64,
     /// How far the server is in stopping: [`RUNNING`], [`DRAINING`] (the
     /// first SIGTERM: commands in progress may finish) or [`STOPPING`] (the
     /// drain is over, or a second signal: every session ends now).
@@ -68,11 +74,14 @@ impl Shared {
         self.shutdown.notify(usize::MAX);
     }
 
-    /// Runs `f` on the admission state (a poisoned lock is still usable:
-    /// the state is counts, consistent after every call).
+    /// Runs `f` on the admission state, then delivers what it decided
+    /// about other connections (a poisoned lock is still usable: the state
+    /// is counts, consistent after every call).
     pub fn admission<T>(&self, f: impl FnOnce(&mut Admission) -> T) -> T {
         let mut guard = self.admission.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
+        let result = f(&mut guard);
+        admit::deliver(&mut guard, &self.mailboxes);
+        result
     }
 }
 

@@ -55,13 +55,24 @@ where
                     continue;
                 }
             };
-            let now = std::time::Instant::now();
-            match shared.admission(|a| a.connect(peer.ip(), now)) {
+            let accepted = std::time::Instant::now();
+            let registration = crate::admit::Registration::new(&shared);
+            let id = registration.id();
+            match shared.admission(|a| a.connect(id, peer.ip(), accepted)) {
                 Verdict::Accept(ticket) => spawn(Box::pin(crate::driver::drive(
                     stream,
                     peer,
                     shared.clone(),
                     ticket,
+                    registration,
+                    accepted,
+                ))),
+                Verdict::Wait => spawn(Box::pin(wait_then_drive(
+                    stream,
+                    peer,
+                    shared.clone(),
+                    registration,
+                    accepted,
                 ))),
                 // Dropping the stream closes it before any byte is read.
                 Verdict::Refuse(why) => tracing::info!(%peer, why, "connection refused"),
@@ -120,5 +131,50 @@ async fn wait_for_sessions(shared: &crate::Shared, limit: std::time::Duration) {
     let deadline = std::time::Instant::now() + limit;
     while shared.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
         async_io::Timer::after(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A connection admission keeps waiting: unread (no cryptography is spent
+/// on it) until it is let in, then served; if the login grace time (which
+/// starts at accept) runs out first, it is closed unread.
+async fn wait_then_drive<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<crate::Shared>,
+    registration: crate::admit::Registration,
+    accepted: std::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tracing::debug!(%peer, "waiting for a place among the startups");
+    let deadline = accepted + shared.config.login_grace;
+    let mailbox = registration.mailbox.clone();
+    let admitted = futures_lite::future::or(
+        async {
+            loop {
+                // Armed before looking, so that a ticket put in between is
+                // not missed.
+                let listener = mailbox.event.listen();
+                if let Some(ticket) = mailbox.take_ticket() {
+                    return Some(ticket);
+                }
+                listener.await;
+            }
+        },
+        async {
+            async_io::Timer::at(deadline).await;
+            None
+        },
+    )
+    .await;
+    match admitted {
+        Some(ticket) => {
+            tracing::debug!(%peer, waited = ?accepted.elapsed(), "let in from the startup queue");
+            crate::driver::drive(stream, peer, shared, ticket, registration, accepted).await;
+        }
+        None => {
+            tracing::info!(%peer, "login grace time exceeded while waiting for a place: closing unread");
+            registration.abandon();
+        }
     }
 }

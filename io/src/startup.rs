@@ -142,6 +142,8 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             keys: store.clone(),
             push_locks: Default::default(),
             admission,
+            mailboxes: Default::default(),
+            next_conn: Default::default(),
             stop_level: Default::default(),
             shutdown: event_listener::Event::new(),
             active: Default::default(),

@@ -840,3 +840,18 @@ pub fn epoch() -> std::time::Instant {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(std::time::Instant::now)
 }
+
+/// A TCP connection to `to` from the address `from` (another 127.0.0.N
+/// stands for another source): what `ssh -o BindAddress` does.
+pub fn tcp_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use rustix::net::{AddressFamily, SocketType};
+    let family = if from.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket(family, SocketType::STREAM, None)?;
+    rustix::net::bind(&fd, &SocketAddr::new(from, 0))?;
+    rustix::net::connect(&fd, &to)?;
+    Ok(std::net::TcpStream::from(fd))
+}

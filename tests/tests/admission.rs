@@ -122,13 +122,15 @@ fn stalled_connections_all_close_by_the_grace_time(runtime: Runtime) {
     assert_eq!(&line, b"SSH-2.0-");
 }
 
-per_runtime!(unauthenticated_connections_are_capped_per_source);
-fn unauthenticated_connections_are_capped_per_source(runtime: Runtime) {
+per_runtime!(past_its_cap_a_source_waits_unread_then_past_its_queue_is_refused);
+fn past_its_cap_a_source_waits_unread_then_past_its_queue_is_refused(runtime: Runtime) {
     let server = Server::start_with(
         runtime,
         strict(&[
             "--per-source-max-startups",
             "3",
+            "--per-source-startup-queue",
+            "1",
             "--max-startups",
             "100:30:200",
         ]),
@@ -140,23 +142,22 @@ fn unauthenticated_connections_are_capped_per_source(runtime: Runtime) {
         s.read_exact(&mut line).unwrap();
         held.push(s);
     }
-    // The fourth is closed before anything is said.
+    // The fourth waits, unread: nothing is said to it yet.
     let mut fourth = TcpStream::connect(server.addr).unwrap();
-    assert!(closes_within(&mut fourth, Duration::from_secs(5)));
-    // Once the server has logged the end of the three held connections
-    // (it releases their places in the same step, with nothing awaited in
-    // between), a new one is accepted: no guess at how long that takes.
-    let closed_before = server.log().matches("connection closing").count();
-    drop(held);
-    assert!(
-        gitmouth_tests::wait_until(Duration::from_secs(20), || {
-            server.log().matches("connection closing").count() >= closed_before + 3
-        }),
-        "the server did not notice the held connections closing:\n{}",
-        server.log()
-    );
-    let mut again = TcpStream::connect(server.addr).unwrap();
+    assert!(gitmouth_tests::wait_until(Duration::from_secs(20), || {
+        server
+            .log()
+            .contains("waiting for a place among the startups")
+    }));
+    // The fifth is past the queue: closed before anything is said.
+    let mut fifth = TcpStream::connect(server.addr).unwrap();
+    assert!(closes_within(&mut fifth, Duration::from_secs(5)));
+    // Once a held one ends, the waiting one starts.
+    drop(held.pop());
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut line = [0u8; 8];
-    again.read_exact(&mut line).unwrap();
+    fourth.read_exact(&mut line).unwrap();
     assert_eq!(&line, b"SSH-2.0-");
 }

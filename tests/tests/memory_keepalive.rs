@@ -19,6 +19,8 @@ fn config(interval: u64, count_max: u32) -> (ServerConfig, ssh_key::PrivateKey) 
     let mut config = server_config(&[&alice]);
     config.keepalive_interval = Duration::from_secs(interval);
     config.keepalive_count_max = count_max;
+    // Idle connections with no channel are what these tests probe.
+    config.unused_timeout = Duration::ZERO;
     (config, alice)
 }
 
@@ -27,29 +29,6 @@ fn probes(pair: &Pair) -> usize {
         .iter()
         .filter(|e| matches!(e, Event::GlobalRequest(name) if name == "keepalive@openssh.com"))
         .count()
-}
-
-/// Fires every server deadline up to `until` from now, one at a time, as
-/// a runtime would (quinn-proto's `Pair` steps the same way).
-fn run_for(pair: &mut Pair, until: Duration) {
-    let end = pair.now + until;
-    for _ in 0..10_000 {
-        let next = pair.server.poll_timeout();
-        match next {
-            Some(at) if at <= end => {
-                assert!(
-                    at >= pair.now,
-                    "a deadline in the past would spin the runtime"
-                );
-                pair.advance(at - pair.now);
-            }
-            _ => {
-                pair.advance(end - pair.now);
-                return;
-            }
-        }
-    }
-    panic!("too many deadlines");
 }
 
 fn dead_client_close(pair: &Pair) -> bool {
@@ -65,7 +44,7 @@ fn a_live_idle_client_is_probed_and_stays_connected() {
     let (config, alice) = config(15, 3);
     let mut pair = Pair::new(config, epoch());
     pair.login(&alice);
-    run_for(&mut pair, Duration::from_secs(300));
+    pair.run_for(Duration::from_secs(300));
     // One probe per silent interval, each answered.
     assert!(probes(&pair) >= 19, "{} probes", probes(&pair));
     assert!(
@@ -84,12 +63,12 @@ fn a_frozen_client_is_dropped_after_count_max_unanswered_probes() {
     // SIGSTOP: the client neither reads nor writes.
     pair.client_stalled = true;
     pair.server_stalled = true;
-    run_for(&mut pair, Duration::from_secs(5));
+    pair.run_for(Duration::from_secs(5));
     assert!(
         !pair.server.transport().is_closed(),
         "two probes out, not yet dead"
     );
-    run_for(&mut pair, Duration::from_secs(2));
+    pair.run_for(Duration::from_secs(2));
     assert!(dead_client_close(&pair), "{:?}", pair.server_close());
     assert!(pair.now - frozen_at <= Duration::from_secs(7));
     assert!(pair.server.is_finished());
@@ -115,12 +94,12 @@ fn a_dead_client_with_a_command_running_stops_it_and_leaves_nothing() {
     assert!(pair.rt.process.is_some(), "git started");
     pair.client_stalled = true;
     pair.server_stalled = true;
-    run_for(&mut pair, Duration::from_secs(7));
+    pair.run_for(Duration::from_secs(7));
     assert!(dead_client_close(&pair), "{:?}", pair.server_close());
     let process = pair.rt.process.as_ref().unwrap();
     assert_eq!(process.signals.first(), Some(&Signal::Term));
     // The stand-in git exits on SIGTERM; then the session is over.
-    run_for(&mut pair, Duration::from_secs(10));
+    pair.run_for(Duration::from_secs(10));
     assert!(pair.server.is_finished());
     assert!(pair.server.poll_timeout().is_none_or(|at| at > pair.now),);
 }
@@ -175,7 +154,7 @@ fn an_interval_of_zero_sends_no_probe() {
     pair.login(&alice);
     pair.client_stalled = true;
     pair.server_stalled = true;
-    run_for(&mut pair, Duration::from_secs(120));
+    pair.run_for(Duration::from_secs(120));
     assert_eq!(probes(&pair), 0);
     assert!(!dead_client_close(&pair));
 }

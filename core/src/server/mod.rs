@@ -129,7 +129,7 @@ pub(crate) struct ServerUpper {
     /// connection is over) has begun.
     flushing: bool,
     /// The session's own deadlines (jobs and channels keep theirs).
-    timers: Timers<SessionTimer, 8>,
+    timers: Timers<SessionTimer, 9>,
     /// Keepalives sent since the client last sent anything.
     keepalives_unanswered: u32,
     /// A keepalive fell due during a key exchange: it goes out after.
@@ -158,12 +158,16 @@ timer_kinds! {
         Keepalive,
         /// The drain's end: commands still running are stopped.
         Drain,
+        /// After authentication: no channel open for
+        /// `--unused-connection-timeout`.
+        Unused,
     }
 }
 
 /// The deadlines that mean nothing once the connection is closed.
-const WHILE_OPEN: [SessionTimer; 7] = [
+const WHILE_OPEN: [SessionTimer; 8] = [
     SessionTimer::Drain,
+    SessionTimer::Unused,
     SessionTimer::LoginGrace,
     SessionTimer::Lookup,
     SessionTimer::Idle,
@@ -285,6 +289,8 @@ impl Session {
             }
             Input::Shutdown => upper.on_shutdown(t, now),
             Input::Drain => upper.on_drain(t, now),
+            Input::Evicted => upper.on_evicted(t),
+            Input::UserConnections(n) => upper.on_user_connections(t, n),
             Input::RepoOpened { id, result } => {
                 upper.route(t, now, id, JobInput::RepoOpened(result));
             }
@@ -601,6 +607,46 @@ impl ServerUpper {
             tracing::info!(session = %self.id, "drained: closing the connection");
             t.disconnect(DisconnectReason::ByApplication, "the server is restarting");
         }
+        self.watch_unused(now);
+    }
+
+    /// Keeps the unused-connection deadline: armed while an authenticated
+    /// connection has no channel open, from the moment it has none.
+    fn watch_unused(&mut self, now: Instant) {
+        let unused = self.phase == Phase::Connected
+            && self.conn.is_empty()
+            && !self.ending
+            && !self.config.unused_timeout.is_zero();
+        if !unused {
+            self.timers.stop(SessionTimer::Unused);
+        } else if !self.timers.is_set(SessionTimer::Unused) {
+            self.timers
+                .set(SessionTimer::Unused, now + self.config.unused_timeout);
+        }
+    }
+
+    /// Admission gave this startup's place to a newcomer.
+    fn on_evicted(&mut self, t: &mut Transport) {
+        if self.identity.is_some() || t.is_closed() {
+            return;
+        }
+        tracing::info!(session = %self.id, "making way for a connection from a source holding fewer: closing");
+        t.disconnect(DisconnectReason::TooManyConnections, "too many connections");
+        self.cancel_lookup();
+    }
+
+    /// How many connections the user who just authenticated holds.
+    fn on_user_connections(&mut self, t: &mut Transport, n: u32) {
+        let limit = self.config.per_user_max_connections;
+        if limit == 0 || n <= limit || t.is_closed() {
+            return;
+        }
+        let user = self.identity.as_ref().map_or("", |i| i.user.as_str());
+        tracing::info!(session = %self.id, %user, connections = n, limit, "too many connections for this user: closing");
+        t.disconnect(
+            DisconnectReason::TooManyConnections,
+            &format!("too many connections for user {user} (at most {limit} at once)"),
+        );
     }
 
     /// Whether a command is in progress (parked for the push lock, starting,
@@ -627,6 +673,10 @@ impl ServerUpper {
         if self.timers.expire(SessionTimer::Drain, now) && !t.is_closed() {
             tracing::info!(session = %self.id, "drain timeout: stopping the commands still running");
             self.on_shutdown(t, now);
+        }
+        if self.timers.expire(SessionTimer::Unused, now) && !t.is_closed() {
+            tracing::info!(session = %self.id, secs = self.config.unused_timeout.as_secs(), "unused connection timeout: no channel opened");
+            t.disconnect(DisconnectReason::ByApplication, "unused connection timeout");
         }
         self.limit_timeout(t, now);
         if self.timers.expire(SessionTimer::Keepalive, now) && !t.is_closed() {
@@ -784,9 +834,16 @@ impl Upper for ServerUpper {
 
     fn on_message(&mut self, t: &mut Transport, now: Instant, _seq: u32, payload: &[u8]) {
         let number = payload[0];
+        // Keepalives either way (the client's are global requests) and
+        // their replies show the client is alive, not that it uses the
+        // connection (IGNORE and DEBUG never get here: the transport
+        // takes them).
         let liveness_only = matches!(
             number,
-            numbers::REQUEST_SUCCESS | numbers::REQUEST_FAILURE | numbers::UNIMPLEMENTED
+            numbers::REQUEST_SUCCESS
+                | numbers::REQUEST_FAILURE
+                | numbers::UNIMPLEMENTED
+                | numbers::GLOBAL_REQUEST
         );
         if !liveness_only {
             self.active(now);
