@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod load;
 pub mod mux;
 pub mod openruko;
 pub mod sunset_client;
@@ -47,11 +48,13 @@ impl Runtime {
     }
 
     /// Path of the binary, built on first use (cargo does nothing if it is
-    /// up to date), so `cargo test -p gitmouth-tests` alone works too.
+    /// up to date), so `cargo test -p gitmouth-tests` alone works too, and
+    /// so does a binary of this crate run by `cargo run` (the load test).
     pub fn binary(self) -> PathBuf {
-        static BUILD: Once = Once::new();
-        let target = target_dir();
-        BUILD.call_once(|| {
+        // One build per runtime: the load test needs only one of them.
+        static BUILD: [Once; 2] = [Once::new(), Once::new()];
+        let profile = profile_dir();
+        BUILD[self as usize].call_once(|| {
             let mut cmd = Command::new(env!("CARGO"));
             cmd.args(["build", "--quiet"]);
             // Variables cargo set for this test process would make build
@@ -71,10 +74,11 @@ impl Runtime {
                     cmd.env_remove(&name);
                 }
             }
-            for r in [Runtime::Smol, Runtime::AsyncStd] {
-                cmd.args(["-p", r.package()]);
-            }
-            if profile_dir(&target).ends_with("release") {
+            cmd.args(["-p", self.package()]);
+            // Where this executable was built, even when it is run
+            // directly rather than by cargo.
+            cmd.arg("--target-dir").arg(profile.parent().unwrap());
+            if profile.ends_with("release") {
                 cmd.arg("--release");
             }
             let status = cmd.status().expect("run cargo build");
@@ -83,24 +87,20 @@ impl Runtime {
                 "cargo build of the server binaries failed"
             );
         });
-        profile_dir(&target).join(self.bin())
+        profile.join(self.bin())
     }
 }
 
-/// `target/` of the running test binary (`target/<profile>/deps/<test>`).
-fn target_dir() -> PathBuf {
+/// `target/<profile>/` of the running executable: a test runs from
+/// `target/<profile>/deps/<test>`, a binary from `target/<profile>/<bin>`.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .unwrap()
-        .to_path_buf()
-}
-
-fn profile_dir(target: &Path) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(Path::parent).unwrap();
-    target.join(profile.file_name().unwrap())
+    let dir = exe.parent().unwrap();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Makes each named function `fn name(runtime: Runtime)` one `#[test]` per
