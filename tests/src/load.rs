@@ -183,6 +183,8 @@ pub struct HolderStats {
     pub connect_errors: AtomicU64,
     /// Open now.
     pub open: AtomicUsize,
+    /// Open now and answered: holding a startup, not waiting unread.
+    pub startups: AtomicUsize,
 }
 
 /// What the attacker saw.
@@ -232,10 +234,12 @@ pub struct Report {
     pub setup: Duration,
     /// Held connections open when the users started, and how many of
     /// those the server had answered.
-    pub held_at_start: (usize, u64),
+    pub held_at_start: (usize, usize),
     /// Whether every held connection was open at once before the users
     /// started.
     pub held_all_open: bool,
+    /// The held connections while the users worked.
+    pub held_during: Sampled,
     /// Every real user's operation.
     pub ops: Vec<Op>,
     /// From the users' start to the last one's end.
@@ -356,6 +360,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
     let setup = setup_started.elapsed();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let users_done = Arc::new(AtomicBool::new(false));
     let holders = Arc::new(HolderStats::default());
     let held_total = usize::from(config.holder_addresses) * config.held_per_address;
     progress(&format!(
@@ -380,7 +385,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
     });
     let held_at_start = (
         holders.open.load(Ordering::SeqCst),
-        holders.answered.load(Ordering::SeqCst),
+        holders.startups.load(Ordering::SeqCst),
     );
     let attacker = Arc::new(AttackerStats::default());
     if config.attacker {
@@ -410,6 +415,10 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
         held_at_start.1
     ));
     let users_started = Instant::now();
+    let sampler = {
+        let (holders, stop) = (holders.clone(), users_done.clone());
+        thread::spawn(move || sample(&holders, &stop))
+    };
     let done = AtomicUsize::new(0);
     let user_count = users.len();
     let ops: Vec<Op> = thread::scope(|s| {
@@ -439,6 +448,8 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
             .collect()
     });
     let users_took = users_started.elapsed();
+    users_done.store(true, Ordering::SeqCst);
+    let held_during = sampler.join().unwrap_or_default();
 
     progress("stopping the holders and the attacker");
     stop.store(true, Ordering::SeqCst);
@@ -461,6 +472,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
         setup,
         held_at_start,
         held_all_open,
+        held_during,
         ops,
         users_took,
         holders,
@@ -564,7 +576,7 @@ impl User {
     }
 
     fn push(&self, deadline: Instant) -> Op {
-        let (kind, repo) = if self.index % 2 == 0 {
+        let (kind, repo) = if self.index.is_multiple_of(2) {
             (OpKind::PushCreate, format!("new-{:02}", self.index))
         } else {
             (OpKind::PushUpdate, repo_name(self.index))
@@ -661,6 +673,37 @@ impl User {
             error: Some(error),
             stderr: String::new(),
         }
+    }
+}
+
+/// The held connections open, and the startups among them, sampled every
+/// 100 ms while the users work: (min, mean, max) of each.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sampled {
+    /// Held connections open.
+    pub open: (usize, usize, usize),
+    /// Held connections the server answered (holding a startup).
+    pub startups: (usize, usize, usize),
+}
+
+fn sample(holders: &HolderStats, until: &AtomicBool) -> Sampled {
+    let mut open = Vec::new();
+    let mut startups = Vec::new();
+    while !until.load(Ordering::SeqCst) {
+        open.push(holders.open.load(Ordering::SeqCst));
+        startups.push(holders.startups.load(Ordering::SeqCst));
+        // A gauge read at a steady pace; nothing waits on it.
+        thread::sleep(Duration::from_millis(100));
+    }
+    let stats = |v: &[usize]| {
+        let min = v.iter().copied().min().unwrap_or(0);
+        let max = v.iter().copied().max().unwrap_or(0);
+        let mean = v.iter().sum::<usize>() / v.len().max(1);
+        (min, mean, max)
+    };
+    Sampled {
+        open: stats(&open),
+        startups: stats(&startups),
     }
 }
 
@@ -808,16 +851,23 @@ fn read_until_closed(stream: &mut TcpStream, stats: &HolderStats, stop: &AtomicB
                 if !answered && got.windows(2).any(|w| w == b"\r\n") {
                     answered = true;
                     stats.answered.fetch_add(1, Ordering::SeqCst);
+                    stats.startups.fetch_add(1, Ordering::SeqCst);
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if stop.load(Ordering::SeqCst) {
-                    return Ended::Stopped;
+                    break;
                 }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => break,
         }
+    }
+    if answered {
+        stats.startups.fetch_sub(1, Ordering::SeqCst);
+    }
+    if stop.load(Ordering::SeqCst) {
+        return Ended::Stopped;
     }
     match disconnect_text(&got) {
         Some(text) => Ended::Disconnect(text),
@@ -920,7 +970,8 @@ fn count_log(log: &str) -> LogCounts {
             *counts.evicted.entry(group).or_default() += 1;
         } else if line.contains("login grace time exceeded while waiting") {
             *counts.grace_waiting.entry(group).or_default() += 1;
-        } else if line.contains("login grace time exceeded") {
+        } else if line.contains("login grace time exceeded") && !line.contains("connection closing")
+        {
             *counts.grace.entry(group).or_default() += 1;
         } else if line.contains("too many connections for this user") {
             counts.user_cap += 1;
@@ -988,6 +1039,13 @@ impl fmt::Display for Report {
             "at the users' start: {} held connections open, {} of them answered by the server \
              (startups), the rest waiting unread",
             self.held_at_start.0, self.held_at_start.1
+        )?;
+        let d = &self.held_during;
+        writeln!(
+            f,
+            "while the users worked (min/mean/max): {}/{}/{} held connections open, \
+             {}/{}/{} of them startups",
+            d.open.0, d.open.1, d.open.2, d.startups.0, d.startups.1, d.startups.2
         )?;
         writeln!(f)?;
         let errors = self.errors();
@@ -1069,7 +1127,7 @@ impl fmt::Display for Report {
         let n = |a: &AtomicU64| a.load(Ordering::SeqCst);
         writeln!(
             f,
-            "held connections: {} opened ({} answered by the server); ended by the server: \
+            "held connections in all: {} opened ({} answered by the server); ended by the server: \
              {} evicted (\"too many connections\"), {} at the login grace time, {} closed unread \
              (refused, or waited unread until the login grace time), {} otherwise; \
              {} connect errors",

@@ -21,7 +21,7 @@ usage: gitmouth-load [OPTIONS]
   --users N             real users, one address each (default 20, at most 250)
   --clones N            clones per user (default 10); each user also pushes once
   --holder-addresses N  addresses holding unauthenticated connections (default 50, at most 250)
-  --held N              connections held per address (default 10)
+  --held N              connections held per address (default 10; 0: none, a baseline)
   --no-attacker         no address failing authentication in a loop
   --time-limit SECS     the whole run's limit (default 600)
 ";
