@@ -360,6 +360,8 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
     let setup = setup_started.elapsed();
 
     let stop = Arc::new(AtomicBool::new(false));
+    // However this function ends, the holders and the attacker stop.
+    let _stop_on_return = StopOnDrop(stop.clone());
     let users_done = Arc::new(AtomicBool::new(false));
     let holders = Arc::new(HolderStats::default());
     let held_total = usize::from(config.holder_addresses) * config.held_per_address;
@@ -481,6 +483,15 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
         server_exit,
         total: started.elapsed(),
     })
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// One real user: an address, a key, a repository of its own.
