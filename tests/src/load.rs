@@ -51,8 +51,8 @@ pub struct LoadConfig {
     pub attacker: bool,
     /// The most one git command may take before it counts as an error.
     pub op_timeout: Duration,
-    /// The most the whole run may take, setup included; operations not
-    /// started by then count as errors.
+    /// The most the whole run may take, setup included (building the
+    /// server is not); operations not started by then count as errors.
     pub time_limit: Duration,
     /// Print progress lines while running.
     pub progress: bool,
@@ -252,7 +252,7 @@ pub struct Report {
     pub log: LogCounts,
     /// How the server ended on SIGTERM (exit status, time), or why not.
     pub server_exit: String,
-    /// The whole run's time.
+    /// The whole run's time (the server's build not included).
     pub total: Duration,
 }
 
@@ -290,6 +290,12 @@ pub fn raise_nofile() -> (Option<u64>, Option<u64>) {
 /// Runs the load test. `Err` only when the run could not be set up (no
 /// server, no repositories); the report says whether real users failed.
 pub fn run(config: &LoadConfig) -> Result<Report, String> {
+    // Built (if need be) before the clock starts: a first release build
+    // takes minutes, which are not the run's.
+    if config.progress {
+        eprintln!("building the server binary if needed (cargo build)");
+    }
+    let binary = config.runtime.binary();
     let started = Instant::now();
     let deadline = started + config.time_limit;
     let progress = |text: &str| {
@@ -321,7 +327,6 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
     // The server at its defaults: only where it listens and keeps its
     // data (the host key is generated there, authorized_keys read from
     // there) is set. Admission applies to loopback: nothing is exempt.
-    let binary = config.runtime.binary();
     let server_command = format!(
         "{} --listen 127.0.0.1:0 --data-dir {} (host key generated in the data directory, \
          {} users' keys in its authorized_keys; every other setting at its default, \
