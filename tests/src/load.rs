@@ -458,6 +458,13 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
     users_done.store(true, Ordering::SeqCst);
     let held_during = sampler.join().unwrap_or_default();
 
+    if config.attacker {
+        // The report shows the attacker's penalty at work: in a short run
+        // the users may finish before its failures add up to a refusal.
+        wait_until(Duration::from_secs(60), || {
+            attacker.refused.load(Ordering::SeqCst) >= 1
+        });
+    }
     progress("stopping the holders and the attacker");
     stop.store(true, Ordering::SeqCst);
     for t in threads {

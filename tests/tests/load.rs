@@ -23,4 +23,18 @@ fn forty_clones_under_a_hundred_held_connections_all_succeed(runtime: Runtime) {
         report.attacker.attempts.load(Ordering::SeqCst) >= 2,
         "{report}"
     );
+    // The attacker's failures got its address refused before any
+    // cryptography, and the server said why.
+    assert!(
+        report.attacker.refused.load(Ordering::SeqCst) >= 1,
+        "{report}"
+    );
+    assert!(
+        report
+            .log
+            .refused
+            .keys()
+            .any(|(who, why)| who == "attacker" && why.contains("penalised")),
+        "{report}"
+    );
 }
