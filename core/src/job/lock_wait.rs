@@ -94,11 +94,15 @@ impl LockRequest {
     /// next line is due.
     fn progress(&mut self, cx: &mut JobCx<'_>) {
         if let Some(held) = &self.holder {
-            let line =
-                messages::waiting_for_push(self.cmd.repo.as_str(), &held.user, &ago(held.since, cx.now));
+            let line = messages::waiting_for_push(
+                self.cmd.repo.as_str(),
+                &held.user,
+                &ago(held.since, cx.now),
+            );
             cx.notice(&line);
         }
-        self.timers.set(LockTimer::Progress, cx.now + PROGRESS_EVERY);
+        self.timers
+            .set(LockTimer::Progress, cx.now + PROGRESS_EVERY);
     }
 
     /// A deadline may have come: a progress line, or the end of the wait

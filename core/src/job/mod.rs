@@ -124,9 +124,11 @@ impl JobCx<'_> {
     /// As [`JobCx::fail`], and the same text as git's `ERR` pkt-line on
     /// stdout, for a git that still waits for the server's first words.
     fn fail_to_git(&mut self, error: UserError) {
-        let text = messages::with_session_id(&error.message(&self.config.public_host), self.session);
+        let text =
+            messages::with_session_id(&error.message(&self.config.public_host), self.session);
         self.conn.notice(self.ch, text.clone().into_bytes());
-        self.conn.say_on_stdout(self.ch, messages::err_pkt_line(&text));
+        self.conn
+            .say_on_stdout(self.ch, messages::err_pkt_line(&text));
         self.exit(ExitStatus::Code(error.exit_status()));
     }
 
@@ -326,7 +328,10 @@ impl Task {
     /// Whether an answer with this id is this command's.
     pub fn owns(&self, id: RequestId) -> bool {
         self.awaiting.as_ref().is_some_and(|req| req.id == id)
-            || self.awaiting_slot.as_ref().is_some_and(|(own, _)| *own == id)
+            || self
+                .awaiting_slot
+                .as_ref()
+                .is_some_and(|(own, _)| *own == id)
             || self
                 .backend
                 .as_ref()
