@@ -141,14 +141,14 @@ pub struct Cli {
     pub max_sessions: u32,
 
     /// Git commands running at once in all, across connections (each is a
-    /// git process or a dyno; 0: no limit): one past it is told the
-    /// server is busy and exits non-zero
+    /// git process or a dyno, or a push waiting for its lock; 0: no
+    /// limit): one past it is told the server is busy and exits non-zero
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_commands: u32,
 
-    /// Seconds a push waits for another push to the same repository to
-    /// finish, printing who holds the lock every few seconds, before it is
-    /// refused (0: refused at once)
+    /// Seconds a push waits, in turn, for another push to the same
+    /// repository to finish, told every five seconds who holds the lock
+    /// and since when, before it is refused (0: refused at once)
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub push_lock_wait: u64,
 

@@ -323,6 +323,21 @@ fn the_session_limit_ends_a_wait() {
 }
 
 #[test]
+fn waiting_in_turn_is_not_idleness() {
+    let mut config = config(30);
+    config.idle_timeout = Duration::from_secs(7);
+    let (_first, mut second, locks, _slots) = waiting(config);
+    let start = second.now;
+    while second.exit_status().is_none() && second.step_to_next_deadline() {}
+    // The wait's own limit ends it, not the idle timeout.
+    assert_eq!(second.now - start, Duration::from_secs(30));
+    let err = stderr(&second);
+    assert!(!err.contains("Timed out"), "{err}");
+    assert!(err.contains("Another push to app is in progress"), "{err}");
+    nothing_left(&second, &locks);
+}
+
+#[test]
 fn a_grant_already_on_its_way_when_the_wait_is_given_up_is_not_released_twice() {
     let (_first, mut second, _locks, _slots) = waiting(config(60));
     let id = second

@@ -23,7 +23,7 @@ use crate::timer::{Timers, timer_kinds};
 use super::JobCx;
 
 /// How often a waiting pusher is told it still waits.
-pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 timer_kinds! {
     /// A waiting push's deadlines.

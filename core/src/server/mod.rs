@@ -777,6 +777,14 @@ impl ServerUpper {
                 secs: self.config.max_session.as_secs(),
             }
         } else if self.timers.expire(SessionTimer::Idle, now) {
+            if self.tasks.iter().any(Task::waits_for_lock) {
+                // A push waiting in turn for the push lock is silent by the
+                // server's doing, not the user's; its wait has its own
+                // limit (`--push-lock-wait`).
+                self.timers
+                    .set(SessionTimer::Idle, now + self.config.idle_timeout);
+                return;
+            }
             UserError::IdleTimeout {
                 secs: self.config.idle_timeout.as_secs(),
             }
