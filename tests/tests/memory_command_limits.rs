@@ -366,6 +366,30 @@ fn a_grant_already_on_its_way_when_the_wait_is_given_up_is_not_released_twice() 
 }
 
 #[test]
+fn a_place_in_the_queue_for_a_push_already_gone_is_given_up() {
+    let (_first, mut second, _locks, _slots) = waiting(config(60));
+    // A request the session never made a place for (one it abandoned
+    // before its answer came): the place is given up, once.
+    let never = gitmouth_core::server::RequestId(9999);
+    let now = second.now;
+    let held = LockHeld {
+        since: now,
+        user: "alice".into(),
+    };
+    for _ in 0..2 {
+        let input = Input::LockWaiting {
+            id: never,
+            held: held.clone(),
+        };
+        second.server.handle_input(now, input);
+    }
+    let releases: Vec<_> = std::iter::from_fn(|| second.server.poll_output())
+        .filter(|o| matches!(o, Output::ReleaseLock { id } if *id == never))
+        .collect();
+    assert_eq!(releases.len(), 1);
+}
+
+#[test]
 fn the_lock_table_serves_in_turn_and_forgets_what_is_given_up() {
     let now = epoch();
     let mut table = LockTable::default();

@@ -123,7 +123,8 @@ pub(crate) struct ServerUpper {
     outputs: VecDeque<Output>,
     next_id: u64,
     /// Push-lock requests withdrawn from their queue: a grant for one
-    /// that was already on its way needs no release.
+    /// that was already on its way needs no release. (At most one entry
+    /// per wait given up on this connection.)
     withdrawn_locks: BTreeSet<RequestId>,
     close_reported: bool,
     peer_gone: bool,
@@ -336,7 +337,12 @@ impl Session {
                 }
             }
             Input::LockWaiting { id, held } => {
-                upper.route(t, now, id, JobInput::LockWaiting(held));
+                let routed = upper.route(t, now, id, JobInput::LockWaiting(held));
+                if !routed && upper.withdrawn_locks.insert(id) {
+                    // Queued for a push abandoned before the answer came:
+                    // its place is given up (once).
+                    upper.outputs.push_back(Output::ReleaseLock { id });
+                }
             }
             Input::SlotReply { id, granted } => {
                 if !upper.route(t, now, id, JobInput::Slot(granted)) && granted {
