@@ -430,30 +430,28 @@ impl Task {
 
     /// Gives up the push lock asked for: a place in its queue is given
     /// back at once (which also lets go of a grant already on its way).
-    fn withdraw_lock_request(&mut self, cx: &mut JobCx<'_>) {
-        if let Some(req) = self.awaiting.take()
-            && req.is_queued()
-        {
+    /// Returns the request.
+    fn withdraw_lock_request(&mut self, cx: &mut JobCx<'_>) -> Option<LockRequest> {
+        let req = self.awaiting.take()?;
+        if req.is_queued() {
             tracing::info!(session = %cx.session, repo = req.cmd.repo.as_str(), "leaving the push lock's queue");
             cx.push(Output::ReleaseLock { id: req.id });
             cx.withdrawn_locks.insert(req.id);
         }
+        Some(req)
     }
 
     /// A deadline of this command may have come: its wait for the push
     /// lock may have run out.
     pub fn on_timeout(&mut self, cx: &mut JobCx<'_>) {
         if let Some(held) = self.awaiting.as_mut().and_then(|req| req.on_timeout(cx)) {
-            let Some(req) = self.awaiting.take() else {
-                return;
-            };
             tracing::info!(session = %cx.session, secs = cx.config.push_lock_wait.as_secs(), "push lock wait ran out");
-            cx.push(Output::ReleaseLock { id: req.id });
-            cx.withdrawn_locks.insert(req.id);
-            if let Some(backend) = self.backend.as_mut() {
-                on_backend!(backend, job => job.stop(cx));
+            if let Some(req) = self.withdraw_lock_request(cx) {
+                if let Some(backend) = self.backend.as_mut() {
+                    on_backend!(backend, job => job.stop(cx));
+                }
+                self.refuse_push(cx, req.cmd, &held);
             }
-            self.refuse_push(cx, req.cmd, &held);
         }
         if let Some(backend) = self.backend.as_mut() {
             on_backend!(backend, job => job.on_timeout(cx));
