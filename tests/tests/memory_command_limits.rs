@@ -430,3 +430,76 @@ fn the_lock_table_serves_in_turn_and_forgets_what_is_given_up() {
     assert!(!table.is_held("app"));
     assert!(!table.release(b, later), "released twice");
 }
+
+/// What may happen to a push waiting for the lock.
+#[derive(Debug, Clone)]
+enum Step {
+    Advance(u8),
+    HolderEnds,
+    HangUp,
+    Drain,
+    Shutdown,
+    CloseChannel,
+    SignalTerm,
+    Eof,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u8..40).prop_map(Step::Advance),
+        Just(Step::HolderEnds),
+        Just(Step::HangUp),
+        Just(Step::Drain),
+        Just(Step::Shutdown),
+        Just(Step::CloseChannel),
+        Just(Step::SignalTerm),
+        Just(Step::Eof),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+    /// Whatever happens while a push waits for the lock, once both
+    /// connections are over nothing is held, queued or given twice.
+    #[test]
+    fn a_wait_leaves_nothing_behind_on_any_path(steps in proptest::collection::vec(step(), 0..8)) {
+        let (mut holder, mut waiter, locks, slots) = waiting(config(30));
+        for s in &steps {
+            let now = waiter.now;
+            match s {
+                Step::Advance(secs) => waiter.advance(Duration::from_secs(u64::from(*secs))),
+                Step::HolderEnds => {
+                    holder.client.send_eof();
+                    holder.drive();
+                }
+                Step::HangUp => waiter.server.handle_input(now, Input::PeerClosed),
+                Step::Drain => waiter.server.handle_input(now, Input::Drain),
+                Step::Shutdown => waiter.server.handle_input(now, Input::Shutdown),
+                Step::CloseChannel => waiter.client.send_close(),
+                Step::SignalTerm => {
+                    let mut extra = Vec::new();
+                    gitmouth_core::wire::put_string(&mut extra, b"TERM");
+                    waiter.client.channel_request("signal", false, &extra);
+                }
+                Step::Eof => waiter.client.send_eof(),
+            }
+            waiter.drive();
+            proptest::prop_assert!(waiter.rt.held.len() + waiter.rt.queued.len() <= 1);
+        }
+        finish(&mut waiter);
+        finish(&mut holder);
+        proptest::prop_assert_eq!(locks.waiting("app"), 0);
+        proptest::prop_assert!(!locks.is_held("app"));
+        proptest::prop_assert_eq!(slots.in_use(), 0);
+        for pair in [&holder, &waiter] {
+            proptest::prop_assert!(pair.rt.held.is_empty() && pair.rt.queued.is_empty());
+            proptest::prop_assert_eq!(pair.rt.lock_grants, pair.rt.lock_releases);
+            proptest::prop_assert_eq!(pair.rt.slot_grants, pair.rt.slot_releases);
+            if let Some(p) = &pair.rt.process {
+                proptest::prop_assert!(p.exited(), "git left running");
+            }
+        }
+    }
+}
