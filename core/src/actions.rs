@@ -163,12 +163,32 @@ pub enum Input<'a> {
         /// The user's name, or `None` for a key nobody has.
         user: Option<String>,
     },
-    /// The answer to [`Output::AcquireLock`].
+    /// The answer to [`Output::AcquireLock`]: granted, or held by another
+    /// push. For a request that may wait, the grant comes when its turn
+    /// does (after [`Input::LockWaiting`]).
     LockReply {
         /// The request.
         id: RequestId,
         /// Granted, or held by another push.
         result: Result<(), LockHeld>,
+    },
+    /// A first answer to [`Output::AcquireLock`] with `wait`: the lock is
+    /// held, and the request waits in its queue ([`Input::LockReply`]
+    /// grants it when its turn comes). Said again whenever the holder
+    /// changes, so that what the user is told stays true.
+    LockWaiting {
+        /// The request.
+        id: RequestId,
+        /// Who holds the lock now, and since when.
+        held: LockHeld,
+    },
+    /// The answer to [`Output::AcquireSlot`]: whether a command slot was
+    /// given (false: `--max-commands` commands run already).
+    SlotReply {
+        /// The request.
+        id: RequestId,
+        /// Given.
+        granted: bool,
     },
     /// The answer to [`Output::RunHelper`]: its stdout, or why it failed.
     HelperDone {
@@ -320,7 +340,12 @@ pub enum Output {
     /// Take the push lock of `repo`, for this session, and answer with
     /// [`Input::LockReply`]. The lock is held until [`Output::ReleaseLock`]
     /// with the same id (which always follows a grant, whatever path the
-    /// session takes), or until the connection ends.
+    /// session takes), or until the connection ends. With `wait`, a lock
+    /// held by another push is waited for, in turn: answer
+    /// [`Input::LockWaiting`] at once (and again whenever the holder
+    /// changes), then [`Input::LockReply`] with the grant when the lock
+    /// is this request's; the core keeps the time limit, and withdraws the
+    /// request with [`Output::ReleaseLock`].
     AcquireLock {
         /// The request, and the lock's name from now on.
         id: RequestId,
@@ -328,10 +353,29 @@ pub enum Output {
         repo: String,
         /// Who pushes, for the next pusher's message and the log.
         user: String,
+        /// Wait in turn when the lock is held, rather than be refused.
+        wait: bool,
     },
-    /// Release the lock granted to [`Output::AcquireLock`] `id`.
+    /// Release the lock granted to [`Output::AcquireLock`] `id`, or
+    /// withdraw that request from the lock's queue (a grant then never
+    /// comes); nothing if neither. Sent once per request that was granted
+    /// or is waiting, whatever path the session takes.
     ReleaseLock {
         /// The grant.
+        id: RequestId,
+    },
+    /// Take one of the server's command slots (`--max-commands`: git
+    /// commands running at once in all, across connections) and answer
+    /// with [`Input::SlotReply`]. A slot given is held until
+    /// [`Output::ReleaseSlot`] with the same id (which always follows,
+    /// whatever path the command takes), or until the connection ends.
+    AcquireSlot {
+        /// The request, and the slot's name from now on.
+        id: RequestId,
+    },
+    /// Give back the slot given to [`Output::AcquireSlot`] `id`.
+    ReleaseSlot {
+        /// The slot.
         id: RequestId,
     },
     /// A user authenticated (admission stops counting the connection as
@@ -350,11 +394,13 @@ pub struct Identity {
     pub fingerprint: String,
 }
 
-/// Why a push lock was not granted: another push holds it.
+/// Why a push lock was not granted (yet): another push holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockHeld {
     /// When that push took it.
     pub since: Instant,
+    /// Who pushes (for the message of a pusher waiting in turn).
+    pub user: String,
 }
 
 /// "12 seconds ago", for the user's message.

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// Session channels a connection may have open at once (OpenSSH
     /// `MaxSessions`).
     pub max_sessions: u32,
+    /// How long a push waits for the push lock another push holds
+    /// (`--push-lock-wait`), with a progress line every few seconds;
+    /// zero: it is refused at once.
+    pub push_lock_wait: Duration,
     /// Users and repositories.
     pub mode: Mode,
 }
@@ -91,6 +95,7 @@ impl ServerConfig {
             keepalive_interval: Duration::from_secs(15),
             keepalive_count_max: 3,
             max_sessions: 10,
+            push_lock_wait: Duration::ZERO,
             mode: Mode::Standalone { repos },
         }
     }

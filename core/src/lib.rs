@@ -15,6 +15,7 @@ pub mod config;
 pub mod connection;
 pub mod job;
 pub mod link;
+pub mod lock_table;
 pub mod server;
 pub mod setup;
 #[cfg(any(test, feature = "test-util"))]

@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use crate::app::api::{HttpError, HttpRequest, HttpResponse};
 use crate::app::authorized_keys::AuthorizedKeys;
 use crate::app::dyno::DynoEnd;
 use crate::client::{self, Client, ClientConfig, Event};
+use crate::lock_table::{Acquired, LockTable, LockTicket, Standing};
 use crate::server::{
     self, ExitStatus, Input, LockHeld, Output, ProcessSpec, RepoError, RequestId, ServerConfig,
     Session, Signal, Stream,
@@ -29,43 +30,62 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use ssh_key::PrivateKey;
 
-/// A push-lock table in memory, shared by cloning (one thread: tests step
-/// their pairs in turn). The runtime's own table lives in `gitmouth-io`.
+/// A push-lock table in memory (the core's [`LockTable`], which the
+/// runtime keeps too), shared by cloning (one thread: tests step their
+/// pairs in turn). Each pair's runtime looks at its waiting requests after
+/// every step, as the runtime's waiters wake when the lock changes hands.
 #[derive(Debug, Default, Clone)]
 pub struct PushLocks {
-    held: Rc<RefCell<BTreeMap<String, Instant>>>,
-}
-
-/// A granted lock; dropping it releases the repository.
-#[derive(Debug)]
-pub struct PushLock {
-    locks: PushLocks,
-    repo: String,
+    table: Rc<RefCell<LockTable>>,
 }
 
 impl PushLocks {
-    /// Takes the lock of `repo`, or says since when another push holds it.
-    pub fn try_acquire(&self, repo: &str, now: Instant) -> Result<PushLock, LockHeld> {
-        let mut held = self.held.borrow_mut();
-        if let Some(&since) = held.get(repo) {
-            return Err(LockHeld { since });
-        }
-        held.insert(repo.to_owned(), now);
-        Ok(PushLock {
-            locks: self.clone(),
-            repo: repo.to_owned(),
-        })
-    }
-
     /// Whether `repo` is locked now.
     pub fn is_held(&self, repo: &str) -> bool {
-        self.held.borrow().contains_key(repo)
+        self.table.borrow().is_held(repo)
+    }
+
+    /// How many requests wait for `repo`'s lock.
+    pub fn waiting(&self, repo: &str) -> usize {
+        self.table.borrow().waiting(repo)
     }
 }
 
-impl Drop for PushLock {
-    fn drop(&mut self) {
-        self.locks.held.borrow_mut().remove(&self.repo);
+/// The server's command slots (`--max-commands`) in memory, shared by
+/// cloning between pairs (several connections of one server).
+#[derive(Debug, Default, Clone)]
+pub struct CommandSlots {
+    /// At most this many at once (0: no limit), and how many are given.
+    state: Rc<RefCell<(usize, usize)>>,
+}
+
+impl CommandSlots {
+    /// Slots for at most `max` commands at once (0: no limit).
+    pub fn new(max: usize) -> Self {
+        Self {
+            state: Rc::new(RefCell::new((max, 0))),
+        }
+    }
+
+    /// How many are given now.
+    pub fn in_use(&self) -> usize {
+        self.state.borrow().1
+    }
+
+    fn take(&self) -> bool {
+        let mut state = self.state.borrow_mut();
+        let (max, used) = *state;
+        let free = max == 0 || used < max;
+        if free {
+            state.1 += 1;
+        }
+        free
+    }
+
+    fn give_back(&self) {
+        let mut state = self.state.borrow_mut();
+        assert!(state.1 > 0, "a slot given back that was never given");
+        state.1 -= 1;
     }
 }
 
@@ -266,14 +286,29 @@ pub struct FakeRuntime {
     pub fail_spawn: bool,
     /// The authorized keys that answer key lookups.
     pub keys: AuthorizedKeys,
-    /// The push-lock table (share it between pairs for two "instances").
+    /// The push-lock table (share it between pairs for two connections).
     pub locks: PushLocks,
     /// Locks this pair's session holds.
-    pub held: Vec<(RequestId, PushLock)>,
+    pub held: Vec<(RequestId, LockTicket)>,
+    /// Lock requests of this pair's session waiting in turn, with the
+    /// holder it was last told of.
+    pub queued: Vec<(RequestId, LockTicket, LockHeld)>,
     /// Locks granted and released, for "exactly once" checks.
     pub lock_grants: usize,
     /// See `lock_grants`.
     pub lock_releases: usize,
+    /// Waiting lock requests withdrawn.
+    pub lock_withdrawals: usize,
+    /// The command slots (share them between pairs for one server).
+    pub slots: CommandSlots,
+    /// Slots this pair's session holds.
+    pub held_slots: Vec<RequestId>,
+    /// Slots given and given back, for "exactly once" checks.
+    pub slot_grants: usize,
+    /// See `slot_grants`.
+    pub slot_releases: usize,
+    /// Slots refused.
+    pub slot_refusals: usize,
     /// Whether `git init` of a repository being created hangs: the
     /// answer to `OpenRepo` waits in `held_repo` until
     /// [`FakeRuntime::finish_init`].
@@ -299,7 +334,13 @@ enum Answer {
     Http(RequestId, Result<HttpResponse, HttpError>),
     Dyno(RequestId, Result<(), String>),
     Key(RequestId, Option<String>),
-    Lock(RequestId, String),
+    Lock {
+        id: RequestId,
+        repo: String,
+        user: String,
+        wait: bool,
+    },
+    Slot(RequestId),
 }
 
 /// A hook that may alter bytes in flight.
@@ -397,7 +438,7 @@ impl Pair {
             moved = true;
         }
         while let Some(out) = self.server.poll_output() {
-            self.rt.perform(&out);
+            self.rt.perform(&out, now);
             self.rt.outputs.push(out);
             moved = true;
         }
@@ -591,7 +632,7 @@ impl Pair {
 }
 
 impl FakeRuntime {
-    fn perform(&mut self, out: &Output) {
+    fn perform(&mut self, out: &Output, now: Instant) {
         match out {
             Output::OpenRepo { id, path, create } => {
                 if self.hold_init
@@ -737,18 +778,44 @@ impl FakeRuntime {
                 let user = self.keys.find_blob(blob).map(|e| e.user.clone());
                 self.pending.push_back(Answer::Key(*id, user));
             }
-            Output::AcquireLock { id, repo, .. } => {
-                self.pending.push_back(Answer::Lock(*id, repo.clone()));
+            Output::AcquireLock {
+                id,
+                repo,
+                user,
+                wait,
+            } => {
+                self.pending.push_back(Answer::Lock {
+                    id: *id,
+                    repo: repo.clone(),
+                    user: user.clone(),
+                    wait: *wait,
+                });
             }
             Output::ReleaseLock { id } => {
-                let before = self.held.len();
-                self.held.retain(|(held, _)| held != id);
+                let mut table = self.locks.table.borrow_mut();
+                if let Some(at) = self.held.iter().position(|(held, _)| held == id) {
+                    let (_, ticket) = self.held.remove(at);
+                    table.release(ticket, now);
+                    self.lock_releases += 1;
+                } else if let Some(at) = self.queued.iter().position(|(q, ..)| q == id) {
+                    let (_, ticket, _) = self.queued.remove(at);
+                    table.release(ticket, now);
+                    self.lock_withdrawals += 1;
+                } else {
+                    panic!("a release of a lock neither held nor waited for: {id:?}");
+                }
+            }
+            Output::AcquireSlot { id } => self.pending.push_back(Answer::Slot(*id)),
+            Output::ReleaseSlot { id } => {
+                let before = self.held_slots.len();
+                self.held_slots.retain(|held| held != id);
                 assert_eq!(
                     before,
-                    self.held.len() + 1,
-                    "a release of a lock that is not held"
+                    self.held_slots.len() + 1,
+                    "a slot given back that is not held"
                 );
-                self.lock_releases += 1;
+                self.slots.give_back();
+                self.slot_releases += 1;
             }
             Output::Authenticated(_) | Output::Close(_) => {}
         }
@@ -768,6 +835,38 @@ impl FakeRuntime {
                 result: Ok(true),
             },
         );
+    }
+
+    /// Tells this pair's waiting lock requests what changed: a lock that
+    /// is now theirs, or a new holder (what the runtime's waiters do when
+    /// woken).
+    fn wake_lock_waiters(&mut self, server: &mut Session, now: Instant) -> bool {
+        let mut moved = false;
+        let mut i = 0;
+        while i < self.queued.len() {
+            let (id, ticket, told) = self.queued[i].clone();
+            let standing = self.locks.table.borrow().standing(ticket);
+            match standing {
+                Standing::Holds => {
+                    self.queued.remove(i);
+                    self.lock_grants += 1;
+                    self.held.push((id, ticket));
+                    server.handle_input(now, Input::LockReply { id, result: Ok(()) });
+                    moved = true;
+                    // The session may have withdrawn others meanwhile.
+                    i = 0;
+                }
+                Standing::Waits(held) if held != told => {
+                    self.queued[i].2 = held.clone();
+                    server.handle_input(now, Input::LockWaiting { id, held });
+                    moved = true;
+                    i = 0;
+                }
+                Standing::Waits(_) => i += 1,
+                Standing::Gone => panic!("a queued lock request the table forgot: {id:?}"),
+            }
+        }
+        moved
     }
 
     /// Ends the dyno connection now.
@@ -843,15 +942,49 @@ impl FakeRuntime {
                     server.handle_input(now, Input::DynoConnected { id, result })
                 }
                 Answer::Key(id, user) => server.handle_input(now, Input::KeyLookedUp { id, user }),
-                Answer::Lock(id, repo) => {
-                    let result = self.locks.try_acquire(&repo, now).map(|lock| {
-                        self.lock_grants += 1;
-                        self.held.push((id, lock));
-                    });
-                    server.handle_input(now, Input::LockReply { id, result })
+                Answer::Lock {
+                    id,
+                    repo,
+                    user,
+                    wait,
+                } => {
+                    let acquired = self
+                        .locks
+                        .table
+                        .borrow_mut()
+                        .acquire(&repo, &user, now, wait);
+                    match acquired {
+                        Acquired::Granted(ticket) => {
+                            self.lock_grants += 1;
+                            self.held.push((id, ticket));
+                            server.handle_input(now, Input::LockReply { id, result: Ok(()) });
+                        }
+                        Acquired::Held(held) => server.handle_input(
+                            now,
+                            Input::LockReply {
+                                id,
+                                result: Err(held),
+                            },
+                        ),
+                        Acquired::Queued(ticket, held) => {
+                            self.queued.push((id, ticket, held.clone()));
+                            server.handle_input(now, Input::LockWaiting { id, held });
+                        }
+                    }
+                }
+                Answer::Slot(id) => {
+                    let granted = self.slots.take();
+                    if granted {
+                        self.slot_grants += 1;
+                        self.held_slots.push(id);
+                    } else {
+                        self.slot_refusals += 1;
+                    }
+                    server.handle_input(now, Input::SlotReply { id, granted });
                 }
             }
         }
+        moved |= self.wake_lock_waiters(server, now);
         moved |= self.run_dyno(server, now);
         let script = self.script.clone();
         let Some(p) = self.process.as_mut() else {

@@ -140,6 +140,18 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions: u32,
 
+    /// Git commands running at once in all, across connections (each is a
+    /// git process or a dyno, or a push waiting for its lock; 0: no
+    /// limit): one past it is told the server is busy and exits non-zero
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_commands: u32,
+
+    /// Seconds a push waits, in turn, for another push to the same
+    /// repository to finish, told every five seconds who holds the lock
+    /// and since when, before it is refused (0: refused at once)
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub push_lock_wait: u64,
+
     /// Authentication attempts allowed per connection
     #[arg(long, value_name = "N", default_value_t = 6)]
     pub max_auth_tries: u32,
@@ -326,6 +338,10 @@ pub struct Settings {
     pub max_session: Duration,
     /// How long a drain waits for commands in progress.
     pub drain_timeout: Duration,
+    /// Git commands running at once in all (zero: no limit).
+    pub max_commands: u32,
+    /// How long a push waits for another's push lock (zero: not at all).
+    pub push_lock_wait: Duration,
     /// Re-key volume.
     pub rekey_limit: u64,
     /// Re-key interval.
@@ -552,6 +568,8 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         max_sessions: cli.max_sessions,
         max_session: Duration::from_secs(cli.max_session_time.max(1)),
         drain_timeout: Duration::from_secs(cli.drain_timeout),
+        max_commands: cli.max_commands,
+        push_lock_wait: Duration::from_secs(cli.push_lock_wait),
         kex: algorithm_list(
             "--kex-algorithms",
             cli.kex_algorithms.as_deref(),
@@ -666,6 +684,7 @@ pub fn server_config(
         keepalive_interval: settings.keepalive_interval,
         keepalive_count_max: settings.keepalive_count_max,
         max_sessions: settings.max_sessions,
+        push_lock_wait: settings.push_lock_wait,
         mode,
     }
 }
@@ -890,6 +909,32 @@ mod tests {
         assert_eq!(s.keepalive_count_max, 2);
         let refused = parse("gitmouth", args(&["--keepalive-count-max", "0"]), &e, "box");
         assert!(refused.is_err());
+    }
+
+    #[test]
+    fn max_commands_and_push_lock_wait() {
+        let e = Env::default();
+        let s = parse("gitmouth", args(&[]), &e, "box").unwrap();
+        assert_eq!((s.max_commands, s.push_lock_wait), (256, Duration::ZERO));
+        let s = parse(
+            "gitmouth",
+            args(&["--max-commands", "1", "--push-lock-wait", "30"]),
+            &e,
+            "box",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.max_commands, s.push_lock_wait),
+            (1, Duration::from_secs(30))
+        );
+        let config = server_config(
+            &s,
+            Vec::new(),
+            gitmouth_core::server::Mode::Standalone {
+                repos: PathBuf::from("r"),
+            },
+        );
+        assert_eq!(config.push_lock_wait, Duration::from_secs(30));
     }
 
     #[test]

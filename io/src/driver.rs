@@ -16,7 +16,8 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use gitmouth_core::admission::Ticket;
 use gitmouth_core::app::api::{HttpError, HttpResponse};
 use gitmouth_core::app::dyno::DynoEnd;
-use gitmouth_core::server::{Input, Output, RepoError, RequestId, Session, Stream};
+use gitmouth_core::lock_table::{LockTicket, Standing};
+use gitmouth_core::server::{Input, LockHeld, Output, RepoError, RequestId, Session, Stream};
 
 use crate::Shared;
 use crate::dyno::DynoStream;
@@ -73,6 +74,9 @@ enum Done {
     Helper(Result<Vec<u8>, String>),
     Http(Result<HttpResponse, HttpError>),
     Dyno(Result<Box<DynoStream>, String>),
+    /// A push waiting for its lock: the lock is its turn, or the holder
+    /// changed.
+    Lock(Standing),
 }
 
 type Work = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -109,9 +113,13 @@ struct Conn<S> {
     /// The backends of the connection's channels.
     backends: Vec<Backend>,
     work: Vec<(RequestId, Work)>,
-    /// Push locks granted to this connection; dropping one releases it, so
-    /// whatever the connection still holds when it ends goes back.
+    /// Push locks granted to this connection, and places in their queues;
+    /// dropping one lets go of it, so whatever the connection still holds
+    /// or waits for when it ends goes back.
     locks: Vec<(RequestId, crate::locks::PushLock)>,
+    /// Command slots given to this connection's commands, given back the
+    /// same way.
+    slots: Vec<(RequestId, crate::slots::CommandSlot)>,
     sock_buf: Vec<u8>,
     shared: Arc<Shared>,
 }
@@ -164,6 +172,7 @@ async fn run<S>(
         backends: Vec::new(),
         work: Vec::new(),
         locks: Vec::new(),
+        slots: Vec::new(),
         sock_buf: vec![0; CHUNK],
         shared,
     };
@@ -324,14 +333,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 let user = self.shared.keys.as_ref().and_then(|k| k.owner(&blob));
                 session.handle_input(now, Input::KeyLookedUp { id, user });
             }
-            Output::AcquireLock { id, repo, user } => {
-                let result = self.shared.push_locks.try_acquire(&repo, now).map(|lock| {
-                    tracing::debug!(%repo, %user, "push lock taken");
-                    self.locks.push((id, lock));
-                });
-                session.handle_input(now, Input::LockReply { id, result });
+            Output::AcquireLock {
+                id,
+                repo,
+                user,
+                wait,
+            } => {
+                use crate::locks::Acquire;
+                match self.shared.push_locks.acquire(&repo, &user, now, wait) {
+                    Acquire::Granted(lock) => {
+                        tracing::debug!(%repo, %user, "push lock taken");
+                        self.locks.push((id, lock));
+                        session.handle_input(now, Input::LockReply { id, result: Ok(()) });
+                    }
+                    Acquire::Held(held) => {
+                        let result = Err(held);
+                        session.handle_input(now, Input::LockReply { id, result });
+                    }
+                    Acquire::Queued(place, held) => {
+                        tracing::debug!(%repo, %user, "push lock held: waiting in turn");
+                        self.wait_for_lock(id, place.ticket(), held.clone());
+                        self.locks.push((id, place));
+                        session.handle_input(now, Input::LockWaiting { id, held });
+                    }
+                }
             }
-            Output::ReleaseLock { id } => self.locks.retain(|(held, _)| *held != id),
+            // Releases a grant, or gives up a place in the queue (and
+            // stops waiting for it).
+            Output::ReleaseLock { id } => {
+                self.work.retain(|(w, _)| *w != id);
+                self.locks.retain(|(held, _)| *held != id);
+            }
+            Output::AcquireSlot { id } => {
+                let slot = self.shared.command_slots.try_take();
+                let granted = slot.is_some();
+                if let Some(slot) = slot {
+                    self.slots.push((id, slot));
+                } else {
+                    tracing::debug!(
+                        in_use = self.shared.command_slots.in_use(),
+                        "no command slot free"
+                    );
+                }
+                session.handle_input(now, Input::SlotReply { id, granted });
+            }
+            Output::ReleaseSlot { id } => self.slots.retain(|(held, _)| *held != id),
             Output::Authenticated(_) => {}
             Output::Close(reason) => tracing::info!(%reason, "connection closing"),
         }
@@ -400,10 +446,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     });
                     session.handle_input(now, Input::DynoConnected { id, result });
                 }
+                Done::Lock(standing) => self.on_lock_change(session, now, id, standing),
             }
         }
         if ready.timeout {
             session.handle_input(now, Input::Timeout);
+        }
+    }
+}
+
+impl<S> Conn<S> {
+    /// Waits, as work of request `id`, for the lock of `place` to be its
+    /// turn or to change hands (the session was told of `told`).
+    fn wait_for_lock(&mut self, id: RequestId, place: LockTicket, told: LockHeld) {
+        let locks = self.shared.push_locks.clone();
+        self.work.push((
+            id,
+            Box::pin(async move { Done::Lock(locks.next_change(place, told).await) }),
+        ));
+    }
+
+    /// A push waiting for its lock: it is its turn (the place became the
+    /// grant), or the holder changed (the session is told, and the wait
+    /// goes on).
+    fn on_lock_change(
+        &mut self,
+        session: &mut Session,
+        now: Instant,
+        id: RequestId,
+        standing: Standing,
+    ) {
+        match standing {
+            Standing::Holds => {
+                tracing::debug!("push lock taken after waiting");
+                session.handle_input(now, Input::LockReply { id, result: Ok(()) });
+            }
+            Standing::Waits(held) => {
+                let place = self.locks.iter().find(|(own, _)| *own == id);
+                if let Some(ticket) = place.map(|(_, place)| place.ticket()) {
+                    self.wait_for_lock(id, ticket, held.clone());
+                }
+                session.handle_input(now, Input::LockWaiting { id, held });
+            }
+            // Only a place given up is gone, and then nobody waits for it.
+            Standing::Gone => {}
         }
     }
 }

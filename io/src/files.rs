@@ -81,11 +81,16 @@ pub fn load_authorized_keys(path: &Path) -> AuthorizedKeys {
     }
 }
 
-/// Keeps `store` equal to the file at `path`, for the life of the server.
-pub async fn watch_authorized_keys(path: PathBuf, store: Arc<KeyStore>) {
+/// Keeps `store` equal to the file at `path`, for the life of the server,
+/// re-reading it on each SIGHUP that `hup` (watched from start-up on)
+/// brings.
+pub async fn watch_authorized_keys(
+    path: PathBuf,
+    store: Arc<KeyStore>,
+    mut hup: Option<async_signal::Signals>,
+) {
     use futures_lite::StreamExt;
     let mut last = stamp(&path);
-    let mut hup = async_signal::Signals::new([async_signal::Signal::Hup]).ok();
     loop {
         let tick = async {
             async_io::Timer::after(POLL).await;
@@ -105,6 +110,16 @@ pub async fn watch_authorized_keys(path: PathBuf, store: Arc<KeyStore>) {
             }
             store.replace(load_authorized_keys(&path));
         }
+    }
+}
+
+/// Takes each SIGHUP `hup` brings where there is nothing to re-read (API
+/// mode: keys come from the platform), so that the signal's default
+/// action, ending the process, never drops the connections.
+pub async fn acknowledge_hangups(mut hup: async_signal::Signals) {
+    use futures_lite::StreamExt;
+    while hup.next().await.is_some() {
+        tracing::info!("SIGHUP: nothing to re-read (keys come from the platform)");
     }
 }
 

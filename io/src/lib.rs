@@ -20,6 +20,7 @@ pub mod http;
 pub mod locks;
 pub mod process;
 pub mod server;
+pub mod slots;
 pub mod startup;
 pub mod tls;
 
@@ -39,8 +40,10 @@ pub struct Shared {
     pub dyno_tls: Option<dyno::Connector>,
     /// Standalone mode's authorized keys, which answer key lookups.
     pub keys: Option<Arc<files::KeyStore>>,
-    /// Pushes in progress, one per repository.
+    /// Pushes in progress, one per repository, and those waiting in turn.
     pub push_locks: Arc<locks::PushLocks>,
+    /// Git commands running at once in all (`--max-commands`).
+    pub command_slots: Arc<slots::CommandSlots>,
     /// Limits on unauthenticated connections and penalties.
     pub admission: Mutex<Admission>,
     /// Where admission's decisions about waiting connections and startups

@@ -30,11 +30,20 @@ where
     F: Future<Output = std::io::Result<(S, SocketAddr)>>,
 {
     let (shared, keys) = crate::startup::prepare(settings)?;
-    if let Some(store) = keys {
-        spawn(Box::pin(crate::files::watch_authorized_keys(
+    // SIGHUP is watched before "listening" is logged, in either mode: its
+    // default action would end the process, dropping every connection.
+    let hup = async_signal::Signals::new([async_signal::Signal::Hup]);
+    if let Err(e) = &hup {
+        tracing::warn!(error = %e, "cannot watch SIGHUP");
+    }
+    match (keys, hup.ok()) {
+        (Some(store), hup) => spawn(Box::pin(crate::files::watch_authorized_keys(
             settings.authorized_keys.clone(),
             store,
-        )));
+            hup,
+        ))),
+        (None, Some(hup)) => spawn(Box::pin(crate::files::acknowledge_hangups(hup))),
+        (None, None) => {}
     }
     let shared = Arc::new(shared);
     let local = local.map_err(|e| e.to_string())?;

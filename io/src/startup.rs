@@ -141,6 +141,9 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             dyno_tls,
             keys: store.clone(),
             push_locks: Default::default(),
+            command_slots: Arc::new(crate::slots::CommandSlots::new(
+                settings.max_commands as usize,
+            )),
             admission,
             mailboxes: Default::default(),
             next_conn: Default::default(),

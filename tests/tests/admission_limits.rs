@@ -491,18 +491,15 @@ fn push_locks_hold_one_push_per_repository_and_release_on_drop() {
     use std::sync::Arc;
     let now = Instant::now();
     let locks = Arc::new(PushLocks::default());
-    let first = locks.try_acquire("app", now).unwrap();
-    assert_eq!(
-        locks
-            .try_acquire("app", now + Duration::from_secs(3))
-            .unwrap_err()
-            .since,
-        now
-    );
-    let other = locks.try_acquire("other", now).unwrap();
+    let first = locks.try_acquire("app", "alice", now).unwrap();
+    let held = locks
+        .try_acquire("app", "bob", now + Duration::from_secs(3))
+        .unwrap_err();
+    assert_eq!((held.since, held.user.as_str()), (now, "alice"));
+    let other = locks.try_acquire("other", "bob", now).unwrap();
     drop(first);
     assert!(!locks.is_held("app"));
-    assert!(locks.try_acquire("app", now).is_ok());
+    assert!(locks.try_acquire("app", "bob", now).is_ok());
     drop(other);
     assert_eq!(ago(now, now + Duration::from_secs(12)), "12 seconds ago");
     assert_eq!(ago(now, now + Duration::from_secs(600)), "10 minutes ago");

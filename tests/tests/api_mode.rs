@@ -1175,3 +1175,34 @@ fn a_dyno_host_like_the_original_finishes_commands_after_close(runtime: Runtime)
     let bare = p.dynos.repo(APP);
     assert!(!git_ok(&bare, &["for-each-ref"]).is_empty());
 }
+
+per_runtime!(sighup_in_api_mode_ends_nothing_and_max_commands_applies);
+fn sighup_in_api_mode_ends_nothing_and_max_commands_applies(runtime: Runtime) {
+    let p = Platform::start(
+        runtime,
+        Setup {
+            args: vec!["--max-commands".into(), "1".into()],
+            ..Setup::default()
+        },
+    );
+    // No keys to re-read here, but the signal's default action (ending
+    // the process) must not happen either.
+    gitmouth_tests::kill(p.server.pid(), "HUP");
+    assert!(
+        p.server
+            .wait_for_log("SIGHUP: nothing to re-read", Duration::from_secs(10)),
+        "{}",
+        p.server.log()
+    );
+    let src = make_repo(p.dir.path());
+    let out = p.git(&p.user, &src, &["push", "-q", &p.url(), "main"]);
+    assert!(out.status.success(), "push after SIGHUP: {}", stderr(&out));
+    // The limit counts dyno commands: one at a time passes, in turn.
+    let dst = p.dir.path().join("clone");
+    let out = p.git(
+        &p.user,
+        p.dir.path(),
+        &["clone", "-q", &p.url(), dst.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "clone: {}", stderr(&out));
+}

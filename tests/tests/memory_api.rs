@@ -569,3 +569,38 @@ fn requests_the_platform_never_answers_time_out_in_the_core() {
             .any(|o| matches!(o, Output::ConnectDyno { .. }))
     );
 }
+
+#[test]
+fn command_slots_bound_api_mode_too() {
+    use gitmouth_core::test_util::CommandSlots;
+    let user = ed25519(1, "u");
+    let slots = CommandSlots::new(1);
+    // A push to a dyno holds a slot while it relays, and gives it back.
+    let mut pair = platform(&user, none);
+    pair.rt.slots = slots.clone();
+    pair.rt.dyno_script = DynoScript {
+        end: None,
+        ..DynoScript::default()
+    };
+    run(&mut pair, &user, b"git-receive-pack 'myapp.git'");
+    assert!(pair.rt.dyno.is_some());
+    assert_eq!(slots.in_use(), 1);
+    // Past the limit: told the server is busy, before the platform is
+    // asked anything about the app.
+    let mut busy = platform(&user, none);
+    busy.rt.slots = slots.clone();
+    run(&mut busy, &user, b"git-upload-pack 'myapp.git'");
+    assert_eq!(busy.exit_status(), Some(1));
+    assert!(stderr_text(&busy).contains("The server is busy"));
+    assert_eq!(busy.rt.requests.len(), 1, "only the key lookup");
+    let out = String::from_utf8(busy.received().0).unwrap();
+    assert!(
+        out.get(4..).unwrap().starts_with("ERR The server is busy"),
+        "{out}"
+    );
+    let now = pair.now;
+    pair.rt.end_dyno(&mut pair.server, now, DynoEnd::Clean);
+    pair.drive();
+    assert_eq!(pair.exit_status(), Some(0));
+    assert_eq!(slots.in_use(), 0);
+}

@@ -1,7 +1,8 @@
 //! Draining (`Input::Drain`, what the first SIGTERM sends every session),
 //! in memory with virtual time: a command in progress finishes and the
 //! connection closes after it; a new command is refused meanwhile; one
-//! still running at the drain timeout is stopped with a message; an idle
+//! still running at the drain timeout is stopped with a message (and, where
+//! git still waits for the server's first words, an `ERR` pkt-line); an idle
 //! connection closes at once; a shutdown during the drain stops at once.
 
 #![allow(clippy::unwrap_used)]
@@ -86,6 +87,62 @@ fn a_new_command_is_refused_while_draining() {
     assert!(
         disconnected(&pair).is_none(),
         "the first command still runs"
+    );
+}
+
+#[test]
+fn git_refused_while_draining_reads_an_err_pkt_line_and_a_shell_does_not() {
+    let mut pair = running();
+    drain(&mut pair);
+    assert!(matches!(pair.open_channel(5), Event::ChannelOpened));
+    pair.client.exec(b"git-upload-pack '/app.git'", true);
+    pair.drive();
+    // git still waits for the server's first words: it reads the
+    // refusal as `fatal: remote error: The server is restarting; ...`.
+    let out = String::from_utf8(pair.received().0).unwrap();
+    assert!(
+        out.get(4..)
+            .unwrap()
+            .starts_with("ERR The server is restarting; try again in a moment. (session "),
+        "{out:?}"
+    );
+    assert_eq!(usize::from_str_radix(&out[..4], 16).unwrap(), out.len());
+    // A shell (`ssh host`) reads no pkt-lines: only the stderr line.
+    let before = pair.received().0.len();
+    assert!(matches!(pair.open_channel(6), Event::ChannelOpened));
+    pair.client.channel_request("shell", true, &[]);
+    pair.drive();
+    assert_eq!(pair.received().0.len(), before);
+    let err = String::from_utf8(pair.received().1).unwrap();
+    assert_eq!(err.matches("The server is restarting").count(), 2, "{err}");
+}
+
+#[test]
+fn a_push_parked_at_the_drain_timeout_reads_an_err_pkt_line() {
+    let alice = ed25519(1, "alice");
+    let mut config = server_config(&[&alice]);
+    // Before `git init`'s own time limit.
+    config.drain_timeout = Duration::from_secs(10);
+    let mut pair = Pair::new(config, epoch());
+    pair.rt.repos.insert(REPO.into());
+    // `git init` of a push-to-create hangs: nothing went to git yet when
+    // the drain times out.
+    pair.rt.hold_init = true;
+    pair.open(&alice, 1 << 20, 32768);
+    pair.client.exec(b"git-receive-pack '/fresh.git'", true);
+    pair.drive();
+    assert!(pair.rt.held_repo.is_some());
+    drain(&mut pair);
+    while pair.exit_status().is_none() && pair.step_to_next_deadline() {}
+    assert_eq!(pair.exit_status(), Some(1));
+    let err = String::from_utf8(pair.received().1).unwrap();
+    assert!(err.starts_with(" ! The server is restarting"), "{err}");
+    let out = String::from_utf8(pair.received().0).unwrap();
+    assert!(
+        out.get(4..)
+            .unwrap()
+            .starts_with("ERR The server is restarting"),
+        "{out:?}"
     );
 }
 

@@ -171,6 +171,14 @@ fn play(steps: &[Step], script: &Script, chunk: usize) -> Outcome {
         pair.rt.lock_grants, pair.rt.lock_releases,
         "every grant is released exactly once"
     );
+    assert!(
+        pair.rt.held_slots.is_empty(),
+        "a command slot outlived the session"
+    );
+    assert_eq!(
+        pair.rt.slot_grants, pair.rt.slot_releases,
+        "every command slot is given back exactly once"
+    );
     if let Some(p) = &pair.rt.process {
         assert!(p.exited(), "git is still running after the session ended");
     }

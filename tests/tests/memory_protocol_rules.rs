@@ -1,5 +1,6 @@
 //! The protocol rules OpenSSH keeps and gitmouth now keeps too, in memory:
-//! the user name may not change between USERAUTH_REQUESTs, at most 20
+//! neither the user name nor the service may change between
+//! USERAUTH_REQUESTs, at most 20
 //! requests of any kind per connection, a channel's maximum packet size of
 //! at least 9 bytes, at most 16 UNIMPLEMENTED replies, and a printable
 //! US-ASCII version string.
@@ -53,6 +54,38 @@ fn a_change_of_user_name_disconnects() {
     assert!(why.contains("change of user name"), "{why}");
     assert!(pair.server.identity().is_none());
     assert!(!pair.events.contains(&Event::AuthSuccess));
+}
+
+#[test]
+fn a_change_of_service_disconnects() {
+    let alice = ed25519(1, "alice");
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
+    ready(&mut pair);
+    pair.client
+        .auth_query("git", alice.public_key(), "ssh-ed25519");
+    pair.drive();
+    assert_eq!(pair.events.last(), Some(&Event::PkOk));
+    // The same user, another service: refused outright, as OpenSSH does
+    // ("Change of username or service not allowed").
+    let mut raw = Vec::new();
+    wire::put_u8(&mut raw, numbers::USERAUTH_REQUEST);
+    wire::put_string(&mut raw, b"git");
+    wire::put_string(&mut raw, b"ssh-userauth");
+    wire::put_string(&mut raw, b"none");
+    pair.client.send_raw(&raw);
+    pair.drive();
+    let (reason, why) = sent_by(&pair).expect("disconnected");
+    assert_eq!(reason, DisconnectReason::ProtocolError);
+    assert!(why.contains("change of user name or service"), "{why}");
+    assert!(pair.server.identity().is_none());
+    // A first request for a service other than ssh-connection is not a
+    // change: that service is not offered.
+    let mut pair = Pair::new(server_config(&[&alice]), epoch());
+    ready(&mut pair);
+    pair.client.send_raw(&raw);
+    pair.drive();
+    let (reason, _) = sent_by(&pair).expect("disconnected");
+    assert_eq!(reason, DisconnectReason::ServiceNotAvailable);
 }
 
 #[test]

@@ -72,6 +72,38 @@ pub fn push_in_progress(app: &str, started: &str) -> String {
     )
 }
 
+/// Shown while a push waits for the push lock another push holds (a
+/// progress line, not an error): who holds it and since when, already
+/// formatted by the caller.
+pub fn waiting_for_push(app: &str, user: &str, started: &str) -> String {
+    format!(
+        "-----> Waiting for the push to {} by {} (started {}) to finish...\n",
+        sanitize(app),
+        sanitize(user),
+        sanitize(started)
+    )
+}
+
+/// Too many git commands run on the server at once (`--max-commands`).
+pub fn server_busy() -> &'static str {
+    " ! The server is busy (too many git commands at once); try again in a moment.\n"
+}
+
+/// A user's message as git's `ERR` pkt-line (`gitprotocol-pack(5)`), for a
+/// git that still waits for the server's first words: git then prints
+/// `fatal: remote error: <text>` rather than guessing at access rights.
+/// The text is the message's lines without their ` ! ` marks, on one line.
+pub fn err_pkt_line(message: &str) -> Vec<u8> {
+    let text: Vec<&str> = message
+        .lines()
+        .map(|line| line.trim().trim_start_matches('!').trim())
+        .filter(|line| !line.is_empty())
+        .collect();
+    // Cut as every interpolated value is, far below a pkt-line's 65516.
+    let text = sanitize(&text.join(" "));
+    format!("{:04x}ERR {text}\n", text.len() + 9).into_bytes()
+}
+
 /// The answer to `ssh git@host` (a `shell` request): the key works, but
 /// there is no shell.
 pub fn shell_greeting(user: &str) -> String {
@@ -126,6 +158,8 @@ pub enum UserError {
     ServerFailed,
     /// The server is stopping.
     ServerStopping,
+    /// `--max-commands` git commands run already.
+    ServerBusy,
     /// Nothing moved for this many seconds.
     IdleTimeout {
         /// The limit.
@@ -169,6 +203,7 @@ impl UserError {
             UserError::ServerStopping => {
                 " ! The server is restarting; try again in a moment.\n".to_owned()
             }
+            UserError::ServerBusy => server_busy().to_owned(),
             UserError::IdleTimeout { secs } => {
                 format!(" ! Timed out: nothing was sent or received for {secs} seconds.\n")
             }
@@ -191,6 +226,7 @@ impl UserError {
             | UserError::ServerFailed
             | UserError::LfsUnsupported
             | UserError::ServerStopping
+            | UserError::ServerBusy
             | UserError::IdleTimeout { .. }
             | UserError::SessionLimit { .. }
             | UserError::NoShell { .. } => EXIT_FAILURE,
@@ -278,6 +314,19 @@ mod tests {
         // A message without a final newline still gets whole lines.
         assert_eq!(with_session_id(" ! x", "1"), " ! x\n ! (session 1)\n");
         assert_eq!(with_session_id(" ! x", "a\nb"), " ! x\n ! (session a?b)\n");
+    }
+
+    #[test]
+    fn err_pkt_lines_carry_the_message_on_one_line() {
+        assert_eq!(
+            err_pkt_line(server_busy()),
+            b"0053ERR The server is busy (too many git commands at once); try again in a moment.\n"
+        );
+        let with_id = with_session_id(server_busy(), "c0ffee");
+        let line = err_pkt_line(&with_id);
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(text.ends_with("moment. (session c0ffee)\n"), "{text}");
+        assert_eq!(usize::from_str_radix(&text[..4], 16).unwrap(), line.len());
     }
 
     #[test]

@@ -98,8 +98,8 @@ pub struct UserAuth<A> {
     /// attempt limit, since every miss is a failure).
     cache: Vec<(Vec<u8>, Found<A>)>,
     pending: Option<Pending>,
-    /// The user name of the first request: it may not change (RFC 4252
-    /// §5 allows refusing that; OpenSSH disconnects).
+    /// The user name of the first request: neither it nor the service may
+    /// change (RFC 4252 §5 allows refusing that; OpenSSH disconnects).
     user: Option<Vec<u8>>,
     /// USERAUTH_REQUESTs of any kind so far.
     requests: u32,
@@ -156,23 +156,26 @@ impl<A: Clone> UserAuth<A> {
             );
             return Outcome::Nothing;
         };
-        if service != b"ssh-connection" {
-            t.disconnect(
-                DisconnectReason::ServiceNotAvailable,
-                "only ssh-connection is offered",
-            );
-            return Outcome::Nothing;
-        }
+        // RFC 4252 §5 lets the server refuse a change of user name or
+        // service between requests; OpenSSH disconnects, and so do we (the
+        // first request named `ssh-connection`, the only service offered).
         match &self.user {
-            Some(first) if first.as_slice() != user => {
-                tracing::info!(session = %self.session, "user name changed during authentication");
+            Some(first) if first.as_slice() != user || service != b"ssh-connection" => {
+                tracing::info!(session = %self.session, "user name or service changed during authentication");
                 t.disconnect(
                     DisconnectReason::ProtocolError,
-                    "change of user name during authentication is not allowed",
+                    "change of user name or service during authentication is not allowed",
                 );
                 return Outcome::Nothing;
             }
             Some(_) => {}
+            None if service != b"ssh-connection" => {
+                t.disconnect(
+                    DisconnectReason::ServiceNotAvailable,
+                    "only ssh-connection is offered",
+                );
+                return Outcome::Nothing;
+            }
             None => self.user = Some(user.to_vec()),
         }
         self.requests += 1;

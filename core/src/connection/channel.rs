@@ -54,6 +54,9 @@ pub(crate) struct Channel {
     pub(super) env_requests: u32,
     /// Whether exec or shell was accepted.
     pub(super) started: bool,
+    /// Whether anything was put on stdout: until then, git on the other
+    /// side still waits for the server's first words.
+    pub(super) stdout_used: bool,
     /// Output waiting for window: our own messages, or a runtime that read
     /// more than it was allowed.
     backlog: VecDeque<(Stream, Vec<u8>)>,
@@ -83,6 +86,7 @@ impl Channel {
             close_out: false,
             env_requests: 0,
             started: false,
+            stdout_used: false,
             backlog: VecDeque::new(),
             exit: None,
             timers: Timers::default(),
@@ -153,6 +157,7 @@ impl Channel {
     /// Queues output (ours or the command's) behind what is queued already.
     pub(super) fn queue(&mut self, stream: Stream, text: Vec<u8>) {
         if !self.close_out && !self.close_in {
+            self.stdout_used |= stream == Stream::Stdout;
             self.backlog.push_back((stream, text));
         }
     }
@@ -190,6 +195,7 @@ impl Channel {
         if self.close_out || self.close_in {
             return;
         }
+        self.stdout_used |= stream == Stream::Stdout && !data.is_empty();
         let mut rest = data;
         if self.backlog.is_empty() {
             let sent = self.send_data(t, stream, rest);

@@ -376,6 +376,20 @@ impl Connection {
         }
     }
 
+    /// Queues a message of ours for the command's stdout, after what is
+    /// queued: git's `ERR` pkt-line, for a git still waiting for the
+    /// server's first words ([`Connection::stdout_used`]).
+    pub fn say_on_stdout(&mut self, ch: ChannelId, bytes: Vec<u8>) {
+        if let Some(c) = self.find_mut(ch) {
+            c.queue(Stream::Stdout, bytes);
+        }
+    }
+
+    /// Whether anything went (or is queued to go) to the channel's stdout.
+    pub fn stdout_used(&self, ch: ChannelId) -> bool {
+        self.find(ch).is_some_and(|c| c.stdout_used)
+    }
+
     /// Reports `status` once every queued byte is out, then closes our
     /// side (the first status set wins).
     pub fn exit(&mut self, ch: ChannelId, status: ExitStatus) {

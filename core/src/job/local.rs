@@ -304,7 +304,9 @@ impl LocalJob {
             JobInput::Http(_)
             | JobInput::DynoConnected(_)
             | JobInput::DynoClosed(_)
-            | JobInput::Lock(_) => self.impossible(cx, "a platform answer for a local job"),
+            | JobInput::Lock(_)
+            | JobInput::LockWaiting(_)
+            | JobInput::Slot(_) => self.impossible(cx, "a platform answer for a local job"),
         }
     }
 

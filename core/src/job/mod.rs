@@ -14,12 +14,20 @@
 //!
 //! The push lock is the task's: a machine asks for it when its command is a
 //! push, and the task releases a grant exactly once, when the machine is
-//! over, whatever path it took.
+//! over, whatever path it took (a push may wait for the lock in turn:
+//! [`lock_wait`]). So is the command slot (`--max-commands`): every git
+//! command asks for one before it starts, and gives it back once over.
+//!
+//! Where git still waits for the server's first words (nothing went to
+//! its stdout yet, and no process or dyno relays to it), a refusal also
+//! goes to stdout as git's `ERR` pkt-line, so that git says
+//! `remote error: …` rather than suspecting the user's access rights.
 
 mod local;
+mod lock_wait;
 mod platform;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
 use crate::actions::{ExitStatus, LockHeld, Output, RepoError, RequestId, Stream, ago};
@@ -34,6 +42,7 @@ use crate::transport::Transport;
 pub use local::choose_head;
 
 use self::local::LocalJob;
+use self::lock_wait::LockRequest;
 use self::platform::PlatformJob;
 
 /// What a job may touch while it handles one thing.
@@ -63,6 +72,10 @@ pub struct JobCx<'a> {
     /// Set by a machine that needs the push lock before it can go on
     /// ([`JobCx::park_for_lock`]); the task takes it.
     pub wants_lock: Option<GitCommand>,
+    /// Lock requests withdrawn from their queue ([`Output::ReleaseLock`]
+    /// before any grant): a grant already on its way for one of them was
+    /// let go by the withdrawal, and needs no release of its own.
+    pub withdrawn_locks: &'a mut BTreeSet<RequestId>,
 }
 
 impl JobCx<'_> {
@@ -108,6 +121,17 @@ impl JobCx<'_> {
         self.exit(ExitStatus::Code(error.exit_status()));
     }
 
+    /// As [`JobCx::fail`], and the same text as git's `ERR` pkt-line on
+    /// stdout, for a git that still waits for the server's first words.
+    fn fail_to_git(&mut self, error: UserError) {
+        let text =
+            messages::with_session_id(&error.message(&self.config.public_host), self.session);
+        self.conn.notice(self.ch, text.clone().into_bytes());
+        self.conn
+            .say_on_stdout(self.ch, messages::err_pkt_line(&text));
+        self.exit(ExitStatus::Code(error.exit_status()));
+    }
+
     /// A state that cannot happen did: a bug, logged, and the user told
     /// that the server failed.
     fn internal_error(&mut self, what: &'static str) {
@@ -119,17 +143,6 @@ impl JobCx<'_> {
     /// repository (then [`Backend`]'s `resume` gets `cmd` back).
     fn park_for_lock(&mut self, cmd: GitCommand) {
         self.wants_lock = Some(cmd);
-    }
-
-    /// Asks for the push lock of `cmd`'s repository.
-    fn request_lock(&mut self, cmd: &GitCommand) -> RequestId {
-        let id = self.next_id();
-        self.push(Output::AcquireLock {
-            id,
-            repo: cmd.repo.as_str().to_owned(),
-            user: self.user.to_owned(),
-        });
-        id
     }
 }
 
@@ -156,6 +169,10 @@ pub enum JobInput<'a> {
     DynoClosed(DynoEnd),
     /// [`crate::actions::Input::LockReply`].
     Lock(Result<(), LockHeld>),
+    /// [`crate::actions::Input::LockWaiting`].
+    LockWaiting(LockHeld),
+    /// [`crate::actions::Input::SlotReply`].
+    Slot(bool),
 }
 
 /// The command's backend, chosen at exec by the mode.
@@ -180,11 +197,19 @@ pub struct Task {
     pub ch: ChannelId,
     /// `GIT_PROTOCOL`, if the client sent a valid one.
     git_protocol: Option<String>,
+    /// Whether the exec string is a git command (git, on the other side,
+    /// reads pkt-lines from stdout).
+    git: bool,
+    /// The command slot asked for, and the command held until it comes.
+    awaiting_slot: Option<(RequestId, GitCommand)>,
+    /// The command slot given to this command, given back exactly once.
+    slot: Option<RequestId>,
     /// The push lock granted to this command, released exactly once.
     lock: Option<RequestId>,
-    /// The push lock asked for, and the command parked until it comes.
-    awaiting: Option<(RequestId, GitCommand)>,
-    /// `None` until exec (and for a command that never ran).
+    /// The push lock asked for (or waited for), and the command parked
+    /// until it comes.
+    awaiting: Option<LockRequest>,
+    /// `None` until the command starts (and for a command that never ran).
     backend: Option<Backend>,
 }
 
@@ -194,6 +219,9 @@ impl Task {
         Self {
             ch,
             git_protocol: None,
+            git: false,
+            awaiting_slot: None,
+            slot: None,
             lock: None,
             awaiting: None,
             backend: None,
@@ -218,6 +246,7 @@ impl Task {
     }
 
     /// The channel's command (`None`: a shell, refused with the greeting).
+    /// A git command asks for a command slot first.
     pub fn exec(&mut self, cx: &mut JobCx<'_>, command: Option<&[u8]>) {
         let Some(command) = command else {
             tracing::info!(session = %cx.session, "shell refused with the greeting");
@@ -240,6 +269,7 @@ impl Task {
                 return;
             }
         };
+        self.git = true;
         tracing::info!(
             session = %cx.session,
             channel = cx.ch.0,
@@ -247,6 +277,32 @@ impl Task {
             repo = cmd.repo.as_str(),
             "git command"
         );
+        let id = cx.next_id();
+        cx.push(Output::AcquireSlot { id });
+        self.awaiting_slot = Some((id, cmd));
+    }
+
+    /// The server will not run this exec (it drains): the user is told
+    /// why, as git understands it if the exec string is a git command.
+    pub fn refuse_exec(&mut self, cx: &mut JobCx<'_>, command: Option<&[u8]>, error: UserError) {
+        self.git = command.is_some_and(|c| parse_exec(c).is_ok());
+        self.refuse(cx, error);
+    }
+
+    /// Tells the user why the command does not run (or stopped): on
+    /// stderr, and as git's `ERR` pkt-line where git still waits for the
+    /// server's first words.
+    pub fn refuse(&mut self, cx: &mut JobCx<'_>, error: UserError) {
+        if self.git && self.relay_id().is_none() && !cx.conn.stdout_used(self.ch) {
+            cx.fail_to_git(error);
+        } else {
+            cx.fail(error);
+        }
+    }
+
+    /// The command slot is given: the command starts on the mode's
+    /// backend.
+    fn start(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
         self.backend = Some(match &cx.config.mode {
             Mode::Standalone { repos } => Backend::Local(LocalJob::start(
                 cx,
@@ -265,86 +321,169 @@ impl Task {
     /// A machine parked for the push lock: ask for it.
     fn take_lock_wish(&mut self, cx: &mut JobCx<'_>) {
         if let Some(cmd) = cx.wants_lock.take() {
-            let id = cx.request_lock(&cmd);
-            self.awaiting = Some((id, cmd));
+            self.awaiting = Some(LockRequest::ask(cx, cmd));
         }
     }
 
     /// Whether an answer with this id is this command's.
     pub fn owns(&self, id: RequestId) -> bool {
-        self.awaiting.as_ref().is_some_and(|(own, _)| *own == id)
+        self.awaiting.as_ref().is_some_and(|req| req.id == id)
+            || self
+                .awaiting_slot
+                .as_ref()
+                .is_some_and(|(own, _)| *own == id)
             || self
                 .backend
                 .as_ref()
                 .is_some_and(|b| on_backend!(b, job => job.owns(id)))
     }
 
+    /// Whether the command waits in the push lock's queue.
+    pub fn waits_for_lock(&self) -> bool {
+        self.awaiting.as_ref().is_some_and(LockRequest::is_queued)
+    }
+
     /// An answer for this command.
     pub fn handle(&mut self, cx: &mut JobCx<'_>, id: RequestId, input: JobInput<'_>) {
-        let Some(backend) = self.backend.as_mut() else {
-            return;
-        };
-        if let JobInput::Lock(result) = input {
-            let Some((_, cmd)) = self.awaiting.take_if(|(own, _)| *own == id) else {
-                return;
-            };
-            match result {
-                Ok(()) => {
-                    self.lock = Some(id);
-                    on_backend!(backend, job => job.resume(cx, cmd));
-                }
-                Err(held) => {
-                    let repo = cmd.repo.as_str().to_owned();
-                    tracing::info!(session = %cx.session, repo, "another push is in progress");
-                    on_backend!(backend, job => job.stop(cx));
-                    cx.fail(UserError::PushInProgress {
-                        app: repo,
-                        started: ago(held.since, cx.now),
-                    });
+        match input {
+            JobInput::Slot(granted) => self.on_slot(cx, id, granted),
+            JobInput::LockWaiting(held) => {
+                if let Some(req) = self.awaiting.as_mut().filter(|req| req.id == id) {
+                    req.on_waiting(cx, held);
                 }
             }
-            return;
+            JobInput::Lock(result) => self.on_lock(cx, id, result),
+            input => {
+                if let Some(backend) = self.backend.as_mut() {
+                    on_backend!(backend, job => job.handle(cx, id, input));
+                    self.take_lock_wish(cx);
+                }
+            }
         }
-        on_backend!(backend, job => job.handle(cx, id, input));
-        self.take_lock_wish(cx);
+    }
+
+    /// The answer about a command slot: the command starts, or the user
+    /// is told the server is busy.
+    fn on_slot(&mut self, cx: &mut JobCx<'_>, id: RequestId, granted: bool) {
+        let Some((_, cmd)) = self.awaiting_slot.take_if(|(own, _)| *own == id) else {
+            return;
+        };
+        if granted {
+            self.slot = Some(id);
+            self.start(cx, cmd);
+        } else {
+            tracing::info!(session = %cx.session, repo = cmd.repo.as_str(), "too many git commands at once: refused");
+            self.refuse(cx, UserError::ServerBusy);
+        }
+    }
+
+    /// The answer about the push lock: the push goes on, or is refused.
+    fn on_lock(&mut self, cx: &mut JobCx<'_>, id: RequestId, result: Result<(), LockHeld>) {
+        let Some(req) = self.awaiting.take_if(|req| req.id == id) else {
+            return;
+        };
+        let Some(backend) = self.backend.as_mut() else {
+            // Only a started command asks for the lock.
+            if result.is_ok() {
+                cx.push(Output::ReleaseLock { id });
+            }
+            return;
+        };
+        match result {
+            Ok(()) => {
+                if req.is_queued() {
+                    tracing::info!(session = %cx.session, repo = req.cmd.repo.as_str(), "push lock taken after waiting");
+                }
+                self.lock = Some(id);
+                on_backend!(backend, job => job.resume(cx, req.cmd));
+            }
+            Err(held) => {
+                on_backend!(backend, job => job.stop(cx));
+                self.refuse_push(cx, req.cmd, &held);
+            }
+        }
+    }
+
+    /// Another push holds the lock (and waiting, if allowed, ran out).
+    fn refuse_push(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand, held: &LockHeld) {
+        let repo = cmd.repo.as_str().to_owned();
+        tracing::info!(session = %cx.session, repo, "another push is in progress");
+        self.refuse(
+            cx,
+            UserError::PushInProgress {
+                app: repo,
+                started: ago(held.since, cx.now),
+            },
+        );
     }
 
     /// Stops the command: the client went, or a limit or shutdown came.
     pub fn stop(&mut self, cx: &mut JobCx<'_>) {
-        // A grant that comes now is a late one: the session gives it back.
-        self.awaiting = None;
+        // A slot or grant that comes now is a late one: the session gives
+        // it back.
+        self.awaiting_slot = None;
+        self.withdraw_lock_request(cx);
         if let Some(backend) = self.backend.as_mut() {
             on_backend!(backend, job => job.stop(cx));
         }
     }
 
-    /// A deadline of this command may have come.
+    /// Gives up the push lock asked for: a place in its queue is given
+    /// back at once (which also lets go of a grant already on its way).
+    /// Returns the request.
+    fn withdraw_lock_request(&mut self, cx: &mut JobCx<'_>) -> Option<LockRequest> {
+        let req = self.awaiting.take()?;
+        if req.is_queued() {
+            tracing::info!(session = %cx.session, repo = req.cmd.repo.as_str(), "leaving the push lock's queue");
+            cx.push(Output::ReleaseLock { id: req.id });
+            cx.withdrawn_locks.insert(req.id);
+        }
+        Some(req)
+    }
+
+    /// A deadline of this command may have come: its wait for the push
+    /// lock may have run out.
     pub fn on_timeout(&mut self, cx: &mut JobCx<'_>) {
+        if let Some(held) = self.awaiting.as_mut().and_then(|req| req.on_timeout(cx)) {
+            tracing::info!(session = %cx.session, secs = cx.config.push_lock_wait.as_secs(), "push lock wait ran out");
+            if let Some(req) = self.withdraw_lock_request(cx) {
+                if let Some(backend) = self.backend.as_mut() {
+                    on_backend!(backend, job => job.stop(cx));
+                }
+                self.refuse_push(cx, req.cmd, &held);
+            }
+        }
         if let Some(backend) = self.backend.as_mut() {
             on_backend!(backend, job => job.on_timeout(cx));
         }
     }
 
     /// After every input: moves the command on, tells the channel whether
-    /// its data still has a reader, and gives the push lock back once the
-    /// command is over.
+    /// its data still has a reader, and gives the push lock and the
+    /// command slot back once the command is over.
     pub fn settle(&mut self, cx: &mut JobCx<'_>) {
         if let Some(backend) = self.backend.as_mut() {
             on_backend!(backend, job => job.settle(cx));
         }
         cx.conn.set_accepts_input(self.ch, !self.stdin_closed());
-        if self.is_over()
-            && let Some(id) = self.lock.take()
-        {
-            cx.push(Output::ReleaseLock { id });
+        if self.is_over() {
+            if let Some(id) = self.lock.take() {
+                cx.push(Output::ReleaseLock { id });
+            }
+            if let Some(id) = self.slot.take() {
+                cx.push(Output::ReleaseSlot { id });
+            }
         }
     }
 
     /// The command's next deadline.
     pub fn deadline(&self) -> Option<Instant> {
-        self.backend
+        let backend = self
+            .backend
             .as_ref()
-            .and_then(|b| on_backend!(b, job => job.deadline()))
+            .and_then(|b| on_backend!(b, job => job.deadline()));
+        let lock = self.awaiting.as_ref().and_then(LockRequest::deadline);
+        backend.into_iter().chain(lock).min()
     }
 
     /// The id of the process or dyno connection the channel relays to.
@@ -386,13 +525,15 @@ impl Task {
     /// Whether the command is over (or never ran), so nothing it holds
     /// remains.
     pub fn is_over(&self) -> bool {
-        self.backend
-            .as_ref()
-            .is_none_or(|b| on_backend!(b, job => job.is_over()))
+        self.awaiting_slot.is_none()
+            && self
+                .backend
+                .as_ref()
+                .is_none_or(|b| on_backend!(b, job => job.is_over()))
     }
 
-    /// Whether a push lock is held by this command.
+    /// Whether a push lock or a command slot is held by this command.
     pub fn holds_lock(&self) -> bool {
-        self.lock.is_some()
+        self.lock.is_some() || self.slot.is_some()
     }
 }

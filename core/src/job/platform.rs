@@ -155,7 +155,9 @@ impl PlatformJob {
             | JobInput::Eof(_)
             | JobInput::Exited(_)
             | JobInput::Helper(_)
-            | JobInput::Lock(_) => self.impossible(cx, "a local answer for a platform job"),
+            | JobInput::Lock(_)
+            | JobInput::LockWaiting(_)
+            | JobInput::Slot(_) => self.impossible(cx, "a local answer for a platform job"),
         }
     }
 

@@ -43,7 +43,7 @@ pub use crate::actions::{
 pub use crate::config::{Mode, ServerConfig};
 pub use crate::job::choose_head;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,10 @@ pub(crate) struct ServerUpper {
     draining: bool,
     outputs: VecDeque<Output>,
     next_id: u64,
+    /// Push-lock requests withdrawn from their queue: a grant for one
+    /// that was already on its way needs no release. (At most one entry
+    /// per wait given up on this connection.)
+    withdrawn_locks: BTreeSet<RequestId>,
     close_reported: bool,
     peer_gone: bool,
     grace_exceeded: bool,
@@ -219,6 +223,7 @@ impl Session {
                 draining: false,
                 outputs: VecDeque::new(),
                 next_id: 1,
+                withdrawn_locks: BTreeSet::new(),
                 close_reported: false,
                 peer_gone: false,
                 grace_exceeded: false,
@@ -324,10 +329,25 @@ impl Session {
             }
             Input::LockReply { id, result } => {
                 let granted = result.is_ok();
-                if !upper.route(&mut link.t, now, id, JobInput::Lock(result)) && granted {
-                    // A late grant for a push that was abandoned: give it
-                    // back.
+                let routed = upper.route(&mut link.t, now, id, JobInput::Lock(result));
+                // A late grant for a push that was abandoned: give it back
+                // (unless withdrawing it from the queue already did).
+                if !routed && granted && !upper.withdrawn_locks.remove(&id) {
                     upper.outputs.push_back(Output::ReleaseLock { id });
+                }
+            }
+            Input::LockWaiting { id, held } => {
+                let routed = upper.route(t, now, id, JobInput::LockWaiting(held));
+                if !routed && upper.withdrawn_locks.insert(id) {
+                    // Queued for a push abandoned before the answer came:
+                    // its place is given up (once).
+                    upper.outputs.push_back(Output::ReleaseLock { id });
+                }
+            }
+            Input::SlotReply { id, granted } => {
+                if !upper.route(t, now, id, JobInput::Slot(granted)) && granted {
+                    // A late slot for a command that was abandoned.
+                    upper.outputs.push_back(Output::ReleaseSlot { id });
                 }
             }
             Input::DynoConnected { id, result } => {
@@ -503,6 +523,7 @@ impl ServerUpper {
             ch,
             peer_gone: self.peer_gone,
             wants_lock: None,
+            withdrawn_locks: &mut self.withdrawn_locks,
         }
     }
 
@@ -576,7 +597,7 @@ impl ServerUpper {
         self.each_task(t, now, |task, cx| {
             if !cx.conn.is_closed(task.ch) {
                 any = true;
-                cx.fail(error.clone());
+                task.refuse(cx, error.clone());
                 task.stop(cx);
             }
         });
@@ -693,7 +714,22 @@ impl ServerUpper {
             return;
         }
         self.draining = true;
-        if self.busy() {
+        // A push waiting for another's lock has not started: rather than
+        // start it now and maybe cut it at the drain timeout, its user is
+        // told to try again (the next server takes it), and its place in
+        // the queue is given up.
+        let mut refused = false;
+        self.each_task(t, now, |task, cx| {
+            if task.waits_for_lock() {
+                tracing::info!(session = %cx.session, "draining: a push waiting for the lock is refused");
+                refused = true;
+                task.refuse(cx, UserError::ServerStopping);
+                task.stop(cx);
+            }
+        });
+        if self.busy() || refused {
+            // (A refused push's channel closes once its user has the
+            // message; the drain timeout bounds the wait for that.)
             tracing::info!(session = %self.id, "server draining: waiting for the commands in progress");
             self.timers
                 .set(SessionTimer::Drain, now + self.config.drain_timeout);
@@ -747,6 +783,14 @@ impl ServerUpper {
                 secs: self.config.max_session.as_secs(),
             }
         } else if self.timers.expire(SessionTimer::Idle, now) {
+            if self.tasks.iter().any(Task::waits_for_lock) {
+                // A push waiting in turn for the push lock is silent by the
+                // server's doing, not the user's; its wait has its own
+                // limit (`--push-lock-wait`).
+                self.timers
+                    .set(SessionTimer::Idle, now + self.config.idle_timeout);
+                return;
+            }
             UserError::IdleTimeout {
                 secs: self.config.idle_timeout.as_secs(),
             }
@@ -947,7 +991,9 @@ impl ServerUpper {
             }
             Event::Exec { ch, command } if self.draining => {
                 tracing::info!(session = %self.id, command = %crate::log_safe(command.unwrap_or_default()), "draining: command refused");
-                self.with_task(t, now, ch, |_, cx| cx.fail(UserError::ServerStopping));
+                self.with_task(t, now, ch, |task, cx| {
+                    task.refuse_exec(cx, command, UserError::ServerStopping)
+                });
             }
             Event::Exec { ch, command } => {
                 self.with_task(t, now, ch, |task, cx| task.exec(cx, command));

@@ -233,12 +233,17 @@ const STALE_BASE: u64 = 1 << 40;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Request {
     LookupKey,
-    OpenRepo { path: PathBuf },
+    OpenRepo {
+        path: PathBuf,
+    },
     Spawn,
     RunHelper,
     Http(HttpKind),
     ConnectDyno,
     AcquireLock,
+    /// Always given, without reading the control stream (so that the
+    /// corpus from before command slots keeps its meaning).
+    AcquireSlot,
 }
 
 /// Which of the contract's three calls an HTTP request is.
@@ -297,6 +302,8 @@ struct Ledger {
     procs: BTreeMap<RequestId, Proc>,
     dynos: BTreeMap<RequestId, Dyno>,
     locks: BTreeMap<RequestId, Lock>,
+    /// Command slots, tracked as locks are.
+    slots: BTreeMap<RequestId, Lock>,
     /// HTTP requests, key lookups and helpers in flight, which the session
     /// may abandon with `Cancel` (answered or cancelled ones are removed).
     in_flight: BTreeSet<RequestId>,
@@ -701,6 +708,23 @@ impl<'a> Run<'a> {
                 ledger.locks.insert(id, Lock::Asked);
                 self.pending.push_back((id, Request::AcquireLock));
             }
+            Output::AcquireSlot { id } => {
+                assert!(authenticated, "a command slot before authentication");
+                ledger.fresh(id);
+                ledger.slots.insert(id, Lock::Asked);
+                self.pending.push_back((id, Request::AcquireSlot));
+            }
+            Output::ReleaseSlot { id } => {
+                let slot = ledger.slots.get_mut(&id);
+                assert_eq!(
+                    slot.as_deref(),
+                    Some(&Lock::Granted),
+                    "ReleaseSlot for {id:?}"
+                );
+                if let Some(slot) = slot {
+                    *slot = Lock::Released;
+                }
+            }
             Output::ReleaseLock { id } => {
                 let lock = ledger.locks.get_mut(&id);
                 assert_eq!(
@@ -730,7 +754,11 @@ impl<'a> Run<'a> {
                 kept.push_back((id, request));
                 continue;
             }
-            let choice = if defaults { None } else { self.control.next() };
+            let choice = if defaults || matches!(request, Request::AcquireSlot) {
+                None
+            } else {
+                self.control.next()
+            };
             if !self.answer(id, &request, choice) {
                 kept.push_back((id, request));
             }
@@ -835,9 +863,15 @@ impl<'a> Run<'a> {
                 self.done(id);
                 self.input(Input::DynoConnected { id, result });
             }
+            Request::AcquireSlot => {
+                self.ledger.slots.insert(id, Lock::Granted);
+                self.done(id);
+                self.input(Input::SlotReply { id, granted: true });
+            }
             Request::AcquireLock => {
                 let held = |secs| LockHeld {
                     since: now.checked_sub(Duration::from_secs(secs)).unwrap_or(now),
+                    user: "bob".to_owned(),
                 };
                 let result = match pick(answer::ACQUIRE_LOCK) {
                     0 => Ok(()),
@@ -1366,6 +1400,9 @@ impl Run<'_> {
         assert!(self.session.is_finished(), "closed but not finished");
         for (id, lock) in &self.ledger.locks {
             assert_ne!(*lock, Lock::Granted, "lock {id:?} never released");
+        }
+        for (id, slot) in &self.ledger.slots {
+            assert_ne!(*slot, Lock::Granted, "command slot {id:?} never given back");
         }
         for (id, p) in &self.ledger.procs {
             assert!(!p.started || p.exited, "git {id:?} left running: {p:?}");
