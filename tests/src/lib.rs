@@ -349,6 +349,19 @@ impl Ssh {
         self
     }
 
+    /// Replaces the default `ConnectTimeout` (20 s), which also bounds the
+    /// banner exchange: a connection that admission control makes wait,
+    /// unread, on a loaded machine needs longer (OpenSSH takes the first
+    /// value of an option, so a second `-o ConnectTimeout` would be ignored).
+    pub fn connect_timeout(mut self, secs: u32) -> Self {
+        for a in &mut self.args {
+            if a.starts_with("ConnectTimeout=") {
+                *a = format!("ConnectTimeout={secs}");
+            }
+        }
+        self
+    }
+
     /// Adds `-o NAME=VALUE`.
     pub fn option(self, option: &str) -> Self {
         self.arg("-o").arg(option)

@@ -528,6 +528,10 @@ impl User {
         let ssh = server
             .ssh()
             .key(key)
+            // A real client waits as long as the server's login grace time
+            // (OpenSSH sets no ConnectTimeout by default): a loaded machine
+            // must not turn a wait in admission's queue into an error.
+            .connect_timeout(110)
             .option(&format!("BindAddress={}", user_ip(index)));
         Self {
             index,

@@ -45,6 +45,9 @@ fn ssh_t(server: &Server, key: &Path, from: u8) -> std::process::Command {
     let mut cmd = server
         .ssh()
         .key(key)
+        // Waiting in admission's queues counts against the login grace
+        // time (120 s), not against the client's patience.
+        .connect_timeout(110)
         .option(&format!("BindAddress=127.0.0.{from}"))
         .arg("-T")
         .command(&[]);
