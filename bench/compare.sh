@@ -153,7 +153,11 @@ for t in gm-loadgen gm-packet-bench; do [[ -x $TOOLS/$t ]] || die "no $t in $TOO
 # process with its own). Raised for this shell and so for everything it starts.
 ulimit -Hn "$NOFILE" 2>/dev/null || true
 ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if (($(ulimit -n) < NOFILE)); then
+    log "warning: open files limited to $(ulimit -n) here (hard limit), not $NOFILE"
+fi
 NOFILE=$(ulimit -n)
+((NOFILE > LG_SESSIONS + 100)) || die "open files limited to $NOFILE: too few for $LG_SESSIONS sessions"
 
 WORK=$(mktemp -d /tmp/gitmouth-bench.XXXXXX)
 chmod 755 "$WORK"   # the sshd login user reads the key and writes its repositories here
@@ -243,9 +247,12 @@ start_server() { # name command...
 
 # HOME points at an empty directory so that root's ~/.gitconfig does not reach
 # the git that gitmouth runs (the sshd user's home is empty too).
-start_server gitmouth env HOME="$WORK/gm-home" "$GITMOUTH" --listen "127.0.0.1:$GM_PORT" --data-dir "$WORK/gm" \
-    --host-key "$WORK/host_ed25519" --authorized-keys "$WORK/client_ed25519.pub" \
-    "${GM_LIMITS[@]}" --log warn
+start_gitmouth() {
+    start_server gitmouth env HOME="$WORK/gm-home" "$GITMOUTH" --listen "127.0.0.1:$GM_PORT" --data-dir "$WORK/gm" \
+        --host-key "$WORK/host_ed25519" --authorized-keys "$WORK/client_ed25519.pub" \
+        "${GM_LIMITS[@]}" --log warn
+    wait_port gitmouth "$GM_REAPER" "$GM_PORT"
+}
 
 mkdir -p -m 755 /run/sshd   # sshd's privilege separation directory
 cat >"$WORK/sshd_config" <<EOF
@@ -268,10 +275,27 @@ LogLevel ERROR
 $SSHD_LIMITS
 EOF
 "$SSHD" -t -f "$WORK/sshd_config" || die "sshd rejects its configuration"
-start_server sshd "$SSHD" -D -e -f "$WORK/sshd_config"
-
-wait_port gitmouth "$GM_REAPER" "$GM_PORT"
-wait_port sshd "$SSHD_REAPER" "$SSHD_PORT"
+start_sshd() {
+    start_server sshd "$SSHD" -D -e -f "$WORK/sshd_config"
+    wait_port sshd "$SSHD_REAPER" "$SSHD_PORT"
+}
+# A fresh server process (for the memory figures: its heap holds nothing
+# freed by earlier work).
+restart_server() { # server
+    if [[ $1 == gitmouth ]]; then
+        stop_pid "$GM_PID"
+        stop_pid "$GM_REAPER"
+        rm -f "$WORK/gitmouth.pid"
+        start_gitmouth
+    else
+        stop_pid "$SSHD_PID"
+        stop_pid "$SSHD_REAPER"
+        rm -f "$WORK/sshd.pid"
+        start_sshd
+    fi
+}
+start_gitmouth
+start_sshd
 log "gitmouth on 127.0.0.1:$GM_PORT (pid $GM_PID), sshd on 127.0.0.1:$SSHD_PORT (pid $SSHD_PID, login $SSHD_USER)"
 
 LIMITS_TEXT="limits: open files $NOFILE (servers and clients); gitmouth ${GM_LIMITS[*]};
@@ -542,6 +566,10 @@ hold() {
     local test=$1 variant=$2 server=$3 run=$4 tmo=$5
     shift 5
     local p0 n0 p1 n1 line held status i
+    # A fresh server, warmed by one connection, with nothing else open.
+    restart_server "$server"
+    GIT_SSH_COMMAND=$SSH_BASE timeout 60 git ls-remote -q "$(url "$server" tiny)" >/dev/null ||
+        die "ls-remote against the restarted $server failed"
     wait_server_idle "$server"
     sleep 1
     read -r p0 n0 < <(pss "$server")
@@ -577,7 +605,7 @@ if section memory; then
                 [[ $s == sshd ]] && user=$SSHD_USER
                 hold memory "ssh-$n" "$s" "$run" $((60 + n / 5)) \
                     python3 "$ROOT/bench/idle_ssh.py" "$n" "$SSH_CONCURRENCY" "$FLOOR_MB" "$WORK/status" \
-                    "$(command -v ssh)" $SSH_OPTS -o LogLevel=VERBOSE -N -p "$(server_port "$s")" "$user@127.0.0.1"
+                    "$(command -v ssh)" $SSH_OPTS -o LogLevel=VERBOSE -o KexAlgorithms=curve25519-sha256 -N -p "$(server_port "$s")" "$user@127.0.0.1"
             done
         done
     done

@@ -63,6 +63,11 @@ def quantile(xs, q):
     return xs[lo] + (xs[hi] - xs[lo]) * (i - lo)
 
 
+def client_cpu(rows, per_n=False):
+    """The client's whole CPU: git and the rest, and its ssh."""
+    return [a + b for a, b in zip(col(rows, "cpu_client", per_n), col(rows, "cpu_ssh", per_n))]
+
+
 def ratio(a, b):
     return a / b if b else float("nan")
 
@@ -116,7 +121,7 @@ def setup_table(rows, order, summary):
     n = len(rows[keys[0] + (GM,)])
     print(f"\nsequential connection set-up: `git ls-remote` of a one-commit repository, ms, median (p10-p90) of {n};"
           "\nserver CPU per connection (its process tree: gitmouth and git; sshd, its per-connection processes, the"
-          "\nshell and git), the client's (git + ssh) and its ssh's alone, ms, median")
+          "\nshell and git), the client's (git + ssh, with sshd) and its ssh's alone, ms, median")
     print(f"{'key exchange':<38}{'gitmouth':>16}{'sshd':>16}{'ratio':>7}{'srv cpu gm':>11}{'sshd':>7}{'ratio':>7}"
           f"{'gm own':>7}{'client':>8}{'ssh':>6}")
     for k in keys:
@@ -128,7 +133,7 @@ def setup_table(rows, order, summary):
             cpu.append(1000 * med(col(rows[k + (s,)], "cpu_server")))
         g = rows[k + (GM,)]
         own = 1000 * statistics.mean(col(g, "cpu_own"))  # clock ticks: a mean
-        cl = 1000 * med(col(rows[k + (OS,)], "cpu_client"))
+        cl = 1000 * med(client_cpu(rows[k + (OS,)]))
         sh = 1000 * med(col(rows[k + (OS,)], "cpu_ssh"))
         print(f"{k[1]:<38}{cells[0]:>16}{cells[1]:>16}{ratio(*meds):7.2f}{cpu[0]:11.1f}{cpu[1]:7.1f}"
               f"{ratio(*cpu):7.2f}{own:7.1f}{cl:8.1f}{sh:6.1f}")
@@ -148,9 +153,10 @@ def parallel_table(rows, order, summary, ncpu):
     g0 = rows[keys[0] + (GM,)]
     print(f"\nconnection set-up with many in flight: {g0[0]['n']} `git ls-remote` per run, connections/s, median of"
           f" {len(g0)} (spread);\nCPU per connection (ms): the server's tree, the client's (git + ssh) and its ssh's;"
-          f"\nbound: the connections/s {ncpu} CPUs allow at that client + server CPU per connection")
+          f"\nbound: the connections/s {ncpu} CPUs allow at that client + server CPU per connection"
+          f"\n(ssh: what they allow the ssh client alone, talking to gitmouth)")
     print(f"{'key exchange':<38}{'gitmouth':>14}{'sshd':>14}{'ratio':>7}{'srv gm':>8}{'sshd':>6}"
-          f"{'cli gm':>8}{'sshd':>6}{'ssh':>6}{'bound gm':>10}{'sshd':>6}")
+          f"{'cli gm':>8}{'sshd':>6}{'ssh':>6}{'bound gm':>10}{'sshd':>6}{'ssh':>6}")
     for k in keys:
         cps, cells, srv, cli, bound = [], [], [], [], []
         for s in SERVERS:
@@ -159,20 +165,19 @@ def parallel_table(rows, order, summary, ncpu):
             cps.append(med(xs))
             cells.append(f"{med(xs):.1f} ({spread(xs):.0f}%)")
             srv.append(1000 * med(col(rs, "cpu_server", per_n=True)))
-            cli.append(1000 * med(col(rs, "cpu_client", per_n=True)))
+            cli.append(1000 * med(client_cpu(rs, per_n=True)))
             bound.append(ncpu * 1000 / (srv[-1] + cli[-1]) if srv[-1] + cli[-1] else float("nan"))
         ssh_ms = 1000 * med(col(rows[k + (GM,)], "cpu_ssh", per_n=True))
         r = ratio(*cps)
         print(f"{k[1]:<38}{cells[0]:>14}{cells[1]:>14}{r:7.2f}{srv[0]:8.1f}{srv[1]:6.1f}{cli[0]:8.1f}{cli[1]:6.1f}"
-              f"{ssh_ms:6.1f}{bound[0]:10.1f}{bound[1]:6.1f}")
+              f"{ssh_ms:6.1f}{bound[0]:10.1f}{bound[1]:6.1f}{ncpu * 1000 / ssh_ms if ssh_ms else 0:6.0f}")
         kex = k[1].split("@")[0]
         client_bound = cps[0] >= 0.75 * bound[0]
         met = r >= 3 or client_bound
         summary.add(f"connections/s, 8 in flight, {kex}", f"{cps[1]:.1f}", f"{cps[0]:.1f}", f"{r:.2f}",
                     ">= 3, or >= 75% of bound", met if r >= 3 or not client_bound else "bound")
-        summary.add(f"  client CPU per connection {kex} (ms; bound/s)", f"{cli[1]:.1f}",
-                    f"{cli[0]:.1f}; {bound[0]:.0f}/s", "", f"ssh alone {ssh_ms:.1f} ms: {ncpu * 1000 / ssh_ms:.0f}/s"
-                    if ssh_ms else "", "")
+        summary.add(f"  client CPU per connection {kex} (ms)", f"{cli[1]:.1f}", f"{cli[0]:.1f}", "",
+                    f"bound {bound[0]:.0f}/s; ssh {ncpu * 1000 / ssh_ms:.0f}/s" if ssh_ms else "", "")
 
 
 def transfer_table(rows, order, test, title, summary, cpu_target):
@@ -182,7 +187,7 @@ def transfer_table(rows, order, test, title, summary, cpu_target):
     g0 = rows[keys[0] + (GM,)]
     mb = int(g0[0]["n"]) / 1e6
     print(f"\n{title} ({mb:.1f} MB pack), median of {len(g0)}; wall time and server CPU (process tree, git included)")
-    print(f"{'cipher':<42}{'gitmouth':>17}{'sshd':>17}{'ratio':>6}{'spread':>10}{'cpu gm':>8}{'gm own':>7}"
+    print(f"{'cipher':<42}{'gitmouth':>19}{'sshd':>19}{'ratio':>6}{'spread':>10}{'cpu gm':>8}{'gm own':>7}"
           f"{'sshd':>6}{'ratio':>6}")
     for k in keys:
         t, cells, sp, cpu = [], [], [], []
@@ -194,7 +199,7 @@ def transfer_table(rows, order, test, title, summary, cpu_target):
             sp.append(f"{spread(xs):.0f}%")
             cpu.append(med(col(rs, "cpu_server")))
         own = med(col(rows[k + (GM,)], "cpu_own"))
-        print(f"{k[1]:<42}{cells[0]:>17}{cells[1]:>17}{ratio(*t):6.2f}{'/'.join(sp):>10}{cpu[0]:8.2f}{own:7.2f}"
+        print(f"{k[1]:<42}{cells[0]:>19}{cells[1]:>19}{ratio(*t):6.2f}{'/'.join(sp):>10}{cpu[0]:8.2f}{own:7.2f}"
               f"{cpu[1]:6.2f}{ratio(*cpu):6.2f}")
         c = k[1].split("@")[0].split(":")[0]
         r = ratio(*t)
