@@ -591,6 +591,8 @@ hold() {
     read -r p1 n1 < <(pss "$server")
     status=$(cat "$WORK/status" 2>/dev/null || echo "?")
     held=$(sed 's/.*held=\([0-9]*\).*/\1/' <<<"$line")
+    # Sessions the server ended since they were held are not counted.
+    [[ $status =~ ^held=([0-9]+) ]] && ((BASH_REMATCH[1] < held)) && held=${BASH_REMATCH[1]}
     log "$test $variant $server: $line; now $status; server group: $n0 -> $n1 processes, $(conns "$server") connections, PSS $p0 -> $p1 KiB"
     row "$test" "$variant" "$server" "$run" "$held" "$(sed 's/.*seconds=\([0-9.]*\).*/\1/' <<<"$line")" \
         "$(sed 's/.*reason=\([a-z-]*\).*/\1/' <<<"$line")" "$p0" "$p1"
