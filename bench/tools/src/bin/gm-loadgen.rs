@@ -72,26 +72,16 @@ struct Options {
 fn parse_args() -> Result<Options, String> {
     let mut addr = None;
     let mut key = None;
-    let mut o = Options {
-        addr: SocketAddr::from(([127, 0, 0, 1], 22)),
-        key: PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[0; 32])),
-        user: "git".to_owned(),
-        count: 100,
-        concurrency: 32,
-        kex: None,
-        channel: false,
-        floor_mb: 0,
-        max_failures: 100,
-        setup_timeout: Duration::from_secs(60),
-        hold: Duration::from_secs(3600),
-        status: None,
-    };
+    let mut user = "git".to_owned();
+    let (mut count, mut concurrency, mut max_failures) = (100, 32, 100);
+    let (mut kex, mut channel, mut floor_mb, mut status) = (None, false, 0, None);
+    let (mut setup_timeout, mut hold) = (60, 3600);
+    fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
+        v.parse().map_err(|_| format!("{name}: not a number: {v}"))
+    }
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
-        fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
-            v.parse().map_err(|_| format!("{name}: not a number: {v}"))
-        }
         match a.as_str() {
             "--addr" => addr = Some(value()?.parse().map_err(|e| format!("--addr: {e}"))?),
             "--key" => {
@@ -101,27 +91,37 @@ fn parse_args() -> Result<Options, String> {
                         .map_err(|e| format!("--key {path}: {e}"))?,
                 );
             }
-            "--user" => o.user = value()?,
-            "--count" => o.count = num(&a, value()?)?,
-            "--concurrency" => o.concurrency = num::<u64>(&a, value()?)?.max(1),
+            "--user" => user = value()?,
+            "--count" => count = num(&a, value()?)?,
+            "--concurrency" => concurrency = num::<u64>(&a, value()?)?.max(1),
             "--kex" => {
                 let name = value()?;
-                o.kex =
-                    Some(KexAlg::from_name(&name).ok_or_else(|| format!("unknown kex {name}"))?);
+                kex = Some(KexAlg::from_name(&name).ok_or_else(|| format!("unknown kex {name}"))?);
             }
-            "--channel" => o.channel = true,
-            "--floor-mb" => o.floor_mb = num(&a, value()?)?,
-            "--max-failures" => o.max_failures = num(&a, value()?)?,
-            "--setup-timeout" => o.setup_timeout = Duration::from_secs(num(&a, value()?)?),
-            "--hold" => o.hold = Duration::from_secs(num(&a, value()?)?),
-            "--status" => o.status = Some(value()?),
+            "--channel" => channel = true,
+            "--floor-mb" => floor_mb = num(&a, value()?)?,
+            "--max-failures" => max_failures = num(&a, value()?)?,
+            "--setup-timeout" => setup_timeout = num(&a, value()?)?,
+            "--hold" => hold = num(&a, value()?)?,
+            "--status" => status = Some(value()?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
-    o.addr = addr.ok_or_else(|| format!("--addr is required\n{USAGE}"))?;
-    o.key = key.ok_or_else(|| format!("--key is required\n{USAGE}"))?;
-    Ok(o)
+    Ok(Options {
+        addr: addr.ok_or_else(|| format!("--addr is required\n{USAGE}"))?,
+        key: key.ok_or_else(|| format!("--key is required\n{USAGE}"))?,
+        user,
+        count,
+        concurrency,
+        kex,
+        channel,
+        floor_mb,
+        max_failures,
+        setup_timeout: Duration::from_secs(setup_timeout),
+        hold: Duration::from_secs(hold),
+        status,
+    })
 }
 
 /// What a session task reports to the main task.
