@@ -95,11 +95,27 @@ stop_pid() { # pid [signal]: ends one process we started, by its id
     fi
     wait "$pid" 2>/dev/null || true
 }
+# Ends whatever is left in our control groups (sshd's per-session processes
+# outlive its listener), by process id: TERM, then KILL after 20 s.
+empty_groups() {
+    local d pids i sig=TERM
+    for ((i = 0; i < 300; i++)); do
+        pids=""
+        for d in "$CG"/*/; do [[ -f $d/cgroup.procs ]] && pids+=" $(tr '\n' ' ' <"$d/cgroup.procs")"; done
+        [[ -z ${pids// /} ]] && return 0
+        ((i == 100)) && sig=KILL
+        ((i % 10 == 0)) && kill "-$sig" $pids 2>/dev/null
+        sleep 0.2
+    done
+    log "warning: processes left in $CG:$pids"
+}
 cleanup() {
     local rc=$? d i
     trap - EXIT INT TERM
+    set +e
     stop_pid "$HOLDER_PID"
     for pid in $GM_PID $SSHD_PID $GM_REAPER $SSHD_REAPER; do stop_pid "$pid"; done
+    [[ -n $CG && -d $CG ]] && empty_groups
     if [[ -n $CREATED_USER ]]; then
         userdel "$CREATED_USER" 2>/dev/null || log "warning: could not delete user $CREATED_USER"
     fi
@@ -360,9 +376,9 @@ own_ticks() {
 conns() { ss -Htn state established "( sport = :$(server_port "$1") )" | wc -l; }
 # Waits until the server has nothing left of earlier work: no process in its
 # group but itself, no connection open.
-wait_server_idle() { # server
+wait_server_idle() { # server [max-seconds, default 30]
     local i
-    for ((i = 0; i < 600; i++)); do
+    for ((i = 0; i < ${2:-30} * 20; i++)); do
         if [[ $(cg_count "$1") == 1 && $(conns "$1") == 0 ]]; then return 0; fi
         sleep 0.05
     done
@@ -598,6 +614,7 @@ hold() {
         "$(sed 's/.*reason=\([a-z-]*\).*/\1/' <<<"$line")" "$p0" "$p1"
     stop_pid "$HOLDER_PID"
     HOLDER_PID=""
+    wait_server_idle "$server" 300 # thousands of sshd processes take a while to end
 }
 if section memory; then
     for n in $MEM_SESSIONS; do
