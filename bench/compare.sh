@@ -27,7 +27,8 @@
 #                            as root, whose shell start-up then counts too
 #   BENCH_GITMOUTH=PATH      use this binary instead of building one
 #   BENCH_TOOLS=DIR          gm-loadgen and gm-packet-bench from DIR instead
-#   BENCH_RAW=FILE           also copy the raw per-run results (TSV) here
+#   BENCH_RAW=FILE           also copy the raw per-run results (TSV) here, and
+#                            the header (machine, versions, limits) to FILE.header
 #   BENCH_KEEP=1             keep the temporary directory (path is printed)
 #   BENCH_CIPHERS, BENCH_KEXES  space-separated lists overriding the defaults
 set -euo pipefail
@@ -643,7 +644,6 @@ if section loadgen; then
 fi
 
 # --- report ----------------------------------------------------------------------
-[[ -n ${BENCH_RAW:-} ]] && cp "$RESULTS" "$BENCH_RAW"
 {
     echo "machine: $NCPU CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "client:  $(ssh -V 2>&1), $(git --version), $(openssl version)"
@@ -653,5 +653,9 @@ fi
     echo "sections: $ONLY; $RUNS runs per figure, $LAT_RUNS sequential connections, $INFLIGHT in flight x $PAR_CONNS per run;"
     echo "  repository ${SIZE_MB} MiB of random data, pack $PACK_BYTES bytes; cgroup CPU accounting in ${CG%/*}"
     echo "$LIMITS_TEXT"
-} | tee "$WORK/header.txt"
+} >"$RESULTS.header"
+if [[ -n ${BENCH_RAW:-} ]]; then
+    cp "$RESULTS" "$BENCH_RAW"
+    cp "$RESULTS.header" "$BENCH_RAW.header"
+fi
 python3 "$ROOT/bench/report.py" --ncpu "$NCPU" "$RESULTS"

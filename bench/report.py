@@ -3,6 +3,9 @@
 
     report.py [--ncpu N] RAW.tsv
 
+prints RAW.tsv.header first when it exists (compare.sh writes it beside
+the raw file: the machine, the versions, the limits of the run).
+
 Columns of the input: test, variant, server, run, n, seconds, cpu_server,
 cpu_own, cpu_client, cpu_ssh, value, pss0, pss1 ("-" where a column does not
 apply). Runs numbered 0 or below are warm-ups and are ignored. CPU columns
@@ -255,6 +258,9 @@ def main():
     ncpu = os.cpu_count() or 1
     if args[:1] == ["--ncpu"]:
         ncpu, args = int(args[1]), args[2:]
+    if os.path.exists(args[0] + ".header"):  # machine, versions, limits
+        with open(args[0] + ".header") as f:
+            print(f.read(), end="")
     rows, order = load(args[0])
     summary = Summary()
     packet_table(rows, order, summary)
