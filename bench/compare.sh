@@ -15,7 +15,7 @@
 #   BENCH_PARALLEL_CONNS=64  connections per parallel run
 #   BENCH_SIZE_MB=200        size of the incompressible repository (1 MiB files)
 #   BENCH_MEM_SESSIONS="100 1000"  idle sessions held with the real ssh client
-#   BENCH_MEM_RUNS=1         runs per memory figure
+#   BENCH_MEM_RUNS=5         runs per memory figure (ssh; gm-loadgen: one)
 #   BENCH_LOADGEN_SESSIONS=10000   sessions held with gm-loadgen
 #   BENCH_LOADGEN_SSHD=1     also try sshd with gm-loadgen (up to the floor)
 #   BENCH_MEM_FLOOR_MB=6144  stop opening sessions when MemAvailable is below
@@ -41,7 +41,7 @@ LAT_RUNS=${BENCH_LATENCY_RUNS:-50}
 INFLIGHT=${BENCH_INFLIGHT:-8}
 PAR_CONNS=${BENCH_PARALLEL_CONNS:-64}
 MEM_SESSIONS=${BENCH_MEM_SESSIONS:-"100 1000"}
-MEM_RUNS=${BENCH_MEM_RUNS:-1}
+MEM_RUNS=${BENCH_MEM_RUNS:-5}
 LG_SESSIONS=${BENCH_LOADGEN_SESSIONS:-10000}
 LG_SSHD=${BENCH_LOADGEN_SSHD:-1}
 FLOOR_MB=${BENCH_MEM_FLOOR_MB:-6144}

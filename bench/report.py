@@ -222,7 +222,7 @@ def memory_table(rows, order, summary):
     print("\nmemory per idle authenticated session (key exchange + publickey auth, no channel): (PSS of the"
           "\nserver's process group with N sessions - PSS with none) / N; real ssh clients, or gm-loadgen")
     print(f"{'sessions':<24}{'server':<10}{'asked':>7}{'held':>7}{'open s':>8}{'PSS 0 MiB':>10}{'PSS N MiB':>10}"
-          f"{'KiB/session':>12}  stopped by")
+          f"{'KiB/session':>12}{'runs':>5}{'spread':>7}  stopped by")
     for k in keys:
         per = {}
         for s in SERVERS:
@@ -233,10 +233,11 @@ def memory_table(rows, order, summary):
             held = med([int(r["n"]) for r in rs])
             p0 = med(col(rs, "pss0"))
             p1 = med(col(rs, "pss1"))
-            kib = med([(float(r["pss1"]) - float(r["pss0"])) / int(r["n"]) for r in rs if int(r["n"])])
+            kibs = [(float(r["pss1"]) - float(r["pss0"])) / int(r["n"]) for r in rs if int(r["n"])]
+            kib = med(kibs)
             per[s] = (kib, held, asked, rs[0]["value"])
             print(f"{k[1]:<24}{s:<10}{asked:>7}{held:>7.0f}{med(col(rs, 'seconds')):8.1f}{p0 / 1024:10.1f}"
-                  f"{p1 / 1024:10.1f}{kib:12.1f}  {rs[0]['value']}")
+                  f"{p1 / 1024:10.1f}{kib:12.1f}{len(rs):5}{spread(kibs):6.0f}%  {rs[0]['value']}")
         if GM not in per:
             continue
         gk, gheld, asked, _ = per[GM]
