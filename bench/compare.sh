@@ -1,32 +1,73 @@
 #!/usr/bin/env bash
-# gitmouth vs OpenSSH's sshd, side by side, on this machine: clone and push
-# throughput per cipher, connection set-up latency per key exchange, and the
-# servers' CPU time per operation. See bench/README.md.
+# gitmouth vs OpenSSH's sshd, side by side, on this machine, interleaved run by
+# run: the packet layer against `openssl speed`, connection set-up latency
+# (sequential, and with 8 in flight), server and client CPU per connection,
+# clone and push wall time and server CPU (process tree, git included), and
+# memory per idle authenticated session (100 and 1000 with the real `ssh`,
+# 10,000 with our load generator). See bench/README.md.
 #
 # Knobs (environment):
+#   BENCH_ONLY=a,b           sections to run (default all): packet latency
+#                            parallel clone push memory loadgen
+#   BENCH_RUNS=5             runs per figure (clone: +1 warm-up; parallel: +1)
+#   BENCH_LATENCY_RUNS=50    sequential connections per server and key exchange
+#   BENCH_INFLIGHT=8         connections in flight in the parallel section
+#   BENCH_PARALLEL_CONNS=64  connections per parallel run
 #   BENCH_SIZE_MB=200        size of the incompressible repository (1 MiB files)
-#   BENCH_RUNS=3             timed clones and pushes per server and cipher
-#   BENCH_LATENCY_RUNS=50    timed `git ls-remote` per server and key exchange
+#   BENCH_MEM_SESSIONS="100 1000"  idle sessions held with the real ssh client
+#   BENCH_MEM_RUNS=5         runs per memory figure (ssh; gm-loadgen: one)
+#   BENCH_LOADGEN_SESSIONS=10000   sessions held with gm-loadgen
+#   BENCH_LOADGEN_SSHD=1     also try sshd with gm-loadgen (up to the floor)
+#   BENCH_MEM_FLOOR_MB=6144  stop opening sessions when MemAvailable is below
+#   BENCH_NOFILE=65536       open-file limit set for the servers and clients
+#   BENCH_PIN_CPU=last       the CPU the packet benchmark is pinned to
 #   BENCH_OP_TIMEOUT=300     seconds allowed for any one git command
 #   BENCH_SSHD_USER=gitbench login user for sshd (created, with /bin/sh as its
 #                            shell, and deleted at the end); `root` logs in
 #                            as root, whose shell start-up then counts too
 #   BENCH_GITMOUTH=PATH      use this binary instead of building one
-#   BENCH_RAW=FILE           also copy the raw per-run results (TSV) here
+#   BENCH_TOOLS=DIR          gm-loadgen and gm-packet-bench from DIR instead
+#   BENCH_RAW=FILE           also copy the raw per-run results (TSV) here, and
+#                            the header (machine, versions, limits) to FILE.header
 #   BENCH_KEEP=1             keep the temporary directory (path is printed)
 #   BENCH_CIPHERS, BENCH_KEXES  space-separated lists overriding the defaults
 set -euo pipefail
 export LC_ALL=C
 
+ONLY=${BENCH_ONLY:-packet,latency,parallel,clone,push,memory,loadgen}
 SIZE_MB=${BENCH_SIZE_MB:-200}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 LAT_RUNS=${BENCH_LATENCY_RUNS:-50}
+INFLIGHT=${BENCH_INFLIGHT:-8}
+PAR_CONNS=${BENCH_PARALLEL_CONNS:-64}
+MEM_SESSIONS=${BENCH_MEM_SESSIONS:-"100 1000"}
+MEM_RUNS=${BENCH_MEM_RUNS:-5}
+LG_SESSIONS=${BENCH_LOADGEN_SESSIONS:-10000}
+LG_SSHD=${BENCH_LOADGEN_SSHD:-1}
+FLOOR_MB=${BENCH_MEM_FLOOR_MB:-6144}
+NOFILE=${BENCH_NOFILE:-65536}
 OP_TIMEOUT=${BENCH_OP_TIMEOUT:-300}
 SSHD_USER=${BENCH_SSHD_USER:-gitbench}
 # cipher[:mac]; the MAC is only negotiated for the non-AEAD ciphers.
 CIPHERS=${BENCH_CIPHERS:-"chacha20-poly1305@openssh.com aes128-gcm@openssh.com aes256-gcm@openssh.com aes128-ctr:hmac-sha2-256-etm@openssh.com"}
 KEXES=${BENCH_KEXES:-"sntrup761x25519-sha512@openssh.com curve25519-sha256"}
+NCPU=$(nproc)
+PIN_CPU=${BENCH_PIN_CPU:-last}
+[[ $PIN_CPU == last ]] && PIN_CPU=$((NCPU - 1))
+# Limits that let 1000 (ssh) and 10,000 (gm-loadgen) idle sessions be held,
+# the same for the whole run (they change nothing for one connection).
+GM_LIMITS=(--per-user-max-connections 0 --unused-connection-timeout 0 --idle-timeout 86400
+    --max-connections $((LG_SESSIONS + 2000)) --max-sessions 10 --max-startups 200:30:400
+    --per-source-max-startups 200 --per-source-startup-queue 1000 --startup-queue 1000)
+SSHD_LIMITS="MaxStartups 200:30:400
+MaxSessions 10
+UnusedConnectionTimeout none
+ClientAliveInterval 0
+LoginGraceTime 120"
+LG_CONCURRENCY=64     # sessions in set-up at once: gm-loadgen
+SSH_CONCURRENCY=16    # and real ssh clients
 
+section() { [[ ,$ONLY, == *,$1,* ]]; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVERS="gitmouth sshd"
 
@@ -39,23 +80,53 @@ GM_PID=""      # the servers
 SSHD_PID=""
 GM_REAPER=""   # and the subreapers they run under (bench/subreaper.py)
 SSHD_REAPER=""
+HOLDER_PID=""  # idle_ssh.py or gm-loadgen while it holds sessions
 CREATED_USER=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    for pid in $GM_PID $SSHD_PID $GM_REAPER $SSHD_REAPER; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill "$pid" 2>/dev/null || true
-            for _ in 1 2 3 4 5 6 7 8 9 10; do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.2
-            done
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
+CG=""          # our control groups' parent directory
+stop_pid() { # pid [signal]: ends one process we started, by its id
+    local pid=$1 i
+    [[ -n $pid ]] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "-${2:-TERM}" "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+# Ends whatever is left in our control groups (sshd's per-session processes
+# outlive its listener), by process id: TERM, then KILL after 20 s.
+empty_groups() {
+    local d pids i sig=TERM
+    for ((i = 0; i < 300; i++)); do
+        pids=""
+        for d in "$CG"/*/; do [[ -f $d/cgroup.procs ]] && pids+=" $(tr '\n' ' ' <"$d/cgroup.procs")"; done
+        [[ -z ${pids// /} ]] && return 0
+        ((i == 100)) && sig=KILL
+        ((i % 10 == 0)) && kill "-$sig" $pids 2>/dev/null
+        sleep 0.2
     done
+    log "warning: processes left in $CG:$pids"
+}
+cleanup() {
+    local rc=$? d i
+    trap - EXIT INT TERM
+    set +e
+    stop_pid "$HOLDER_PID"
+    for pid in $GM_PID $SSHD_PID $GM_REAPER $SSHD_REAPER; do stop_pid "$pid"; done
+    [[ -n $CG && -d $CG ]] && empty_groups
     if [[ -n $CREATED_USER ]]; then
         userdel "$CREATED_USER" 2>/dev/null || log "warning: could not delete user $CREATED_USER"
+    fi
+    if [[ -n $CG && -d $CG ]]; then
+        for ((i = 0; i < 25; i++)); do
+            for d in "$CG"/*/; do [[ -d $d ]] && rmdir "$d" 2>/dev/null; done
+            rmdir "$CG" 2>/dev/null && break
+            sleep 0.2
+        done
+        [[ -d $CG ]] && log "warning: could not remove the control group $CG"
     fi
     if [[ -n $WORK && -d $WORK ]]; then
         if [[ ${BENCH_KEEP:-0} == 1 ]]; then
@@ -72,8 +143,11 @@ trap 'exit 143' TERM
 
 # --- prerequisites -----------------------------------------------------------
 [[ $(id -u) == 0 ]] || die "run as root: sshd must switch to the login user (and may need installing)"
-for tool in ssh ssh-keygen git python3 timeout pgrep; do
+for tool in ssh ssh-keygen git python3 timeout ss taskset openssl xargs; do
     command -v "$tool" >/dev/null || die "$tool is missing"
+done
+for s in ${ONLY//,/ }; do
+    [[ $s =~ ^(packet|latency|parallel|clone|push|memory|loadgen)$ ]] || die "unknown section in BENCH_ONLY: $s"
 done
 if [[ ! -x /usr/sbin/sshd ]]; then
     log "installing openssh-server (sshd is missing)"
@@ -82,20 +156,58 @@ if [[ ! -x /usr/sbin/sshd ]]; then
 fi
 SSHD=/usr/sbin/sshd
 
-if [[ -n ${BENCH_GITMOUTH:-} ]]; then
-    GITMOUTH=$BENCH_GITMOUTH
-else
-    log "building gitmouth (release)"
-    (cd "$ROOT" && cargo build --release -p gitmouth-smol >&2)
-    GITMOUTH=${CARGO_TARGET_DIR:-$ROOT/target}/release/gitmouth
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+if [[ -z ${BENCH_GITMOUTH:-} || -z ${BENCH_TOOLS:-} ]]; then
+    log "building gitmouth and the bench tools (release)"
+    (cd "$ROOT" && timeout 3600 cargo build --release -p gitmouth-smol -p gm-bench-tools >&2) || die "cargo build failed"
 fi
+GITMOUTH=${BENCH_GITMOUTH:-$TARGET/release/gitmouth}
+TOOLS=${BENCH_TOOLS:-$TARGET/release}
 [[ -x $GITMOUTH ]] || die "no gitmouth binary at $GITMOUTH"
+for t in gm-loadgen gm-packet-bench; do [[ -x $TOOLS/$t ]] || die "no $t in $TOOLS"; done
+
+# Open files: each held session is a socket (and, for the real ssh client, a
+# process with its own). Raised for this shell and so for everything it starts.
+ulimit -Hn "$NOFILE" 2>/dev/null || true
+ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if (($(ulimit -n) < NOFILE)); then
+    log "warning: open files limited to $(ulimit -n) here (hard limit), not $NOFILE"
+fi
+NOFILE=$(ulimit -n)
+((NOFILE > LG_SESSIONS + 100)) || die "open files limited to $NOFILE: too few for $LG_SESSIONS sessions"
 
 WORK=$(mktemp -d /tmp/gitmouth-bench.XXXXXX)
 chmod 755 "$WORK"   # the sshd login user reads the key and writes its repositories here
 RESULTS=$WORK/results.tsv
-printf 'test\tvariant\tserver\trun\tseconds\tcpu_self\tcpu_children\tbytes\n' >"$RESULTS"
+printf 'test\tvariant\tserver\trun\tn\tseconds\tcpu_server\tcpu_own\tcpu_client\tcpu_ssh\tvalue\tpss0\tpss1\n' >"$RESULTS"
 CLK_TCK=$(getconf CLK_TCK)
+
+# --- CPU accounting: one control group per server, two for the client ----------
+# cgroup v1's cpuacct where mounted (cpuacct.usage, ns), else cgroup v2
+# (cpu.stat usage_usec). A server and everything it starts (git, sshd's
+# per-connection processes, re-parented or not) is counted in its group.
+if [[ -f /sys/fs/cgroup/cpuacct/cpuacct.usage ]]; then
+    CG=/sys/fs/cgroup/cpuacct/gitmouth-bench.$$
+else
+    v2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+    [[ -n $v2 ]] || die "no cgroup v1 cpuacct nor cgroup v2 mounted: cannot account CPU per process tree"
+    CG=$v2/gitmouth-bench.$$
+fi
+for g in gitmouth sshd client client-ssh; do mkdir -p "$CG/$g" || die "cannot create control group $CG/$g"; done
+cg_ns() { # group: CPU nanoseconds used by it so far
+    local f=$CG/$1 line
+    if [[ -f $f/cpuacct.usage ]]; then
+        cat "$f/cpuacct.usage"
+    else
+        while read -r line; do
+            [[ $line == usage_usec* ]] && { echo $((${line#usage_usec } * 1000)); return; }
+        done <"$f/cpu.stat"
+    fi
+}
+in_cg() { # group command...: runs the command inside the group
+    sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG/$1" "${@:2}"
+}
+cg_count() { wc -l <"$CG/$1/cgroup.procs"; }
 
 # --- keys, ports, user -------------------------------------------------------
 ssh-keygen -q -t ed25519 -N '' -C bench-host -f "$WORK/host_ed25519"
@@ -134,12 +246,12 @@ wait_port() { # name reaper-pid port
     die "$1 does not listen on port $3"
 }
 
-# Both servers run under bench/subreaper.py, which reaps what they orphan, so
-# that all their CPU time can be counted.
+# Both servers run under bench/subreaper.py, which reaps what they orphan,
+# in their own control group (the subreaper itself is not in it).
 start_server() { # name command...
     local name=$1 reaper pid i
     shift
-    python3 "$ROOT/bench/subreaper.py" "$WORK/$name.pid" "$@" >"$WORK/$name.log" 2>&1 &
+    python3 "$ROOT/bench/subreaper.py" --cgroup "$CG/$name" "$WORK/$name.pid" "$@" >"$WORK/$name.log" 2>&1 &
     reaper=$!
     for ((i = 0; i < 100; i++)); do
         [[ -s $WORK/$name.pid ]] && break
@@ -152,9 +264,12 @@ start_server() { # name command...
 
 # HOME points at an empty directory so that root's ~/.gitconfig does not reach
 # the git that gitmouth runs (the sshd user's home is empty too).
-start_server gitmouth env HOME="$WORK/gm-home" "$GITMOUTH" --listen "127.0.0.1:$GM_PORT" --data-dir "$WORK/gm" \
-    --host-key "$WORK/host_ed25519" --authorized-keys "$WORK/client_ed25519.pub" \
-    --log warn
+start_gitmouth() {
+    start_server gitmouth env HOME="$WORK/gm-home" "$GITMOUTH" --listen "127.0.0.1:$GM_PORT" --data-dir "$WORK/gm" \
+        --host-key "$WORK/host_ed25519" --authorized-keys "$WORK/client_ed25519.pub" \
+        "${GM_LIMITS[@]}" --log warn
+    wait_port gitmouth "$GM_REAPER" "$GM_PORT"
+}
 
 mkdir -p -m 755 /run/sshd   # sshd's privilege separation directory
 cat >"$WORK/sshd_config" <<EOF
@@ -173,20 +288,51 @@ PrintMotd no
 PrintLastLog no
 X11Forwarding no
 UseDNS no
-MaxStartups 100:30:200
 LogLevel ERROR
+$SSHD_LIMITS
 EOF
 "$SSHD" -t -f "$WORK/sshd_config" || die "sshd rejects its configuration"
-start_server sshd "$SSHD" -D -e -f "$WORK/sshd_config"
-
-wait_port gitmouth "$GM_REAPER" "$GM_PORT"
-wait_port sshd "$SSHD_REAPER" "$SSHD_PORT"
+start_sshd() {
+    start_server sshd "$SSHD" -D -e -f "$WORK/sshd_config"
+    wait_port sshd "$SSHD_REAPER" "$SSHD_PORT"
+}
+# A fresh server process (for the memory figures: its heap holds nothing
+# freed by earlier work).
+restart_server() { # server
+    if [[ $1 == gitmouth ]]; then
+        stop_pid "$GM_PID"
+        stop_pid "$GM_REAPER"
+        rm -f "$WORK/gitmouth.pid"
+        start_gitmouth
+    else
+        stop_pid "$SSHD_PID"
+        stop_pid "$SSHD_REAPER"
+        rm -f "$WORK/sshd.pid"
+        start_sshd
+    fi
+}
+start_gitmouth
+start_sshd
 log "gitmouth on 127.0.0.1:$GM_PORT (pid $GM_PID), sshd on 127.0.0.1:$SSHD_PORT (pid $SSHD_PID, login $SSHD_USER)"
 
+LIMITS_TEXT="limits: open files $NOFILE (servers and clients); gitmouth ${GM_LIMITS[*]};
+        sshd $(tr '\n' ';' <<<"$SSHD_LIMITS" | sed 's/;$//; s/;/; /g'); kernel pid_max $(cat /proc/sys/kernel/pid_max),
+        ephemeral ports $(tr '\t' - </proc/sys/net/ipv4/ip_local_port_range), processes per user $(ulimit -u)"
+log "$LIMITS_TEXT"
+
 # --- client side -------------------------------------------------------------
-SSH_BASE="ssh -F /dev/null -i $WORK/client_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
--o StrictHostKeyChecking=yes -o UserKnownHostsFile=$WORK/known_hosts -o HostKeyAlgorithms=ssh-ed25519 \
--o LogLevel=ERROR"
+# The client's ssh runs in its own control group, through a wrapper named ssh
+# (git recognises OpenSSH by the name and passes GIT_PROTOCOL with -o SendEnv).
+mkdir -p "$WORK/bin"
+cat >"$WORK/bin/ssh" <<EOF
+#!/bin/sh
+echo \$\$ >"$CG/client-ssh/cgroup.procs"
+exec $(command -v ssh) "\$@"
+EOF
+chmod 755 "$WORK/bin/ssh"
+SSH_OPTS="-F /dev/null -i $WORK/client_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
+-o StrictHostKeyChecking=yes -o UserKnownHostsFile=$WORK/known_hosts -o HostKeyAlgorithms=ssh-ed25519"
+SSH_BASE="$WORK/bin/ssh $SSH_OPTS -o LogLevel=ERROR"
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.invalid GIT_AUTHOR_DATE='2024-01-01T00:00:00Z'
 export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.invalid GIT_COMMITTER_DATE='2024-01-01T00:00:00Z'
@@ -197,7 +343,8 @@ url() { # server repo-name
     sshd) echo "ssh://$SSHD_USER@127.0.0.1:$SSHD_PORT$WORK/sshd-repos/$2.git" ;;
     esac
 }
-server_pids() { if [[ $1 == gitmouth ]]; then echo "$GM_PID $GM_REAPER"; else echo "$SSHD_PID $SSHD_REAPER"; fi; }
+server_port() { if [[ $1 == gitmouth ]]; then echo "$GM_PORT"; else echo "$SSHD_PORT"; fi; }
+server_pid() { if [[ $1 == gitmouth ]]; then echo "$GM_PID"; else echo "$SSHD_PID"; fi; }
 server_repo_dir() { # server repo-name
     if [[ $1 == gitmouth ]]; then echo "$WORK/gm/repos/$2.git"; else echo "$WORK/sshd-repos/$2.git"; fi
 }
@@ -218,54 +365,54 @@ ssh_cmd_for_cipher() { # cipher[:mac]
     echo "$SSH_BASE -c $cipher$mac"
 }
 
-# A server's CPU time in clock ticks: its own (utime+stime), and that of its
-# finished descendants (its cutime+cstime, plus its subreaper's for those it
-# orphaned).
-cpu_ticks() { # server-pid reaper-pid
-    local stat f r
+# The server's own CPU ticks (gitmouth: its process alone, without git).
+own_ticks() {
+    local stat f
     stat=$(<"/proc/$1/stat")
     stat=${stat##*) }
     read -r -a f <<<"$stat"
-    stat=$(<"/proc/$2/stat")
-    stat=${stat##*) }
-    read -r -a r <<<"$stat"
-    echo "$((f[11] + f[12])) $((f[13] + f[14] + r[13] + r[14]))"
+    echo $((f[11] + f[12]))
 }
-# Descendants' CPU time is counted only once they are reaped: wait until the
-# server has no child processes left and its subreaper no orphans.
-wait_server_idle() { # server-pid reaper-pid
+# Established TCP connections to a server's port.
+conns() { ss -Htn state established "( sport = :$(server_port "$1") )" | wc -l; }
+# Waits until the server has nothing left of earlier work: no process in its
+# group but itself, no connection open.
+wait_server_idle() { # server [max-seconds, default 30]
     local i
-    for ((i = 0; i < 200; i++)); do
-        if ! pgrep -P "$1" >/dev/null && [[ $(pgrep -P "$2") == "$1" ]]; then
-            return 0
-        fi
+    for ((i = 0; i < ${2:-30} * 20; i++)); do
+        if [[ $(cg_count "$1") == 1 && $(conns "$1") == 0 ]]; then return 0; fi
         sleep 0.05
     done
-    log "warning: server $1 still has children; its CPU time for this run is incomplete"
+    log "warning: $1 still has $(($(cg_count "$1") - 1)) processes and $(conns "$1") connections; its CPU time for this run may be off"
 }
+us() { local t=${1/./}; echo $((10#$t)); }   # EPOCHREALTIME -> microseconds
+fmt6() { printf '%d.%06d' $(($1 / 1000000)) $(($1 % 1000000)); } # µs -> s
 
-# Runs one timed git command against a server and appends a result line.
-# timed test variant server run bytes -- command...
+# Runs one timed command (in the client's group) against a server and appends
+# a result line: wall time, server CPU (its group), the server's own CPU
+# (gitmouth: without git), the client's CPU (git and the rest) and its ssh's.
+# timed test variant server run n -- command...
 timed() {
-    local test=$1 variant=$2 server=$3 run=$4 bytes=$5
+    local test=$1 variant=$2 server=$3 run=$4 n=$5
     shift 6
-    local pids t0 t1 a b
-    read -r -a pids < <(server_pids "$server")
-    wait_server_idle "${pids[@]}"
-    read -r -a a < <(cpu_ticks "${pids[@]}")
+    local t0 t1 s0 s1 o0 o1 c0 c1 h0 h1 pid
+    pid=$(server_pid "$server")
+    wait_server_idle "$server"
+    s0=$(cg_ns "$server") o0=$(own_ticks "$pid") c0=$(cg_ns client) h0=$(cg_ns client-ssh)
     t0=$EPOCHREALTIME
-    if ! timeout "$OP_TIMEOUT" "$@"; then
+    if ! in_cg client timeout "$OP_TIMEOUT" "$@"; then
         die "$test $variant against $server failed or timed out: $*"
     fi
     t1=$EPOCHREALTIME
-    wait_server_idle "${pids[@]}"
-    read -r -a b < <(cpu_ticks "${pids[@]}")
-    python3 -c 'import sys
-t0, t1, tck = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-a0, a1, b0, b1 = map(int, sys.argv[4:8])
-print("\t".join(sys.argv[8:12] + ["%.4f" % (t1 - t0), "%.2f" % ((b0 - a0) / tck),
-                                  "%.2f" % ((b1 - a1) / tck), sys.argv[12]]))' \
-        "$t0" "$t1" "$CLK_TCK" "${a[@]}" "${b[@]}" "$test" "$variant" "$server" "$run" "$bytes" >>"$RESULTS"
+    wait_server_idle "$server"
+    s1=$(cg_ns "$server") o1=$(own_ticks "$pid") c1=$(cg_ns client) h1=$(cg_ns client-ssh)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\n' "$test" "$variant" "$server" "$run" "$n" \
+        "$(fmt6 $(($(us "$t1") - $(us "$t0"))))" "$(fmt6 $(((s1 - s0) / 1000)))" \
+        "$(fmt6 $(((o1 - o0) * 1000000 / CLK_TCK)))" "$(fmt6 $(((c1 - c0) / 1000)))" \
+        "$(fmt6 $(((h1 - h0) / 1000)))" >>"$RESULTS"
+}
+row() { # test variant server run n seconds value pss0 pss1
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t-\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
 }
 
 # Checks, once per server and setting, that the client really negotiated what
@@ -282,33 +429,38 @@ read -r load1 _ </proc/loadavg
 if python3 -c "import sys; sys.exit(float(sys.argv[1]) < 0.5)" "$load1"; then
     log "warning: load average $load1 before the start: other work on this machine adds noise"
 fi
+T_START=$SECONDS
 
 # --- repositories --------------------------------------------------------------
-log "generating a ${SIZE_MB} MiB repository of incompressible data"
-git init -q -b main "$WORK/src"
-python3 - "$WORK/src" "$SIZE_MB" <<'EOF'
+git init -q -b main "$WORK/tiny"
+echo tiny >"$WORK/tiny/README"
+git -C "$WORK/tiny" add README
+git -C "$WORK/tiny" commit -q -m tiny
+REPOS=tiny
+PACK_BYTES=0
+if section clone || section push; then
+    log "generating a ${SIZE_MB} MiB repository of incompressible data"
+    git init -q -b main "$WORK/src"
+    python3 - "$WORK/src" "$SIZE_MB" <<'EOF'
 import os, random, sys
 d, n = sys.argv[1], int(sys.argv[2])
 for i in range(n):
     with open(os.path.join(d, "blob%04d.bin" % i), "wb") as f:
         f.write(random.Random(i).randbytes(1 << 20))
 EOF
-git -C "$WORK/src" add -A
-git -C "$WORK/src" commit -q -m "incompressible data"
-git -C "$WORK/src" -c gc.auto=0 repack -a -d -q
-git -C "$WORK/src" prune-packed
-PACK_BYTES=$(stat -c %s "$WORK"/src/.git/objects/pack/*.pack)
-log "commit $(git -C "$WORK/src" rev-parse --short HEAD), pack of $PACK_BYTES bytes"
-
-git init -q -b main "$WORK/tiny"
-echo tiny >"$WORK/tiny/README"
-git -C "$WORK/tiny" add README
-git -C "$WORK/tiny" commit -q -m tiny
+    git -C "$WORK/src" add -A
+    git -C "$WORK/src" commit -q -m "incompressible data"
+    git -C "$WORK/src" -c gc.auto=0 repack -a -d -q
+    git -C "$WORK/src" prune-packed
+    PACK_BYTES=$(stat -c %s "$WORK"/src/.git/objects/pack/*.pack)
+    log "commit $(git -C "$WORK/src" rev-parse --short HEAD), pack of $PACK_BYTES bytes"
+    REPOS="tiny bench"
+fi
 
 GIT_SSH_COMMAND=$SSH_BASE
 export GIT_SSH_COMMAND
 for s in $SERVERS; do
-    for r in tiny bench; do
+    for r in $REPOS; do
         [[ $s == sshd ]] && prepare_push_target "$s" "$r"
         src=$WORK/src
         [[ $r == tiny ]] && src=$WORK/tiny
@@ -320,10 +472,12 @@ unset GIT_SSH_COMMAND
 # Serve clones from one pack on both servers, whatever receive-pack kept
 # (below receive.unpackLimit objects it stores them loose).
 for s in $SERVERS; do
-    d=$(server_repo_dir "$s" bench)
-    git --git-dir "$d" -c gc.auto=0 repack -a -d -q
-    git --git-dir "$d" prune-packed
-    [[ $s == sshd ]] && chown -R "$SSHD_USER:" "$d"
+    for r in $REPOS; do
+        d=$(server_repo_dir "$s" "$r")
+        git --git-dir "$d" -c gc.auto=0 repack -a -d -q
+        git --git-dir "$d" prune-packed
+        [[ $s == sshd ]] && chown -R "$SSHD_USER:" "$d"
+    done
 done
 
 for s in $SERVERS; do
@@ -331,58 +485,177 @@ for s in $SERVERS; do
     out=$(GIT_SSH_COMMAND=$SSH_BASE GIT_TRACE_PACKET=1 timeout 60 git ls-remote "$(url "$s" tiny)" 2>&1 >/dev/null) ||
         die "ls-remote against $s failed: $out"
     grep -q "< version 2" <<<"$out" || die "$s does not speak git protocol v2"
-    for c in $CIPHERS; do check_negotiated "$s" "$(ssh_cmd_for_cipher "$c")" "server->client cipher: ${c%%:*}"; done
+    if section clone || section push; then
+        for c in $CIPHERS; do check_negotiated "$s" "$(ssh_cmd_for_cipher "$c")" "server->client cipher: ${c%%:*}"; done
+    fi
     for k in $KEXES; do check_negotiated "$s" "$SSH_BASE -o KexAlgorithms=$k" "kex: algorithm: $k"; done
 done
 
-# --- 1. clone throughput ---------------------------------------------------------
-for c in $CIPHERS; do
-    export GIT_SSH_COMMAND
-    GIT_SSH_COMMAND=$(ssh_cmd_for_cipher "$c")
-    for ((run = 0; run <= RUNS; run++)); do # run 0 warms up and is discarded
-        for s in $SERVERS; do
-            rm -rf "$WORK/clone"
-            timed clone "$c" "$s" "$run" "$PACK_BYTES" -- git clone -q --bare "$(url "$s" bench)" "$WORK/clone"
-        done
-        log "clone $c run $run/$RUNS"
-    done
-    rm -rf "$WORK/clone"
-done
-
-# --- 2. push throughput ----------------------------------------------------------
-for c in $CIPHERS; do
-    GIT_SSH_COMMAND=$(ssh_cmd_for_cipher "$c")
+# --- packet layer ----------------------------------------------------------------
+if section packet; then
+    log "packet layer: gm-packet-bench and openssl speed, pinned to CPU $PIN_CPU, $RUNS runs"
+    pb_args=()
+    for c in $CIPHERS; do pb_args+=(--cipher "$c"); done
     for ((run = 1; run <= RUNS; run++)); do
-        for s in $SERVERS; do
-            name=push-$run-${c%%[:@]*}
-            prepare_push_target "$s" "$name"
-            timed push "$c" "$s" "$run" "$PACK_BYTES" -- git -C "$WORK/src" push -q "$(url "$s" "$name")" main
-            rm -rf "$(server_repo_dir "$s" "$name")"
-        done
-        log "push $c run $run/$RUNS"
+        timeout 600 taskset -c "$PIN_CPU" "$TOOLS/gm-packet-bench" --tsv --openssl --seconds 1 "${pb_args[@]}" >"$WORK/packet.out" ||
+            die "gm-packet-bench failed"
+        while IFS=$'\t' read -r cipher what mbs; do
+            row packet "$cipher" "$what" "$run" 1 - "$mbs" - -
+        done <"$WORK/packet.out"
+        log "packet run $run/$RUNS"
     done
-done
+fi
 
-# --- 3. connection set-up latency --------------------------------------------------
-for k in $KEXES; do
-    GIT_SSH_COMMAND="$SSH_BASE -o KexAlgorithms=$k"
-    for ((run = -2; run <= LAT_RUNS; run++)); do # runs -2..0 warm up
-        for s in $SERVERS; do
-            timed ls-remote "$k" "$s" "$run" 0 -- git ls-remote -q "$(url "$s" tiny)" >/dev/null
+# --- connection set-up, sequential -------------------------------------------------
+if section latency; then
+    for k in $KEXES; do
+        GIT_SSH_COMMAND="$SSH_BASE -o KexAlgorithms=$k"
+        export GIT_SSH_COMMAND
+        for ((run = -2; run <= LAT_RUNS; run++)); do # runs -2..0 warm up
+            for s in $SERVERS; do
+                timed setup "$k" "$s" "$run" 1 -- git ls-remote -q "$(url "$s" tiny)" >/dev/null
+            done
+        done
+        log "sequential set-up $k: $LAT_RUNS runs"
+    done
+    unset GIT_SSH_COMMAND
+fi
+
+# --- connection set-up, N in flight --------------------------------------------------
+if section parallel; then
+    for k in $KEXES; do
+        GIT_SSH_COMMAND="$SSH_BASE -o KexAlgorithms=$k"
+        export GIT_SSH_COMMAND
+        for ((run = 0; run <= RUNS; run++)); do # run 0 warms up
+            for s in $SERVERS; do
+                timed parallel "$k" "$s" "$run" "$PAR_CONNS" -- sh -c \
+                    'seq "$1" | xargs -P "$2" -I{} git ls-remote -q "$3" >/dev/null' sh "$PAR_CONNS" "$INFLIGHT" "$(url "$s" tiny)"
+            done
+            log "$INFLIGHT in flight, $k: run $run/$RUNS"
         done
     done
-    log "ls-remote $k: $LAT_RUNS runs"
-done
-unset GIT_SSH_COMMAND
+    unset GIT_SSH_COMMAND
+fi
+
+# --- clone -----------------------------------------------------------------------
+if section clone; then
+    for c in $CIPHERS; do
+        export GIT_SSH_COMMAND
+        GIT_SSH_COMMAND=$(ssh_cmd_for_cipher "$c")
+        for ((run = 0; run <= RUNS; run++)); do # run 0 warms up and is discarded
+            for s in $SERVERS; do
+                rm -rf "$WORK/clone"
+                timed clone "$c" "$s" "$run" "$PACK_BYTES" -- git clone -q --bare "$(url "$s" bench)" "$WORK/clone"
+            done
+            log "clone $c run $run/$RUNS"
+        done
+        rm -rf "$WORK/clone"
+    done
+    unset GIT_SSH_COMMAND
+fi
+
+# --- push --------------------------------------------------------------------------
+if section push; then
+    for c in $CIPHERS; do
+        export GIT_SSH_COMMAND
+        GIT_SSH_COMMAND=$(ssh_cmd_for_cipher "$c")
+        for ((run = 1; run <= RUNS; run++)); do
+            for s in $SERVERS; do
+                name=push-$run-${c%%[:@]*}
+                prepare_push_target "$s" "$name"
+                timed push "$c" "$s" "$run" "$PACK_BYTES" -- git -C "$WORK/src" push -q "$(url "$s" "$name")" main
+                rm -rf "$(server_repo_dir "$s" "$name")"
+            done
+            log "push $c run $run/$RUNS"
+        done
+    done
+    unset GIT_SSH_COMMAND
+fi
+
+# --- memory per idle authenticated session --------------------------------------------
+# An idle authenticated session: key exchange, publickey authentication, no
+# channel (what `ssh -N` holds; gm-loadgen does the same). Measured as
+#   (PSS of the server's group with N sessions - PSS with none) / N.
+pss() { python3 "$ROOT/bench/pss.py" --cgroup "$CG/$1"; }
+# hold test variant server run timeout-secs command...: starts the holder,
+# waits for its `held=` line, measures, ends it.
+hold() {
+    local test=$1 variant=$2 server=$3 run=$4 tmo=$5
+    shift 5
+    local p0 n0 p1 n1 line held status i
+    # A fresh server, warmed by one connection, with nothing else open.
+    restart_server "$server"
+    GIT_SSH_COMMAND=$SSH_BASE timeout 60 git ls-remote -q "$(url "$server" tiny)" >/dev/null ||
+        die "ls-remote against the restarted $server failed"
+    wait_server_idle "$server"
+    sleep 1
+    read -r p0 n0 < <(pss "$server")
+    rm -f "$WORK/held" "$WORK/status"
+    "$@" >"$WORK/held" 2>>"$WORK/holder.log" &
+    HOLDER_PID=$!
+    for ((i = 0; i < tmo * 10; i++)); do
+        [[ -s $WORK/held ]] && break
+        kill -0 "$HOLDER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    line=$(head -1 "$WORK/held" 2>/dev/null || true)
+    if [[ $line != held=* ]]; then
+        stop_pid "$HOLDER_PID"
+        HOLDER_PID=""
+        die "$test $variant against $server: the sessions were not held within $tmo s; see $WORK/holder.log"
+    fi
+    sleep 3 # let the last sessions settle (and a keepalive round pass for some)
+    read -r p1 n1 < <(pss "$server")
+    status=$(cat "$WORK/status" 2>/dev/null || echo "?")
+    held=$(sed 's/.*held=\([0-9]*\).*/\1/' <<<"$line")
+    # Sessions the server ended since they were held are not counted.
+    [[ $status =~ ^held=([0-9]+) ]] && ((BASH_REMATCH[1] < held)) && held=${BASH_REMATCH[1]}
+    log "$test $variant $server: $line; now $status; server group: $n0 -> $n1 processes, $(conns "$server") connections, PSS $p0 -> $p1 KiB"
+    row "$test" "$variant" "$server" "$run" "$held" "$(sed 's/.*seconds=\([0-9.]*\).*/\1/' <<<"$line")" \
+        "$(sed 's/.*reason=\([a-z-]*\).*/\1/' <<<"$line")" "$p0" "$p1"
+    stop_pid "$HOLDER_PID"
+    HOLDER_PID=""
+    wait_server_idle "$server" 300 # thousands of sshd processes take a while to end
+}
+if section memory; then
+    for n in $MEM_SESSIONS; do
+        for ((run = 1; run <= MEM_RUNS; run++)); do
+            for s in $SERVERS; do
+                user=git
+                [[ $s == sshd ]] && user=$SSHD_USER
+                hold memory "ssh-$n" "$s" "$run" $((60 + n / 5)) \
+                    python3 "$ROOT/bench/idle_ssh.py" "$n" "$SSH_CONCURRENCY" "$FLOOR_MB" "$WORK/status" \
+                    "$(command -v ssh)" $SSH_OPTS -o LogLevel=VERBOSE -o KexAlgorithms=curve25519-sha256 -N -p "$(server_port "$s")" "$user@127.0.0.1"
+            done
+        done
+    done
+fi
+if section loadgen; then
+    servers=gitmouth
+    [[ $LG_SSHD == 1 ]] && servers="gitmouth sshd"
+    for s in $servers; do
+        user=git
+        [[ $s == sshd ]] && user=$SSHD_USER
+        hold loadgen "gm-loadgen-$LG_SESSIONS" "$s" 1 $((120 + LG_SESSIONS / 10)) \
+            "$TOOLS/gm-loadgen" --addr "127.0.0.1:$(server_port "$s")" --key "$WORK/client_ed25519" --user "$user" \
+            --count "$LG_SESSIONS" --concurrency "$LG_CONCURRENCY" --kex curve25519-sha256 \
+            --floor-mb "$FLOOR_MB" --status "$WORK/status" --hold 3600
+    done
+fi
 
 # --- report ----------------------------------------------------------------------
-[[ -n ${BENCH_RAW:-} ]] && cp "$RESULTS" "$BENCH_RAW"
 {
-    echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r)"
-    echo "client:  $(ssh -V 2>&1), $(git --version)"
+    echo "machine: $NCPU CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "client:  $(ssh -V 2>&1), $(git --version), $(openssl version)"
     echo "sshd:    openssh-server $(dpkg-query -W -f '${Version}' openssh-server 2>/dev/null || echo '?'), login $SSHD_USER"
     echo "gitmouth: $("$GITMOUTH" --version 2>/dev/null || echo '?') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
-    echo "load average: $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
-    echo "repository: ${SIZE_MB} MiB of random data, pack $PACK_BYTES bytes; $RUNS runs per cell (clone: +1 warm-up), $LAT_RUNS for latency"
-} >&2
-python3 "$ROOT/bench/report.py" "$RESULTS"
+    echo "load average: $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end; $((SECONDS - T_START)) s"
+    echo "sections: $ONLY; $RUNS runs per figure, $LAT_RUNS sequential connections, $INFLIGHT in flight x $PAR_CONNS per run;"
+    echo "  repository ${SIZE_MB} MiB of random data, pack $PACK_BYTES bytes; cgroup CPU accounting in ${CG%/*}"
+    echo "$LIMITS_TEXT"
+} >"$RESULTS.header"
+if [[ -n ${BENCH_RAW:-} ]]; then
+    cp "$RESULTS" "$BENCH_RAW"
+    cp "$RESULTS.header" "$BENCH_RAW.header"
+fi
+python3 "$ROOT/bench/report.py" --ncpu "$NCPU" "$RESULTS"

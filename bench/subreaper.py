@@ -13,10 +13,13 @@ the server's whole CPU time is
 
 (while the server runs, its own time is not in ours). Usage:
 
-    subreaper.py PIDFILE COMMAND [ARGS...]
+    subreaper.py [--cgroup DIR] PIDFILE COMMAND [ARGS...]
 
 writes the server's pid to PIDFILE, forwards SIGTERM/SIGINT to it, and exits
-with its status once it has exited.
+with its status once it has exited. With --cgroup, the server is moved into
+the control group DIR (its `cgroup.procs`) before it is executed, so that it
+and everything it starts are accounted there (CPU time in cpuacct.usage or
+cpu.stat, the processes to sum PSS over), and this process is not.
 """
 
 import ctypes
@@ -31,10 +34,17 @@ def main():
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         sys.exit("subreaper: prctl: " + os.strerror(ctypes.get_errno()))
-    pidfile, argv = sys.argv[1], sys.argv[2:]
+    args = sys.argv[1:]
+    cgroup = None
+    if args[:1] == ["--cgroup"]:
+        cgroup, args = args[1], args[2:]
+    pidfile, argv = args[0], args[1:]
     pid = os.fork()
     if pid == 0:
         try:
+            if cgroup:
+                with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                    f.write(f"{os.getpid()}\n")
             os.execvp(argv[0], argv)
         finally:
             os._exit(127)
