@@ -413,3 +413,66 @@ pub fn ago(since: Instant, now: Instant) -> String {
         s => format!("{} minutes ago", s / 60),
     }
 }
+
+/// Something that happened in a session, told to the runtime for its
+/// metrics and audit log ([`crate::server::Session::poll_event`]). Nothing
+/// is asked and nothing answers it: a runtime that ignores these loses
+/// only its statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The first key exchange ended, `elapsed` after the connection began.
+    HandshakeDone {
+        /// From accept to the first NEWKEYS.
+        elapsed: std::time::Duration,
+    },
+    /// A user authentication attempt ended.
+    Auth {
+        /// The method (`publickey`; other methods are refused before
+        /// they count).
+        method: &'static str,
+        /// Whether it let the user in.
+        accepted: bool,
+    },
+    /// A command's git process or dyno is up, `elapsed` after its exec
+    /// request.
+    Provisioned {
+        /// From the exec request to the backend running.
+        elapsed: std::time::Duration,
+    },
+    /// A push began waiting in turn for its repository's push lock.
+    LockWait,
+    /// A push was refused because another held the lock.
+    LockRefused,
+    /// The client answered none of the keepalive probes: taken for dead.
+    KeepaliveTimeout,
+    /// A git command ended (or was refused): the audit record.
+    CommandEnded(Audit),
+}
+
+/// One git command, from its exec request to its end: what the audit log
+/// and the operation metrics say of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Who ran it.
+    pub user: String,
+    /// The SHA256 fingerprint of their key.
+    pub fingerprint: String,
+    /// The repository (the app, in API mode).
+    pub repo: String,
+    /// The dashed command, e.g. `git-receive-pack`.
+    pub command: &'static str,
+    /// `GIT_PROTOCOL` as the client sent it (`version=2`), if it did.
+    pub protocol: Option<String>,
+    /// Bytes from the client to the command.
+    pub bytes_in: u64,
+    /// Bytes from the command to the client (stdout and stderr).
+    pub bytes_out: u64,
+    /// From the exec request to the end.
+    pub duration: std::time::Duration,
+    /// The exit status the client was given, if any.
+    pub exit: Option<ExitStatus>,
+    /// How it went, in one word: `ok`, `failed` (non-zero exit),
+    /// `stopped` (a signal, a limit, a hang-up) or `refused` (it never
+    /// ran: busy, lock held, no such repository, draining).
+    pub outcome: &'static str,
+}

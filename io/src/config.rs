@@ -263,6 +263,15 @@ pub struct Cli {
     /// Log filter (tracing's syntax, e.g. "info" or "gitmouth=debug"); RUST_LOG wins when set
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log: String,
+
+    /// Log format: human (readable lines) or json (one JSON object per line)
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
+
+    /// Serve /metrics (Prometheus text format), /health and /ready on this
+    /// address (ADDR:PORT; off by default; a port of 0 picks one, logged)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 fn parse_max_startups(text: &str) -> Result<(u32, u32, u32), String> {
@@ -360,6 +369,10 @@ pub struct Settings {
     pub legacy_algorithms: bool,
     /// Log filter.
     pub log: String,
+    /// Whether log lines are JSON objects (`--log-format json`).
+    pub log_json: bool,
+    /// Where /metrics, /health and /ready are served, if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// The authorized_keys file (standalone mode).
     pub authorized_keys: PathBuf,
     /// Host name shown in messages.
@@ -615,6 +628,8 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         rekey_limit: cli.rekey_limit,
         rekey_interval: Duration::from_secs(cli.rekey_interval),
         log: cli.log,
+        log_json: cli.log_format == "json",
+        metrics: cli.metrics,
     })
 }
 

@@ -17,7 +17,9 @@ use gitmouth_core::admission::Ticket;
 use gitmouth_core::app::api::{HttpError, HttpResponse};
 use gitmouth_core::app::dyno::DynoEnd;
 use gitmouth_core::lock_table::{LockTicket, Standing};
-use gitmouth_core::server::{Input, LockHeld, Output, RepoError, RequestId, Session, Stream};
+use gitmouth_core::server::{
+    Input, LockHeld, Output, RepoError, RequestId, Session, SessionEvent, Stream,
+};
 
 use crate::Shared;
 use crate::dyno::DynoStream;
@@ -120,8 +122,13 @@ struct Conn<S> {
     /// Command slots given to this connection's commands, given back the
     /// same way.
     slots: Vec<(RequestId, crate::slots::CommandSlot)>,
+    /// The route of each API request in flight, for its metric.
+    api_routes: Vec<(RequestId, &'static str)>,
     sock_buf: Vec<u8>,
     shared: Arc<Shared>,
+    /// Bytes read from and written to the client's socket.
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 /// Serves one client connection to its end. `accepted` is when it was
@@ -140,11 +147,20 @@ pub async fn drive<S>(
 {
     use tracing::Instrument;
     let session = Session::new(shared.config.clone(), crate::seed(), accepted);
-    // The core names the session in each of its events.
-    let span = tracing::info_span!("conn", %peer);
-    run(socket, session, shared, ticket, registration)
-        .instrument(span)
-        .await;
+    // Every line of the connection carries its session id (the one users
+    // see in error messages) and the client's address.
+    let span = tracing::info_span!("conn", session = session.id(), %peer);
+    run(
+        socket,
+        session,
+        shared,
+        ticket,
+        registration,
+        peer,
+        accepted,
+    )
+    .instrument(span)
+    .await;
 }
 
 async fn run<S>(
@@ -153,11 +169,15 @@ async fn run<S>(
     shared: Arc<Shared>,
     mut ticket: Ticket,
     registration: crate::admit::Registration,
+    peer: SocketAddr,
+    accepted: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tracing::debug!("connected");
     let _active = Active::new(shared.clone());
+    shared.metrics.connection(UNAUTHENTICATED, 1);
+    let mut state = UNAUTHENTICATED;
     // The stop level this session has been told of; the listener is armed
     // before the level is read, so that no rise is missed.
     let mut stop = shared.shutdown.listen();
@@ -173,8 +193,11 @@ async fn run<S>(
         work: Vec::new(),
         locks: Vec::new(),
         slots: Vec::new(),
+        api_routes: Vec::new(),
         sock_buf: vec![0; CHUNK],
         shared,
+        bytes_in: 0,
+        bytes_out: 0,
     };
     let mut timer = Timer::never();
     let mut timer_at = None;
@@ -191,9 +214,13 @@ async fn run<S>(
                 registration = None;
                 evict = None;
                 session.handle_input(Instant::now(), Input::UserConnections(n));
+                c.shared.metrics.connection(UNAUTHENTICATED, -1);
+                c.shared.metrics.connection(AUTHENTICATED, 1);
+                state = AUTHENTICATED;
             }
             c.perform(output, &mut session);
         }
+        report_events(&mut session, &c.shared, peer);
         if let Some(r) = &registration
             && r.mailbox.evicted()
         {
@@ -248,7 +275,18 @@ async fn run<S>(
     // A command the session gave up waiting for dies with the connection
     // (kill on drop); a dyno connection closes.
     c.backends.clear();
+    report_events(&mut session, &c.shared, peer);
+    c.shared.metrics.connection(state, -1);
+    let length = accepted.elapsed();
+    c.shared.metrics.session_ended(length);
     let outcome = session.outcome();
+    tracing::info!(
+        duration = %Secs(length),
+        bytes_in = c.bytes_in,
+        bytes_out = c.bytes_out,
+        user = session.identity().map_or("", |i| i.user.as_str()),
+        "connection closed"
+    );
     c.shared
         .admission(|a| a.close(ticket, outcome, Instant::now()));
     let _ = futures_lite::AsyncWriteExt::close(&mut c.socket).await;
@@ -291,6 +329,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             Output::Http { id, request } => match self.shared.http.clone() {
                 Some(client) => {
+                    self.api_routes
+                        .push((id, crate::metrics::api_route(&request.url)));
                     self.work.push((
                         id,
                         Box::pin(async move { Done::Http(client.send(request).await) }),
@@ -301,7 +341,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     session.handle_input(now, Input::HttpDone { id, result });
                 }
             },
-            Output::Cancel { id } => self.work.retain(|(w, _)| *w != id),
+            Output::Cancel { id } => {
+                self.work.retain(|(w, _)| *w != id);
+                // The core gave up on an API call: it timed out.
+                if let Some(route) = self.take_api_route(id) {
+                    self.shared.metrics.api_call(route, "timeout", false);
+                }
+            }
             Output::ConnectDyno {
                 id,
                 host,
@@ -379,7 +425,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             Output::ReleaseSlot { id } => self.slots.retain(|(held, _)| *held != id),
             Output::Authenticated(_) => {}
-            Output::Close(reason) => tracing::info!(%reason, "connection closing"),
+            Output::Close(reason) => {
+                // Before authentication, say why it ended, as sshd's
+                // `[preauth]` lines do.
+                if session.identity().is_none() {
+                    tracing::info!(reason = %reason, outcome = ?session.outcome(), "connection closing before authentication");
+                } else {
+                    tracing::info!(reason = %reason, "connection closing");
+                }
+            }
         }
     }
 
@@ -416,12 +470,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let now = Instant::now();
         match ready.wrote {
             Some(Ok(0)) | Some(Err(_)) => session.handle_input(now, Input::PeerClosed),
-            Some(Ok(n)) => session.consume_transmit(n),
+            Some(Ok(n)) => {
+                self.bytes_out += n as u64;
+                session.consume_transmit(n)
+            }
             None => {}
         }
         match ready.read {
             Some(Ok(0)) | Some(Err(_)) => session.handle_input(now, Input::PeerClosed),
-            Some(Ok(n)) => session.handle_input(now, Input::Received(&self.sock_buf[..n])),
+            Some(Ok(n)) => {
+                self.bytes_in += n as u64;
+                session.handle_input(now, Input::Received(&self.sock_buf[..n]))
+            }
             None => {}
         }
         if ready.backend {
@@ -435,7 +495,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             match done {
                 Done::Repo(result) => session.handle_input(now, Input::RepoOpened { id, result }),
                 Done::Helper(result) => session.handle_input(now, Input::HelperDone { id, result }),
-                Done::Http(result) => session.handle_input(now, Input::HttpDone { id, result }),
+                Done::Http(result) => {
+                    if let Some(route) = self.take_api_route(id) {
+                        let (status, connected) = match &result {
+                            Ok(reply) => (reply.status.to_string(), true),
+                            Err(HttpError::Timeout) => ("timeout".to_owned(), false),
+                            Err(HttpError::TooLarge) => ("error".to_owned(), true),
+                            Err(HttpError::Failed(_)) => ("error".to_owned(), false),
+                        };
+                        self.shared.metrics.api_call(route, &status, connected);
+                    }
+                    session.handle_input(now, Input::HttpDone { id, result })
+                }
                 Done::Dyno(result) => {
                     let result = result.map(|stream| {
                         self.add_backend(Where::Dyno {
@@ -456,6 +527,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 }
 
 impl<S> Conn<S> {
+    /// The route of API request `id`, which is over.
+    fn take_api_route(&mut self, id: RequestId) -> Option<&'static str> {
+        let at = self.api_routes.iter().position(|(own, _)| *own == id)?;
+        Some(self.api_routes.swap_remove(at).1)
+    }
+
     /// Waits, as work of request `id`, for the lock of `place` to be its
     /// turn or to change hands (the session was told of `told`).
     fn wait_for_lock(&mut self, id: RequestId, place: LockTicket, told: LockHeld) {
@@ -490,6 +567,52 @@ impl<S> Conn<S> {
             }
             // Only a place given up is gone, and then nobody waits for it.
             Standing::Gone => {}
+        }
+    }
+}
+
+/// [`crate::metrics::Metrics::connection`]'s states.
+const UNAUTHENTICATED: &str = "unauthenticated";
+const AUTHENTICATED: &str = "authenticated";
+
+/// A duration in seconds with millisecond precision, as logged
+/// (`duration=1.234`).
+pub struct Secs(pub std::time::Duration);
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}", self.0.as_secs_f64())
+    }
+}
+
+/// Turns what the session reported into metrics and, for each git
+/// command, the audit line (the one place both are made).
+fn report_events(session: &mut Session, shared: &Shared, peer: SocketAddr) {
+    while let Some(event) = session.poll_event() {
+        shared.metrics.observe(&event);
+        if let SessionEvent::CommandEnded(a) = &event {
+            let exit = match &a.exit {
+                Some(gitmouth_core::server::ExitStatus::Code(code)) => code.to_string(),
+                Some(gitmouth_core::server::ExitStatus::Signal { name, .. }) => {
+                    format!("SIG{name}")
+                }
+                None => String::new(),
+            };
+            tracing::info!(
+                target: "gitmouth::audit",
+                source = %peer.ip(),
+                user = a.user.as_str(),
+                fingerprint = a.fingerprint.as_str(),
+                repo = a.repo.as_str(),
+                command = a.command,
+                protocol = a.protocol.as_deref().unwrap_or("version=0"),
+                bytes_in = a.bytes_in,
+                bytes_out = a.bytes_out,
+                duration = %Secs(a.duration),
+                exit = exit.as_str(),
+                outcome = a.outcome,
+                "git operation"
+            );
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod dyno;
 pub mod files;
 pub mod http;
 pub mod locks;
+pub mod metrics;
 pub mod process;
 pub mod server;
 pub mod slots;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub shutdown: event_listener::Event,
     /// Connections being served.
     pub active: AtomicUsize,
+    /// What the server counts, for `/metrics` and `/ready`.
+    pub metrics: metrics::Metrics,
 }
 
 /// [`Shared::stop_level`]: serving.

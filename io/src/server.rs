@@ -47,6 +47,12 @@ where
     }
     let shared = Arc::new(shared);
     let local = local.map_err(|e| e.to_string())?;
+    if let Some(addr) = settings.metrics {
+        let listener = crate::metrics::bind(addr)?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(address = %bound, "metrics listening");
+        spawn(Box::pin(crate::metrics::serve(listener, shared.clone())));
+    }
     // Watched before "listening" is logged: a signal from then on drains.
     let mut signals = crate::startup::StopSignals::new()?;
     tracing::info!(address = %local, "listening");
@@ -65,6 +71,7 @@ where
                 }
             };
             let accepted = std::time::Instant::now();
+            shared.metrics.accepted();
             let registration = crate::admit::Registration::new(&shared);
             let id = registration.id();
             match shared.admission(|a| a.connect(id, peer.ip(), accepted)) {
@@ -84,7 +91,10 @@ where
                     accepted,
                 ))),
                 // Dropping the stream closes it before any byte is read.
-                Verdict::Refuse(why) => tracing::info!(%peer, why, "connection refused"),
+                Verdict::Refuse(why) => {
+                    shared.metrics.refused(why);
+                    tracing::info!(%peer, why, "connection refused");
+                }
             }
         }
     };

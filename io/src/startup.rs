@@ -28,11 +28,25 @@ pub fn settings(bin_name: &'static str) -> Settings {
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.clone());
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    if settings.log_json {
+        // One JSON object per line: the event's fields at the top level,
+        // the connection's span (session, peer) under "span".
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     for w in warnings.iter().chain(&settings.warnings) {
         tracing::warn!("{w}");
     }
@@ -150,6 +164,7 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             stop_level: Default::default(),
             shutdown: event_listener::Event::new(),
             active: Default::default(),
+            metrics: Default::default(),
         },
         store,
     ))

@@ -87,8 +87,6 @@ pub struct UserAuth<A> {
     max_attempts: u32,
     /// The user-key algorithms accepted.
     accepted: Vec<UserKeyAlg>,
-    /// The session's id, for log lines.
-    session: String,
     /// Failed attempts so far.
     failures: u32,
     /// Whether a `none` request has been seen (the first is free, as in
@@ -114,11 +112,10 @@ pub const MAX_AUTH_REQUESTS: u32 = 20;
 impl<A: Clone> UserAuth<A> {
     /// Authentication allowing `max_attempts` failures, with keys of the
     /// `accepted` algorithms.
-    pub fn new(max_attempts: u32, accepted: Vec<UserKeyAlg>, session: String) -> Self {
+    pub fn new(max_attempts: u32, accepted: Vec<UserKeyAlg>) -> Self {
         Self {
             max_attempts,
             accepted,
-            session,
             failures: 0,
             none_seen: false,
             cache: Vec::new(),
@@ -161,7 +158,7 @@ impl<A: Clone> UserAuth<A> {
         // first request named `ssh-connection`, the only service offered).
         match &self.user {
             Some(first) if first.as_slice() != user || service != b"ssh-connection" => {
-                tracing::info!(session = %self.session, "user name or service changed during authentication");
+                tracing::info!("user name or service changed during authentication");
                 t.disconnect(
                     DisconnectReason::ProtocolError,
                     "change of user name or service during authentication is not allowed",
@@ -180,7 +177,7 @@ impl<A: Clone> UserAuth<A> {
         }
         self.requests += 1;
         if self.requests > MAX_AUTH_REQUESTS {
-            tracing::info!(session = %self.session, requests = self.requests, "too many authentication requests");
+            tracing::info!(requests = self.requests, "too many authentication requests");
             t.disconnect(
                 DisconnectReason::NoMoreAuthMethods,
                 "too many authentication requests",
@@ -195,7 +192,7 @@ impl<A: Clone> UserAuth<A> {
                 Outcome::Nothing
             }
             other => {
-                tracing::debug!(session = %self.session, method = %crate::log_safe(other), "method refused");
+                tracing::debug!(method = %crate::log_safe(other), "method refused");
                 self.fail(t);
                 Outcome::Nothing
             }
@@ -214,14 +211,14 @@ impl<A: Clone> UserAuth<A> {
         if UserKeyAlg::from_name(alg).is_some_and(|a| !self.accepted.contains(&a)) {
             // One we know but the operator does not accept
             // (`--pubkey-accepted-algorithms`).
-            tracing::info!(session = %self.session, alg = %crate::log_safe(alg.as_bytes()), "user-key algorithm not accepted");
+            tracing::info!(alg = %crate::log_safe(alg.as_bytes()), "user-key algorithm not accepted");
             self.fail(t);
             return Outcome::Nothing;
         }
         let key = match pubkey::parse_user_key(blob, alg) {
             Ok(key) => key,
             Err(e) => {
-                tracing::info!(session = %self.session, error = %e, "unacceptable user key");
+                tracing::info!(error = %e, "unacceptable user key");
                 self.fail(t);
                 return Outcome::Nothing;
             }
@@ -246,7 +243,7 @@ impl<A: Clone> UserAuth<A> {
             // Verify first: a bad signature costs no lookup.
             let data = super::signed_data(session_id, user, alg, blob);
             if let Err(e) = pubkey::verify_user_signature_for(alg, blob, signature, &data) {
-                tracing::info!(session = %self.session, key = %fingerprint, error = %e, "bad signature");
+                tracing::info!(key = %fingerprint, error = %e, "bad signature");
                 self.fail(t);
                 return Outcome::Nothing;
             }
@@ -301,7 +298,7 @@ impl<A: Clone> UserAuth<A> {
         } = pending;
         match (found, signed) {
             (Found::Known { .. }, false) => {
-                tracing::debug!(session = %self.session, key = %fingerprint, "key query accepted");
+                tracing::debug!(key = %fingerprint, "key query accepted");
                 t.send(|out| {
                     wire::put_u8(out, numbers::USERAUTH_PK_OK);
                     wire::put_string(out, alg.as_bytes());
@@ -311,7 +308,7 @@ impl<A: Clone> UserAuth<A> {
             }
             (Found::Known { user, account }, true) => {
                 // The identity is that of the key just verified, and of no other.
-                tracing::info!(session = %self.session, user = %user, key = %fingerprint, "authenticated");
+                tracing::info!(user = %user, key = %fingerprint, "authenticated");
                 t.send(|out| wire::put_u8(out, numbers::USERAUTH_SUCCESS));
                 Outcome::Authenticated(Verified {
                     user,
@@ -320,7 +317,7 @@ impl<A: Clone> UserAuth<A> {
                 })
             }
             (Found::Unknown, _) => {
-                tracing::info!(session = %self.session, key = %fingerprint, "unknown key");
+                tracing::info!(key = %fingerprint, "unknown key");
                 self.fail(t);
                 Outcome::Nothing
             }
@@ -343,7 +340,7 @@ impl<A: Clone> UserAuth<A> {
     fn fail(&mut self, t: &mut Transport) {
         self.failures += 1;
         if self.failures >= self.max_attempts {
-            tracing::info!(session = %self.session, failures = self.failures, "too many authentication failures");
+            tracing::info!(failures = self.failures, "too many authentication failures");
             t.disconnect(
                 DisconnectReason::NoMoreAuthMethods,
                 "too many authentication failures",

@@ -62,6 +62,9 @@ pub(crate) struct Channel {
     backlog: VecDeque<(Stream, Vec<u8>)>,
     /// The exit status to report once the backlog is out.
     exit: Option<ExitStatus>,
+    /// The first exit status set, kept after it is sent (for the audit
+    /// record).
+    exit_record: Option<ExitStatus>,
     /// The channel's deadlines.
     pub(super) timers: Timers<ChannelTimer, 1>,
     /// The client never answered our CLOSE in time: the channel counts as
@@ -89,6 +92,7 @@ impl Channel {
             stdout_used: false,
             backlog: VecDeque::new(),
             exit: None,
+            exit_record: None,
             timers: Timers::default(),
             abandoned: false,
         }
@@ -162,9 +166,15 @@ impl Channel {
         }
     }
 
-    /// The exit status to report once the backlog is out (the first one
-    /// set wins).
+    /// The first exit status set for the command, sent or not.
+    pub(super) fn exit(&self) -> Option<&ExitStatus> {
+        self.exit_record.as_ref()
+    }
+
     pub(super) fn set_exit(&mut self, status: ExitStatus) {
+        if self.exit_record.is_none() {
+            self.exit_record = Some(status.clone());
+        }
         if self.exit.is_none() {
             self.exit = Some(status);
         }

@@ -111,18 +111,15 @@ pub struct Connection {
     /// message for a channel we forgot is told from a bogus one.
     next_local: u32,
     max_sessions: u32,
-    /// The session's id, for log lines.
-    session: String,
 }
 
 impl Connection {
     /// An empty table allowing `max_sessions` channels at once.
-    pub fn new(max_sessions: u32, session: String) -> Self {
+    pub fn new(max_sessions: u32) -> Self {
         Self {
             channels: Vec::new(),
             next_local: 0,
             max_sessions,
-            session,
         }
     }
 
@@ -154,7 +151,7 @@ impl Connection {
     pub fn on_message<'a>(&mut self, t: &mut Transport, payload: &'a [u8]) -> Option<Event<'a>> {
         let Ok(msg) = ChannelMsg::parse(payload) else {
             let name = wire::msg_info(payload[0]).map_or("channel message", |m| m.name);
-            tracing::info!(session = %self.session, message = name, "malformed channel message");
+            tracing::info!(message = name, "malformed channel message");
             t.disconnect(
                 DisconnectReason::ProtocolError,
                 &format!("malformed {name}"),
@@ -164,7 +161,7 @@ impl Connection {
         match self.dispatch(t, msg) {
             Ok(event) => event,
             Err(why) => {
-                tracing::info!(session = %self.session, why, "channel protocol violation");
+                tracing::info!(why, "channel protocol violation");
                 t.disconnect(DisconnectReason::ProtocolError, why);
                 None
             }
@@ -191,7 +188,7 @@ impl Connection {
             if recipient < self.next_local {
                 // A channel we gave up waiting for (its CLOSE never came in
                 // time): whatever the client still says about it is moot.
-                tracing::debug!(session = %self.session, channel = recipient, "message for a forgotten channel");
+                tracing::debug!(channel = recipient, "message for a forgotten channel");
                 return Ok(None);
             }
             return Err("message for an unknown channel");
@@ -245,7 +242,7 @@ impl Connection {
             });
         };
         if kind != b"session" {
-            tracing::info!(session = %self.session, kind = %crate::log_safe(kind), "channel type refused");
+            tracing::info!(kind = %crate::log_safe(kind), "channel type refused");
             let code = match kind {
                 b"direct-tcpip" | b"forwarded-tcpip" | b"x11" | b"auth-agent@openssh.com" => {
                     open_failure::ADMINISTRATIVELY_PROHIBITED
@@ -258,7 +255,10 @@ impl Connection {
         if max_packet < MIN_REMOTE_PACKET {
             // A packet that small would carry a byte or two of data each: a
             // clone sent as hundreds of thousands of packets.
-            tracing::info!(session = %self.session, max_packet, "session channel refused: maximum packet size too small");
+            tracing::info!(
+                max_packet,
+                "session channel refused: maximum packet size too small"
+            );
             refuse(
                 t,
                 open_failure::ADMINISTRATIVELY_PROHIBITED,
@@ -269,7 +269,6 @@ impl Connection {
         let full = self.channels.len() >= self.max_sessions as usize;
         let Some(next) = self.next_local.checked_add(1).filter(|_| !full) else {
             tracing::info!(
-                session = %self.session,
                 open = self.channels.len(),
                 max = self.max_sessions,
                 "session channel refused: too many sessions on this connection"
@@ -304,14 +303,13 @@ impl Connection {
         want_reply: bool,
         request: Request<'a>,
     ) -> Option<Event<'a>> {
-        let session = &self.session;
         let ch = self.channels.iter_mut().find(|c| c.local == id.0)?;
         let recipient = ch.remote;
         match request {
             Request::Env { name, value } => {
                 ch.env_requests += 1;
                 if ch.started || ch.env_requests > MAX_ENV {
-                    tracing::debug!(session = %session, name = %crate::log_safe(name), "env request refused");
+                    tracing::debug!(name = %crate::log_safe(name), "env request refused");
                     send_reply(t, recipient, want_reply, false);
                     return None;
                 }
@@ -343,7 +341,7 @@ impl Connection {
             // No terminals, subsystems, forwarding; unknown requests get a
             // failure (OpenSSH clients send keepalive@openssh.com here).
             other => {
-                tracing::debug!(session = %session, request = %crate::log_safe(other.kind()), "channel request refused");
+                tracing::debug!(request = %crate::log_safe(other.kind()), "channel request refused");
                 send_reply(t, recipient, want_reply, false);
                 None
             }
@@ -396,6 +394,11 @@ impl Connection {
         if let Some(c) = self.find_mut(ch) {
             c.set_exit(status);
         }
+    }
+
+    /// The exit status reported for the channel's command, if any.
+    pub fn exit_status(&self, ch: ChannelId) -> Option<&ExitStatus> {
+        self.find(ch).and_then(Channel::exit)
     }
 
     /// Client data waiting for the command.

@@ -293,7 +293,7 @@ impl LocalJob {
                 if let State::Running(r) = &mut self.state
                     && r.exit.is_none()
                 {
-                    tracing::info!(session = %cx.session, ?status, "git exited");
+                    tracing::info!(?status, "git exited");
                     r.exit = Some(status);
                     self.timers.stop(LocalTimer::Kill);
                     self.timers.set(LocalTimer::Drain, cx.now + DRAIN_WAIT);
@@ -335,7 +335,10 @@ impl LocalJob {
         }
         if abandoned {
             if result == Ok(true) {
-                tracing::info!(session = %cx.session, repo = cmd.repo.as_str(), "removing the repository created for a push that was stopped");
+                tracing::info!(
+                    repo = cmd.repo.as_str(),
+                    "removing the repository created for a push that was stopped"
+                );
                 cx.push(Output::RemoveDir { path });
             }
             return;
@@ -343,7 +346,7 @@ impl LocalJob {
         match result {
             Ok(created) => {
                 if created {
-                    tracing::info!(session = %cx.session, repo = cmd.repo.as_str(), "created repository");
+                    tracing::info!(repo = cmd.repo.as_str(), "created repository");
                 }
                 let id = cx.next_id();
                 let process = git(
@@ -359,13 +362,13 @@ impl LocalJob {
                 };
             }
             Err(RepoError::NotFound) => {
-                tracing::info!(session = %cx.session, repo = cmd.repo.as_str(), "no such repository");
+                tracing::info!(repo = cmd.repo.as_str(), "no such repository");
                 cx.fail(UserError::NoSuchApp {
                     app: cmd.repo.as_str().to_owned(),
                 });
             }
             Err(RepoError::Failed(why)) => {
-                tracing::error!(session = %cx.session, repo = cmd.repo.as_str(), error = %why, "cannot open repository");
+                tracing::error!(repo = cmd.repo.as_str(), error = %why, "cannot open repository");
                 cx.fail(UserError::ServerFailed);
             }
         }
@@ -401,7 +404,7 @@ impl LocalJob {
                 }
             }
             Err(why) => {
-                tracing::error!(session = %cx.session, error = %why, "cannot start git");
+                tracing::error!(error = %why, "cannot start git");
                 if created {
                     // Nothing was pushed into it.
                     cx.push(Output::RemoveDir { path });
@@ -441,7 +444,7 @@ impl LocalJob {
                 let refs = match &result {
                     Ok(out) => String::from_utf8_lossy(out).into_owned(),
                     Err(why) => {
-                        tracing::warn!(session = %cx.session, error = %why, "cannot list branches");
+                        tracing::warn!(error = %why, "cannot list branches");
                         String::new()
                     }
                 };
@@ -449,7 +452,7 @@ impl LocalJob {
                     // Failed, rejected, or a `--dry-run`: the first push
                     // made no ref, so no repository is left behind (a
                     // later clone finds none rather than an empty one).
-                    tracing::info!(session = %cx.session, path = %path.display(), "the first push created no ref: removing the repository");
+                    tracing::info!(path = %path.display(), "the first push created no ref: removing the repository");
                     cx.push(Output::RemoveDir { path });
                     return finish_push(cx, after);
                 }
@@ -459,7 +462,7 @@ impl LocalJob {
                     .collect();
                 match choose_head(&names) {
                     Some(branch) => {
-                        tracing::info!(session = %cx.session, branch, "pointing HEAD at the pushed branch");
+                        tracing::info!(branch, "pointing HEAD at the pushed branch");
                         let target = format!("refs/heads/{branch}");
                         let process = git_dir(&path, &["symbolic-ref", "HEAD", &target]);
                         let id = self.run_helper(cx, process);
@@ -471,7 +474,7 @@ impl LocalJob {
             }
             State::SettingHead { after, .. } => {
                 if let Err(why) = result {
-                    tracing::warn!(session = %cx.session, error = %why, "cannot set HEAD");
+                    tracing::warn!(error = %why, "cannot set HEAD");
                 }
                 finish_push(cx, after);
             }
@@ -487,7 +490,7 @@ impl LocalJob {
     pub(super) fn stop(&mut self, cx: &mut JobCx<'_>) {
         match &mut self.state {
             State::Running(r) if r.exit.is_none() && !r.stopping => {
-                tracing::info!(session = %cx.session, "stopping git");
+                tracing::info!("stopping git");
                 r.stopping = true;
                 self.timers
                     .set(LocalTimer::Kill, cx.now + cx.config.kill_grace);
@@ -505,7 +508,9 @@ impl LocalJob {
                 ..
             } => {
                 if !*abandoned {
-                    tracing::info!(session = %cx.session, "push stopped while git init runs: waiting for it, to remove what it makes");
+                    tracing::info!(
+                        "push stopped while git init runs: waiting for it, to remove what it makes"
+                    );
                 }
                 *abandoned = true;
             }
@@ -519,7 +524,7 @@ impl LocalJob {
             match (timer, &mut self.state) {
                 (LocalTimer::Kill, State::Running(r)) if r.exit.is_none() && !r.killed => {
                     r.killed = true;
-                    tracing::warn!(session = %cx.session, "git ignored SIGTERM: killing it");
+                    tracing::warn!("git ignored SIGTERM: killing it");
                     let id = r.id;
                     cx.push(Output::Signal {
                         id,
@@ -543,7 +548,6 @@ impl LocalJob {
                         continue;
                     };
                     tracing::error!(
-                        session = %cx.session,
                         secs = HELPER_TIMEOUT.as_secs(),
                         "git init did not finish in time; giving it up"
                     );
@@ -567,7 +571,6 @@ impl LocalJob {
                     // The upkeep is a courtesy: a hung helper is given up,
                     // and the push reports as it ended.
                     tracing::warn!(
-                        session = %cx.session,
                         secs = HELPER_TIMEOUT.as_secs(),
                         "a repository helper did not finish in time; giving it up"
                     );

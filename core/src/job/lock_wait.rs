@@ -76,7 +76,6 @@ impl LockRequest {
     pub(super) fn on_waiting(&mut self, cx: &mut JobCx<'_>, held: LockHeld) {
         if self.holder.is_none() {
             tracing::info!(
-                session = %cx.session,
                 repo = self.cmd.repo.as_str(),
                 holder = %crate::log_safe(held.user.as_bytes()),
                 "push lock held: waiting in turn"

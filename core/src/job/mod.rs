@@ -30,7 +30,9 @@ mod platform;
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
-use crate::actions::{ExitStatus, LockHeld, Output, RepoError, RequestId, Stream, ago};
+use crate::actions::{
+    Audit, ExitStatus, LockHeld, Output, RepoError, RequestId, SessionEvent, Stream, ago,
+};
 use crate::app::api::{ApiUser, HttpError, HttpResponse};
 use crate::app::command::{self, GitCommand, parse_exec};
 use crate::app::dyno::DynoEnd;
@@ -55,6 +57,10 @@ pub struct JobCx<'a> {
     pub config: &'a ServerConfig,
     /// Who authenticated.
     pub user: &'a str,
+    /// The SHA256 fingerprint of their key.
+    pub fingerprint: &'a str,
+    /// What happened, for the runtime's metrics and audit log.
+    pub events: &'a mut VecDeque<SessionEvent>,
     /// Their platform account (API mode).
     pub api_user: Option<&'a ApiUser>,
     /// Where requests for the runtime go.
@@ -135,7 +141,7 @@ impl JobCx<'_> {
     /// A state that cannot happen did: a bug, logged, and the user told
     /// that the server failed.
     fn internal_error(&mut self, what: &'static str) {
-        tracing::error!(session = %self.session, what, "internal error");
+        tracing::error!(what, "internal error");
         self.fail(UserError::ServerFailed);
     }
 
@@ -211,6 +217,20 @@ pub struct Task {
     awaiting: Option<LockRequest>,
     /// `None` until the command starts (and for a command that never ran).
     backend: Option<Backend>,
+    /// The git command's audit record as it grows, told once it is over.
+    audit: Option<AuditDraft>,
+}
+
+/// What the audit record of a command in progress holds so far.
+struct AuditDraft {
+    started: Instant,
+    command: &'static str,
+    repo: String,
+    protocol: Option<String>,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Whether the git process or dyno came up.
+    provisioned: bool,
 }
 
 impl Task {
@@ -225,11 +245,19 @@ impl Task {
             lock: None,
             awaiting: None,
             backend: None,
+            audit: None,
+        }
+    }
+
+    /// `n` bytes of the client's went to the command.
+    pub fn count_in(&mut self, n: usize) {
+        if let Some(a) = self.audit.as_mut() {
+            a.bytes_in += n as u64;
         }
     }
 
     /// An `env` request: only a valid `GIT_PROTOCOL` is taken.
-    pub fn on_env(&mut self, session: &str, name: &[u8], value: &[u8]) -> bool {
+    pub fn on_env(&mut self, name: &[u8], value: &[u8]) -> bool {
         let valid = (name == b"GIT_PROTOCOL")
             .then(|| command::parse_git_protocol(value))
             .flatten();
@@ -239,7 +267,7 @@ impl Task {
                 true
             }
             None => {
-                tracing::debug!(session = %session, name = %crate::log_safe(name), "env request refused");
+                tracing::debug!(name = %crate::log_safe(name), "env request refused");
                 false
             }
         }
@@ -249,7 +277,7 @@ impl Task {
     /// A git command asks for a command slot first.
     pub fn exec(&mut self, cx: &mut JobCx<'_>, command: Option<&[u8]>) {
         let Some(command) = command else {
-            tracing::info!(session = %cx.session, "shell refused with the greeting");
+            tracing::info!("shell refused with the greeting");
             cx.fail(UserError::NoShell {
                 user: cx.user.to_owned(),
             });
@@ -257,21 +285,29 @@ impl Task {
         };
         let verb = command.split(|b| *b == b' ').next().unwrap_or_default();
         if verb == b"git-lfs-authenticate" || verb == b"git-lfs-transfer" {
-            tracing::info!(session = %cx.session, command = %crate::log_safe(verb), "git-lfs over SSH refused");
+            tracing::info!(command = %crate::log_safe(verb), "git-lfs over SSH refused");
             cx.fail(UserError::LfsUnsupported);
             return;
         }
         let cmd = match parse_exec(command) {
             Ok(cmd) => cmd,
             Err(_) => {
-                tracing::info!(session = %cx.session, command = %crate::log_safe(command), "invalid command");
+                tracing::info!(command = %crate::log_safe(command), "invalid command");
                 cx.fail(UserError::InvalidPath);
                 return;
             }
         };
         self.git = true;
+        self.audit = Some(AuditDraft {
+            started: cx.now,
+            command: cmd.verb.dashed(),
+            repo: cmd.repo.as_str().to_owned(),
+            protocol: self.git_protocol.clone(),
+            bytes_in: 0,
+            bytes_out: 0,
+            provisioned: false,
+        });
         tracing::info!(
-            session = %cx.session,
             channel = cx.ch.0,
             command = cmd.verb.dashed(),
             repo = cmd.repo.as_str(),
@@ -349,14 +385,29 @@ impl Task {
             JobInput::Slot(granted) => self.on_slot(cx, id, granted),
             JobInput::LockWaiting(held) => {
                 if let Some(req) = self.awaiting.as_mut().filter(|req| req.id == id) {
+                    if !req.is_queued() {
+                        cx.events.push_back(SessionEvent::LockWait);
+                    }
                     req.on_waiting(cx, held);
                 }
             }
             JobInput::Lock(result) => self.on_lock(cx, id, result),
             input => {
+                let up = matches!(
+                    input,
+                    JobInput::Spawned(Ok(())) | JobInput::DynoConnected(Ok(()))
+                );
+                if let (JobInput::Data(_, data), Some(a)) = (&input, self.audit.as_mut()) {
+                    a.bytes_out += data.len() as u64;
+                }
                 if let Some(backend) = self.backend.as_mut() {
                     on_backend!(backend, job => job.handle(cx, id, input));
                     self.take_lock_wish(cx);
+                }
+                if let Some(a) = self.audit.as_mut().filter(|a| up && !a.provisioned) {
+                    a.provisioned = true;
+                    let elapsed = cx.now.saturating_duration_since(a.started);
+                    cx.events.push_back(SessionEvent::Provisioned { elapsed });
                 }
             }
         }
@@ -372,7 +423,10 @@ impl Task {
             self.slot = Some(id);
             self.start(cx, cmd);
         } else {
-            tracing::info!(session = %cx.session, repo = cmd.repo.as_str(), "too many git commands at once: refused");
+            tracing::info!(
+                repo = cmd.repo.as_str(),
+                "too many git commands at once: refused"
+            );
             self.refuse(cx, UserError::ServerBusy);
         }
     }
@@ -392,7 +446,10 @@ impl Task {
         match result {
             Ok(()) => {
                 if req.is_queued() {
-                    tracing::info!(session = %cx.session, repo = req.cmd.repo.as_str(), "push lock taken after waiting");
+                    tracing::info!(
+                        repo = req.cmd.repo.as_str(),
+                        "push lock taken after waiting"
+                    );
                 }
                 self.lock = Some(id);
                 on_backend!(backend, job => job.resume(cx, req.cmd));
@@ -407,7 +464,8 @@ impl Task {
     /// Another push holds the lock (and waiting, if allowed, ran out).
     fn refuse_push(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand, held: &LockHeld) {
         let repo = cmd.repo.as_str().to_owned();
-        tracing::info!(session = %cx.session, repo, "another push is in progress");
+        tracing::info!(repo, "another push is in progress");
+        cx.events.push_back(SessionEvent::LockRefused);
         self.refuse(
             cx,
             UserError::PushInProgress {
@@ -434,7 +492,10 @@ impl Task {
     fn withdraw_lock_request(&mut self, cx: &mut JobCx<'_>) -> Option<LockRequest> {
         let req = self.awaiting.take()?;
         if req.is_queued() {
-            tracing::info!(session = %cx.session, repo = req.cmd.repo.as_str(), "leaving the push lock's queue");
+            tracing::info!(
+                repo = req.cmd.repo.as_str(),
+                "leaving the push lock's queue"
+            );
             cx.push(Output::ReleaseLock { id: req.id });
             cx.withdrawn_locks.insert(req.id);
         }
@@ -445,7 +506,10 @@ impl Task {
     /// lock may have run out.
     pub fn on_timeout(&mut self, cx: &mut JobCx<'_>) {
         if let Some(held) = self.awaiting.as_mut().and_then(|req| req.on_timeout(cx)) {
-            tracing::info!(session = %cx.session, secs = cx.config.push_lock_wait.as_secs(), "push lock wait ran out");
+            tracing::info!(
+                secs = cx.config.push_lock_wait.as_secs(),
+                "push lock wait ran out"
+            );
             if let Some(req) = self.withdraw_lock_request(cx) {
                 if let Some(backend) = self.backend.as_mut() {
                     on_backend!(backend, job => job.stop(cx));
@@ -467,6 +531,27 @@ impl Task {
         }
         cx.conn.set_accepts_input(self.ch, !self.stdin_closed());
         if self.is_over() {
+            if let Some(a) = self.audit.take() {
+                let exit = cx.conn.exit_status(self.ch).cloned();
+                let outcome = match &exit {
+                    _ if !a.provisioned => "refused",
+                    Some(ExitStatus::Code(0)) => "ok",
+                    Some(ExitStatus::Code(_)) => "failed",
+                    Some(ExitStatus::Signal { .. }) | None => "stopped",
+                };
+                cx.events.push_back(SessionEvent::CommandEnded(Audit {
+                    user: cx.user.to_owned(),
+                    fingerprint: cx.fingerprint.to_owned(),
+                    repo: a.repo,
+                    command: a.command,
+                    protocol: a.protocol,
+                    bytes_in: a.bytes_in,
+                    bytes_out: a.bytes_out,
+                    duration: cx.now.saturating_duration_since(a.started),
+                    exit,
+                    outcome,
+                }));
+            }
             if let Some(id) = self.lock.take() {
                 cx.push(Output::ReleaseLock { id });
             }

@@ -110,7 +110,7 @@ impl PlatformJob {
 
     /// Asks the platform for a build dyno.
     fn provision(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
-        tracing::info!(session = %cx.session, app = cmd.repo.as_str(), "provisioning");
+        tracing::info!(app = cmd.repo.as_str(), "provisioning");
         let request = api::provision_request(&self.api, &cmd.repo, cmd.verb);
         let id = self.http(cx, request);
         self.timers
@@ -166,7 +166,7 @@ impl PlatformJob {
         match std::mem::replace(&mut self.state, State::Done) {
             State::CheckingAccess { cmd, .. } => match api::parse_access(&result) {
                 AccessResult::Granted => {
-                    tracing::info!(session = %cx.session, app = cmd.repo.as_str(), "access granted");
+                    tracing::info!(app = cmd.repo.as_str(), "access granted");
                     if cmd.verb.is_push() {
                         cx.park_for_lock(cmd);
                         self.state = State::Parked;
@@ -175,13 +175,13 @@ impl PlatformJob {
                     }
                 }
                 AccessResult::Denied => {
-                    tracing::info!(session = %cx.session, app = cmd.repo.as_str(), "no such app or no access");
+                    tracing::info!(app = cmd.repo.as_str(), "no such app or no access");
                     cx.fail(UserError::NoSuchApp {
                         app: cmd.repo.as_str().to_owned(),
                     });
                 }
                 AccessResult::Unavailable(why) => {
-                    tracing::error!(session = %cx.session, error = %why, "the platform did not answer the access check");
+                    tracing::error!(error = %why, "the platform did not answer the access check");
                     cx.fail(UserError::PlatformFailing);
                 }
             },
@@ -208,7 +208,6 @@ impl PlatformJob {
         match api::parse_provision(result) {
             Ok(found) => {
                 tracing::info!(
-                    session = %cx.session,
                     host = %found.host,
                     dyno = %found.dyno_id,
                     rez = %crate::log_safe(found.rez_id.as_bytes()),
@@ -227,7 +226,7 @@ impl PlatformJob {
                 self.state = State::Connecting { id, cmd };
             }
             Err(why) => {
-                tracing::error!(session = %cx.session, error = %why, "provisioning failed");
+                tracing::error!(error = %why, "provisioning failed");
                 cx.fail(UserError::BuildServerUnavailable);
             }
         }
@@ -237,7 +236,7 @@ impl PlatformJob {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Connecting { cmd, .. } => match result {
                 Ok(()) => {
-                    tracing::info!(session = %cx.session, command = cmd.verb.dashed(), "relaying to the dyno");
+                    tracing::info!(command = cmd.verb.dashed(), "relaying to the dyno");
                     self.state = State::Relaying {
                         id,
                         stream: DynoStream::default(),
@@ -247,7 +246,7 @@ impl PlatformJob {
                     }
                 }
                 Err(why) => {
-                    tracing::error!(session = %cx.session, error = %why, "cannot reach the dyno");
+                    tracing::error!(error = %why, "cannot reach the dyno");
                     cx.fail(UserError::BuildServerUnavailable);
                 }
             },
@@ -274,7 +273,7 @@ impl PlatformJob {
         stream.finish(|route, bytes| cx.deliver(to_stream(route), bytes));
         let route = stream.route();
         let status = dyno::exit_status(route, end);
-        tracing::info!(session = %cx.session, ?end, ?route, status, "dyno closed");
+        tracing::info!(?end, ?route, status, "dyno closed");
         if end == DynoEnd::Lost && route != Some(Route::Stderr) {
             let text = messages::with_session_id(messages::lost_build_server(), cx.session);
             cx.notice(&text);
@@ -286,11 +285,11 @@ impl PlatformJob {
     pub(super) fn stop(&mut self, cx: &mut JobCx<'_>) {
         match &self.state {
             State::CheckingAccess { id, .. } | State::Provisioning { id, .. } => {
-                tracing::info!(session = %cx.session, "abandoning the platform request");
+                tracing::info!("abandoning the platform request");
                 cx.push(Output::Cancel { id: *id });
             }
             State::Connecting { id, .. } | State::Relaying { id, .. } => {
-                tracing::info!(session = %cx.session, "closing the dyno connection");
+                tracing::info!("closing the dyno connection");
                 cx.push(Output::CloseDyno { id: *id });
             }
             State::Parked | State::Done => {}
@@ -308,7 +307,7 @@ impl PlatformJob {
                 (PlatformTimer::Request, State::CheckingAccess { id, .. })
                 | (PlatformTimer::Request, State::Provisioning { id, .. }) => {
                     let id = *id;
-                    tracing::info!(session = %cx.session, "the platform did not answer in time");
+                    tracing::info!("the platform did not answer in time");
                     cx.push(Output::Cancel { id });
                     self.on_http_done(cx, Err(HttpError::Timeout));
                 }

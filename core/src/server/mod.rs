@@ -37,8 +37,8 @@
 //! ```
 
 pub use crate::actions::{
-    ExitStatus, Identity, Input, LockHeld, Output, ProcessSpec, RepoError, RepoInit, RequestId,
-    Signal, Stream, ago, signal_name,
+    Audit, ExitStatus, Identity, Input, LockHeld, Output, ProcessSpec, RepoError, RepoInit,
+    RequestId, SessionEvent, Signal, Stream, ago, signal_name,
 };
 pub use crate::config::{Mode, ServerConfig};
 pub use crate::job::choose_head;
@@ -121,6 +121,12 @@ pub(crate) struct ServerUpper {
     /// closes.
     draining: bool,
     outputs: VecDeque<Output>,
+    /// What happened, for the runtime's metrics and audit log.
+    events: VecDeque<SessionEvent>,
+    /// When the connection began (the handshake time counts from then).
+    started: Instant,
+    /// Authentication failures already told as events.
+    auth_failures_told: u32,
     next_id: u64,
     /// Push-lock requests withdrawn from their queue: a grant for one
     /// that was already on its way needs no release. (At most one entry
@@ -201,12 +207,8 @@ impl Session {
         let mut timers = Timers::default();
         timers.set(SessionTimer::LoginGrace, now + config.login_grace);
         let max_sessions = config.max_sessions;
-        let conn = Connection::new(max_sessions, id.clone());
-        let auth = UserAuth::new(
-            config.max_auth_attempts,
-            config.pubkey_algs.clone(),
-            id.clone(),
-        );
+        let conn = Connection::new(max_sessions);
+        let auth = UserAuth::new(config.max_auth_attempts, config.pubkey_algs.clone());
         Self {
             link: Link::new(t, false),
             upper: ServerUpper {
@@ -222,6 +224,9 @@ impl Session {
                 ending: false,
                 draining: false,
                 outputs: VecDeque::new(),
+                events: VecDeque::new(),
+                started: now,
+                auth_failures_told: 0,
                 next_id: 1,
                 withdrawn_locks: BTreeSet::new(),
                 close_reported: false,
@@ -364,7 +369,7 @@ impl Session {
             upper.stop_all(t, now);
             upper.settle(t, now);
             if upper.cancel_lookup() {
-                tracing::info!(session = %upper.id, "abandoning the key lookup");
+                tracing::info!("abandoning the key lookup");
             }
             for timer in WHILE_OPEN {
                 upper.timers.stop(timer);
@@ -376,7 +381,7 @@ impl Session {
             if upper.timers.expire(SessionTimer::Flush, now) && !upper.peer_gone {
                 // A client that reads nothing cannot hold the connection
                 // open: what is left unsent is dropped.
-                tracing::info!(session = %upper.id, "client stopped reading; dropping what is unsent");
+                tracing::info!("client stopped reading; dropping what is unsent");
                 upper.peer_gone = true;
             }
         }
@@ -398,6 +403,12 @@ impl Session {
             return Some(Output::Close(reason));
         }
         None
+    }
+
+    /// The next thing that happened, for the runtime's metrics and audit
+    /// log (drain it with the outputs; ignoring it changes nothing).
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.upper.events.pop_front()
     }
 
     /// When [`Input::Timeout`] is next due.
@@ -481,7 +492,14 @@ impl Session {
     /// Marks `n` bytes of [`Session::backend_stdin`] as written; the
     /// client's window reopens by as much.
     pub fn consume_backend_stdin(&mut self, now: Instant, id: RequestId, n: usize) {
-        if let Some(ch) = self.upper.relaying(id).map(|task| task.ch) {
+        if let Some(task) = self
+            .upper
+            .tasks
+            .iter_mut()
+            .find(|t| t.relay_id() == Some(id))
+        {
+            task.count_in(n);
+            let ch = task.ch;
             self.upper.conn.consume_stdin(ch, n);
         }
         self.upper.settle(&mut self.link.t, now);
@@ -515,6 +533,11 @@ impl ServerUpper {
             session: &self.id,
             config: &self.config,
             user: self.identity.as_ref().map_or("", |i| i.user.as_str()),
+            fingerprint: self
+                .identity
+                .as_ref()
+                .map_or("", |i| i.fingerprint.as_str()),
+            events: &mut self.events,
             api_user: self.api_user.as_ref(),
             outputs: &mut self.outputs,
             next_id: &mut self.next_id,
@@ -625,7 +648,7 @@ impl ServerUpper {
         // status and close delivered), so that the client sees its command
         // end before the connection does.
         if self.draining && !self.ending && !self.busy() && self.conn.is_empty() && !t.is_closed() {
-            tracing::info!(session = %self.id, "drained: closing the connection");
+            tracing::info!("drained: closing the connection");
             t.disconnect(DisconnectReason::ByApplication, "the server is restarting");
         }
         self.watch_unused(now);
@@ -651,7 +674,7 @@ impl ServerUpper {
         if self.identity.is_some() || t.is_closed() {
             return;
         }
-        tracing::info!(session = %self.id, "making way for a connection from a source holding fewer: closing");
+        tracing::info!("making way for a connection from a source holding fewer: closing");
         t.disconnect(DisconnectReason::TooManyConnections, "too many connections");
         self.cancel_lookup();
     }
@@ -663,7 +686,7 @@ impl ServerUpper {
             return;
         }
         let user = self.identity.as_ref().map_or("", |i| i.user.as_str());
-        tracing::info!(session = %self.id, %user, connections = n, limit, "too many connections for this user: closing");
+        tracing::info!(%user, connections = n, limit, "too many connections for this user: closing");
         t.disconnect(
             DisconnectReason::TooManyConnections,
             &format!("too many connections for user {user} (at most {limit} at once)"),
@@ -679,24 +702,27 @@ impl ServerUpper {
     fn on_timeout(&mut self, t: &mut Transport, now: Instant) {
         if self.timers.expire(SessionTimer::LoginGrace, now) {
             self.grace_exceeded = true;
-            tracing::info!(session = %self.id, "login grace time exceeded");
+            tracing::info!("login grace time exceeded");
             t.disconnect(DisconnectReason::ByApplication, "login grace time exceeded");
             self.cancel_lookup();
         }
         if self.timers.expire(SessionTimer::Lookup, now)
             && let Some(id) = self.lookup
         {
-            tracing::info!(session = %self.id, "the platform did not answer the key lookup in time");
+            tracing::info!("the platform did not answer the key lookup in time");
             self.outputs.push_back(Output::Cancel { id });
             self.on_lookup_done(t, now, Err(HttpError::Timeout));
         }
         self.each_task(t, now, |task, cx| task.on_timeout(cx));
         if self.timers.expire(SessionTimer::Drain, now) && !t.is_closed() {
-            tracing::info!(session = %self.id, "drain timeout: stopping the commands still running");
+            tracing::info!("drain timeout: stopping the commands still running");
             self.on_shutdown(t, now);
         }
         if self.timers.expire(SessionTimer::Unused, now) && !t.is_closed() {
-            tracing::info!(session = %self.id, secs = self.config.unused_timeout.as_secs(), "unused connection timeout: no channel opened");
+            tracing::info!(
+                secs = self.config.unused_timeout.as_secs(),
+                "unused connection timeout: no channel opened"
+            );
             t.disconnect(DisconnectReason::ByApplication, "unused connection timeout");
         }
         self.limit_timeout(t, now);
@@ -721,7 +747,7 @@ impl ServerUpper {
         let mut refused = false;
         self.each_task(t, now, |task, cx| {
             if task.waits_for_lock() {
-                tracing::info!(session = %cx.session, "draining: a push waiting for the lock is refused");
+                tracing::info!("draining: a push waiting for the lock is refused");
                 refused = true;
                 task.refuse(cx, UserError::ServerStopping);
                 task.stop(cx);
@@ -730,7 +756,7 @@ impl ServerUpper {
         if self.busy() || refused {
             // (A refused push's channel closes once its user has the
             // message; the drain timeout bounds the wait for that.)
-            tracing::info!(session = %self.id, "server draining: waiting for the commands in progress");
+            tracing::info!("server draining: waiting for the commands in progress");
             self.timers
                 .set(SessionTimer::Drain, now + self.config.drain_timeout);
         } else {
@@ -745,7 +771,7 @@ impl ServerUpper {
         if self.ending || t.is_closed() {
             return;
         }
-        tracing::info!(session = %self.id, "server stopping: ending the session");
+        tracing::info!("server stopping: ending the session");
         if self.end_commands(t, now, &UserError::ServerStopping) {
             self.ending = true;
             self.hard_stop(now);
@@ -798,7 +824,7 @@ impl ServerUpper {
             return;
         };
         self.hard_stop(now);
-        tracing::info!(session = %self.id, ?error, "time limit");
+        tracing::info!(?error, "time limit");
         if self.end_commands(t, now, &error) {
             self.ending = true;
         } else {
@@ -832,11 +858,11 @@ impl ServerUpper {
     fn keepalive_fell_due(&mut self, t: &mut Transport, now: Instant) {
         if self.keepalives_unanswered >= self.config.keepalive_count_max {
             tracing::info!(
-                session = %self.id,
                 unanswered = self.keepalives_unanswered,
                 "dead client: no answer to keepalives; closing the connection"
             );
             t.disconnect(DisconnectReason::ByApplication, "keepalive timeout");
+            self.events.push_back(SessionEvent::KeepaliveTimeout);
             // Nobody reads what is left: the connection ends as soon as
             // the command is stopped.
             self.peer_gone = true;
@@ -854,7 +880,7 @@ impl ServerUpper {
     fn send_keepalive(&mut self, t: &mut Transport, now: Instant) {
         self.keepalive_due = false;
         self.keepalives_unanswered += 1;
-        tracing::debug!(session = %self.id, unanswered = self.keepalives_unanswered, "keepalive sent");
+        tracing::debug!(unanswered = self.keepalives_unanswered, "keepalive sent");
         t.send(|out| {
             wire::put_u8(out, numbers::GLOBAL_REQUEST);
             wire::put_string(out, b"keepalive@openssh.com");
@@ -872,7 +898,12 @@ impl ServerUpper {
 }
 
 impl Upper for ServerUpper {
-    fn on_established(&mut self, _t: &mut Transport, _now: Instant) {
+    fn on_established(&mut self, _t: &mut Transport, now: Instant) {
+        if self.phase == Phase::Handshake {
+            let elapsed = now.saturating_duration_since(self.started);
+            self.events
+                .push_back(SessionEvent::HandshakeDone { elapsed });
+        }
         self.phase = Phase::AwaitService;
     }
 
@@ -895,7 +926,7 @@ impl Upper for ServerUpper {
         match (self.phase, number) {
             (_, numbers::EXT_INFO) => {}
             (_, numbers::UNIMPLEMENTED) => {
-                tracing::debug!(session = %self.id, "client sent UNIMPLEMENTED");
+                tracing::debug!("client sent UNIMPLEMENTED");
             }
             (Phase::AwaitService, numbers::SERVICE_REQUEST) => self.on_service_request(t, payload),
             (Phase::Authenticating, numbers::USERAUTH_REQUEST) => self.on_userauth(t, now, payload),
@@ -913,7 +944,7 @@ impl Upper for ServerUpper {
                     Phase::Connected => "",
                     _ => " before authentication",
                 };
-                tracing::info!(session = %self.id, message = name, "protocol violation{when}");
+                tracing::info!(message = name, "protocol violation{when}");
                 t.disconnect(
                     DisconnectReason::ProtocolError,
                     &format!("unexpected {name}{when}"),
@@ -956,7 +987,7 @@ impl ServerUpper {
             t.disconnect(DisconnectReason::ProtocolError, "malformed GLOBAL_REQUEST");
             return;
         };
-        tracing::debug!(session = %self.id, request = %crate::log_safe(name), "global request refused");
+        tracing::debug!(request = %crate::log_safe(name), "global request refused");
         // We grant no global request: forwarding is refused, and a
         // keepalive only needs an answer of either kind (OpenSSH's sshd
         // answers failure too).
@@ -981,16 +1012,15 @@ impl ServerUpper {
                 value,
                 want_reply,
             } => {
-                let session = &self.id;
                 let accepted = self
                     .tasks
                     .iter_mut()
                     .find(|task| task.ch == ch)
-                    .is_some_and(|task| task.on_env(session, name, value));
+                    .is_some_and(|task| task.on_env(name, value));
                 self.conn.reply(t, ch, want_reply, accepted);
             }
             Event::Exec { ch, command } if self.draining => {
-                tracing::info!(session = %self.id, command = %crate::log_safe(command.unwrap_or_default()), "draining: command refused");
+                tracing::info!(command = %crate::log_safe(command.unwrap_or_default()), "draining: command refused");
                 self.with_task(t, now, ch, |task, cx| {
                     task.refuse_exec(cx, command, UserError::ServerStopping)
                 });
@@ -999,7 +1029,7 @@ impl ServerUpper {
                 self.with_task(t, now, ch, |task, cx| task.exec(cx, command));
             }
             Event::Signal { ch, name } => {
-                tracing::info!(session = %self.id, signal = %crate::log_safe(name), "client signal: stopping the command");
+                tracing::info!(signal = %crate::log_safe(name), "client signal: stopping the command");
                 self.with_task(t, now, ch, |task, cx| task.stop(cx));
             }
             Event::Closed(ch) => self.with_task(t, now, ch, |task, cx| task.stop(cx)),
@@ -1017,6 +1047,15 @@ impl ServerUpper {
     /// Acts on what authentication asks: a lookup, by the mode's means,
     /// or the connected state once a user is verified.
     fn auth_outcome(&mut self, now: Instant, outcome: Outcome<Option<ApiUser>>) {
+        // Each failure the authentication layer counted is one attempt
+        // refused.
+        while self.auth_failures_told < self.auth.failures() {
+            self.auth_failures_told += 1;
+            self.events.push_back(SessionEvent::Auth {
+                method: "publickey",
+                accepted: false,
+            });
+        }
         match outcome {
             Outcome::Nothing => {}
             Outcome::Lookup { blob, fingerprint } => {
@@ -1024,7 +1063,7 @@ impl ServerUpper {
                 let output = match &self.config.mode {
                     Mode::Standalone { .. } => Output::LookupKey { id, blob },
                     Mode::Api { api, .. } => {
-                        tracing::info!(session = %self.id, key = %fingerprint, "looking the key up");
+                        tracing::info!(key = %fingerprint, "looking the key up");
                         let request = api::lookup_request(api, &fingerprint::md5_hex(&blob));
                         self.timers.set(SessionTimer::Lookup, now + request.timeout);
                         Output::Http { id, request }
@@ -1040,6 +1079,10 @@ impl ServerUpper {
                 };
                 self.outputs
                     .push_back(Output::Authenticated(identity.clone()));
+                self.events.push_back(SessionEvent::Auth {
+                    method: "publickey",
+                    accepted: true,
+                });
                 self.identity = Some(identity);
                 self.api_user = verified.account;
                 self.phase = Phase::Connected;
@@ -1103,7 +1146,7 @@ impl ServerUpper {
             },
             LookupResult::Unknown => Found::Unknown,
             LookupResult::Unavailable(why) => {
-                tracing::error!(session = %self.id, error = %why, "the platform did not answer the key lookup");
+                tracing::error!(error = %why, "the platform did not answer the key lookup");
                 Found::Unavailable {
                     banner: messages::with_session_id(messages::platform_unavailable(), &self.id),
                 }
