@@ -463,6 +463,14 @@ impl Admission {
         self.penalties.len()
     }
 
+    /// Sources whose penalty has not run out at `now`.
+    pub fn penalised_at(&self, now: Instant) -> usize {
+        self.penalties
+            .values()
+            .filter(|until| **until > now)
+            .count()
+    }
+
     /// Until when `ip`'s source is penalised, if it is.
     pub fn penalty_until(&self, ip: IpAddr) -> Option<Instant> {
         self.penalties.get(&Source::of(ip)).copied()

@@ -133,3 +133,80 @@ impl Drop for Registration {
             .remove(&self.id);
     }
 }
+
+/// How often, at most, a source's refusals are logged.
+pub const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Sources remembered by [`RefusalLog`]; past this, the oldest are
+/// forgotten (at worst, one more line for a forgotten source).
+const REFUSAL_LOG_SOURCES: usize = 4096;
+
+/// Admission's refusals, logged once per source and
+/// [`REFUSAL_LOG_INTERVAL`] in one fixed form that fail2ban's filter
+/// (`contrib/fail2ban/filter.d/gitmouth.conf`) matches:
+///
+/// ```text
+/// refused connection from 192.0.2.7: source penalised for earlier failures
+/// ```
+///
+/// with the refusals not logged since the last line as `suppressed=N`.
+#[derive(Default)]
+pub struct RefusalLog {
+    /// Per source: when its last line was logged, and the refusals since.
+    sources: HashMap<std::net::IpAddr, (Instant, u64)>,
+}
+
+impl RefusalLog {
+    /// A refusal of a connection from `ip`: logged unless this source's
+    /// was within the interval.
+    pub fn refused(&mut self, ip: std::net::IpAddr, why: &str, now: Instant) {
+        // The address IPv4 clients have on a dual-stack listener.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if let Some((at, suppressed)) = self.sources.get_mut(&ip)
+            && now.saturating_duration_since(*at) < REFUSAL_LOG_INTERVAL
+        {
+            *suppressed += 1;
+            return;
+        }
+        let suppressed = self.sources.get(&ip).map_or(0, |(_, n)| *n);
+        if self.sources.len() >= REFUSAL_LOG_SOURCES && !self.sources.contains_key(&ip) {
+            self.sources
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < REFUSAL_LOG_INTERVAL);
+            if self.sources.len() >= REFUSAL_LOG_SOURCES {
+                self.sources.clear();
+            }
+        }
+        self.sources.insert(ip, (now, 0));
+        // The message is the fixed form fail2ban matches; it is the one
+        // log line whose values are in its text.
+        tracing::info!(
+            target: "gitmouth::refusal",
+            suppressed,
+            "refused connection from {ip}: {why}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_logged_once_per_interval() {
+        let mut log = RefusalLog::default();
+        let ip: std::net::IpAddr = "192.0.2.7"
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        let t0 = Instant::now();
+        log.refused(ip, "too many", t0);
+        log.refused(ip, "too many", t0 + std::time::Duration::from_secs(1));
+        assert_eq!(log.sources.get(&ip), Some(&(t0, 1)));
+        let later = t0 + REFUSAL_LOG_INTERVAL;
+        log.refused(ip, "too many", later);
+        assert_eq!(log.sources.get(&ip), Some(&(later, 0)));
+    }
+}

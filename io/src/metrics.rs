@@ -330,7 +330,8 @@ async fn answer(mut stream: async_net::TcpStream, shared: &Shared) {
     let path = path.map(|p| p.split(|b| *b == b'?').next().unwrap_or_default());
     let (status, body) = match (method, path) {
         (Some(b"GET"), Some(b"/metrics")) => {
-            let penalties = shared.admission(|a| a.penalised());
+            let now = std::time::Instant::now();
+            let penalties = shared.admission(|a| a.penalised_at(now));
             ("200 OK", shared.metrics.render(penalties))
         }
         (Some(b"GET"), Some(b"/health")) => ("200 OK", "ok\n".to_owned()),

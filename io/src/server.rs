@@ -50,7 +50,7 @@ where
     if let Some(addr) = settings.metrics {
         let listener = crate::metrics::bind(addr)?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(address = %bound, "metrics listening");
+        tracing::info!(address = %bound, "serving metrics");
         spawn(Box::pin(crate::metrics::serve(listener, shared.clone())));
     }
     // Watched before "listening" is logged: a signal from then on drains.
@@ -58,6 +58,7 @@ where
     tracing::info!(address = %local, "listening");
     // Serving ends only by the stop signal: the loop never breaks.
     let serve = async {
+        let mut refusals = crate::admit::RefusalLog::default();
         loop {
             let (stream, peer) = match accept().await {
                 Ok(accepted) => accepted,
@@ -93,7 +94,8 @@ where
                 // Dropping the stream closes it before any byte is read.
                 Verdict::Refuse(why) => {
                     shared.metrics.refused(why);
-                    tracing::info!(%peer, why, "connection refused");
+                    tracing::debug!(%peer, why, "connection refused");
+                    refusals.refused(peer.ip(), why, accepted);
                 }
             }
         }

@@ -206,7 +206,13 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let line = strip_ansi(&line);
-                if let Some(addr) = line.split("listening address=").nth(1)
+                // The human form, or the JSON one (`--log-format json`).
+                let addr = line.split("listening address=").nth(1).or_else(|| {
+                    line.split(r#""message":"listening","address":""#)
+                        .nth(1)
+                        .and_then(|rest| rest.split('"').next())
+                });
+                if let Some(addr) = addr
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(addr.trim().to_owned());
@@ -232,6 +238,23 @@ impl Server {
             log,
             runtime,
         }
+    }
+
+    /// Where the server serves `/metrics` (`--metrics 127.0.0.1:0`), as
+    /// it logged it.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let log = self.log();
+        let addr = log
+            .split("serving metrics address=")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+            .or_else(|| {
+                log.split(r#""message":"serving metrics","address":""#)
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+            })
+            .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+        addr.parse().unwrap()
     }
 
     /// Everything the server logged so far.
@@ -867,4 +890,30 @@ pub fn tcp_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<std::
     rustix::net::bind(&fd, &SocketAddr::new(from, 0))?;
     rustix::net::connect(&fd, &to)?;
     Ok(std::net::TcpStream::from(fd))
+}
+
+/// `GET path` on the metrics listener: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP reply: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
+/// The value of the sample `series` (`name` or `name{labels}`, exactly as
+/// the text format writes it) in a `/metrics` body; 0 when absent.
+pub fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

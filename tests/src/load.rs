@@ -340,7 +340,8 @@ pub fn run(config: &LoadConfig) -> Result<Report, String> {
         config.runtime,
         ServerOptions {
             strict_admission: true,
-            env: vec![("RUST_LOG".into(), "info".into())],
+            // Each refusal is a DEBUG line (INFO has one per source and minute).
+            env: vec![("RUST_LOG".into(), "info,gitmouth_io::server=debug".into())],
             ..ServerOptions::default()
         }
         .data_dir(&data)
