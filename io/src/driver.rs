@@ -429,7 +429,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 // Before authentication, say why it ended, as sshd's
                 // `[preauth]` lines do.
                 if session.identity().is_none() {
-                    tracing::info!(reason = %reason, outcome = ?session.outcome(), "connection closing before authentication");
+                    use gitmouth_core::admission::Outcome;
+                    let outcome = match session.outcome() {
+                        Outcome::Authenticated => "authenticated",
+                        Outcome::AuthFailed => "authentication failed",
+                        Outcome::NoAuth => "no authentication tried",
+                        Outcome::GraceExceeded => "login grace time exceeded",
+                    };
+                    tracing::info!(reason = %reason, outcome, "connection closing before authentication");
                 } else {
                     tracing::info!(reason = %reason, "connection closing");
                 }
@@ -591,13 +598,7 @@ fn report_events(session: &mut Session, shared: &Shared, peer: SocketAddr) {
     while let Some(event) = session.poll_event() {
         shared.metrics.observe(&event);
         if let SessionEvent::CommandEnded(a) = &event {
-            let exit = match &a.exit {
-                Some(gitmouth_core::server::ExitStatus::Code(code)) => code.to_string(),
-                Some(gitmouth_core::server::ExitStatus::Signal { name, .. }) => {
-                    format!("SIG{name}")
-                }
-                None => String::new(),
-            };
+            let exit = a.exit.as_ref().map(ToString::to_string).unwrap_or_default();
             tracing::info!(
                 target: "gitmouth::audit",
                 source = %peer.ip(),

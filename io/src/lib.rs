@@ -18,6 +18,7 @@ pub mod dyno;
 pub mod files;
 pub mod http;
 pub mod locks;
+pub mod logfmt;
 pub mod metrics;
 pub mod process;
 pub mod server;

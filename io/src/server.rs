@@ -117,7 +117,7 @@ where
     let drain_started = std::time::Instant::now();
     tracing::info!(
         connections = shared.active.load(Ordering::SeqCst),
-        drain_timeout = ?shared.config.drain_timeout,
+        drain_timeout = shared.config.drain_timeout.as_secs(),
         "draining: no new connections, commands in progress may finish"
     );
     shared.stop_to(crate::DRAINING);
@@ -141,7 +141,7 @@ where
     if left > 0 {
         tracing::warn!(connections = left, "stopping with connections still open");
     } else {
-        tracing::info!(after = ?drain_started.elapsed(), "drained");
+        tracing::info!(after = %crate::driver::Secs(drain_started.elapsed()), "drained");
     }
     Ok(())
 }
@@ -190,7 +190,7 @@ async fn wait_then_drive<S>(
     .await;
     match admitted {
         Some(ticket) => {
-            tracing::debug!(%peer, waited = ?accepted.elapsed(), "let in from the startup queue");
+            tracing::debug!(%peer, waited = %crate::driver::Secs(accepted.elapsed()), "let in from the startup queue");
             crate::driver::drive(stream, peer, shared, ticket, registration, accepted).await;
         }
         None => {

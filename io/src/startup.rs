@@ -42,11 +42,25 @@ pub fn settings(bin_name: &'static str) -> Settings {
             .init();
     } else {
         tracing_subscriber::fmt()
+            .fmt_fields(crate::logfmt::PlainFields)
             .with_ansi(std::io::stderr().is_terminal())
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .init();
     }
+    // Where the data is, absolutely: started from another directory, a
+    // relative one is another (with another host key).
+    let data_dir = std::path::absolute(&settings.data_dir).unwrap_or(settings.data_dir.clone());
+    let mode = match &settings.mode {
+        ModeSettings::Standalone => "standalone",
+        ModeSettings::Api(_) => "api",
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        mode,
+        data_dir = %data_dir.display(),
+        "starting"
+    );
     for w in warnings.iter().chain(&settings.warnings) {
         tracing::warn!("{w}");
     }
@@ -186,8 +200,12 @@ impl StopSignals {
     /// The next signal (logged).
     pub async fn next(&mut self) {
         use futures_lite::StreamExt;
-        let signal = self.0.next().await;
-        tracing::info!(?signal, "stopping");
+        let signal = match self.0.next().await {
+            Some(Ok(async_signal::Signal::Term)) => "SIGTERM",
+            Some(Ok(async_signal::Signal::Int)) => "SIGINT",
+            _ => "a signal",
+        };
+        tracing::info!(signal, "stopping");
     }
 }
 

@@ -169,5 +169,8 @@ fn fail2ban_matches_the_refusal_lines(runtime: Runtime) {
     assert!(out.status.success(), "{report}{}", stderr(&out));
     // "Lines: N lines, 0 ignored, 1 matched, N-1 missed"
     assert!(report.contains(", 1 matched,"), "{report}");
-    assert!(report.contains("refused connection from 127.0.0.1"), "{report}");
+    assert!(
+        report.contains("refused connection from 127.0.0.1"),
+        "{report}"
+    );
 }

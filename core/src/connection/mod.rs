@@ -48,6 +48,22 @@ pub enum ExitStatus {
     },
 }
 
+/// As logged: `0`, `128`, `SIGTERM`, `SIGSEGV (core dumped)`.
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "{code}"),
+            ExitStatus::Signal { name, core_dumped } => {
+                write!(f, "SIG{name}")?;
+                if *core_dumped {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl ExitStatus {
     /// Whether the command succeeded.
     pub fn success(&self) -> bool {

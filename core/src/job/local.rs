@@ -293,7 +293,7 @@ impl LocalJob {
                 if let State::Running(r) = &mut self.state
                     && r.exit.is_none()
                 {
-                    tracing::info!(?status, "git exited");
+                    tracing::info!(status = %status, "git exited");
                     r.exit = Some(status);
                     self.timers.stop(LocalTimer::Kill);
                     self.timers.set(LocalTimer::Drain, cx.now + DRAIN_WAIT);

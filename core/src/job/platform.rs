@@ -273,7 +273,16 @@ impl PlatformJob {
         stream.finish(|route, bytes| cx.deliver(to_stream(route), bytes));
         let route = stream.route();
         let status = dyno::exit_status(route, end);
-        tracing::info!(?end, ?route, status, "dyno closed");
+        let end_name = match end {
+            DynoEnd::Clean => "clean",
+            DynoEnd::Lost => "lost",
+        };
+        let route_name = match route {
+            Some(Route::Stdout) => "stdout",
+            Some(Route::Stderr) => "stderr",
+            None => "none",
+        };
+        tracing::info!(end = end_name, route = route_name, status, "dyno closed");
         if end == DynoEnd::Lost && route != Some(Route::Stderr) {
             let text = messages::with_session_id(messages::lost_build_server(), cx.session);
             cx.notice(&text);

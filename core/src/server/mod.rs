@@ -824,7 +824,11 @@ impl ServerUpper {
             return;
         };
         self.hard_stop(now);
-        tracing::info!(?error, "time limit");
+        let limit = match &error {
+            UserError::SessionLimit { .. } => "max-session-time",
+            _ => "idle-timeout",
+        };
+        tracing::info!(limit, "time limit");
         if self.end_commands(t, now, &error) {
             self.ending = true;
         } else {

@@ -68,7 +68,7 @@ impl std::fmt::Display for CloseReason {
             Self::Sent {
                 reason,
                 description,
-            } => write!(f, "disconnected ({reason:?}): {description}"),
+            } => write!(f, "disconnected (code {}): {description}", reason.code()),
             Self::Received { code, description } => {
                 write!(f, "peer disconnected (code {code}): {description}")
             }
