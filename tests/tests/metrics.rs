@@ -277,3 +277,47 @@ fn ready_turns_503_during_a_drain(runtime: Runtime) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+per_runtime!(api_calls_are_counted_and_an_unreachable_api_is_not_ready);
+fn api_calls_are_counted_and_an_unreachable_api_is_not_ready(runtime: Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let host_key = keygen(dir.path(), "ed25519", "host", "");
+    let user = keygen(dir.path(), "ed25519", "user", "alice");
+    // A port nothing listens on: every API call fails to connect.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let env = [
+        ("APISERVER_KEY", "k"),
+        ("APISERVER_PROTOCOL", "http"),
+        ("APISERVER_HOSTNAME", "127.0.0.1"),
+        ("APISERVER_PORT", port.as_str()),
+    ];
+    let server = Server::start_with(
+        runtime,
+        ServerOptions {
+            args: [
+                "--metrics",
+                "127.0.0.1:0",
+                "--host-key",
+                host_key.to_str().unwrap(),
+            ]
+            .map(String::from)
+            .to_vec(),
+            env: env.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec(),
+            ..Default::default()
+        },
+    );
+    let metrics = server.metrics_addr();
+    assert_eq!(http_get(metrics, "/ready").0, 200);
+    let lookups =
+        r#"gitmouth_api_calls_total{route="/internal/lookupUserByPublicKey",status="error"}"#;
+    let mut body = String::new();
+    let unready = wait_until(WAIT, || {
+        let _ = server.ssh().key(&user).arg("-T").run(&[]);
+        body = scrape(&server);
+        http_get(metrics, "/ready").0 == 503
+    });
+    assert!(unready, "{body}\n{}", server.log());
+    assert!(metric(&body, lookups) >= 1.0, "{body}");
+}
