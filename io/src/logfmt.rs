@@ -50,7 +50,7 @@ impl PlainVisitor<'_> {
         self.result = if name == "message" {
             write!(self.writer, "{sep}{value}")
         } else if needs_quotes(value) {
-            write!(self.writer, "{sep}{name}={value:?}")
+            write!(self.writer, "{sep}{name}=\"{}\"", Quoted(value))
         } else {
             write!(self.writer, "{sep}{name}={value}")
         };
@@ -75,9 +75,40 @@ impl Visit for PlainVisitor<'_> {
     }
 }
 
+/// A value inside quotes: a bare `"` escaped, control characters as
+/// Rust escapes them; a backslash is left alone, so a value the core
+/// already escaped (`crate::log_safe`: `\"`, `\n`) is not escaped twice.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut prev = None;
+        for c in self.0.chars() {
+            if c == '"' && prev != Some('\\') {
+                f.write_str("\\\"")?;
+            } else if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+            prev = Some(c);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::needs_quotes;
+    use super::{Quoted, needs_quotes};
+
+    #[test]
+    fn quoted_values_escape_bare_quotes_and_controls_once() {
+        assert_eq!(Quoted("Frank Smith").to_string(), "Frank Smith");
+        assert_eq!(Quoted("say \"hi\"").to_string(), "say \\\"hi\\\"");
+        assert_eq!(Quoted("a\nb").to_string(), "a\\nb");
+        // Already escaped by the core: left as it is.
+        assert_eq!(Quoted("{\\\"error\\\"}").to_string(), "{\\\"error\\\"}");
+    }
 
     #[test]
     fn only_values_that_would_not_read_back_are_quoted() {

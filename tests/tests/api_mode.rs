@@ -798,7 +798,7 @@ fn a_dyno_dropping_mid_push_is_a_lost_build_server(runtime: Runtime) {
     assert_eq!(git_ok(&bare, &["for-each-ref"]), "");
     p.wait_closed(1);
     let log = p.server.log();
-    assert!(log.contains("Lost"), "{log}");
+    assert!(log.contains("end=lost"), "{log}");
 }
 
 /// Starts `ssh ... <command>` and kills it once `asked` holds of the API
