@@ -18,10 +18,16 @@ pub fn peers(server: &Server) -> BTreeSet<String> {
     server
         .log()
         .lines()
-        .filter_map(|l| l.split("conn{peer=").nth(1))
-        .filter_map(|rest| rest.split('}').next())
+        .filter_map(span_peer)
         .map(str::to_owned)
         .collect()
+}
+
+/// The peer in a log line's connection span, `conn{session=ID peer=ADDR}`.
+fn span_peer(line: &str) -> Option<&str> {
+    let span = line.split("conn{").nth(1)?.split('}').next()?;
+    span.split(' ')
+        .find_map(|field| field.strip_prefix("peer="))
 }
 
 /// The peer of the connection whose log line contains `needle`, the first
@@ -31,19 +37,17 @@ pub fn new_peer_with(server: &Server, needle: &str, known: &BTreeSet<String>) ->
         .log()
         .lines()
         .filter(|l| l.contains(needle))
-        .filter_map(|l| l.split("conn{peer=").nth(1))
-        .filter_map(|rest| rest.split('}').next())
+        .filter_map(span_peer)
         .find(|p| !known.contains(*p))
         .map(str::to_owned)
 }
 
 /// Log lines of connection `peer` containing `needle`.
 pub fn lines_of(server: &Server, peer: &str, needle: &str) -> usize {
-    let span = format!("conn{{peer={peer}}}");
     server
         .log()
         .lines()
-        .filter(|l| l.contains(&span) && l.contains(needle))
+        .filter(|l| span_peer(l) == Some(peer) && l.contains(needle))
         .count()
 }
 
