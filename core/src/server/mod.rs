@@ -53,6 +53,7 @@ use crate::app::api::{self, ApiUser, HttpError, HttpResponse, LookupResult};
 use crate::app::fingerprint;
 use crate::app::messages::{self, UserError};
 use crate::auth::server::{Found, Outcome, UserAuth};
+use crate::connection::hostkeys::{self, HostKeyUpdate};
 use crate::connection::{self, ChannelId, Connection, Event};
 use crate::job::{JobCx, JobInput, Task};
 use crate::link::{Link, Upper};
@@ -134,6 +135,9 @@ pub(crate) struct ServerUpper {
     keepalives_unanswered: u32,
     /// A keepalive fell due during a key exchange: it goes out after.
     keepalive_due: bool,
+    /// The host-key announcement and the proofs asked for (OpenSSH
+    /// `PROTOCOL` §2.5).
+    hostkey_update: HostKeyUpdate,
 }
 
 timer_kinds! {
@@ -226,6 +230,7 @@ impl Session {
                 timers,
                 keepalives_unanswered: 0,
                 keepalive_due: false,
+                hostkey_update: HostKeyUpdate::new(),
             },
         }
     }
@@ -912,8 +917,20 @@ impl ServerUpper {
             t.disconnect(DisconnectReason::ProtocolError, "malformed GLOBAL_REQUEST");
             return;
         };
+        if name == hostkeys::HOSTKEYS_PROVE.as_bytes() {
+            let keys = &self.config.host_keys;
+            match self.hostkey_update.on_prove(t, keys, p.rest(), want_reply) {
+                Ok(proven) => {
+                    tracing::debug!(session = %self.id, keys = proven, "host keys proven");
+                }
+                Err(why) => {
+                    tracing::info!(session = %self.id, reason = %why, "host-key proof refused");
+                }
+            }
+            return;
+        }
         tracing::debug!(session = %self.id, request = %crate::log_safe(name), "global request refused");
-        // We grant no global request: forwarding is refused, and a
+        // We grant no other global request: forwarding is refused, and a
         // keepalive only needs an answer of either kind (OpenSSH's sshd
         // answers failure too).
         if want_reply {
@@ -965,12 +982,12 @@ impl ServerUpper {
     /// A USERAUTH_REQUEST, for the authentication layer.
     fn on_userauth(&mut self, t: &mut Transport, now: Instant, payload: &[u8]) {
         let outcome = self.auth.on_request(t, payload);
-        self.auth_outcome(now, outcome);
+        self.auth_outcome(t, now, outcome);
     }
 
     /// Acts on what authentication asks: a lookup, by the mode's means,
     /// or the connected state once a user is verified.
-    fn auth_outcome(&mut self, now: Instant, outcome: Outcome<Option<ApiUser>>) {
+    fn auth_outcome(&mut self, t: &mut Transport, now: Instant, outcome: Outcome<Option<ApiUser>>) {
         match outcome {
             Outcome::Nothing => {}
             Outcome::Lookup { blob, fingerprint } => {
@@ -1003,7 +1020,17 @@ impl ServerUpper {
                 self.timers
                     .set(SessionTimer::SessionLimit, now + self.config.max_session);
                 self.arm_keepalive(now);
+                self.announce_host_keys(t);
             }
+        }
+    }
+
+    /// Right after authentication: tells the client every host key in
+    /// service, so that one with `UpdateHostKeys` learns a new key before
+    /// it signs (USERAUTH_SUCCESS has gone out already).
+    fn announce_host_keys(&mut self, t: &mut Transport) {
+        if let Some(n) = self.hostkey_update.announce(t, &self.config.host_keys) {
+            tracing::debug!(session = %self.id, keys = n, "host keys announced");
         }
     }
 
@@ -1038,7 +1065,7 @@ impl ServerUpper {
             None => Found::Unknown,
         };
         let outcome = self.auth.answer(t, found);
-        self.auth_outcome(now, outcome);
+        self.auth_outcome(t, now, outcome);
     }
 
     /// The platform answered the key lookup.
@@ -1064,6 +1091,6 @@ impl ServerUpper {
             }
         };
         let outcome = self.auth.answer(t, found);
-        self.auth_outcome(now, outcome);
+        self.auth_outcome(t, now, outcome);
     }
 }
