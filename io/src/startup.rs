@@ -79,7 +79,7 @@ pub fn load_host_keys(settings: &Settings) -> Result<HostKeys, String> {
     for ((key, role), path) in keys.uses().into_iter().zip(&paths) {
         tracing::info!(
             path = %path.display(),
-            key_type = key.key_type(),
+            key_type = %key.key_type(),
             fingerprint = %key.fingerprint_sha256(),
             role = role.describe(),
             "host key"

@@ -220,8 +220,11 @@ fn a_client_that_knows_only_rsa_learns_ed25519_and_rsa_retires(runtime: Runtime)
     // It still connects with ed25519 alone.
     let out = ssh(&server, &user, &known, &["UpdateHostKeys=yes"]);
     saw_key(&logged_in(&out), "ssh-ed25519", &ed);
+    let retiring_used = "client verified the server by a retiring host key";
+    assert!(!server.log().contains(retiring_used), "{}", server.log());
     // A client pinned to RSA (it takes no other host key type) connects,
-    // signed by the retiring key, and is told of nothing it can use.
+    // signed by the retiring key, and is told of nothing it can use; the
+    // log says who still relies on the retiring key.
     let pinned = dir.join("known_hosts_pinned");
     std::fs::copy(&rsa_only, &pinned).unwrap();
     let out = ssh(
@@ -234,6 +237,17 @@ fn a_client_that_knows_only_rsa_learns_ed25519_and_rsa_retires(runtime: Runtime)
         ],
     );
     saw_key(&logged_in(&out), "ssh-rsa", &rsa);
+    assert!(server.wait_for_log(retiring_used, Duration::from_secs(10)));
+    let line = server
+        .log()
+        .lines()
+        .find(|l| l.contains(retiring_used))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains("user=alice") && line.contains(&fingerprint(&rsa)),
+        "{line}"
+    );
     assert_eq!(
         std::fs::read_to_string(&pinned).unwrap(),
         std::fs::read_to_string(&rsa_only).unwrap()

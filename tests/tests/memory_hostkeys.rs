@@ -191,7 +191,7 @@ fn bad_proof_requests_are_refused_and_the_connection_goes_on() {
     pair.login(&alice);
     let stranger = new_stranger();
     // A key that is not ours, alone or among ours.
-    assert_eq!(prove(&mut pair, &[stranger.clone()]), None);
+    assert_eq!(prove(&mut pair, std::slice::from_ref(&stranger)), None);
     assert_eq!(
         prove(&mut pair, &[ours[0].clone(), stranger, ours[1].clone()]),
         None

@@ -1032,6 +1032,21 @@ impl ServerUpper {
         if let Some(n) = self.hostkey_update.announce(t, &self.config.host_keys) {
             tracing::debug!(session = %self.id, keys = n, "host keys announced");
         }
+        // Who still knows the server only by a retiring key: until nobody
+        // does, removing it would lock them out.
+        let retiring = t
+            .negotiated()
+            .and_then(|n| self.config.host_keys.retiring_signer(n.host_key));
+        if let Some(key) = retiring {
+            let user = self.identity.as_ref().map_or("", |i| i.user.as_str());
+            tracing::info!(
+                session = %self.id,
+                user = %user,
+                key_type = %key.key_type(),
+                fingerprint = %key.fingerprint_sha256(),
+                "client verified the server by a retiring host key"
+            );
+        }
     }
 
     /// Abandons the key lookup in flight; true if there was one.

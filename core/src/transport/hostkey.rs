@@ -1091,6 +1091,14 @@ impl HostKeys {
         self.signing_index(alg).map(|i| &self.keys[i])
     }
 
+    /// The retiring key that signs key exchanges negotiating `alg`, if the
+    /// one that does is retiring (the session logs who still relies on it).
+    pub fn retiring_signer(&self, alg: HostKeyAlg) -> Option<&HostKey> {
+        self.signing_index(alg)
+            .filter(|&i| i >= self.retiring_from)
+            .map(|i| &self.keys[i])
+    }
+
     fn signing_index(&self, alg: HostKeyAlg) -> Option<usize> {
         self.keys.iter().position(|k| k.algorithms().contains(&alg))
     }
