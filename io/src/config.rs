@@ -875,6 +875,39 @@ mod tests {
     }
 
     #[test]
+    fn retiring_host_keys_come_beside_the_keys_in_service() {
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--host-key-retiring",
+                "/k/old_rsa",
+                "--host-key-retiring",
+                "/k/older",
+            ]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        // The keys in service keep their default.
+        assert_eq!(
+            s.host_keys,
+            [HostKeySource::Default(PathBuf::from(
+                "./gitmouth-data/ssh_host_ed25519_key"
+            ))]
+        );
+        // A retiring key is never generated: it must exist.
+        assert_eq!(
+            s.host_keys_retiring,
+            [
+                HostKeySource::Given("/k/old_rsa".into()),
+                HostKeySource::Given("/k/older".into())
+            ]
+        );
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box").unwrap();
+        assert!(s.host_keys_retiring.is_empty());
+    }
+
+    #[test]
     fn the_key_never_shows_in_debug() {
         let e = env(&[("APISERVER_KEY", "supersecret")], None);
         let s = parse("gitmouth", args(&[]), &e, "box").unwrap();
