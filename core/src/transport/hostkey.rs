@@ -2087,6 +2087,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn uses_say_which_key_signs() {
+        use rand_core::SeedableRng;
+        let ed =
+            |seed| HostKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([seed; 32]));
+        let keys = HostKeys::new(vec![ed(1), ed(2)], vec![ed(3)]).unwrap();
+        let uses: Vec<HostKeyUse> = keys.uses().into_iter().map(|(_, u)| u).collect();
+        assert_eq!(
+            uses,
+            [
+                HostKeyUse::SignsKeyExchanges,
+                HostKeyUse::AnnouncedOnly,
+                HostKeyUse::Retiring {
+                    signs_key_exchanges: false
+                }
+            ]
+        );
+        let signer = keys.signing_key(HostKeyAlg::Ed25519).unwrap();
+        assert_eq!(signer.public_blob_ref(), keys.all()[0].public_blob_ref());
+        assert!(keys.retiring_signer(HostKeyAlg::Ed25519).is_none());
+        assert!(keys.signing_key(HostKeyAlg::RsaSha2_512).is_none());
+        // A retiring key alone of its type signs for it.
+        let keys = HostKeys::new(vec![], vec![ed(3)]).unwrap();
+        assert!(keys.retiring_signer(HostKeyAlg::Ed25519).is_some());
+        assert_eq!(
+            keys.uses()[0].1,
+            HostKeyUse::Retiring {
+                signs_key_exchanges: true
+            }
+        );
+        // The same key twice is refused, wherever it appears.
+        assert_eq!(
+            HostKeys::new(vec![ed(1), ed(2)], vec![ed(1)]).unwrap_err(),
+            DuplicateHostKey { first: 0, again: 2 }
+        );
+        // From a plain list, duplicates are kept once.
+        let keys = HostKeys::from(vec![ed(1), ed(1), ed(2)]);
+        assert_eq!(keys.all().len(), 2);
+        assert!(keys.retiring().is_empty());
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..2048)) {
