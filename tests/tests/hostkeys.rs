@@ -328,3 +328,44 @@ fn an_ed25519_key_is_replaced_by_a_new_ed25519_key(runtime: Runtime) {
     let out = ssh(&server, &user, &known, &["UpdateHostKeys=yes"]);
     saw_key(&logged_in(&out), "ssh-ed25519", &new);
 }
+
+per_runtime!(a_key_given_twice_or_a_missing_retiring_key_is_refused_at_start);
+fn a_key_given_twice_or_a_missing_retiring_key_is_refused_at_start(runtime: Runtime) {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let key = keygen(dir, "ed25519", "host", "host");
+    let copy = dir.join("host_copy");
+    std::fs::copy(&key, &copy).unwrap();
+    let key = key.display().to_string();
+    let copy = copy.display().to_string();
+    let missing = dir.join("no_such_key").display().to_string();
+    let table: [(&[&str], &str); 4] = [
+        (&["--host-key", &key, "--host-key", &key], "is given twice"),
+        (
+            &["--host-key", &key, "--host-key-retiring", &copy],
+            "is the same key as",
+        ),
+        (
+            &["--host-key-retiring", &key, "--host-key-retiring", &copy],
+            "is the same key as",
+        ),
+        (
+            &["--host-key", &key, "--host-key-retiring", &missing],
+            "does not exist",
+        ),
+    ];
+    for (args, needle) in table {
+        let mut cmd = Command::new(runtime.binary());
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("GITMOUTH_PRIVATE_KEY");
+        let out = run_with_timeout(cmd, Duration::from_secs(30));
+        let text = stderr(&out);
+        assert!(!out.status.success(), "{args:?} started: {text}");
+        assert!(text.contains(needle), "{args:?}: {needle} not in {text}");
+        assert!(!text.contains("listening"), "{text}");
+    }
+}
