@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::app::api::ApiServer;
 use crate::auth::pubkey::UserKeyAlg;
 use crate::transport::TransportConfig;
-use crate::transport::hostkey::HostKey;
+use crate::transport::hostkey::{HostKey, HostKeys};
 
 /// Where users and repositories come from.
 pub enum Mode {
@@ -32,8 +32,9 @@ pub enum Mode {
 pub struct ServerConfig {
     /// Transport algorithms and limits.
     pub transport: Arc<TransportConfig>,
-    /// Host keys, in preference order.
-    pub host_keys: Arc<[HostKey]>,
+    /// Host keys: those in service, in preference order, and the retiring
+    /// ones.
+    pub host_keys: HostKeys,
     /// Time from connect to successful authentication (OpenSSH `LoginGraceTime`).
     pub login_grace: Duration,
     /// Authentication attempts per connection (OpenSSH `MaxAuthTries`).

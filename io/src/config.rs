@@ -76,11 +76,24 @@ pub struct Cli {
 
     /// Host private key: ed25519, ECDSA (P-256/384/521, for JSch 0.1.x) or
     /// RSA of 2048-4096 bits, in OpenSSH format, PEM (PKCS#1, SEC1) or
-    /// PKCS#8; repeat to offer several (an ECDSA key beside the ed25519 one). Default: $GITMOUTH_PRIVATE_KEY, else
+    /// PKCS#8; repeat to offer several (an ECDSA key beside the ed25519 one,
+    /// or a new key beside the one it replaces: the first key of a type
+    /// signs key exchanges, later ones of that type are only announced to
+    /// clients, which learn them). Default: $GITMOUTH_PRIVATE_KEY, else
     /// <data-dir>/ssh_host_ed25519_key, which is generated when missing. A
     /// key named here that does not exist is an error.
     #[arg(long = "host-key", value_name = "FILE")]
     pub host_keys: Vec<PathBuf>,
+
+    /// Host private key being retired, in any --host-key format; repeatable.
+    /// It is no longer announced after login, so clients with
+    /// UpdateHostKeys drop it from known_hosts, but it still proves itself
+    /// and signs for clients that know only it (when no --host-key has its
+    /// type). Rotation: add the new key with --host-key (after the old one
+    /// when of the same type: the first of a type signs, the others are
+    /// only announced), let clients learn it, then move the old key here
+    #[arg(long = "host-key-retiring", value_name = "FILE")]
+    pub host_keys_retiring: Vec<PathBuf>,
 
     /// OpenSSH authorized_keys file whose keys may push and clone (each
     /// key's comment is its user's name); a single .pub file works too.
@@ -318,6 +331,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Host keys to load.
     pub host_keys: Vec<HostKeySource>,
+    /// Retiring host keys to load (never generated).
+    pub host_keys_retiring: Vec<HostKeySource>,
     /// Login grace time.
     pub login_grace: Duration,
     /// Authentication attempts per connection.
@@ -558,6 +573,11 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         listen,
         data_dir: cli.data_dir,
         host_keys,
+        host_keys_retiring: cli
+            .host_keys_retiring
+            .into_iter()
+            .map(HostKeySource::Given)
+            .collect(),
         login_grace: Duration::from_secs(cli.login_grace_time),
         max_auth_tries: cli.max_auth_tries,
         idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
@@ -654,7 +674,7 @@ fn with_legacy<T: Copy>(default: &[T], legacy: &[T], on: bool) -> Vec<T> {
 /// keys and the chosen mode.
 pub fn server_config(
     settings: &Settings,
-    host_keys: Vec<gitmouth_core::transport::hostkey::HostKey>,
+    host_keys: gitmouth_core::transport::hostkey::HostKeys,
     mode: gitmouth_core::server::Mode,
 ) -> gitmouth_core::server::ServerConfig {
     use gitmouth_core::transport::TransportConfig;
@@ -670,7 +690,7 @@ pub fn server_config(
     };
     gitmouth_core::server::ServerConfig {
         transport: std::sync::Arc::new(transport),
-        host_keys: host_keys.into(),
+        host_keys,
         login_grace: settings.login_grace,
         max_auth_attempts: settings.max_auth_tries,
         pubkey_algs: settings.pubkey_algs.clone(),
@@ -871,6 +891,39 @@ mod tests {
             None,
         );
         assert!(parse("gitmouth", args(&[]), &bad, "box").is_err());
+    }
+
+    #[test]
+    fn retiring_host_keys_come_beside_the_keys_in_service() {
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--host-key-retiring",
+                "/k/old_rsa",
+                "--host-key-retiring",
+                "/k/older",
+            ]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        // The keys in service keep their default.
+        assert_eq!(
+            s.host_keys,
+            [HostKeySource::Default(PathBuf::from(
+                "./gitmouth-data/ssh_host_ed25519_key"
+            ))]
+        );
+        // A retiring key is never generated: it must exist.
+        assert_eq!(
+            s.host_keys_retiring,
+            [
+                HostKeySource::Given("/k/old_rsa".into()),
+                HostKeySource::Given("/k/older".into())
+            ]
+        );
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box").unwrap();
+        assert!(s.host_keys_retiring.is_empty());
     }
 
     #[test]

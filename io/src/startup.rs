@@ -9,7 +9,7 @@ use crate::config::{Env, HostKeySource, HostKeyStep, ModeSettings, Settings, hos
 use gitmouth_core::server::Mode;
 
 use crate::files::KeyStore;
-use gitmouth_core::transport::hostkey::HostKey;
+use gitmouth_core::transport::hostkey::{HostKey, HostKeys};
 
 use crate::Shared;
 
@@ -47,9 +47,50 @@ pub fn settings(bin_name: &'static str) -> Settings {
     settings
 }
 
+/// Reads the host keys in service and the retiring ones (the default key
+/// is generated when missing, as the core decides), refuses a key given
+/// twice, and logs each key's file, type, fingerprint and use: whether it
+/// signs key exchanges, is only announced, or is retiring.
+pub fn load_host_keys(settings: &Settings) -> Result<HostKeys, String> {
+    let in_service = read_host_keys(&settings.host_keys)?;
+    let retiring = read_host_keys(&settings.host_keys_retiring)?;
+    let paths: Vec<&std::path::Path> = settings
+        .host_keys
+        .iter()
+        .chain(&settings.host_keys_retiring)
+        .map(|source| match source {
+            HostKeySource::Given(p) | HostKeySource::Default(p) => p.as_path(),
+        })
+        .collect();
+    let keys = HostKeys::new(in_service, retiring).map_err(|dup| {
+        let name = |i: usize| {
+            paths
+                .get(i)
+                .map_or_else(String::new, |p| p.display().to_string())
+        };
+        let (first, again) = (name(dup.first), name(dup.again));
+        let what = if first == again {
+            format!("host key {first} is given twice")
+        } else {
+            format!("host key {again} is the same key as {first}")
+        };
+        format!("{what}: give each key once (a key being retired goes in --host-key-retiring only)")
+    })?;
+    for ((key, role), path) in keys.uses().into_iter().zip(&paths) {
+        tracing::info!(
+            path = %path.display(),
+            key_type = %key.key_type(),
+            fingerprint = %key.fingerprint_sha256(),
+            role = role.describe(),
+            "host key"
+        );
+    }
+    Ok(keys)
+}
+
 /// Reads each host key, generating the default one when it is missing, as
-/// the core decides; logs each key's fingerprint.
-pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String> {
+/// the core decides.
+fn read_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String> {
     let mut keys = Vec::new();
     for source in sources {
         let path = match source {
@@ -79,7 +120,6 @@ pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String>
                 key
             }
         };
-        tracing::info!(path = %path.display(), fingerprint = %key.fingerprint_sha256(), "host key");
         keys.push(key);
     }
     Ok(keys)
@@ -89,11 +129,11 @@ pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String>
 /// standalone mode) the key store the runtime keeps current with
 /// [`crate::files::watch_authorized_keys`].
 pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), String> {
-    let host_keys = load_host_keys(&settings.host_keys)?;
+    let host_keys = load_host_keys(settings)?;
     if let Some(wanted) = &settings.host_key_algs
         && !wanted
             .iter()
-            .any(|alg| host_keys.iter().any(|k| k.algorithms().contains(alg)))
+            .any(|alg| host_keys.algorithms().contains(alg))
     {
         let names: Vec<&str> = wanted.iter().map(|a| a.name()).collect();
         return Err(format!(

@@ -40,7 +40,7 @@ use rand_core::{Rng, SeedableRng};
 
 use self::cipher::{CipherAlg, DirectionKeys, MacAlg, PacketCipher};
 use self::disconnect::{CloseReason, DisconnectReason, write_disconnect};
-use self::hostkey::{HostKey, HostKeyAlg};
+use self::hostkey::{HostKeyAlg, HostKeys};
 use self::kex::{ClientKex, KexAlg, SharedSecret};
 use self::negotiate::{EXT_INFO_C, KexInit, Negotiated, Offer, STRICT_C, STRICT_S};
 use self::packet::{PacketWriter, Volume};
@@ -103,8 +103,8 @@ const MAX_DEFERRED_BYTES: usize = 256 * 1024;
 pub enum Role {
     /// A server signing with these host keys.
     Server {
-        /// The host keys, in preference order.
-        host_keys: Arc<[HostKey]>,
+        /// The host keys.
+        host_keys: HostKeys,
     },
     /// A client accepting these host-key algorithms.
     Client {
@@ -258,6 +258,12 @@ impl Transport {
     /// The server's host key blob (client role), once verified.
     pub fn peer_host_key(&self) -> Option<&[u8]> {
         self.peer_host_key.as_deref()
+    }
+
+    /// The peer's KEXINIT payload of the latest key exchange (empty before
+    /// the first).
+    pub fn peer_kexinit(&self) -> &[u8] {
+        &self.peer_kexinit
     }
 
     /// The peer's identification string.
@@ -454,14 +460,9 @@ impl Transport {
     fn offer(&self) -> Offer {
         let host_key = match &self.role {
             Role::Server { host_keys } => {
-                let mut algs = Vec::new();
-                for key in host_keys.iter() {
-                    for alg in key.algorithms() {
-                        if !algs.contains(alg) {
-                            algs.push(*alg);
-                        }
-                    }
-                }
+                // Retiring keys too: they still sign for clients that know
+                // only them.
+                let algs = host_keys.algorithms();
                 match &self.config.host_key_algs {
                     // The operator's order, of what the keys can do.
                     Some(wanted) => wanted
@@ -716,13 +717,10 @@ impl Transport {
                 "internal error: role".into(),
             ));
         };
-        let key = host_keys
-            .iter()
-            .find(|k| k.algorithms().contains(&neg.host_key))
-            .ok_or((
-                DisconnectReason::KeyExchangeFailed,
-                "no host key for the algorithm".to_owned(),
-            ))?;
+        let key = host_keys.signing_key(neg.host_key).ok_or((
+            DisconnectReason::KeyExchangeFailed,
+            "no host key for the algorithm".to_owned(),
+        ))?;
         let k_s = key.public_blob();
         let v_c = self.peer_version.as_deref().unwrap_or_default();
         let h = kex::exchange_hash(
