@@ -1011,12 +1011,12 @@ impl ServerUpper {
     /// A USERAUTH_REQUEST, for the authentication layer.
     fn on_userauth(&mut self, t: &mut Transport, now: Instant, payload: &[u8]) {
         let outcome = self.auth.on_request(t, payload);
-        self.auth_outcome(now, outcome);
+        self.auth_outcome(t, now, outcome);
     }
 
     /// Acts on what authentication asks: a lookup, by the mode's means,
     /// or the connected state once a user is verified.
-    fn auth_outcome(&mut self, now: Instant, outcome: Outcome<Option<ApiUser>>) {
+    fn auth_outcome(&mut self, t: &mut Transport, now: Instant, outcome: Outcome<Option<ApiUser>>) {
         match outcome {
             Outcome::Nothing => {}
             Outcome::Lookup { blob, fingerprint } => {
@@ -1044,10 +1044,17 @@ impl ServerUpper {
                 self.api_user = verified.account;
                 self.phase = Phase::Connected;
                 self.timers.stop(SessionTimer::LoginGrace);
-                self.timers
-                    .set(SessionTimer::Idle, now + self.config.idle_timeout);
-                self.timers
-                    .set(SessionTimer::SessionLimit, now + self.config.max_session);
+                t.allow_rekey(now);
+                // Zero is no limit (sshd's meaning): the timer is never
+                // armed, and `active` re-arms only an armed one.
+                if !self.config.idle_timeout.is_zero() {
+                    self.timers
+                        .set(SessionTimer::Idle, now + self.config.idle_timeout);
+                }
+                if !self.config.max_session.is_zero() {
+                    self.timers
+                        .set(SessionTimer::SessionLimit, now + self.config.max_session);
+                }
                 self.arm_keepalive(now);
             }
         }
@@ -1084,7 +1091,7 @@ impl ServerUpper {
             None => Found::Unknown,
         };
         let outcome = self.auth.answer(t, found);
-        self.auth_outcome(now, outcome);
+        self.auth_outcome(t, now, outcome);
     }
 
     /// The platform answered the key lookup.
@@ -1110,6 +1117,6 @@ impl ServerUpper {
             }
         };
         let outcome = self.auth.answer(t, found);
-        self.auth_outcome(now, outcome);
+        self.auth_outcome(t, now, outcome);
     }
 }
