@@ -17,6 +17,7 @@ pub mod driver;
 pub mod dyno;
 pub mod files;
 pub mod http;
+pub mod layers;
 pub mod locks;
 pub mod process;
 pub mod server;

@@ -16,26 +16,35 @@ use crate::Shared;
 /// Reads the environment and `./.env`, parses the command line (printing
 /// help, version or errors and exiting as clap does), and starts logging.
 pub fn settings(bin_name: &'static str) -> Settings {
-    let dotenv = std::fs::read_to_string(".env").ok();
-    let (env, warnings) = Env::new(std::env::vars(), dotenv.as_deref());
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let settings = match crate::config::parse(bin_name, std::env::args_os(), &env, &host) {
+    let sources = Sources::from_process(bin_name);
+    let settings = match sources.parse() {
         Ok(s) => s,
         Err(e) => e.exit(),
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.clone());
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
-    for w in warnings.iter().chain(&settings.warnings) {
+    if settings.print_config {
+        // Validated in full first: --print-config is a configuration check too.
+        print!(
+            "{}",
+            crate::config::render_config(bin_name, &settings, &sources.env().unwrap_or_default())
+        );
+        std::process::exit(0);
+    }
+    init_logging(&settings.log);
+    for w in &settings.warnings {
         tracing::warn!("{w}");
     }
+    let data_dir =
+        std::path::absolute(&settings.data_dir).unwrap_or_else(|_| settings.data_dir.clone());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        mode = match settings.mode {
+            ModeSettings::Standalone => "standalone",
+            ModeSettings::Api(_) => "api",
+        },
+        data_dir = %data_dir.display(),
+        config = %settings.config_file.as_deref().map_or("none".into(), |p| p.display().to_string()),
+        "starting"
+    );
     let names = |names: Vec<&'static str>| names.join(",");
     tracing::info!(
         kex = %names(settings.kex.iter().map(|a| a.name()).collect()),
@@ -47,6 +56,111 @@ pub fn settings(bin_name: &'static str) -> Settings {
     settings
 }
 
+/// What the configuration is read from: the command line and the process
+/// environment, fixed for the life of the process, and `./.env` and the
+/// configuration file, read again on each [`Sources::parse`] (SIGHUP).
+#[derive(Clone)]
+pub struct Sources {
+    bin_name: &'static str,
+    args: Vec<std::ffi::OsString>,
+    process_env: Vec<(String, String)>,
+    host_name: String,
+}
+
+impl std::fmt::Debug for Sources {
+    // The environment may hold secrets: not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("bin_name", &self.bin_name)
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sources {
+    /// This process's arguments and environment.
+    pub fn from_process(bin_name: &'static str) -> Self {
+        Self {
+            bin_name,
+            args: std::env::args_os().collect(),
+            process_env: std::env::vars().collect(),
+            host_name: rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
+        }
+    }
+
+    /// The environment over `./.env` as it is now.
+    pub fn env(&self) -> Result<Env, String> {
+        let dotenv = match std::fs::read_to_string(".env") {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("cannot read ./.env: {e}")),
+        };
+        Env::new(self.process_env.clone(), dotenv.as_deref())
+    }
+
+    /// The settings as the sources say now. Any error is clap's (printed
+    /// and exited with by the caller at start).
+    pub fn parse(&self) -> Result<Settings, clap::Error> {
+        let refuse = |msg: String| {
+            crate::config::command(self.bin_name)
+                .error(clap::error::ErrorKind::ValueValidation, msg)
+        };
+        let env = self.env().map_err(refuse)?;
+        let path = crate::config::config_file(self.bin_name, self.args.clone(), &env)?;
+        let text = match &path {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                refuse(format!(
+                    "cannot read the configuration file {}: {e}",
+                    p.display()
+                ))
+            })?),
+            None => None,
+        };
+        let file = path.as_deref().zip(text.as_deref());
+        crate::config::parse_with_file(
+            self.bin_name,
+            self.args.clone(),
+            &env,
+            file,
+            &self.host_name,
+        )
+    }
+}
+
+/// Changes the log filter of a running server (SIGHUP).
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+fn init_logging(filter: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(filter));
+    let _ = LOG_FILTER.set(handle);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
+        .init();
+}
+
+/// Replaces the log filter (SIGHUP); an error if logging was not started
+/// here.
+pub fn set_log_filter(filter: &str) -> Result<(), String> {
+    let handle = LOG_FILTER.get().ok_or("logging not started")?;
+    handle
+        .reload(tracing_subscriber::EnvFilter::new(filter))
+        .map_err(|e| e.to_string())
+}
+
 /// Reads each host key, generating the default one when it is missing, as
 /// the core decides; logs each key's fingerprint.
 pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String> {
@@ -55,6 +169,7 @@ pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String>
         let path = match source {
             HostKeySource::Given(p) | HostKeySource::Default(p) => p,
         };
+        check_key_mode(path)?;
         let read = std::fs::read(path).map_err(|e| e.kind());
         let key = match host_key_step(source, read, crate::seed())? {
             HostKeyStep::Loaded(key) => key,
@@ -85,10 +200,49 @@ pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String>
     Ok(keys)
 }
 
+/// Refuses a host key that anyone but its owner may read or write, as
+/// sshd does ("UNPROTECTED PRIVATE KEY FILE"); a missing one is for
+/// [`host_key_step`] to judge.
+fn check_key_mode(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "host key {}: permissions {mode:04o} are too open: a private key must be accessible by its owner only (chmod 600 {})",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an `--authorized-keys` that was named explicitly and is missing
+/// or not a file (the default path may be missing: the log says where to
+/// put keys).
+fn check_authorized_keys(settings: &Settings) -> Result<(), String> {
+    if !settings.authorized_keys_explicit {
+        return Ok(());
+    }
+    let path = &settings.authorized_keys;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(format!(
+            "--authorized-keys {}: not a file (an OpenSSH authorized_keys file or a .pub file)",
+            path.display()
+        )),
+        Err(e) => Err(format!("--authorized-keys {}: {e}", path.display())),
+    }
+}
+
 /// Everything a server needs before it listens: the shared state, and (in
 /// standalone mode) the key store the runtime keeps current with
 /// [`crate::files::watch_authorized_keys`].
 pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), String> {
+    // Before a host key may be generated: a start refused leaves nothing.
+    check_authorized_keys(settings)?;
     let host_keys = load_host_keys(&settings.host_keys)?;
     if let Some(wanted) = &settings.host_key_algs
         && !wanted
