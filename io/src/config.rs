@@ -95,6 +95,7 @@ mode need a restart (the log says so).";
     about = "An SSH server for git: git push and git clone over SSH, standalone or in front of an Openruko platform.",
     after_help = "-h shows a summary; --help shows every option in full, with its variable, and the environment variables.",
     after_long_help = AFTER_LONG_HELP,
+    long_about = None,
     max_term_width = 100
 )]
 pub struct Cli {
@@ -1303,5 +1304,337 @@ mod tests {
         let s = parse("gitmouth", args(&["--max-sessions", "3"]), &e, "box").unwrap();
         assert_eq!(s.max_sessions, 3);
         assert!(parse("gitmouth", args(&["--max-sessions", "0"]), &e, "box").is_err());
+    }
+    fn with_file(list: &[&str], e: &Env, text: &str) -> Result<Settings, String> {
+        parse_with_file(
+            "gitmouth",
+            args(list),
+            e,
+            Some((std::path::Path::new("/etc/gm.toml"), text)),
+            "box",
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn source_of(s: &Settings, long: &str) -> Source {
+        s.origins
+            .iter()
+            .find(|o| o.long == long)
+            .map(|o| o.source.clone())
+            .unwrap()
+    }
+
+    #[test]
+    fn precedence_flags_environment_dotenv_file_default() {
+        let file = "max-sessions = 2\n";
+        let dotenv = Some("GITMOUTH_MAX_SESSIONS=3\n");
+        let process = [("GITMOUTH_MAX_SESSIONS", "4")];
+        let flag = ["--max-sessions", "5"];
+        let s = with_file(&[], &Env::default(), "").unwrap();
+        assert_eq!(
+            (s.max_sessions, source_of(&s, "max-sessions")),
+            (10, Source::Default)
+        );
+        let s = with_file(&[], &Env::default(), file).unwrap();
+        assert_eq!(s.max_sessions, 2);
+        assert_eq!(
+            source_of(&s, "max-sessions"),
+            Source::File {
+                path: "/etc/gm.toml".into(),
+                line: 1
+            }
+        );
+        let s = with_file(&[], &env(&[], dotenv), file).unwrap();
+        assert_eq!(s.max_sessions, 3);
+        assert_eq!(
+            source_of(&s, "max-sessions"),
+            Source::DotEnv {
+                var: "GITMOUTH_MAX_SESSIONS".into(),
+                line: Some(1)
+            }
+        );
+        let s = with_file(&[], &env(&process, dotenv), file).unwrap();
+        assert_eq!(s.max_sessions, 4);
+        assert_eq!(
+            source_of(&s, "max-sessions"),
+            Source::Environment("GITMOUTH_MAX_SESSIONS".into())
+        );
+        let s = with_file(&flag, &env(&process, dotenv), file).unwrap();
+        assert_eq!(
+            (s.max_sessions, source_of(&s, "max-sessions")),
+            (5, Source::CommandLine)
+        );
+    }
+
+    #[test]
+    fn the_originals_variables_and_rust_log_are_layers_too() {
+        // --log beats RUST_LOG; RUST_LOG (environment) beats the file.
+        let e = env(&[("RUST_LOG", "debug")], None);
+        assert_eq!(
+            with_file(&["--log", "warn"], &e, "log = \"error\"")
+                .unwrap()
+                .log,
+            "warn"
+        );
+        assert_eq!(with_file(&[], &e, "log = \"error\"").unwrap().log, "debug");
+        // GITMOUTH_LISTEN beats GITMOUTH_PORT in the same layer; the
+        // environment's GITMOUTH_PORT beats the file's listen.
+        let e = env(&[("GITMOUTH_PORT", "2022")], None);
+        let s = with_file(&[], &e, "listen = \"127.0.0.1:9\"").unwrap();
+        assert_eq!(s.listen, "0.0.0.0:2022".parse().unwrap());
+        let e = env(
+            &[
+                ("GITMOUTH_PORT", "2022"),
+                ("GITMOUTH_LISTEN", "127.0.0.1:7"),
+            ],
+            None,
+        );
+        assert_eq!(
+            with_file(&[], &e, "").unwrap().listen,
+            "127.0.0.1:7".parse().unwrap()
+        );
+        let err = with_file(&[], &env(&[("GITMOUTH_PORT", "99999")], None), "").unwrap_err();
+        assert!(
+            err.contains("GITMOUTH_PORT") && err.contains("99999"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lists_and_switches_from_each_layer() {
+        let e = env(&[("GITMOUTH_ADMISSION_EXEMPT", "10.0.0.0/8, ::1")], None);
+        let s = with_file(&[], &e, "").unwrap();
+        assert_eq!(s.admission.exempt.len(), 2);
+        let s = with_file(
+            &[],
+            &Env::default(),
+            "admission-exempt = [\"10.0.0.0/8\"]\nhost-key = \"a,b\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.admission.exempt.len(), 1);
+        assert_eq!(s.host_keys.len(), 2);
+        for (text, on) in [("yes", true), ("no", false), ("true", true), ("off", false)] {
+            let e = env(&[("GITMOUTH_PER_SOURCE_PENALTIES", text)], None);
+            assert_eq!(with_file(&[], &e, "").unwrap().admission.penalties, on);
+            let line = format!("per-source-penalties = \"{text}\"");
+            assert_eq!(
+                with_file(&[], &Env::default(), &line)
+                    .unwrap()
+                    .admission
+                    .penalties,
+                on
+            );
+        }
+        assert!(
+            !with_file(&[], &Env::default(), "per-source-penalties = false")
+                .unwrap()
+                .admission
+                .penalties
+        );
+        assert!(
+            with_file(&["--legacy-algorithms"], &Env::default(), "")
+                .unwrap()
+                .legacy_algorithms
+        );
+        assert!(
+            !with_file(&["--legacy-algorithms", "no"], &Env::default(), "")
+                .unwrap()
+                .legacy_algorithms
+        );
+        assert!(
+            !with_file(&["--per-source-penalties=no"], &Env::default(), "")
+                .unwrap()
+                .admission
+                .penalties
+        );
+        let err = with_file(
+            &[],
+            &env(&[("GITMOUTH_LEGACY_ALGORITHMS", "maybe")], None),
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("GITMOUTH_LEGACY_ALGORITHMS") && err.contains("yes, no"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_naming_the_key_and_line() {
+        let err =
+            with_file(&[], &Env::default(), "log = \"info\"\nmax_sessions = 3\n").unwrap_err();
+        assert!(
+            err.contains("/etc/gm.toml line 2")
+                && err.contains("\"max_sessions\"")
+                && err.contains("max-sessions"),
+            "{err}"
+        );
+        let err = with_file(&[], &Env::default(), "config = \"x\"\n").unwrap_err();
+        assert!(err.contains("unknown key \"config\""), "{err}");
+        let err = with_file(&[], &Env::default(), "max-sessions = [1]\n").unwrap_err();
+        assert!(
+            err.contains("--max-sessions") && err.contains("not a list"),
+            "{err}"
+        );
+        let err = with_file(&[], &Env::default(), "max-sessions = \n").unwrap_err();
+        assert!(err.contains("not valid TOML"), "{err}");
+        let err = with_file(&[], &Env::default(), "\n\nrekey-limit = \"10\"\n").unwrap_err();
+        assert!(
+            err.contains("--rekey-limit from /etc/gm.toml line 3")
+                && err.contains("\"10\"")
+                && err.contains("1M to 64G"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_is_no_limit_or_refused() {
+        let s = with_file(
+            &[
+                "--idle-timeout",
+                "0",
+                "--max-session-time",
+                "0",
+                "--max-connections",
+                "0",
+                "--rekey-interval",
+                "0",
+            ],
+            &Env::default(),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.idle_timeout, s.max_session, s.rekey_interval),
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO)
+        );
+        assert_eq!(s.admission.max_connections, u32::MAX);
+        for flag in [
+            "--login-grace-time",
+            "--max-auth-tries",
+            "--api-timeout",
+            "--provision-timeout",
+            "--max-sessions",
+            "--keepalive-count-max",
+            "--per-source-max-startups",
+        ] {
+            assert!(
+                with_file(&[flag, "0"], &Env::default(), "").is_err(),
+                "{flag} 0 accepted"
+            );
+        }
+        assert!(with_file(&["--rekey-limit", "10"], &Env::default(), "").is_err());
+        assert!(with_file(&["--rekey-limit", "1M"], &Env::default(), "").is_ok());
+        assert!(with_file(&["--rekey-limit", "65G"], &Env::default(), "").is_err());
+        assert!(with_file(&["--log", "gitmouth=loud"], &Env::default(), "").is_err());
+    }
+
+    #[test]
+    fn options_the_mode_does_not_use_are_refused() {
+        let api = env(&[("APISERVER_KEY", "k")], None);
+        let err = with_file(&["--authorized-keys", "k"], &api, "").unwrap_err();
+        assert!(
+            err.contains("--authorized-keys") && err.contains("API mode"),
+            "{err}"
+        );
+        let err = with_file(&[], &api, "authorized-keys = \"k\"\n").unwrap_err();
+        assert!(err.contains("/etc/gm.toml line 1"), "{err}");
+        let err = with_file(&["--api-timeout", "5"], &Env::default(), "").unwrap_err();
+        assert!(err.contains("standalone mode"), "{err}");
+        assert!(with_file(&["--api-timeout", "5"], &api, "").is_ok());
+        assert!(
+            with_file(&["--authorized-keys", "k"], &Env::default(), "")
+                .unwrap()
+                .authorized_keys_explicit
+        );
+        assert!(
+            !with_file(&[], &Env::default(), "")
+                .unwrap()
+                .authorized_keys_explicit
+        );
+    }
+
+    #[test]
+    fn a_dotenv_that_does_not_parse_is_an_error() {
+        let err = Env::new(
+            Vec::new(),
+            Some("APISERVER_KEY=abc\nthis is not an assignment\n"),
+        )
+        .unwrap_err();
+        assert!(err.contains(".env"), "{err}");
+    }
+
+    #[test]
+    fn print_config_names_sources_and_masks_secrets() {
+        let e = env(
+            &[
+                ("APISERVER_KEY", "supersecret"),
+                ("GITMOUTH_MAX_SESSIONS", "4"),
+            ],
+            Some("APISERVER_PORT=8080\n"),
+        );
+        let s = with_file(&[], &e, "idle-timeout = 60\n").unwrap();
+        let text = render_config("gitmouth", &s, &e);
+        assert!(!text.contains("supersecret"), "{text}");
+        assert!(text.contains("APISERVER_KEY = \"********\""), "{text}");
+        assert!(
+            text.contains("max-sessions = 4  # the environment (GITMOUTH_MAX_SESSIONS)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("idle-timeout = 60  # /etc/gm.toml line 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("APISERVER_PORT = \"8080\"  # ./.env line 1 (APISERVER_PORT)"),
+            "{text}"
+        );
+        assert!(text.contains("mode = \"api\"  # default"), "{text}");
+        // What it prints reads back as a configuration file (the
+        // commented lines aside) with the same result.
+        let again = with_file(&[], &e, &text).unwrap();
+        assert_eq!(
+            render_config("gitmouth", &again, &e)
+                .lines()
+                .skip(1)
+                .filter(|l| l.starts_with("max-"))
+                .count(),
+            text.lines()
+                .skip(1)
+                .filter(|l| l.starts_with("max-"))
+                .count()
+        );
+    }
+
+    #[test]
+    fn help_is_short_with_h_and_long_with_help_wrapped_and_naming_variables() {
+        let short = command("gitmouth").render_help().to_string();
+        let long = command("gitmouth").render_long_help().to_string();
+        assert!(
+            short.len() * 2 < long.len(),
+            "{} vs {}",
+            short.len(),
+            long.len()
+        );
+        for line in long.lines().chain(short.lines()) {
+            assert!(line.chars().count() <= 100, "too long: {line:?}");
+        }
+        for var in [
+            "GITMOUTH_MAX_STARTUPS",
+            "GITMOUTH_PORT",
+            "GITMOUTH_PRIVATE_KEY",
+            "APISERVER_KEY",
+            "APISERVER_PROTOCOL",
+            "APISERVER_HOSTNAME",
+            "APISERVER_PORT",
+            "DYNOHOST_RENDEZVOUS_PORT",
+            "APISERVER_CA_FILE",
+            "DYNOHOST_TLS_VERIFY",
+            "RUST_LOG",
+            "file key: max-startups",
+        ] {
+            assert!(long.contains(var), "{var} missing from --help");
+        }
+        assert!(long.contains("--per-source-penalties [<yes|no>]"), "{long}");
     }
 }
