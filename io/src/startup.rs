@@ -16,7 +16,7 @@ use crate::Shared;
 /// Reads the environment and `./.env`, parses the command line (printing
 /// help, version or errors and exiting as clap does), and starts logging.
 pub fn settings(bin_name: &'static str) -> Settings {
-    let sources = Sources::from_process(bin_name);
+    let sources = SOURCES.get_or_init(|| Sources::from_process(bin_name));
     let settings = match sources.parse() {
         Ok(s) => s,
         Err(e) => e.exit(),
@@ -127,6 +127,133 @@ impl Sources {
             file,
             &self.host_name,
         )
+    }
+}
+
+/// This process's sources, kept for SIGHUP ([`reload`]).
+static SOURCES: std::sync::OnceLock<Sources> = std::sync::OnceLock::new();
+
+/// Names of the settings whose values differ between `old` and `new`.
+fn changed(old: &Settings, new: &Settings) -> Vec<String> {
+    let value = |s: &Settings, long: &str| {
+        s.origins
+            .iter()
+            .find(|o| o.long == long)
+            .map(|o| o.values.clone())
+    };
+    let mut names: Vec<String> = old
+        .origins
+        .iter()
+        .chain(&new.origins)
+        .map(|o| o.long.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|long| value(old, long) != value(new, long))
+        .collect()
+}
+
+/// SIGHUP: reads the configuration file and `./.env` again and applies
+/// what can change live to new connections (limits, time limits,
+/// algorithm lists, admission, the log filter, the authorized keys file,
+/// which is re-read either way); what cannot (the listen address, data
+/// directory, host keys, mode and API-mode variables) keeps its running
+/// value and is logged as needing a restart. A configuration that does not
+/// parse changes nothing (and is logged). `current` becomes what runs.
+pub fn reload(shared: &crate::Shared, current: &mut Settings) {
+    let Some(sources) = SOURCES.get() else {
+        return;
+    };
+    let mut new = match sources.parse() {
+        Ok(s) => s,
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            tracing::error!(error = %first.strip_prefix("error: ").unwrap_or(first), "SIGHUP: the configuration is refused; the running one stays");
+            return;
+        }
+    };
+    if let Err(e) = check_authorized_keys(&new) {
+        tracing::error!(error = %e, "SIGHUP: the configuration is refused; the running one stays");
+        return;
+    }
+    let restart = [
+        ("listen", new.listen != current.listen),
+        ("data-dir", new.data_dir != current.data_dir),
+        ("host-key", new.host_keys != current.host_keys),
+        (
+            "mode",
+            std::mem::discriminant(&new.mode) != std::mem::discriminant(&current.mode),
+        ),
+        (
+            "API-mode variables",
+            match (&new.mode, &current.mode) {
+                (ModeSettings::Api(a), ModeSettings::Api(b)) => {
+                    a.api.base_url() != b.api.base_url()
+                        || *a.api.key != *b.api.key
+                        || a.rendezvous_port != b.rendezvous_port
+                        || a.api_tls != b.api_tls
+                        || a.dyno_tls != b.dyno_tls
+                }
+                _ => false,
+            },
+        ),
+    ];
+    for (setting, differs) in restart {
+        if differs {
+            tracing::warn!(
+                setting,
+                "SIGHUP: changed, but needs a restart: the running value stays until then"
+            );
+        }
+    }
+    let changed = changed(current, &new);
+    // What needs a restart keeps running as it is; API timeouts are
+    // limits, and change.
+    new.listen = current.listen;
+    new.data_dir = current.data_dir.clone();
+    new.host_keys = current.host_keys.clone();
+    let timeouts = match &new.mode {
+        ModeSettings::Api(a) => Some((a.api.timeout, a.api.provision_timeout)),
+        ModeSettings::Standalone => None,
+    };
+    new.mode = current.mode.clone();
+    if let (ModeSettings::Api(a), Some((timeout, provision))) = (&mut new.mode, timeouts) {
+        a.api.timeout = timeout;
+        a.api.provision_timeout = provision;
+    }
+    let running = shared.config();
+    let mut config = crate::config::server_config(&new, Vec::new(), core_mode(&new));
+    config.host_keys = running.host_keys.clone();
+    shared.set_config(config);
+    shared.admission(|a| a.set_config(new.admission.clone()));
+    shared.command_slots.set_max(new.max_commands as usize);
+    if let Err(e) = set_log_filter(&new.log) {
+        tracing::warn!(error = %e, "SIGHUP: cannot change the log filter");
+    }
+    tracing::info!(changed = %changed.join(","), "SIGHUP: configuration reloaded");
+    if let Some(store) = &shared.keys {
+        if store.path() == new.authorized_keys {
+            store.reload();
+        } else {
+            store.set_path(new.authorized_keys.clone());
+        }
+    }
+    *current = new;
+}
+
+/// The core's mode for `settings`.
+fn core_mode(settings: &Settings) -> Mode {
+    match &settings.mode {
+        ModeSettings::Standalone => Mode::Standalone {
+            repos: settings.data_dir.join("repos"),
+        },
+        ModeSettings::Api(api) => Mode::Api {
+            api: api.api.clone(),
+            rendezvous_port: api.rendezvous_port,
+        },
     }
 }
 
@@ -257,9 +384,10 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
     }
     let (mode, store, http, dyno_tls) = match &settings.mode {
         ModeSettings::Standalone => {
-            let store = Arc::new(KeyStore::new(crate::files::load_authorized_keys(
-                &settings.authorized_keys,
-            )));
+            let store = Arc::new(KeyStore::new(
+                crate::files::load_authorized_keys(&settings.authorized_keys),
+                settings.authorized_keys.clone(),
+            ));
             let repos = settings.data_dir.join("repos");
             // A crash may have left a push-to-create's temporary
             // repository behind; one younger than an hour may be another
@@ -269,21 +397,18 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
                 crate::files::STALE_INIT_AGE,
                 std::time::SystemTime::now(),
             );
-            let mode = Mode::Standalone { repos };
-            (mode, Some(store), None, None)
+            (core_mode(settings), Some(store), None, None)
         }
         ModeSettings::Api(api) => {
             tracing::info!(api_server = %api.api.base_url(), rendezvous_port = api.rendezvous_port, "API mode");
             let http = crate::http::Client::new(&api.api_tls)?;
             let dyno_tls = crate::dyno::Connector::new(&api.dyno_tls)?;
-            let mode = Mode::Api {
-                api: api.api.clone(),
-                rendezvous_port: api.rendezvous_port,
-            };
-            (mode, None, Some(http), Some(dyno_tls))
+            (core_mode(settings), None, Some(http), Some(dyno_tls))
         }
     };
-    let config = Arc::new(crate::config::server_config(settings, host_keys, mode));
+    let config = std::sync::RwLock::new(Arc::new(crate::config::server_config(
+        settings, host_keys, mode,
+    )));
     let admission = std::sync::Mutex::new(gitmouth_core::admission::Admission::new(
         settings.admission.clone(),
         crate::seed(),

@@ -1185,12 +1185,12 @@ fn sighup_in_api_mode_ends_nothing_and_max_commands_applies(runtime: Runtime) {
             ..Setup::default()
         },
     );
-    // No keys to re-read here, but the signal's default action (ending
+    // The configuration is re-read (no keys here), and the signal's default action (ending
     // the process) must not happen either.
     gitmouth_tests::kill(p.server.pid(), "HUP");
     assert!(
         p.server
-            .wait_for_log("SIGHUP: nothing to re-read", Duration::from_secs(10)),
+            .wait_for_log("SIGHUP: configuration reloaded", Duration::from_secs(10)),
         "{}",
         p.server.log()
     );
