@@ -36,8 +36,8 @@ pub fn settings(bin_name: &'static str) -> Settings {
     let data_dir =
         std::path::absolute(&settings.data_dir).unwrap_or_else(|_| settings.data_dir.clone());
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        mode = match settings.mode {
+        version = %env!("CARGO_PKG_VERSION"),
+        mode = %match settings.mode {
             ModeSettings::Standalone => "standalone",
             ModeSettings::Api(_) => "api",
         },
@@ -204,7 +204,7 @@ pub fn reload(shared: &crate::Shared, current: &mut Settings) {
     for (setting, differs) in restart {
         if differs {
             tracing::warn!(
-                setting,
+                setting = %setting,
                 "SIGHUP: changed, but needs a restart: the running value stays until then"
             );
         }
