@@ -121,6 +121,12 @@ impl Platform {
         let cwd = dir.path().join("cwd");
         std::fs::create_dir_all(cwd.join("certs")).unwrap();
         std::fs::write(cwd.join("certs/server.key"), host_key_pem()).unwrap();
+        // Owner only, as sshd (and gitmouth) require of a private key.
+        std::fs::set_permissions(
+            cwd.join("certs/server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let mut env: Vec<(String, String)> = vec![
             ("APISERVER_PORT".into(), api.addr().port().to_string()),
             (
