@@ -1555,6 +1555,27 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_variable_is_refused_with_a_suggestion() {
+        let err = with_file(&[], &env(&[("GITMOUTH_MAX_SESION", "3")], None), "").unwrap_err();
+        assert!(
+            err.contains("GITMOUTH_MAX_SESION in the environment")
+                && err.contains("GITMOUTH_MAX_SESSIONS?"),
+            "{err}"
+        );
+        let err = with_file(&[], &env(&[], Some("GITMOUTH_LOGLEVEL=debug\n")), "").unwrap_err();
+        assert!(err.contains("./.env line 1"), "{err}");
+        // The original's public key variable is known (the key is derived).
+        assert!(
+            with_file(
+                &[],
+                &env(&[("GITMOUTH_PUBLIC_KEY", "certs/server.key.pub")], None),
+                ""
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn a_dotenv_that_does_not_parse_is_an_error() {
         let err = Env::new(
             Vec::new(),

@@ -135,6 +135,29 @@ impl Env {
             .or_else(|| self.lookup_dotenv(name))
     }
 
+    /// Names of the variables, in the environment and in `.env`, that
+    /// start with `prefix`, each with where it is set.
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, Source)> {
+        let mut out: Vec<(String, Source)> = self
+            .process
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .map(|k| (k.clone(), Source::Environment(k.clone())))
+            .collect();
+        for (k, (_, line)) in &self.dotenv {
+            if k.starts_with(prefix) && !self.process.contains_key(k) {
+                out.push((
+                    k.clone(),
+                    Source::DotEnv {
+                        var: k.clone(),
+                        line: *line,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
     fn lookup_process(&self, name: &str) -> Option<(&str, Source)> {
         self.process
             .get(name)
@@ -190,6 +213,59 @@ pub struct Alias {
     /// Its value as the setting's values (`GITMOUTH_PORT=2022` is
     /// `--listen 0.0.0.0:2022`), or why it is wrong.
     pub convert: fn(&str) -> Result<Vec<String>, String>,
+}
+
+/// Variables with the settings' prefix that name no setting and are no
+/// alias, but are known all the same (the original's, which we derive).
+const KNOWN_UNUSED: [&str; 1] = ["GITMOUTH_PUBLIC_KEY"];
+
+/// Refuses a `GITMOUTH_*` variable that names no setting: a misspelt one
+/// would otherwise be ignored without a word.
+fn check_variables(cmd: &Command, env: &Env, aliases: &[Alias]) -> Result<(), String> {
+    let known: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| is_setting(a))
+        .filter_map(Arg::get_long)
+        .map(variable)
+        .chain(aliases.iter().map(|a| a.var.to_owned()))
+        .chain(KNOWN_UNUSED.iter().map(|v| (*v).to_owned()))
+        .collect();
+    for (name, source) in env.with_prefix("GITMOUTH_") {
+        if known.contains(&name) {
+            continue;
+        }
+        let near = known
+            .iter()
+            .filter(|k| k.starts_with("GITMOUTH_"))
+            .min_by_key(|k| edit_distance(k, &name))
+            .filter(|k| edit_distance(k, &name) <= 3)
+            .map(|k| format!(" (did you mean {k}?)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "{name} in {source}: no option of that name{near}; each option's variable is in --help"
+        ));
+    }
+    Ok(())
+}
+
+/// Levenshtein distance, for suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// A setting's effective value(s) and where they came from.
@@ -354,6 +430,7 @@ pub fn layer(
         .clone()
         .try_get_matches_from(args.clone())
         .map_err(LayerError::Clap)?;
+    check_variables(&cmd, env, aliases).map_err(LayerError::Message)?;
     let file_values_by_key = match file {
         Some(f) => read_file(&cmd, f).map_err(LayerError::Message)?,
         None => BTreeMap::new(),

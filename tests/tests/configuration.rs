@@ -178,6 +178,16 @@ fn misconfiguration_is_refused_before_anything_listens(runtime: Runtime) {
             },
             vec!["APISERVER_PROTOCOL", "\"ftp\""],
         ),
+        (
+            Start {
+                env: &[("GITMOUTH_MAX_SESION", "3")],
+                ..Start::default()
+            },
+            vec![
+                "GITMOUTH_MAX_SESION in the environment (GITMOUTH_MAX_SESION)",
+                "did you mean GITMOUTH_MAX_SESSIONS?",
+            ],
+        ),
         // ./.env.
         (
             Start {
