@@ -327,6 +327,25 @@ pub fn load_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String>
     Ok(keys)
 }
 
+/// The checks of [`prepare`] that need no listener, made before the
+/// runtime binds one: the authorized keys file named, each host key's
+/// mode and contents (a missing default key is fine: it is generated
+/// later).
+pub fn preflight(settings: &Settings) -> Result<(), String> {
+    if matches!(settings.mode, ModeSettings::Standalone) {
+        check_authorized_keys(settings)?;
+    }
+    for source in &settings.host_keys {
+        let path = match source {
+            HostKeySource::Given(p) | HostKeySource::Default(p) => p,
+        };
+        check_key_mode(path)?;
+        let read = std::fs::read(path).map_err(|e| e.kind());
+        host_key_step(source, read, crate::seed())?;
+    }
+    Ok(())
+}
+
 /// Refuses a host key that anyone but its owner may read or write, as
 /// sshd does ("UNPROTECTED PRIVATE KEY FILE"); a missing one is for
 /// [`host_key_step`] to judge.
@@ -459,6 +478,12 @@ impl StopSignals {
 /// logged and ends the process with status 1.
 pub fn main(bin_name: &'static str, run: fn(Settings) -> Result<(), String>) {
     let settings = settings(bin_name);
+    // The runtime binds its listener before it prepares the server: what
+    // can be refused is refused first.
+    if let Err(e) = preflight(&settings) {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
     if let Err(e) = run(settings) {
         tracing::error!("{e}");
         std::process::exit(1);
