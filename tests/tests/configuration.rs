@@ -611,3 +611,21 @@ fn sighup_rereads_the_file_a_live_limit_changes_and_a_listen_change_needs_a_rest
     let lasted = silent_connection_lasts(&server, Duration::from_secs(10));
     assert!(lasted < Duration::from_secs(5), "{lasted:?}");
 }
+
+per_runtime!(the_file_can_be_named_in_dotenv);
+fn the_file_can_be_named_in_dotenv(runtime: Runtime) {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("gitmouth.toml"), "max-sessions = 7\n").unwrap();
+    let start = Start {
+        dotenv: Some("GITMOUTH_CONFIG=gitmouth.toml\n"),
+        ..Start::default()
+    };
+    let out = run(runtime, &start, scratch.path(), &["--print-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        printed(&text, "max-sessions"),
+        "max-sessions = 7  # gitmouth.toml line 1",
+        "{text}"
+    );
+}
