@@ -290,6 +290,15 @@ impl Admission {
         }
     }
 
+    /// Replaces the limits (a configuration reloaded on SIGHUP). Counts,
+    /// queues and penalties stay; a limit lowered below what is in use now
+    /// only refuses or queues newcomers until use falls under it, and one
+    /// raised lets waiting connections in at once.
+    pub fn set_config(&mut self, config: AdmissionConfig) {
+        self.config = config;
+        self.fill();
+    }
+
     /// Decides on a new connection `id` from `ip`.
     pub fn connect(&mut self, id: ConnId, ip: IpAddr, now: Instant) -> Verdict {
         let source = Source::of(ip);

@@ -427,7 +427,7 @@ impl Upper for ClientUpper {
         self.events.push_back(Event::Established);
     }
 
-    fn on_message(&mut self, t: &mut Transport, _now: Instant, _seq: u32, payload: &[u8]) {
+    fn on_message(&mut self, t: &mut Transport, now: Instant, _seq: u32, payload: &[u8]) {
         let number = payload[0];
         let mut p = Parser::new(payload);
         let _ = p.u8();
@@ -443,7 +443,10 @@ impl Upper for ClientUpper {
                     partial: p.bool().unwrap_or(false),
                 }
             }
-            numbers::USERAUTH_SUCCESS => Event::AuthSuccess,
+            numbers::USERAUTH_SUCCESS => {
+                t.allow_rekey(now);
+                Event::AuthSuccess
+            }
             numbers::USERAUTH_PK_OK => Event::PkOk,
             numbers::USERAUTH_BANNER => Event::Banner(p.utf8().unwrap_or_default().to_owned()),
             numbers::GLOBAL_REQUEST => {

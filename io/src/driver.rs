@@ -139,7 +139,7 @@ pub async fn drive<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     use tracing::Instrument;
-    let session = Session::new(shared.config.clone(), crate::seed(), accepted);
+    let session = Session::new(shared.config(), crate::seed(), accepted);
     // The core names the session in each of its events.
     let span = tracing::info_span!("conn", %peer);
     run(socket, session, shared, ticket, registration)

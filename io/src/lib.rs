@@ -17,6 +17,7 @@ pub mod driver;
 pub mod dyno;
 pub mod files;
 pub mod http;
+pub mod layers;
 pub mod locks;
 pub mod process;
 pub mod server;
@@ -32,8 +33,9 @@ use gitmouth_core::server::ServerConfig;
 
 /// What every connection of a server shares.
 pub struct Shared {
-    /// The core's configuration.
-    pub config: Arc<ServerConfig>,
+    /// The core's configuration, replaced when SIGHUP reloads it (each
+    /// new connection takes the one current then).
+    pub config: std::sync::RwLock<Arc<ServerConfig>>,
     /// HTTP client for the API server (API mode).
     pub http: Option<http::Client>,
     /// TLS for dyno hosts (API mode).
@@ -69,6 +71,19 @@ pub const DRAINING: u8 = 1;
 pub const STOPPING: u8 = 2;
 
 impl Shared {
+    /// The core's configuration as it is now.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the core's configuration for new connections.
+    pub fn set_config(&self, config: ServerConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
     /// Raises the stop level to `level` (never lowers it) and wakes every
     /// session.
     pub fn stop_to(&self, level: u8) {

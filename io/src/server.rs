@@ -30,22 +30,16 @@ where
     F: Future<Output = std::io::Result<(S, SocketAddr)>>,
 {
     let (shared, keys) = crate::startup::prepare(settings)?;
+    let shared = Arc::new(shared);
     // SIGHUP is watched before "listening" is logged, in either mode: its
     // default action would end the process, dropping every connection.
-    let hup = async_signal::Signals::new([async_signal::Signal::Hup]);
-    if let Err(e) = &hup {
-        tracing::warn!(error = %e, "cannot watch SIGHUP");
+    match async_signal::Signals::new([async_signal::Signal::Hup]) {
+        Ok(hup) => spawn(Box::pin(hangups(hup, shared.clone(), settings.clone()))),
+        Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP"),
     }
-    match (keys, hup.ok()) {
-        (Some(store), hup) => spawn(Box::pin(crate::files::watch_authorized_keys(
-            settings.authorized_keys.clone(),
-            store,
-            hup,
-        ))),
-        (None, Some(hup)) => spawn(Box::pin(crate::files::acknowledge_hangups(hup))),
-        (None, None) => {}
+    if let Some(store) = keys {
+        spawn(Box::pin(crate::files::watch_authorized_keys(store)));
     }
-    let shared = Arc::new(shared);
     let local = local.map_err(|e| e.to_string())?;
     // Watched before "listening" is logged: a signal from then on drains.
     let mut signals = crate::startup::StopSignals::new()?;
@@ -105,13 +99,13 @@ where
     let drain_started = std::time::Instant::now();
     tracing::info!(
         connections = shared.active.load(Ordering::SeqCst),
-        drain_timeout = ?shared.config.drain_timeout,
+        drain_timeout = ?shared.config().drain_timeout,
         "draining: no new connections, commands in progress may finish"
     );
     shared.stop_to(crate::DRAINING);
     let drained = futures_lite::future::or(
         async {
-            wait_for_sessions(&shared, shared.config.drain_wait()).await;
+            wait_for_sessions(&shared, shared.config().drain_wait()).await;
             true
         },
         async {
@@ -123,7 +117,7 @@ where
     if !drained {
         tracing::info!("second signal: stopping the sessions now");
         shared.stop_to(crate::STOPPING);
-        wait_for_sessions(&shared, shared.config.stop_wait()).await;
+        wait_for_sessions(&shared, shared.config().stop_wait()).await;
     }
     let left = shared.active.load(Ordering::SeqCst);
     if left > 0 {
@@ -132,6 +126,20 @@ where
         tracing::info!(after = ?drain_started.elapsed(), "drained");
     }
     Ok(())
+}
+
+/// Each SIGHUP: the configuration and the authorized keys read again
+/// ([`crate::startup::reload`]), connections untouched.
+async fn hangups(
+    mut hup: async_signal::Signals,
+    shared: Arc<crate::Shared>,
+    mut current: Settings,
+) {
+    use futures_lite::StreamExt;
+    while hup.next().await.is_some() {
+        tracing::info!("SIGHUP: re-reading the configuration and the authorized keys");
+        crate::startup::reload(&shared, &mut current);
+    }
 }
 
 /// Waits until no connection is left, or `limit` has passed (the sessions
@@ -156,7 +164,7 @@ async fn wait_then_drive<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     tracing::debug!(%peer, "waiting for a place among the startups");
-    let deadline = accepted + shared.config.login_grace;
+    let deadline = accepted + shared.config().login_grace;
     let mailbox = registration.mailbox.clone();
     let admitted = futures_lite::future::or(
         async {

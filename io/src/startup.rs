@@ -16,26 +16,35 @@ use crate::Shared;
 /// Reads the environment and `./.env`, parses the command line (printing
 /// help, version or errors and exiting as clap does), and starts logging.
 pub fn settings(bin_name: &'static str) -> Settings {
-    let dotenv = std::fs::read_to_string(".env").ok();
-    let (env, warnings) = Env::new(std::env::vars(), dotenv.as_deref());
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let settings = match crate::config::parse(bin_name, std::env::args_os(), &env, &host) {
+    let sources = SOURCES.get_or_init(|| Sources::from_process(bin_name));
+    let settings = match sources.parse() {
         Ok(s) => s,
         Err(e) => e.exit(),
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.clone());
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
-    for w in warnings.iter().chain(&settings.warnings) {
+    if settings.print_config {
+        // Validated in full first: --print-config is a configuration check too.
+        print!(
+            "{}",
+            crate::config::render_config(bin_name, &settings, &sources.env().unwrap_or_default())
+        );
+        std::process::exit(0);
+    }
+    init_logging(&settings.log);
+    for w in &settings.warnings {
         tracing::warn!("{w}");
     }
+    let data_dir =
+        std::path::absolute(&settings.data_dir).unwrap_or_else(|_| settings.data_dir.clone());
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        mode = %match settings.mode {
+            ModeSettings::Standalone => "standalone",
+            ModeSettings::Api(_) => "api",
+        },
+        data_dir = %data_dir.display(),
+        config = %settings.config_file.as_deref().map_or("none".into(), |p| p.display().to_string()),
+        "starting"
+    );
     let names = |names: Vec<&'static str>| names.join(",");
     tracing::info!(
         kex = %names(settings.kex.iter().map(|a| a.name()).collect()),
@@ -88,6 +97,243 @@ pub fn load_host_keys(settings: &Settings) -> Result<HostKeys, String> {
     Ok(keys)
 }
 
+/// What the configuration is read from: the command line and the process
+/// environment, fixed for the life of the process, and `./.env` and the
+/// configuration file, read again on each [`Sources::parse`] (SIGHUP).
+#[derive(Clone)]
+pub struct Sources {
+    bin_name: &'static str,
+    args: Vec<std::ffi::OsString>,
+    process_env: Vec<(String, String)>,
+    host_name: String,
+}
+
+impl std::fmt::Debug for Sources {
+    // The environment may hold secrets: not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("bin_name", &self.bin_name)
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sources {
+    /// This process's arguments and environment.
+    pub fn from_process(bin_name: &'static str) -> Self {
+        Self {
+            bin_name,
+            args: std::env::args_os().collect(),
+            process_env: std::env::vars().collect(),
+            host_name: rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
+        }
+    }
+
+    /// The environment over `./.env` as it is now.
+    pub fn env(&self) -> Result<Env, String> {
+        let dotenv = match std::fs::read_to_string(".env") {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("cannot read ./.env: {e}")),
+        };
+        Env::new(self.process_env.clone(), dotenv.as_deref())
+    }
+
+    /// The settings as the sources say now. Any error is clap's (printed
+    /// and exited with by the caller at start).
+    pub fn parse(&self) -> Result<Settings, clap::Error> {
+        let refuse = |msg: String| {
+            crate::config::command(self.bin_name)
+                .error(clap::error::ErrorKind::ValueValidation, msg)
+        };
+        let env = self.env().map_err(refuse)?;
+        let path = crate::config::config_file(self.bin_name, self.args.clone(), &env)?;
+        let text = match &path {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                refuse(format!(
+                    "cannot read the configuration file {}: {e}",
+                    p.display()
+                ))
+            })?),
+            None => None,
+        };
+        let file = path.as_deref().zip(text.as_deref());
+        crate::config::parse_with_file(
+            self.bin_name,
+            self.args.clone(),
+            &env,
+            file,
+            &self.host_name,
+        )
+    }
+}
+
+/// This process's sources, kept for SIGHUP ([`reload`]).
+static SOURCES: std::sync::OnceLock<Sources> = std::sync::OnceLock::new();
+
+/// Names of the settings whose values differ between `old` and `new`.
+fn changed(old: &Settings, new: &Settings) -> Vec<String> {
+    let value = |s: &Settings, long: &str| {
+        s.origins
+            .iter()
+            .find(|o| o.long == long)
+            .map(|o| o.values.clone())
+    };
+    let mut names: Vec<String> = old
+        .origins
+        .iter()
+        .chain(&new.origins)
+        .map(|o| o.long.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|long| value(old, long) != value(new, long))
+        .collect()
+}
+
+/// SIGHUP: reads the configuration file and `./.env` again and applies
+/// what can change live to new connections (limits, time limits,
+/// algorithm lists, admission, the log filter, the authorized keys file,
+/// which is re-read either way); what cannot (the listen address, data
+/// directory, host keys, mode and API-mode variables) keeps its running
+/// value and is logged as needing a restart. A configuration that does not
+/// parse changes nothing (and is logged). `current` becomes what runs.
+pub fn reload(shared: &crate::Shared, current: &mut Settings) {
+    let Some(sources) = SOURCES.get() else {
+        return;
+    };
+    let mut new = match sources.parse() {
+        Ok(s) => s,
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            tracing::error!(error = %first.strip_prefix("error: ").unwrap_or(first), "SIGHUP: the configuration is refused; the running one stays");
+            return;
+        }
+    };
+    if let Err(e) = check_authorized_keys(&new) {
+        tracing::error!(error = %e, "SIGHUP: the configuration is refused; the running one stays");
+        return;
+    }
+    let restart = [
+        ("listen", new.listen != current.listen),
+        ("data-dir", new.data_dir != current.data_dir),
+        ("host-key", new.host_keys != current.host_keys),
+        (
+            "host-key-retiring",
+            new.host_keys_retiring != current.host_keys_retiring,
+        ),
+        (
+            "mode",
+            std::mem::discriminant(&new.mode) != std::mem::discriminant(&current.mode),
+        ),
+        (
+            "API-mode variables",
+            match (&new.mode, &current.mode) {
+                (ModeSettings::Api(a), ModeSettings::Api(b)) => {
+                    a.api.base_url() != b.api.base_url()
+                        || *a.api.key != *b.api.key
+                        || a.rendezvous_port != b.rendezvous_port
+                        || a.api_tls != b.api_tls
+                        || a.dyno_tls != b.dyno_tls
+                }
+                _ => false,
+            },
+        ),
+    ];
+    for (setting, differs) in restart {
+        if differs {
+            tracing::warn!(
+                setting = %setting,
+                "SIGHUP: changed, but needs a restart: the running value stays until then"
+            );
+        }
+    }
+    let changed = changed(current, &new);
+    // What needs a restart keeps running as it is; API timeouts are
+    // limits, and change.
+    new.listen = current.listen;
+    new.data_dir = current.data_dir.clone();
+    new.host_keys = current.host_keys.clone();
+    new.host_keys_retiring = current.host_keys_retiring.clone();
+    let timeouts = match &new.mode {
+        ModeSettings::Api(a) => Some((a.api.timeout, a.api.provision_timeout)),
+        ModeSettings::Standalone => None,
+    };
+    new.mode = current.mode.clone();
+    if let (ModeSettings::Api(a), Some((timeout, provision))) = (&mut new.mode, timeouts) {
+        a.api.timeout = timeout;
+        a.api.provision_timeout = provision;
+    }
+    let running = shared.config();
+    let mut config = crate::config::server_config(&new, Vec::new().into(), core_mode(&new));
+    config.host_keys = running.host_keys.clone();
+    shared.set_config(config);
+    shared.admission(|a| a.set_config(new.admission.clone()));
+    shared.command_slots.set_max(new.max_commands as usize);
+    if let Err(e) = set_log_filter(&new.log) {
+        tracing::warn!(error = %e, "SIGHUP: cannot change the log filter");
+    }
+    tracing::info!(changed = %changed.join(","), "SIGHUP: configuration reloaded");
+    if let Some(store) = &shared.keys {
+        if store.path() == new.authorized_keys {
+            store.reload();
+        } else {
+            store.set_path(new.authorized_keys.clone());
+        }
+    }
+    *current = new;
+}
+
+/// The core's mode for `settings`.
+fn core_mode(settings: &Settings) -> Mode {
+    match &settings.mode {
+        ModeSettings::Standalone => Mode::Standalone {
+            repos: settings.data_dir.join("repos"),
+        },
+        ModeSettings::Api(api) => Mode::Api {
+            api: api.api.clone(),
+            rendezvous_port: api.rendezvous_port,
+        },
+    }
+}
+
+/// Changes the log filter of a running server (SIGHUP).
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+fn init_logging(filter: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(filter));
+    let _ = LOG_FILTER.set(handle);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
+        .init();
+}
+
+/// Replaces the log filter (SIGHUP); an error if logging was not started
+/// here.
+pub fn set_log_filter(filter: &str) -> Result<(), String> {
+    let handle = LOG_FILTER.get().ok_or("logging not started")?;
+    handle
+        .reload(tracing_subscriber::EnvFilter::new(filter))
+        .map_err(|e| e.to_string())
+}
+
 /// Reads each host key, generating the default one when it is missing, as
 /// the core decides.
 fn read_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String> {
@@ -96,6 +342,7 @@ fn read_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String> {
         let path = match source {
             HostKeySource::Given(p) | HostKeySource::Default(p) => p,
         };
+        check_key_mode(path)?;
         let read = std::fs::read(path).map_err(|e| e.kind());
         let key = match host_key_step(source, read, crate::seed())? {
             HostKeyStep::Loaded(key) => key,
@@ -125,10 +372,72 @@ fn read_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String> {
     Ok(keys)
 }
 
+/// The checks of [`prepare`] that need no listener, made before the
+/// runtime binds one: the authorized keys file named, each host key's
+/// mode and contents (a missing default key is fine: it is generated
+/// later).
+pub fn preflight(settings: &Settings) -> Result<(), String> {
+    if matches!(settings.mode, ModeSettings::Standalone) {
+        check_authorized_keys(settings)?;
+    }
+    for source in settings
+        .host_keys
+        .iter()
+        .chain(&settings.host_keys_retiring)
+    {
+        let path = match source {
+            HostKeySource::Given(p) | HostKeySource::Default(p) => p,
+        };
+        check_key_mode(path)?;
+        let read = std::fs::read(path).map_err(|e| e.kind());
+        host_key_step(source, read, crate::seed())?;
+    }
+    Ok(())
+}
+
+/// Refuses a host key that anyone but its owner may read or write, as
+/// sshd does ("UNPROTECTED PRIVATE KEY FILE"); a missing one is for
+/// [`host_key_step`] to judge.
+fn check_key_mode(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "host key {}: permissions {mode:04o} are too open: a private key must be accessible by its owner only (chmod 600 {})",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an `--authorized-keys` that was named explicitly and is missing
+/// or not a file (the default path may be missing: the log says where to
+/// put keys).
+fn check_authorized_keys(settings: &Settings) -> Result<(), String> {
+    if !settings.authorized_keys_explicit {
+        return Ok(());
+    }
+    let path = &settings.authorized_keys;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(format!(
+            "--authorized-keys {}: not a file (an OpenSSH authorized_keys file or a .pub file)",
+            path.display()
+        )),
+        Err(e) => Err(format!("--authorized-keys {}: {e}", path.display())),
+    }
+}
+
 /// Everything a server needs before it listens: the shared state, and (in
 /// standalone mode) the key store the runtime keeps current with
 /// [`crate::files::watch_authorized_keys`].
 pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), String> {
+    // Before a host key may be generated: a start refused leaves nothing.
+    check_authorized_keys(settings)?;
     let host_keys = load_host_keys(settings)?;
     if let Some(wanted) = &settings.host_key_algs
         && !wanted
@@ -143,9 +452,10 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
     }
     let (mode, store, http, dyno_tls) = match &settings.mode {
         ModeSettings::Standalone => {
-            let store = Arc::new(KeyStore::new(crate::files::load_authorized_keys(
-                &settings.authorized_keys,
-            )));
+            let store = Arc::new(KeyStore::new(
+                crate::files::load_authorized_keys(&settings.authorized_keys),
+                settings.authorized_keys.clone(),
+            ));
             let repos = settings.data_dir.join("repos");
             // A crash may have left a push-to-create's temporary
             // repository behind; one younger than an hour may be another
@@ -155,21 +465,18 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
                 crate::files::STALE_INIT_AGE,
                 std::time::SystemTime::now(),
             );
-            let mode = Mode::Standalone { repos };
-            (mode, Some(store), None, None)
+            (core_mode(settings), Some(store), None, None)
         }
         ModeSettings::Api(api) => {
             tracing::info!(api_server = %api.api.base_url(), rendezvous_port = api.rendezvous_port, "API mode");
             let http = crate::http::Client::new(&api.api_tls)?;
             let dyno_tls = crate::dyno::Connector::new(&api.dyno_tls)?;
-            let mode = Mode::Api {
-                api: api.api.clone(),
-                rendezvous_port: api.rendezvous_port,
-            };
-            (mode, None, Some(http), Some(dyno_tls))
+            (core_mode(settings), None, Some(http), Some(dyno_tls))
         }
     };
-    let config = Arc::new(crate::config::server_config(settings, host_keys, mode));
+    let config = std::sync::RwLock::new(Arc::new(crate::config::server_config(
+        settings, host_keys, mode,
+    )));
     let admission = std::sync::Mutex::new(gitmouth_core::admission::Admission::new(
         settings.admission.clone(),
         crate::seed(),
@@ -220,6 +527,12 @@ impl StopSignals {
 /// logged and ends the process with status 1.
 pub fn main(bin_name: &'static str, run: fn(Settings) -> Result<(), String>) {
     let settings = settings(bin_name);
+    // The runtime binds its listener before it prepares the server: what
+    // can be refused is refused first.
+    if let Err(e) = preflight(&settings) {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
     if let Err(e) = run(settings) {
         tracing::error!("{e}");
         std::process::exit(1);

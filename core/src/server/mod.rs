@@ -1061,10 +1061,17 @@ impl ServerUpper {
                 self.api_user = verified.account;
                 self.phase = Phase::Connected;
                 self.timers.stop(SessionTimer::LoginGrace);
-                self.timers
-                    .set(SessionTimer::Idle, now + self.config.idle_timeout);
-                self.timers
-                    .set(SessionTimer::SessionLimit, now + self.config.max_session);
+                t.allow_rekey(now);
+                // Zero is no limit (sshd's meaning): the timer is never
+                // armed, and `active` re-arms only an armed one.
+                if !self.config.idle_timeout.is_zero() {
+                    self.timers
+                        .set(SessionTimer::Idle, now + self.config.idle_timeout);
+                }
+                if !self.config.max_session.is_zero() {
+                    self.timers
+                        .set(SessionTimer::SessionLimit, now + self.config.max_session);
+                }
                 self.arm_keepalive(now);
                 self.announce_host_keys(t);
             }

@@ -57,7 +57,8 @@ pub struct TransportConfig {
     pub macs: Vec<MacAlg>,
     /// Re-key after this many bytes in either direction (RFC 4253 §9: 1 GiB).
     pub rekey_bytes: u64,
-    /// Re-key after this much time (RFC 4253 §9: 1 hour).
+    /// Re-key after this much time (RFC 4253 §9: 1 hour; zero: never by
+    /// time, as sshd's `RekeyLimit` interval of 0).
     pub rekey_interval: Duration,
     /// How long the peer may take to send its version line.
     pub version_timeout: Duration,
@@ -165,6 +166,13 @@ pub struct Transport {
     session_id: Option<Vec<u8>>,
     strict: bool,
     established: bool,
+    /// Until the upper layer says authentication has ended, no re-key of
+    /// our own starts ([`Transport::allow_rekey`]).
+    rekey_held: bool,
+    /// A re-key became due while held: it starts once allowed.
+    rekey_due: bool,
+    /// Key exchanges completed (NEWKEYS received).
+    key_exchanges: u32,
     peer_wants_ext_info: bool,
     deferred: VecDeque<Vec<u8>>,
     deferred_bytes: usize,
@@ -199,6 +207,9 @@ impl Transport {
             session_id: None,
             strict: false,
             established: false,
+            rekey_held: true,
+            rekey_due: false,
+            key_exchanges: 0,
             peer_wants_ext_info: false,
             deferred: VecDeque::new(),
             deferred_bytes: 0,
@@ -233,6 +244,11 @@ impl Transport {
     /// The session identifier (RFC 4253 §7.2), once the first exchange ran.
     pub fn session_id(&self) -> Option<&[u8]> {
         self.session_id.as_deref()
+    }
+
+    /// Key exchanges completed so far, the first included.
+    pub fn key_exchanges(&self) -> u32 {
+        self.key_exchanges
     }
 
     /// Whether the first key exchange has completed.
@@ -408,14 +424,31 @@ impl Transport {
                     DisconnectReason::KeyExchangeFailed,
                     "key exchange timed out",
                 ),
+                TransportTimer::Rekey if self.rekey_held => self.rekey_due = true,
                 TransportTimer::Rekey => self.start_kex(now),
             }
         }
     }
 
+    /// Authentication has ended: re-keys of our own may start from now on
+    /// (one already due starts now). Before that, none does: OpenSSH's
+    /// client takes a KEXINIT during user authentication for a protocol
+    /// error (`bad message during authentication: type 20`), and the
+    /// volume before authentication is a few kilobytes anyway. A re-key the
+    /// peer starts is always answered.
+    pub fn allow_rekey(&mut self, now: Instant) {
+        if !self.rekey_held {
+            return;
+        }
+        self.rekey_held = false;
+        if std::mem::take(&mut self.rekey_due) {
+            self.start_kex(now);
+        }
+    }
+
     /// Starts a re-key when the volume under the current keys calls for it.
     pub fn check_rekey(&mut self, now: Instant, received: Volume) {
-        if !self.established || self.in_kex() || self.close.is_some() {
+        if !self.established || self.rekey_held || self.in_kex() || self.close.is_some() {
             return;
         }
         let sent = self.tx.volume();
@@ -866,8 +899,12 @@ impl Transport {
         };
         self.rx_update = Some((PacketCipher::new(&rx_keys), self.strict));
         self.timers.stop(TransportTimer::Kex);
-        self.timers
-            .set(TransportTimer::Rekey, now + self.config.rekey_interval);
+        self.rekey_due = false;
+        self.key_exchanges = self.key_exchanges.saturating_add(1);
+        if !self.config.rekey_interval.is_zero() {
+            self.timers
+                .set(TransportTimer::Rekey, now + self.config.rekey_interval);
+        }
         if self.established {
             Handled::Done
         } else {
