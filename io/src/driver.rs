@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -113,6 +114,9 @@ struct Conn<S> {
     /// whatever the connection still holds when it ends goes back.
     locks: Vec<(RequestId, crate::locks::PushLock)>,
     sock_buf: Vec<u8>,
+    /// Until the client has authenticated: every read that brings data
+    /// re-arms `TCP_QUICKACK` (see [`quick_ack`]).
+    quick_ack: bool,
     shared: Arc<Shared>,
 }
 
@@ -128,7 +132,7 @@ pub async fn drive<S>(
     registration: crate::admit::Registration,
     accepted: Instant,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + AsFd + Unpin,
 {
     use tracing::Instrument;
     let session = Session::new(shared.config.clone(), crate::seed(), accepted);
@@ -146,7 +150,7 @@ async fn run<S>(
     mut ticket: Ticket,
     registration: crate::admit::Registration,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + AsFd + Unpin,
 {
     tracing::debug!("connected");
     let _active = Active::new(shared.clone());
@@ -165,8 +169,10 @@ async fn run<S>(
         work: Vec::new(),
         locks: Vec::new(),
         sock_buf: vec![0; CHUNK],
+        quick_ack: true,
         shared,
     };
+    quick_ack(&c.socket);
     let mut timer = Timer::never();
     let mut timer_at = None;
     // Until authentication, admission may end this startup for a newcomer.
@@ -181,6 +187,7 @@ async fn run<S>(
                     .admission(|a| a.authenticated(&mut ticket, &who.user));
                 registration = None;
                 evict = None;
+                c.quick_ack = false;
                 session.handle_input(Instant::now(), Input::UserConnections(n));
             }
             c.perform(output, &mut session);
@@ -245,7 +252,25 @@ async fn run<S>(
     let _ = futures_lite::AsyncWriteExt::close(&mut c.socket).await;
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+/// Asks the kernel to acknowledge what arrives on `socket` at once rather
+/// than after its delayed-acknowledgement timer (Linux `TCP_QUICKACK`).
+///
+/// During the handshake the OpenSSH client writes without `TCP_NODELAY`,
+/// so Nagle's algorithm holds its second small write (`KEX_ECDH_INIT`
+/// after `KEXINIT`, `SERVICE_REQUEST` after `NEWKEYS`) until the first is
+/// acknowledged; with nothing to send back at that moment, our kernel
+/// would delay that acknowledgement by up to 40 ms, twice per
+/// connection. The kernel leaves quick-ack mode again on its own, so this
+/// is re-armed after every read that brings data, until authentication.
+/// A failure (not TCP, not Linux) only costs that latency.
+fn quick_ack(socket: &impl AsFd) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = rustix::net::sockopt::set_tcp_quickack(socket, true);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = socket;
+}
+
+impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
     fn perform(&mut self, output: Output, session: &mut Session) {
         let now = Instant::now();
         match output {
@@ -375,7 +400,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         match ready.read {
             Some(Ok(0)) | Some(Err(_)) => session.handle_input(now, Input::PeerClosed),
-            Some(Ok(n)) => session.handle_input(now, Input::Received(&self.sock_buf[..n])),
+            Some(Ok(n)) => {
+                if self.quick_ack {
+                    quick_ack(&self.socket);
+                }
+                session.handle_input(now, Input::Received(&self.sock_buf[..n]));
+            }
             None => {}
         }
         if ready.backend {
