@@ -25,7 +25,7 @@ pub async fn run<S, A, F>(
     spawn: impl Fn(Task),
 ) -> Result<(), String>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + std::os::fd::AsFd + Unpin + Send + 'static,
     A: FnMut() -> F,
     F: Future<Output = std::io::Result<(S, SocketAddr)>>,
 {
@@ -161,7 +161,7 @@ async fn wait_then_drive<S>(
     registration: crate::admit::Registration,
     accepted: std::time::Instant,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + std::os::fd::AsFd + Unpin + Send + 'static,
 {
     tracing::debug!(%peer, "waiting for a place among the startups");
     let deadline = accepted + shared.config().login_grace;

@@ -432,6 +432,62 @@ fn check_authorized_keys(settings: &Settings) -> Result<(), String> {
     }
 }
 
+/// Descriptors a connection holds while its command runs: its socket and
+/// the three pipes to git (or the socket and one TLS connection to a dyno).
+const FDS_PER_CONNECTION: u64 = 4;
+
+/// Descriptors kept for everything else: the listener, the event loop's,
+/// standard streams, the log, files being read, a `git init` in progress.
+const FDS_RESERVED: u64 = 64;
+
+/// Raises the soft limit on open files to the hard limit (the default soft
+/// limit, 1024 on most Linux systems, would cap a server at about 240
+/// connections), and says in the log when even that cannot hold
+/// `--max-connections` connections with their git pipes, plus the startup
+/// queue's sockets. Returns the limit in force.
+pub fn raise_open_file_limit(admission: &gitmouth_core::admission::AdmissionConfig) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    let mut limit = current;
+    if current != maximum {
+        match setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: maximum,
+                maximum,
+            },
+        ) {
+            Ok(()) => limit = maximum,
+            Err(e) => {
+                tracing::warn!(soft = ?current, hard = ?maximum, error = %e, "cannot raise the open-file limit");
+            }
+        }
+    }
+    // `None` is RLIM_INFINITY.
+    let limit = limit.unwrap_or(u64::MAX);
+    let needed = FDS_RESERVED
+        + FDS_PER_CONNECTION * u64::from(admission.max_connections)
+        + u64::from(admission.queue);
+    if limit < needed {
+        let connections =
+            limit.saturating_sub(FDS_RESERVED + u64::from(admission.queue)) / FDS_PER_CONNECTION;
+        tracing::warn!(
+            open_file_limit = limit,
+            needed,
+            max_connections = admission.max_connections,
+            startup_queue = admission.queue,
+            fds_per_connection = FDS_PER_CONNECTION,
+            connections_that_fit = connections,
+            "the open-file limit caps --max-connections: fewer connections with their git \
+             processes fit than it allows; raise the hard limit (ulimit -Hn, systemd's \
+             LimitNOFILE=) or lower --max-connections"
+        );
+    } else {
+        tracing::debug!(open_file_limit = limit, needed, "open-file limit");
+    }
+    limit
+}
+
 /// Everything a server needs before it listens: the shared state, and (in
 /// standalone mode) the key store the runtime keeps current with
 /// [`crate::files::watch_authorized_keys`].
@@ -439,6 +495,7 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
     // Before a host key may be generated: a start refused leaves nothing.
     check_authorized_keys(settings)?;
     let host_keys = load_host_keys(settings)?;
+    raise_open_file_limit(&settings.admission);
     if let Some(wanted) = &settings.host_key_algs
         && !wanted
             .iter()

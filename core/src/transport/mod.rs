@@ -194,7 +194,7 @@ impl Transport {
         tx.write_raw(b"\r\n");
         let mut timers = Timers::default();
         timers.set(TransportTimer::Version, now + config.version_timeout);
-        Self {
+        let mut t = Self {
             role,
             config,
             tx,
@@ -219,7 +219,15 @@ impl Transport {
             close: None,
             peer_host_key: None,
             negotiated: None,
+        };
+        // A server's KEXINIT depends on nothing the client says: it goes
+        // out with the version line, in the same segment, so that the
+        // client can answer it as soon as it has read our version (one
+        // round trip less than waiting for the client's version first).
+        if t.is_server() {
+            t.start_kex(now);
         }
+        t
     }
 
     fn is_server(&self) -> bool {
