@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use gitmouth_core::app::messages::PublicHost;
 use gitmouth_core::auth::pubkey::UserKeyAlg;
 pub use gitmouth_core::setup::{HostKeySource, HostKeyStep, host_key_step};
 use gitmouth_core::transport::cipher::{CipherAlg, MacAlg};
@@ -88,8 +89,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
 
-    /// Host name users push to, shown in messages [default: this machine's host name]
-    #[arg(long, value_name = "NAME")]
+    /// Host name users push to, with the port when it is not the one
+    /// listened on (behind a load balancer: git.example.org:2222), shown in
+    /// messages [default: this machine's host name]
+    #[arg(long, value_name = "HOST[:PORT]")]
     pub public_host: Option<String>,
 
     /// Seconds from connect to successful authentication
@@ -245,6 +248,26 @@ pub struct Cli {
     #[arg(long = "admission-exempt", value_name = "NET", value_parser = gitmouth_core::admission::Network::parse)]
     pub admission_exempt: Vec<gitmouth_core::admission::Network>,
 
+    /// PROXY protocol (v1 and v2) on the SSH listener, for a load balancer
+    /// in front: off (no header is read), optional (peers in
+    /// --proxy-trusted may send one), required (every connection comes
+    /// from a trusted peer with a header). The address a header carries is
+    /// the one admission, penalties and logs see
+    #[arg(long, value_name = "off|optional|required", default_value = "off",
+          value_parser = gitmouth_core::proxy::ProxyMode::parse)]
+    pub proxy_protocol: gitmouth_core::proxy::ProxyMode,
+
+    /// Network (ADDR or ADDR/PREFIX) of a load balancer allowed to send a
+    /// PROXY header; repeatable, no default (a header from any other peer
+    /// ends its connection)
+    #[arg(long = "proxy-trusted", value_name = "NET", value_parser = gitmouth_core::admission::Network::parse)]
+    pub proxy_trusted: Vec<gitmouth_core::admission::Network>,
+
+    /// Seconds a connection has to send its PROXY header before it is
+    /// closed (optional mode: before it is served as the peer's own)
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub proxy_header_timeout: u64,
+
     /// standalone: keys from an authorized_keys file, git run locally; api:
     /// an Openruko platform's API server and dynos [default: api when
     /// APISERVER_KEY is set and not empty, in the environment or in ./.env;
@@ -362,14 +385,16 @@ pub struct Settings {
     pub log: String,
     /// The authorized_keys file (standalone mode).
     pub authorized_keys: PathBuf,
-    /// Host name shown in messages.
-    pub public_host: String,
+    /// Where users reach the server (host and port), shown in messages.
+    pub public_host: PublicHost,
     /// Standalone or API mode, with API mode's settings.
     pub mode: ModeSettings,
     /// Things the operator should hear about at start.
     pub warnings: Vec<String>,
     /// Limits on unauthenticated connections.
     pub admission: gitmouth_core::admission::AdmissionConfig,
+    /// PROXY protocol on the listener.
+    pub proxy: gitmouth_core::proxy::ProxyPolicy,
 }
 
 /// Which backend, with its settings.
@@ -533,9 +558,15 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
     let authorized_keys = cli
         .authorized_keys
         .unwrap_or_else(|| cli.data_dir.join("authorized_keys"));
-    let public_host = cli
-        .public_host
-        .unwrap_or_else(|| host_name.trim().to_owned());
+    // Without a port, users reach the port listened on (behind a balancer
+    // that maps ports, --public-host names the balancer's).
+    let public_host = match cli.public_host.as_deref() {
+        Some(text) => PublicHost::parse(text, listen.port())?,
+        None => PublicHost {
+            host: host_name.trim().to_owned(),
+            port: listen.port(),
+        },
+    };
     let (start, rate, full) = cli.max_startups;
     let admission = gitmouth_core::admission::AdmissionConfig {
         start,
@@ -549,8 +580,15 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         exempt: cli.admission_exempt.clone(),
         ..Default::default()
     };
+    let proxy = gitmouth_core::proxy::ProxyPolicy {
+        mode: cli.proxy_protocol,
+        trusted: cli.proxy_trusted.clone(),
+        timeout: Duration::from_secs(cli.proxy_header_timeout),
+    };
+    proxy.validate()?;
     Ok(Settings {
         admission,
+        proxy,
         mode,
         warnings,
         authorized_keys,

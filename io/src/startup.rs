@@ -44,6 +44,20 @@ pub fn settings(bin_name: &'static str) -> Settings {
         legacy = settings.legacy_algorithms,
         "algorithms offered"
     );
+    if settings.proxy.mode != gitmouth_core::proxy::ProxyMode::Off {
+        let trusted: Vec<String> = settings
+            .proxy
+            .trusted
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(
+            mode = settings.proxy.mode.name(),
+            trusted = %trusted.join(","),
+            header_timeout = settings.proxy.timeout.as_secs(),
+            "PROXY protocol"
+        );
+    }
     settings
 }
 
@@ -150,6 +164,7 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             stop_level: Default::default(),
             shutdown: event_listener::Event::new(),
             active: Default::default(),
+            proxy: settings.proxy.clone(),
         },
         store,
     ))
