@@ -345,16 +345,18 @@ fn parse(peer: SocketAddr, bytes: &[u8]) -> Examined {
             Err(e) => Examined::Refuse(Refusal::Malformed(e.to_string())),
         };
     }
-    let result = ppp::v1::Header::try_from(bytes);
-    if result.is_incomplete() {
-        // ppp refuses a header with no CR within 107 bytes itself; this
-        // keeps the bound whatever it does.
-        return if bytes.len() >= MAX_V1 {
-            Examined::Refuse(Refusal::TooLong)
-        } else {
-            Examined::More
-        };
+    // v1 is one line: wait for its CR and the byte after it, within the
+    // bound, before asking ppp. (ppp 2.3 takes a line cut just after a
+    // space for one with an empty, so invalid, port: asked too early it
+    // would refuse a good header that arrives in pieces.)
+    match bytes.iter().position(|&b| b == b'\r') {
+        Some(cr) if cr + 2 > MAX_V1 => return Examined::Refuse(Refusal::TooLong),
+        Some(cr) if cr + 1 == bytes.len() => return Examined::More,
+        Some(_) => {}
+        None if bytes.len() >= MAX_V1 => return Examined::Refuse(Refusal::TooLong),
+        None => return Examined::More,
     }
+    let result = ppp::v1::Header::try_from(bytes);
     match result {
         Ok(header) => {
             let consumed = header.header.len();
