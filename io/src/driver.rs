@@ -190,7 +190,7 @@ pub async fn drive<S>(
                 Ok(passed) => origin.first = passed.first,
                 Err(failed) => {
                     if let crate::proxy::Failed::Refused(why) = failed {
-                        tracing::info!(reason = %why, "connection refused before SSH");
+                        tracing::info!(peer = %origin.peer, reason = ?why.to_string(), "connection refused before SSH");
                     }
                     shared.admission(|a| a.close(ticket, Outcome::NoAuth, Instant::now()));
                     drop(registration);

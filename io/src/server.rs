@@ -31,6 +31,13 @@ where
     A: FnMut() -> F,
     F: Future<Output = std::io::Result<(S, SocketAddr)>>,
 {
+    let local = local.map_err(|e| e.to_string())?;
+    // Listening on port 0, users reach the port the system chose.
+    let mut settings = settings.clone();
+    if settings.public_host.port == 0 {
+        settings.public_host.port = local.port();
+    }
+    let settings = &settings;
     let (shared, keys) = crate::startup::prepare(settings)?;
     // SIGHUP is watched before "listening" is logged, in either mode: its
     // default action would end the process, dropping every connection.
@@ -48,7 +55,6 @@ where
         (None, None) => {}
     }
     let shared = Arc::new(shared);
-    let local = local.map_err(|e| e.to_string())?;
     // Watched before "listening" is logged: a signal from then on drains.
     let mut signals = crate::startup::StopSignals::new()?;
     tracing::info!(address = %local, "listening");
@@ -95,7 +101,7 @@ where
                 }
                 // Dropping the stream closes it before any byte is read.
                 Arrival::Refuse(why) => {
-                    tracing::info!(%peer, reason = %why, "connection refused before SSH");
+                    tracing::info!(%peer, reason = ?why.to_string(), "connection refused before SSH");
                 }
             }
         }
@@ -213,7 +219,7 @@ async fn read_header_then_admit<S>(
             }
         }
         Err(crate::proxy::Failed::Refused(why)) => {
-            tracing::info!(%peer, reason = %why, "connection refused before SSH");
+            tracing::info!(%peer, reason = ?why.to_string(), "connection refused before SSH");
         }
         Err(crate::proxy::Failed::Closed) => {
             tracing::debug!(%peer, "closed before its PROXY header");

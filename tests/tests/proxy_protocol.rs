@@ -435,7 +435,11 @@ fn public_host_with_a_port_shapes_the_invalid_path_hint() {
         &[&alice],
         options(&["--public-host", "git.example.org:22"]),
     );
-    let out = server.ssh().key(&alice).run(&["git-upload-pack 'a/b.git'"]);
+    let out = server
+        .ssh()
+        .key(&alice)
+        .option("LogLevel=ERROR")
+        .run(&["git-upload-pack 'a/b.git'"]);
     let err = stderr(&out);
     assert!(
         err.starts_with(
@@ -451,7 +455,11 @@ fn public_host_with_a_port_shapes_the_invalid_path_hint() {
         &[&alice],
         options(&["--public-host", "git.example.org"]),
     );
-    let out = server.ssh().key(&alice).run(&["sh"]);
+    let out = server
+        .ssh()
+        .key(&alice)
+        .option("LogLevel=ERROR")
+        .run(&["sh"]);
     let err = stderr(&out);
     let port = server.addr.port();
     assert!(
