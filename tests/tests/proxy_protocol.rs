@@ -190,9 +190,9 @@ fn a_header_from_an_untrusted_peer_ends_the_connection_before_any_ssh_byte(runti
             "optional" => "PROXY header from a peer that is not a trusted proxy",
             _ => "PROXY header required, and the peer is not a trusted proxy",
         };
-        let line = format!("connection refused before SSH peer=127.0.0.3:");
+        let line = "connection refused before SSH peer=127.0.0.3:";
         assert!(
-            server.wait_for_log(&line, Duration::from_secs(5))
+            server.wait_for_log(line, Duration::from_secs(5))
                 && server.wait_for_log(reason, Duration::from_secs(5)),
             "{mode}: no {line:?} with {reason:?} in:\n{}",
             server.log()
