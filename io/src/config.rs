@@ -759,6 +759,100 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_settings() {
+        use gitmouth_core::proxy::ProxyMode;
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box").unwrap();
+        assert_eq!(s.proxy.mode, ProxyMode::Off);
+        assert!(s.proxy.trusted.is_empty());
+        assert_eq!(s.proxy.timeout, Duration::from_secs(5));
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--proxy-protocol",
+                "required",
+                "--proxy-trusted",
+                "10.0.0.0/8",
+                "--proxy-trusted",
+                "192.0.2.1",
+                "--proxy-header-timeout",
+                "3",
+            ]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        assert_eq!(s.proxy.mode, ProxyMode::Required);
+        assert_eq!(s.proxy.trusted.len(), 2);
+        assert_eq!(s.proxy.timeout, Duration::from_secs(3));
+        // Required with nobody trusted would refuse every connection.
+        let err = parse(
+            "gitmouth",
+            args(&["--proxy-protocol", "required"]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--proxy-trusted"), "{err}");
+        for bad in [
+            &["--proxy-protocol", "yes"][..],
+            &["--proxy-trusted", "10.0.0.0/33"],
+            &[
+                "--proxy-protocol",
+                "optional",
+                "--proxy-header-timeout",
+                "0",
+            ],
+        ] {
+            assert!(
+                parse("gitmouth", args(bad), &Env::default(), "box").is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_host_and_its_port() {
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box\n").unwrap();
+        assert_eq!(
+            (s.public_host.host.as_str(), s.public_host.port),
+            ("box", 2222)
+        );
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--listen",
+                "0.0.0.0:2200",
+                "--public-host",
+                "git.example.org",
+            ]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        assert_eq!(s.public_host.port, 2200);
+        let s = parse(
+            "gitmouth",
+            args(&["--public-host", "git.example.org:22"]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.public_host.host.as_str(), s.public_host.port),
+            ("git.example.org", 22)
+        );
+        assert!(
+            parse(
+                "gitmouth",
+                args(&["--public-host", "git.example.org:x"]),
+                &Env::default(),
+                "box"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn environment_and_flags() {
         let e = env(
             &[
