@@ -134,6 +134,12 @@ impl Network {
     }
 }
 
+impl core::fmt::Display for Network {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {

@@ -42,8 +42,8 @@ pub struct ServerConfig {
     /// User-key algorithms accepted (OpenSSH `PubkeyAcceptedAlgorithms`);
     /// keep `transport.server_sig_algs` the same list.
     pub pubkey_algs: Vec<UserKeyAlg>,
-    /// The host name users push to, for messages.
-    pub public_host: String,
+    /// Where users push to (host and port), for messages.
+    pub public_host: crate::app::messages::PublicHost,
     /// How long a stopped command has between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
     /// How long commands in progress may go on once the server drains
@@ -86,7 +86,10 @@ impl ServerConfig {
             login_grace: Duration::from_secs(30),
             max_auth_attempts: 6,
             pubkey_algs: UserKeyAlg::ALL.to_vec(),
-            public_host: "localhost".into(),
+            public_host: crate::app::messages::PublicHost {
+                host: "localhost".into(),
+                port: 22,
+            },
             kill_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use gitmouth_core::app::messages::PublicHost;
 use gitmouth_core::auth::pubkey::UserKeyAlg;
 pub use gitmouth_core::setup::{HostKeySource, HostKeyStep, host_key_step};
 use gitmouth_core::transport::cipher::{CipherAlg, MacAlg};
@@ -158,8 +159,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
 
-    /// Host name users push to, shown in messages [default: this machine's host name]
-    #[arg(long, value_name = "NAME")]
+    /// Host name users push to, with the port when it is not the one
+    /// listened on (behind a load balancer: git.example.org:2222), shown in
+    /// messages [default: this machine's host name]
+    #[arg(long, value_name = "HOST[:PORT]")]
     pub public_host: Option<String>,
 
     /// Seconds from connect to successful authentication (at least 1)
@@ -363,6 +366,26 @@ pub struct Cli {
     #[arg(long = "admission-exempt", value_name = "NET", value_parser = gitmouth_core::admission::Network::parse)]
     pub admission_exempt: Vec<gitmouth_core::admission::Network>,
 
+    /// PROXY protocol (v1 and v2) on the SSH listener, for a load balancer
+    /// in front: off (no header is read), optional (peers in
+    /// --proxy-trusted may send one), required (every connection comes
+    /// from a trusted peer with a header). The address a header carries is
+    /// the one admission, penalties and logs see
+    #[arg(long, value_name = "off|optional|required", default_value = "off",
+          value_parser = gitmouth_core::proxy::ProxyMode::parse)]
+    pub proxy_protocol: gitmouth_core::proxy::ProxyMode,
+
+    /// Network (ADDR or ADDR/PREFIX) of a load balancer allowed to send a
+    /// PROXY header; repeatable, no default (a header from any other peer
+    /// ends its connection)
+    #[arg(long = "proxy-trusted", value_name = "NET", value_parser = gitmouth_core::admission::Network::parse)]
+    pub proxy_trusted: Vec<gitmouth_core::admission::Network>,
+
+    /// Seconds a connection has to send its PROXY header before it is
+    /// closed (optional mode: before it is served as the peer's own)
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub proxy_header_timeout: u64,
+
     /// standalone (keys from a file, git run locally) or api (an Openruko
     /// platform) [default: api when APISERVER_KEY is set]
     ///
@@ -523,8 +546,8 @@ pub struct Settings {
     pub log: String,
     /// The authorized_keys file (standalone mode).
     pub authorized_keys: PathBuf,
-    /// Host name shown in messages.
-    pub public_host: String,
+    /// Where users reach the server (host and port), shown in messages.
+    pub public_host: PublicHost,
     /// Standalone or API mode, with API mode's settings.
     pub mode: ModeSettings,
     /// Things the operator should hear about at start.
@@ -540,6 +563,8 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// Every setting's value and where it came from.
     pub origins: Vec<Origin>,
+    /// PROXY protocol on the listener.
+    pub proxy: gitmouth_core::proxy::ProxyPolicy,
 }
 
 /// Which backend, with its settings.
@@ -785,9 +810,15 @@ fn settings(
     let authorized_keys = cli
         .authorized_keys
         .unwrap_or_else(|| cli.data_dir.join("authorized_keys"));
-    let public_host = cli
-        .public_host
-        .unwrap_or_else(|| host_name.trim().to_owned());
+    // Without a port, users reach the port listened on (behind a balancer
+    // that maps ports, --public-host names the balancer's).
+    let public_host = match cli.public_host.as_deref() {
+        Some(text) => PublicHost::parse(text, listen.port())?,
+        None => PublicHost {
+            host: host_name.trim().to_owned(),
+            port: listen.port(),
+        },
+    };
     let (start, rate, full) = cli.max_startups;
     let admission = gitmouth_core::admission::AdmissionConfig {
         start,
@@ -805,8 +836,15 @@ fn settings(
         exempt: cli.admission_exempt.clone(),
         ..Default::default()
     };
+    let proxy = gitmouth_core::proxy::ProxyPolicy {
+        mode: cli.proxy_protocol,
+        trusted: cli.proxy_trusted.clone(),
+        timeout: Duration::from_secs(cli.proxy_header_timeout),
+    };
+    proxy.validate()?;
     Ok(Settings {
         admission,
+        proxy,
         mode,
         warnings,
         authorized_keys,
@@ -933,7 +971,14 @@ pub fn render_config(bin_name: &'static str, settings: &Settings, env: &Env) -> 
             "authorized-keys" if matches!(settings.mode, ModeSettings::Standalone) => {
                 vec![settings.authorized_keys.display().to_string()]
             }
-            "public-host" => vec![settings.public_host.clone()],
+            "public-host" => vec![{
+                let h = &settings.public_host;
+                if h.host.contains(':') {
+                    format!("[{}]:{}", h.host, h.port)
+                } else {
+                    format!("{}:{}", h.host, h.port)
+                }
+            }],
             "mode" => vec![
                 match settings.mode {
                     ModeSettings::Standalone => "standalone",
@@ -1098,6 +1143,100 @@ mod tests {
             ))]
         );
         assert_eq!(s.rekey_limit, 1 << 30);
+    }
+
+    #[test]
+    fn proxy_protocol_settings() {
+        use gitmouth_core::proxy::ProxyMode;
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box").unwrap();
+        assert_eq!(s.proxy.mode, ProxyMode::Off);
+        assert!(s.proxy.trusted.is_empty());
+        assert_eq!(s.proxy.timeout, Duration::from_secs(5));
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--proxy-protocol",
+                "required",
+                "--proxy-trusted",
+                "10.0.0.0/8",
+                "--proxy-trusted",
+                "192.0.2.1",
+                "--proxy-header-timeout",
+                "3",
+            ]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        assert_eq!(s.proxy.mode, ProxyMode::Required);
+        assert_eq!(s.proxy.trusted.len(), 2);
+        assert_eq!(s.proxy.timeout, Duration::from_secs(3));
+        // Required with nobody trusted would refuse every connection.
+        let err = parse(
+            "gitmouth",
+            args(&["--proxy-protocol", "required"]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--proxy-trusted"), "{err}");
+        for bad in [
+            &["--proxy-protocol", "yes"][..],
+            &["--proxy-trusted", "10.0.0.0/33"],
+            &[
+                "--proxy-protocol",
+                "optional",
+                "--proxy-header-timeout",
+                "0",
+            ],
+        ] {
+            assert!(
+                parse("gitmouth", args(bad), &Env::default(), "box").is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_host_and_its_port() {
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box\n").unwrap();
+        assert_eq!(
+            (s.public_host.host.as_str(), s.public_host.port),
+            ("box", 2222)
+        );
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--listen",
+                "0.0.0.0:2200",
+                "--public-host",
+                "git.example.org",
+            ]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        assert_eq!(s.public_host.port, 2200);
+        let s = parse(
+            "gitmouth",
+            args(&["--public-host", "git.example.org:22"]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.public_host.host.as_str(), s.public_host.port),
+            ("git.example.org", 22)
+        );
+        assert!(
+            parse(
+                "gitmouth",
+                args(&["--public-host", "git.example.org:x"]),
+                &Env::default(),
+                "box"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -14,10 +14,11 @@ use std::time::Instant;
 
 use async_io::Timer;
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use gitmouth_core::admission::Ticket;
+use gitmouth_core::admission::{Outcome, Ticket};
 use gitmouth_core::app::api::{HttpError, HttpResponse};
 use gitmouth_core::app::dyno::DynoEnd;
 use gitmouth_core::lock_table::{LockTicket, Standing};
+use gitmouth_core::proxy::HeaderKind;
 use gitmouth_core::server::{Input, LockHeld, Output, RepoError, RequestId, Session, Stream};
 
 use crate::Shared;
@@ -219,13 +220,47 @@ struct Conn<S> {
     shared: Arc<Shared>,
 }
 
+/// Where a connection comes from.
+pub struct Origin {
+    /// The TCP peer: the client, or the balancer in front of it.
+    pub peer: SocketAddr,
+    /// The client's address, as a PROXY header carried it (else the
+    /// peer's): the one admission, penalties and logs see.
+    pub client: SocketAddr,
+    /// What the PROXY header said.
+    pub header: HeaderKind,
+    /// Bytes read past the header: the client's first SSH bytes.
+    pub first: Vec<u8>,
+    /// An untrusted peer where headers are optional: its first bytes must
+    /// not be a header (checked before the server speaks).
+    pub check_untrusted: bool,
+}
+
+impl Origin {
+    /// A connection served as its peer's, nothing read yet.
+    pub fn direct(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            client: peer,
+            header: HeaderKind::None,
+            first: Vec::new(),
+            check_untrusted: false,
+        }
+    }
+
+    /// The balancer a header came through, if the client is not the peer.
+    pub fn via(&self) -> Option<SocketAddr> {
+        (self.header != HeaderKind::None).then_some(self.peer)
+    }
+}
+
 /// Serves one client connection to its end. `accepted` is when it was
 /// accepted (its login grace time counts from then, time spent waiting
 /// for admission included); `registration` receives admission's word
 /// that the connection must make way for another.
 pub async fn drive<S>(
-    socket: S,
-    peer: SocketAddr,
+    mut socket: S,
+    mut origin: Origin,
     shared: Arc<Shared>,
     ticket: Ticket,
     registration: crate::admit::Registration,
@@ -234,12 +269,39 @@ pub async fn drive<S>(
     S: AsyncRead + AsyncWrite + AsFd + Unpin,
 {
     use tracing::Instrument;
-    let session = Session::new(shared.config(), crate::seed(), accepted);
-    // The core names the session in each of its events.
-    let span = tracing::info_span!("conn", %peer);
-    run(socket, session, shared, ticket, registration)
-        .instrument(span)
-        .await;
+    // `peer` is the client's address (the one a PROXY header carried);
+    // `via`, the balancer it came through.
+    let span = match origin.via() {
+        Some(via) => {
+            tracing::info_span!("conn", peer = %origin.client, %via, proxy = origin.header.name())
+        }
+        None => tracing::info_span!("conn", peer = %origin.client),
+    };
+    async {
+        if origin.check_untrusted {
+            let deadline = accepted + shared.proxy.timeout.min(shared.config().login_grace);
+            match crate::proxy::read_header(&mut socket, origin.peer, &shared.proxy, deadline).await
+            {
+                Ok(passed) => origin.first = passed.first,
+                Err(failed) => {
+                    if let crate::proxy::Failed::Refused(why) = failed {
+                        tracing::info!(peer = %origin.peer, reason = ?why.to_string(), "connection refused before SSH");
+                    }
+                    shared.admission(|a| a.close(ticket, Outcome::NoAuth, Instant::now()));
+                    drop(registration);
+                    let _ = futures_lite::AsyncWriteExt::close(&mut socket).await;
+                    return;
+                }
+            }
+        }
+        let mut session = Session::new(shared.config(), crate::seed(), accepted);
+        if !origin.first.is_empty() {
+            session.handle_input(Instant::now(), Input::Received(&origin.first));
+        }
+        run(socket, session, shared, ticket, registration).await;
+    }
+    .instrument(span)
+    .await;
 }
 
 async fn run<S>(

@@ -20,6 +20,7 @@ pub mod http;
 pub mod layers;
 pub mod locks;
 pub mod process;
+pub mod proxy;
 pub mod server;
 pub mod slots;
 pub mod startup;
@@ -61,6 +62,9 @@ pub struct Shared {
     pub shutdown: event_listener::Event,
     /// Connections being served.
     pub active: AtomicUsize,
+    /// PROXY protocol on the listener: who may send a header, and whether
+    /// one is required.
+    pub proxy: gitmouth_core::proxy::ProxyPolicy,
 }
 
 /// [`Shared::stop_level`]: serving.

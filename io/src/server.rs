@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::config::Settings;
+use crate::driver::Origin;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use gitmouth_core::admission::Verdict;
+use gitmouth_core::proxy::Arrival;
 
 /// A task for the runtime's executor.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -29,6 +31,13 @@ where
     A: FnMut() -> F,
     F: Future<Output = std::io::Result<(S, SocketAddr)>>,
 {
+    let local = local.map_err(|e| e.to_string())?;
+    // Listening on port 0, users reach the port the system chose.
+    let mut settings = settings.clone();
+    if settings.public_host.port == 0 {
+        settings.public_host.port = local.port();
+    }
+    let settings = &settings;
     let (shared, keys) = crate::startup::prepare(settings)?;
     let shared = Arc::new(shared);
     // SIGHUP is watched before "listening" is logged, in either mode: its
@@ -40,7 +49,6 @@ where
     if let Some(store) = keys {
         spawn(Box::pin(crate::files::watch_authorized_keys(store)));
     }
-    let local = local.map_err(|e| e.to_string())?;
     // Watched before "listening" is logged: a signal from then on drains.
     let mut signals = crate::startup::StopSignals::new()?;
     tracing::info!(address = %local, "listening");
@@ -59,26 +67,36 @@ where
                 }
             };
             let accepted = std::time::Instant::now();
-            let registration = crate::admit::Registration::new(&shared);
-            let id = registration.id();
-            match shared.admission(|a| a.connect(id, peer.ip(), accepted)) {
-                Verdict::Accept(ticket) => spawn(Box::pin(crate::driver::drive(
-                    stream,
-                    peer,
-                    shared.clone(),
-                    ticket,
-                    registration,
-                    accepted,
-                ))),
-                Verdict::Wait => spawn(Box::pin(wait_then_drive(
-                    stream,
-                    peer,
-                    shared.clone(),
-                    registration,
-                    accepted,
-                ))),
+            match shared.proxy.arrival(peer.ip()) {
+                Arrival::Direct => {
+                    if let Some(task) = admit(stream, Origin::direct(peer), &shared, accepted) {
+                        spawn(task);
+                    }
+                }
+                Arrival::CheckUntrusted => {
+                    let origin = Origin {
+                        check_untrusted: true,
+                        ..Origin::direct(peer)
+                    };
+                    if let Some(task) = admit(stream, origin, &shared, accepted) {
+                        spawn(task);
+                    }
+                }
+                // A balancer: its header names the client that admission
+                // judges, so it is read first (bounded by the header
+                // timeout; only trusted peers get this far unadmitted).
+                Arrival::ReadHeader => {
+                    spawn(Box::pin(read_header_then_admit(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        accepted,
+                    )));
+                }
                 // Dropping the stream closes it before any byte is read.
-                Verdict::Refuse(why) => tracing::info!(%peer, why, "connection refused"),
+                Arrival::Refuse(why) => {
+                    tracing::info!(%peer, reason = ?why.to_string(), "connection refused before SSH");
+                }
             }
         }
     };
@@ -142,6 +160,81 @@ async fn hangups(
     }
 }
 
+/// Asks admission about a connection from `origin.client`: the task that
+/// serves it (at once, or once it is let in), or `None` when it is refused
+/// (logged; the stream is dropped unread).
+fn admit<S>(
+    stream: S,
+    origin: Origin,
+    shared: &Arc<crate::Shared>,
+    accepted: std::time::Instant,
+) -> Option<Task>
+where
+    S: AsyncRead + AsyncWrite + std::os::fd::AsFd + Unpin + Send + 'static,
+{
+    let registration = crate::admit::Registration::new(shared);
+    let id = registration.id();
+    let client = origin.client;
+    match shared.admission(|a| a.connect(id, client.ip(), accepted)) {
+        Verdict::Accept(ticket) => Some(Box::pin(crate::driver::drive(
+            stream,
+            origin,
+            shared.clone(),
+            ticket,
+            registration,
+            accepted,
+        ))),
+        Verdict::Wait => Some(Box::pin(wait_then_drive(
+            stream,
+            origin,
+            shared.clone(),
+            registration,
+            accepted,
+        ))),
+        Verdict::Refuse(why) => {
+            match origin.via() {
+                Some(via) => tracing::info!(peer = %client, %via, why, "connection refused"),
+                None => tracing::info!(peer = %client, why, "connection refused"),
+            }
+            None
+        }
+    }
+}
+
+/// A connection from a trusted balancer: its PROXY header first, then
+/// admission by the address it carries. A refused header is logged with
+/// the balancer's address and ends the connection before any SSH byte.
+async fn read_header_then_admit<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    shared: Arc<crate::Shared>,
+    accepted: std::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + std::os::fd::AsFd + Unpin + Send + 'static,
+{
+    let deadline = accepted + shared.proxy.timeout.min(shared.config().login_grace);
+    match crate::proxy::read_header(&mut stream, peer, &shared.proxy, deadline).await {
+        Ok(passed) => {
+            let origin = Origin {
+                peer,
+                client: passed.arrived.client,
+                header: passed.arrived.header,
+                first: passed.first,
+                check_untrusted: false,
+            };
+            if let Some(task) = admit(stream, origin, &shared, accepted) {
+                task.await;
+            }
+        }
+        Err(crate::proxy::Failed::Refused(why)) => {
+            tracing::info!(%peer, reason = ?why.to_string(), "connection refused before SSH");
+        }
+        Err(crate::proxy::Failed::Closed) => {
+            tracing::debug!(%peer, "closed before its PROXY header");
+        }
+    }
+}
+
 /// Waits until no connection is left, or `limit` has passed (the sessions
 /// keep their own deadlines within it; this only bounds the process).
 async fn wait_for_sessions(shared: &crate::Shared, limit: std::time::Duration) {
@@ -156,13 +249,14 @@ async fn wait_for_sessions(shared: &crate::Shared, limit: std::time::Duration) {
 /// starts at accept) runs out first, it is closed unread.
 async fn wait_then_drive<S>(
     stream: S,
-    peer: SocketAddr,
+    origin: Origin,
     shared: Arc<crate::Shared>,
     registration: crate::admit::Registration,
     accepted: std::time::Instant,
 ) where
     S: AsyncRead + AsyncWrite + std::os::fd::AsFd + Unpin + Send + 'static,
 {
+    let peer = origin.client;
     tracing::debug!(%peer, "waiting for a place among the startups");
     let deadline = accepted + shared.config().login_grace;
     let mailbox = registration.mailbox.clone();
@@ -187,7 +281,7 @@ async fn wait_then_drive<S>(
     match admitted {
         Some(ticket) => {
             tracing::debug!(%peer, waited = ?accepted.elapsed(), "let in from the startup queue");
-            crate::driver::drive(stream, peer, shared, ticket, registration, accepted).await;
+            crate::driver::drive(stream, origin, shared, ticket, registration, accepted).await;
         }
         None => {
             tracing::info!(%peer, "login grace time exceeded while waiting for a place: closing unread");

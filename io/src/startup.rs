@@ -53,6 +53,20 @@ pub fn settings(bin_name: &'static str) -> Settings {
         legacy = settings.legacy_algorithms,
         "algorithms offered"
     );
+    if settings.proxy.mode != gitmouth_core::proxy::ProxyMode::Off {
+        let trusted: Vec<String> = settings
+            .proxy
+            .trusted
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(
+            mode = settings.proxy.mode.name(),
+            trusted = %trusted.join(","),
+            header_timeout = settings.proxy.timeout.as_secs(),
+            "PROXY protocol"
+        );
+    }
     settings
 }
 
@@ -228,6 +242,8 @@ pub fn reload(shared: &crate::Shared, current: &mut Settings) {
             "host-key-retiring",
             new.host_keys_retiring != current.host_keys_retiring,
         ),
+        // The listener's: read before a connection is admitted.
+        ("proxy-protocol", new.proxy != current.proxy),
         (
             "mode",
             std::mem::discriminant(&new.mode) != std::mem::discriminant(&current.mode),
@@ -261,6 +277,7 @@ pub fn reload(shared: &crate::Shared, current: &mut Settings) {
     new.data_dir = current.data_dir.clone();
     new.host_keys = current.host_keys.clone();
     new.host_keys_retiring = current.host_keys_retiring.clone();
+    new.proxy = current.proxy.clone();
     let timeouts = match &new.mode {
         ModeSettings::Api(a) => Some((a.api.timeout, a.api.provision_timeout)),
         ModeSettings::Standalone => None,
@@ -554,6 +571,7 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             stop_level: Default::default(),
             shutdown: event_listener::Event::new(),
             active: Default::default(),
+            proxy: settings.proxy.clone(),
         },
         store,
     ))

@@ -263,9 +263,9 @@ impl Task {
         }
         let cmd = match parse_exec(command) {
             Ok(cmd) => cmd,
-            Err(_) => {
-                tracing::info!(session = %cx.session, command = %crate::log_safe(command), "invalid command");
-                cx.fail(UserError::InvalidPath);
+            Err(why) => {
+                tracing::info!(session = %cx.session, command = %crate::log_safe(command), %why, "invalid command");
+                cx.fail(UserError::InvalidPath(why));
                 return;
             }
         };
