@@ -134,6 +134,12 @@ impl Network {
     }
 }
 
+impl core::fmt::Display for Network {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {
@@ -288,6 +294,15 @@ impl Admission {
             users: BTreeMap::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Replaces the limits (a configuration reloaded on SIGHUP). Counts,
+    /// queues and penalties stay; a limit lowered below what is in use now
+    /// only refuses or queues newcomers until use falls under it, and one
+    /// raised lets waiting connections in at once.
+    pub fn set_config(&mut self, config: AdmissionConfig) {
+        self.config = config;
+        self.fill();
     }
 
     /// Decides on a new connection `id` from `ip`.

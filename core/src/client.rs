@@ -119,6 +119,11 @@ struct ClientUpper {
     initial_window: u32,
     /// Reopen our window automatically as data arrives.
     pub auto_window: bool,
+    /// The key blobs of the server's `hostkeys-00@openssh.com`, once it
+    /// came (an empty list if it was malformed).
+    host_keys_announced: Option<Vec<Vec<u8>>>,
+    /// The body of the latest REQUEST_SUCCESS (after the message number).
+    global_reply: Vec<u8>,
 }
 
 impl Client {
@@ -138,6 +143,8 @@ impl Client {
                 local_window: 0,
                 initial_window: 0,
                 auto_window: true,
+                host_keys_announced: None,
+                global_reply: Vec::new(),
             },
         }
     }
@@ -205,6 +212,39 @@ impl Client {
     /// exchange (which a well-behaved client never does).
     pub fn send_raw_now(&mut self, payload: &[u8]) {
         self.link.t.send_unchecked(payload);
+    }
+
+    /// The host keys the server announced after authentication
+    /// (`hostkeys-00@openssh.com`), if it did. The announcement is kept
+    /// here rather than reported as an [`Event`]: it wants no answer.
+    pub fn host_keys_announced(&self) -> Option<&[Vec<u8>]> {
+        self.upper.host_keys_announced.as_deref()
+    }
+
+    /// The body of the latest REQUEST_SUCCESS, after its message number
+    /// (the proofs that answer a `hostkeys-prove-00@openssh.com`).
+    pub fn global_reply(&self) -> &[u8] {
+        &self.upper.global_reply
+    }
+
+    /// A global request with type-specific fields `extra` already encoded.
+    pub fn global_request(&mut self, name: &str, want_reply: bool, extra: &[u8]) {
+        self.link.t.send(|out| {
+            wire::put_u8(out, numbers::GLOBAL_REQUEST);
+            wire::put_string(out, name.as_bytes());
+            wire::put_bool(out, want_reply);
+            out.extend_from_slice(extra);
+        });
+    }
+
+    /// Asks the server to prove it holds these host keys
+    /// (`hostkeys-prove-00@openssh.com`, wanting a reply).
+    pub fn prove_host_keys(&mut self, blobs: &[Vec<u8>]) {
+        let mut extra = Vec::new();
+        for blob in blobs {
+            wire::put_string(&mut extra, blob);
+        }
+        self.global_request(crate::connection::hostkeys::HOSTKEYS_PROVE, true, &extra);
     }
 
     /// SERVICE_REQUEST.
@@ -387,7 +427,7 @@ impl Upper for ClientUpper {
         self.events.push_back(Event::Established);
     }
 
-    fn on_message(&mut self, t: &mut Transport, _now: Instant, _seq: u32, payload: &[u8]) {
+    fn on_message(&mut self, t: &mut Transport, now: Instant, _seq: u32, payload: &[u8]) {
         let number = payload[0];
         let mut p = Parser::new(payload);
         let _ = p.u8();
@@ -403,7 +443,10 @@ impl Upper for ClientUpper {
                     partial: p.bool().unwrap_or(false),
                 }
             }
-            numbers::USERAUTH_SUCCESS => Event::AuthSuccess,
+            numbers::USERAUTH_SUCCESS => {
+                t.allow_rekey(now);
+                Event::AuthSuccess
+            }
             numbers::USERAUTH_PK_OK => Event::PkOk,
             numbers::USERAUTH_BANNER => Event::Banner(p.utf8().unwrap_or_default().to_owned()),
             numbers::GLOBAL_REQUEST => {
@@ -414,9 +457,19 @@ impl Upper for ClientUpper {
                 if p.bool().unwrap_or(false) {
                     t.send(|out| wire::put_u8(out, numbers::REQUEST_FAILURE));
                 }
+                if name == crate::connection::hostkeys::HOSTKEYS {
+                    // Kept, not reported: see `Client::host_keys_announced`.
+                    self.host_keys_announced = Some(
+                        crate::connection::hostkeys::parse_key_blobs(p.rest()).unwrap_or_default(),
+                    );
+                    return;
+                }
                 Event::GlobalRequest(name)
             }
-            numbers::REQUEST_SUCCESS => Event::GlobalReply(true),
+            numbers::REQUEST_SUCCESS => {
+                self.global_reply = p.rest().to_vec();
+                Event::GlobalReply(true)
+            }
             numbers::REQUEST_FAILURE => Event::GlobalReply(false),
             n if crate::connection::is_channel_message(n) => match ChannelMsg::parse(payload) {
                 Ok(msg) => self.on_channel_message(t, msg),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::app::api::ApiServer;
 use crate::auth::pubkey::UserKeyAlg;
 use crate::transport::TransportConfig;
-use crate::transport::hostkey::HostKey;
+use crate::transport::hostkey::{HostKey, HostKeys};
 
 /// Where users and repositories come from.
 pub enum Mode {
@@ -32,8 +32,9 @@ pub enum Mode {
 pub struct ServerConfig {
     /// Transport algorithms and limits.
     pub transport: Arc<TransportConfig>,
-    /// Host keys, in preference order.
-    pub host_keys: Arc<[HostKey]>,
+    /// Host keys: those in service, in preference order, and the retiring
+    /// ones.
+    pub host_keys: HostKeys,
     /// Time from connect to successful authentication (OpenSSH `LoginGraceTime`).
     pub login_grace: Duration,
     /// Authentication attempts per connection (OpenSSH `MaxAuthTries`).
@@ -41,8 +42,8 @@ pub struct ServerConfig {
     /// User-key algorithms accepted (OpenSSH `PubkeyAcceptedAlgorithms`);
     /// keep `transport.server_sig_algs` the same list.
     pub pubkey_algs: Vec<UserKeyAlg>,
-    /// The host name users push to, for messages.
-    pub public_host: String,
+    /// Where users push to (host and port), for messages.
+    pub public_host: crate::app::messages::PublicHost,
     /// How long a stopped command has between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
     /// How long commands in progress may go on once the server drains
@@ -85,7 +86,10 @@ impl ServerConfig {
             login_grace: Duration::from_secs(30),
             max_auth_attempts: 6,
             pubkey_algs: UserKeyAlg::ALL.to_vec(),
-            public_host: "localhost".into(),
+            public_host: crate::app::messages::PublicHost {
+                host: "localhost".into(),
+                port: 22,
+            },
             kill_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),

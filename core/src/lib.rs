@@ -16,6 +16,7 @@ pub mod connection;
 pub mod job;
 pub mod link;
 pub mod lock_table;
+pub mod proxy;
 pub mod server;
 pub mod setup;
 #[cfg(any(test, feature = "test-util"))]

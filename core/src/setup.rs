@@ -60,7 +60,7 @@ pub fn host_key_step(
             })
         }
         Err(std::io::ErrorKind::NotFound) => Err(format!(
-            "host key {} does not exist (a key named with --host-key or GITMOUTH_PRIVATE_KEY is never generated)",
+            "host key {} does not exist (a key named with --host-key, --host-key-retiring or GITMOUTH_PRIVATE_KEY is never generated)",
             path.display()
         )),
         Err(kind) => Err(format!("host key {}: cannot read: {kind}", path.display())),

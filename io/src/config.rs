@@ -6,98 +6,178 @@
 //! it reads nothing by itself).
 
 use core::net::SocketAddr;
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use gitmouth_core::app::messages::PublicHost;
 use gitmouth_core::auth::pubkey::UserKeyAlg;
 pub use gitmouth_core::setup::{HostKeySource, HostKeyStep, host_key_step};
 use gitmouth_core::transport::cipher::{CipherAlg, MacAlg};
 use gitmouth_core::transport::hostkey::HostKeyAlg;
 use gitmouth_core::transport::kex::KexAlg;
 
-/// Variables visible to the server: the process environment over a `.env`
-/// file (a variable already in the environment wins, as the original's
-/// foreman setup behaved).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Env(BTreeMap<String, String>);
+pub use crate::layers::{Env, Origin, Source};
 
-impl Env {
-    /// Merges the process environment with the text of a `.env` file.
-    /// Malformed `.env` lines are returned as warnings for the log.
-    pub fn new(
-        process: impl IntoIterator<Item = (String, String)>,
-        dotenv: Option<&str>,
-    ) -> (Self, Vec<String>) {
-        let mut vars = BTreeMap::new();
-        let mut warnings = Vec::new();
-        if let Some(text) = dotenv {
-            for item in dotenvy::from_read_iter(text.as_bytes()) {
-                match item {
-                    Ok((k, v)) => {
-                        vars.insert(k, v);
-                    }
-                    Err(e) => warnings.push(format!(".env: {e}")),
-                }
-            }
-        }
-        vars.extend(process);
-        (Self(vars), warnings)
-    }
+/// Variables of the original gitmouth, and of tracing, that set a setting
+/// too, after the setting's own `GITMOUTH_<NAME>` in the same layer.
+pub const ALIASES: [crate::layers::Alias; 3] = [
+    crate::layers::Alias {
+        long: "listen",
+        var: "GITMOUTH_PORT",
+        convert: |port| {
+            port.parse::<u16>()
+                .map(|p| vec![format!("0.0.0.0:{p}")])
+                .map_err(|_| "expected a port number, 0-65535".into())
+        },
+    },
+    crate::layers::Alias {
+        long: "host-key",
+        var: "GITMOUTH_PRIVATE_KEY",
+        // One path, as the original took it: no list.
+        convert: |path| Ok(vec![path.to_owned()]),
+    },
+    crate::layers::Alias {
+        long: "log",
+        var: "RUST_LOG",
+        convert: |filter| Ok(vec![filter.to_owned()]),
+    },
+];
 
-    /// A variable's value, if set.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
-    }
+/// Settings only standalone mode uses: refused in API mode.
+const STANDALONE_ONLY: [&str; 1] = ["authorized-keys"];
+/// Settings only API mode uses: refused in standalone mode.
+const API_ONLY: [&str; 2] = ["api-timeout", "provision-timeout"];
 
-    /// A variable's value if set and not empty.
-    pub fn non_empty(&self, name: &str) -> Option<&str> {
-        self.get(name).filter(|v| !v.is_empty())
-    }
-}
+/// What `--help` says after the options.
+const AFTER_LONG_HELP: &str = "\
+Configuration: every option can also be set by a key of the same name in a
+TOML file (--config FILE, or GITMOUTH_CONFIG) and by an environment
+variable GITMOUTH_<OPTION> (upper case, dashes as underscores, e.g.
+GITMOUTH_MAX_STARTUPS), in the process environment or in ./.env. Lists are
+comma-separated in variables and arrays in the file; switches take yes or
+no. Precedence: command line > environment > ./.env > file > default.
+--print-config shows the result and where each value came from.
+
+Variables of the original Openruko gitmouth, with the same meaning:
+  GITMOUTH_PORT             port to listen on, on 0.0.0.0 (--listen wins)
+  GITMOUTH_PRIVATE_KEY      host key file (--host-key wins)
+  APISERVER_KEY             the API server's key; set and not empty, it
+                            selects API mode (a secret: never printed)
+  APISERVER_PROTOCOL        https (default) or http
+  APISERVER_HOSTNAME        the API server's host [default: localhost]
+  APISERVER_PORT            the API server's port [default: 5000]
+  DYNOHOST_RENDEZVOUS_PORT  the dyno hosts' rendezvous port [default: 4000]
+Added for API mode:
+  APISERVER_CA_FILE, DYNOHOST_CA_FILE
+                            PEM CA bundles to verify the API server's and
+                            the dyno hosts' certificates [default: the
+                            system's roots]
+  APISERVER_TLS_VERIFY, DYNOHOST_TLS_VERIFY
+                            false turns verification off, as the original
+                            (a warning at start) [default: true]
+Logging:
+  RUST_LOG                  log filter, as --log (GITMOUTH_LOG wins)
+  NO_COLOR                  no colours in the log
+
+SIGHUP re-reads the configuration file, ./.env and the authorized keys:
+limits, time limits, algorithm lists, the log filter and the keys change
+for new connections; the listen address, data directory, host keys and
+mode need a restart (the log says so).";
 
 /// The command line, shared by `gitmouth` and `gitmouth-async-std`.
+///
+/// Every option is also a file key and a `GITMOUTH_<NAME>` variable
+/// ([`crate::layers`]): a new field needs nothing more.
 #[derive(Debug, Clone, Parser)]
 #[command(
     version,
     about = "An SSH server for git: git push and git clone over SSH, standalone or in front of an Openruko platform.",
-    long_about = None
+    after_help = "-h shows a summary; --help shows every option in full, with its variable, and the environment variables.",
+    after_long_help = AFTER_LONG_HELP,
+    long_about = None,
+    max_term_width = 100
 )]
 pub struct Cli {
+    /// TOML configuration file: a key per option, named as the option
+    ///
+    /// Keys are the options' long names (max-startups = "10:30:100"); an
+    /// unknown key is refused. The command line, the environment and
+    /// ./.env win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML, with where each value
+    /// came from (secrets masked), and exit
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Address and port to listen on [default: 0.0.0.0:2222, or 0.0.0.0:$GITMOUTH_PORT]
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
     /// Directory for the default host key, authorized_keys and repositories
+    ///
+    /// A relative path is taken from the directory the server starts in:
+    /// the log shows the absolute path at start. Give an absolute one in a
+    /// service.
     #[arg(long, value_name = "DIR", default_value = "./gitmouth-data")]
     pub data_dir: PathBuf,
 
-    /// Host private key: ed25519, ECDSA (P-256/384/521, for JSch 0.1.x) or
-    /// RSA of 2048-4096 bits, in OpenSSH format, PEM (PKCS#1, SEC1) or
-    /// PKCS#8; repeat to offer several (an ECDSA key beside the ed25519 one). Default: $GITMOUTH_PRIVATE_KEY, else
-    /// <data-dir>/ssh_host_ed25519_key, which is generated when missing. A
-    /// key named here that does not exist is an error.
+    /// Host private key; repeat to offer several
+    ///
+    /// ed25519, ECDSA (P-256/384/521, for JSch 0.1.x) or RSA of 2048-4096
+    /// bits, in OpenSSH format, PEM (PKCS#1, SEC1) or PKCS#8; readable by
+    /// its owner only, as sshd requires. Several: an ECDSA key beside the
+    /// ed25519 one, or a new key beside the one it replaces (the first key
+    /// of a type signs key exchanges, later ones of that type are only
+    /// announced to clients, which learn them). Default:
+    /// $GITMOUTH_PRIVATE_KEY, else <data-dir>/ssh_host_ed25519_key, which
+    /// is generated when missing (certs/server.key in API mode). A key
+    /// named here that does not exist is an error.
     #[arg(long = "host-key", value_name = "FILE")]
     pub host_keys: Vec<PathBuf>,
 
-    /// OpenSSH authorized_keys file whose keys may push and clone (each
-    /// key's comment is its user's name); a single .pub file works too.
-    /// Re-read when it changes and on SIGHUP. [default: <data-dir>/authorized_keys]
+    /// Host private key being retired, in any --host-key format; repeatable
+    ///
+    /// It is no longer announced after login, so clients with
+    /// UpdateHostKeys drop it from known_hosts, but it still proves itself
+    /// and signs for clients that know only it (when no --host-key has its
+    /// type). Rotation: add the new key with --host-key (after the old one
+    /// when of the same type: the first of a type signs, the others are
+    /// only announced), let clients learn it, then move the old key here.
+    #[arg(long = "host-key-retiring", value_name = "FILE")]
+    pub host_keys_retiring: Vec<PathBuf>,
+
+    /// Standalone mode: authorized_keys file whose keys may push and clone
+    ///
+    /// An OpenSSH authorized_keys file (each key's comment is its user's
+    /// name); a single .pub file works too. Re-read when it changes and on
+    /// SIGHUP. One named here must exist; the default may be missing (the
+    /// log says where to put keys). [default: <data-dir>/authorized_keys]
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
 
-    /// Host name users push to, shown in messages [default: this machine's host name]
-    #[arg(long, value_name = "NAME")]
+    /// Host name users push to, with the port when it is not the one
+    /// listened on (behind a load balancer: git.example.org:2222), shown in
+    /// messages [default: this machine's host name]
+    #[arg(long, value_name = "HOST[:PORT]")]
     pub public_host: Option<String>,
 
-    /// Seconds from connect to successful authentication
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    /// Seconds from connect to successful authentication (at least 1)
+    ///
+    /// A connection waiting for a place among the startups waits within
+    /// it. 0 is refused: sshd's "no limit" would let a client that never
+    /// authenticates hold its place for ever.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = at_least_one_second)]
     pub login_grace_time: u64,
 
     /// Seconds an authenticated connection may pass with nothing sent or
-    /// received before it is ended (with a message to the user)
+    /// received before it is ended (0: no limit)
+    ///
+    /// The user is told why. Keepalives, IGNORE and DEBUG messages are not
+    /// activity; a push waiting for the push lock is not idle.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub idle_timeout: u64,
 
@@ -106,67 +186,83 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub unused_connection_timeout: u64,
 
-    /// Authenticated connections one user may hold at once (0: no limit):
-    /// past it, a new connection is ended right after authentication,
-    /// with a message saying so (not a failure: no penalty)
+    /// Authenticated connections one user may hold at once (0: no limit)
+    ///
+    /// Past it, a new connection is ended right after authentication, with
+    /// a message saying so (not a failure: no penalty).
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub per_user_max_connections: u32,
 
-    /// Seconds an authenticated client may stay silent before the server
-    /// probes it with a keepalive (0: never; OpenSSH's ClientAliveInterval)
+    /// Seconds an authenticated client may stay silent before a keepalive
+    /// probes it (0: never; OpenSSH's ClientAliveInterval)
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub keepalive_interval: u64,
 
-    /// Unanswered keepalives after which the client is taken for dead and
-    /// its connection closed (OpenSSH's ClientAliveCountMax)
+    /// Unanswered keepalives after which the client is taken for dead (at
+    /// least 1; OpenSSH's ClientAliveCountMax)
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub keepalive_count_max: u32,
 
-    /// Seconds an authenticated connection may last in all
+    /// Seconds an authenticated connection may last in all (0: no limit)
     #[arg(long, value_name = "SECS", default_value_t = 7200)]
     pub max_session_time: u64,
 
-    /// On SIGTERM, stop accepting and give git commands in progress this
-    /// many seconds to finish; then tell their users and stop them (a
-    /// second SIGTERM or SIGINT stops at once)
+    /// On SIGTERM, seconds git commands in progress get to finish (0: none)
+    ///
+    /// The server stops accepting at once; after this, the users of
+    /// commands still running are told and the commands stopped. A second
+    /// SIGTERM or SIGINT stops at once.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub drain_timeout: u64,
 
-    /// Session channels one connection may have open at once (OpenSSH's
-    /// MaxSessions): a ControlMaster or git-lfs multiplexes several; one
-    /// past the limit is refused, the others go on
+    /// Session channels one connection may have open at once (at least 1;
+    /// OpenSSH's MaxSessions)
+    ///
+    /// A ControlMaster or git-lfs multiplexes several; one past the limit
+    /// is refused, the others go on.
     #[arg(long, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sessions: u32,
 
-    /// Git commands running at once in all, across connections (each is a
-    /// git process or a dyno, or a push waiting for its lock; 0: no
-    /// limit): one past it is told the server is busy and exits non-zero
+    /// Git commands running at once in all, across connections (0: no
+    /// limit)
+    ///
+    /// Each is a git process or a dyno, or a push waiting for its lock; one
+    /// past it is told the server is busy and exits non-zero.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_commands: u32,
 
     /// Seconds a push waits, in turn, for another push to the same
-    /// repository to finish, told every five seconds who holds the lock
-    /// and since when, before it is refused (0: refused at once)
+    /// repository (0: refused at once)
+    ///
+    /// The waiting user is told every five seconds who holds the lock and
+    /// since when.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub push_lock_wait: u64,
 
-    /// Authentication attempts allowed per connection
-    #[arg(long, value_name = "N", default_value_t = 6)]
+    /// Authentication attempts allowed per connection (at least 1)
+    #[arg(long, value_name = "N", default_value_t = 6,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_auth_tries: u32,
 
-    /// Re-key after this many bytes in either direction (suffixes K, M, G)
-    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
+    /// Re-key after this many bytes in either direction, 1M to 64G
+    /// (suffixes K, M, G)
+    ///
+    /// Below 1M re-keys cost more than they protect; above 64G AES's block
+    /// limit (RFC 4344) is near. No re-key starts before authentication
+    /// has ended.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_rekey_limit)]
     pub rekey_limit: u64,
 
-    /// Re-key after this many seconds
+    /// Re-key after this many seconds (0: never by time)
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub rekey_interval: u64,
 
-    /// Key exchange methods, comma-separated, replacing the default; with a
-    /// leading + appended to it, - removed from it (* and ? match), ^ put
-    /// first (sshd's KexAlgorithms)
+    /// Key exchange methods, comma-separated (sshd's KexAlgorithms syntax)
+    ///
+    /// The list replaces the default; with a leading + it is appended to
+    /// it, - removed from it (* and ? match), ^ put first.
     #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     pub kex_algorithms: Option<String>,
 
@@ -179,9 +275,10 @@ pub struct Cli {
     #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     pub macs: Option<String>,
 
-    /// Host-key signature algorithms to offer, of those the host keys can
-    /// sign with, as --kex-algorithms takes its list (sshd's
-    /// HostKeyAlgorithms)
+    /// Host-key signature algorithms to offer, as --kex-algorithms takes
+    /// its list (sshd's HostKeyAlgorithms)
+    ///
+    /// Of those the host keys can sign with.
     #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     pub host_key_algorithms: Option<String>,
 
@@ -190,78 +287,128 @@ pub struct Cli {
     #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     pub pubkey_accepted_algorithms: Option<String>,
 
-    /// Also offer what old clients need and audits fault (JSch 0.1.x in
-    /// JGit 4, old libssh2 and OpenSSH): ecdh-sha2-nistp256/384/521,
-    /// diffie-hellman-group16-sha512 and -group14-sha256, and the
-    /// encrypt-and-MAC hmac-sha2-256 and hmac-sha2-512; appended to the
-    /// defaults that the list settings start from. Nothing with SHA-1
+    /// Also offer what old clients need and audits fault
+    ///
+    /// For JSch 0.1.x in JGit 4, old libssh2 and OpenSSH:
+    /// ecdh-sha2-nistp256/384/521, diffie-hellman-group16-sha512 and
+    /// -group14-sha256, and the encrypt-and-MAC hmac-sha2-256 and
+    /// hmac-sha2-512, appended to the defaults that the list settings
+    /// start from. Nothing with SHA-1. Alone, the option means yes.
     #[arg(
         long,
         value_name = "yes|no",
         default_value = "no",
         num_args = 0..=1,
         default_missing_value = "yes",
-        require_equals = true,
-        value_parser = parse_yes_no
+        value_parser = yes_no()
     )]
     pub legacy_algorithms: bool,
 
-    /// Unauthenticated connections START:RATE:FULL: above START, new ones are
-    /// dropped with probability RATE% rising to 100% at FULL (as OpenSSH's
+    /// Unauthenticated connections START:RATE:FULL (as OpenSSH's
     /// MaxStartups)
+    ///
+    /// Above START, new ones wait in the startup queue where sshd would
+    /// drop them with probability RATE%, rising to 100% at FULL (FULL at
+    /// least 1, START at most FULL, RATE at most 100).
     #[arg(long, value_name = "START:RATE:FULL", default_value = "10:30:100", value_parser = parse_max_startups)]
     pub max_startups: (u32, u32, u32),
 
-    /// Connections of any kind at once (each push holds a git process)
+    /// Connections of any kind at once (0: no limit)
+    ///
+    /// Each push holds a git process and descriptors.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_connections: u32,
 
     /// Unauthenticated connections in progress from one address (an IPv6
-    /// /64); more wait, unread, in that address's queue
+    /// /64; at least 1)
+    ///
+    /// More wait, unread, in that address's queue.
     #[arg(long, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub per_source_max_startups: u32,
 
-    /// Connections from one address that may wait for its startups in
-    /// progress to fall under --per-source-max-startups (bounded by the
-    /// login grace time from accept); past it, they are refused
+    /// Connections from one address that may wait for a place under
+    /// --per-source-max-startups (0: none wait)
+    ///
+    /// Bounded by the login grace time from accept; past it, they are
+    /// refused.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub per_source_startup_queue: u32,
 
-    /// Connections that may wait where --max-startups would drop them, let
-    /// in round robin by address once fewer than START are in progress
-    /// (bounded by the login grace time from accept); past it, refused
+    /// Connections that may wait where --max-startups would drop them (0:
+    /// none wait)
+    ///
+    /// Let in round robin by address once fewer than START are in
+    /// progress, bounded by the login grace time from accept; past it,
+    /// refused.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub startup_queue: u32,
 
-    /// Refuse, for a while, addresses whose connections keep failing (5 s per
-    /// failed login, 1 s per connection that never tried, 10 s per login
-    /// grace time run out; refused from 15 s accumulated, at most 10 min)
-    #[arg(long, value_name = "yes|no", default_value = "yes", value_parser = parse_yes_no)]
+    /// Refuse, for a while, addresses whose connections keep failing
+    ///
+    /// 5 s per failed login, 1 s per connection that never tried, 10 s per
+    /// login grace time run out; refused from 15 s accumulated, at most 10
+    /// min. Alone, the option means yes.
+    #[arg(
+        long,
+        value_name = "yes|no",
+        default_value = "yes",
+        num_args = 0..=1,
+        default_missing_value = "yes",
+        value_parser = yes_no()
+    )]
     pub per_source_penalties: bool,
 
-    /// Trusted network (ADDR or ADDR/PREFIX) that bypasses admission control:
-    /// a health checker, your own tests; repeatable
+    /// Trusted network (ADDR or ADDR/PREFIX) that bypasses admission
+    /// control; repeatable
+    ///
+    /// A health checker, your own tests.
     #[arg(long = "admission-exempt", value_name = "NET", value_parser = gitmouth_core::admission::Network::parse)]
     pub admission_exempt: Vec<gitmouth_core::admission::Network>,
 
-    /// standalone: keys from an authorized_keys file, git run locally; api:
-    /// an Openruko platform's API server and dynos [default: api when
-    /// APISERVER_KEY is set and not empty, in the environment or in ./.env;
-    /// standalone otherwise]
+    /// PROXY protocol (v1 and v2) on the SSH listener, for a load balancer
+    /// in front: off (no header is read), optional (peers in
+    /// --proxy-trusted may send one), required (every connection comes
+    /// from a trusted peer with a header). The address a header carries is
+    /// the one admission, penalties and logs see
+    #[arg(long, value_name = "off|optional|required", default_value = "off",
+          value_parser = gitmouth_core::proxy::ProxyMode::parse)]
+    pub proxy_protocol: gitmouth_core::proxy::ProxyMode,
+
+    /// Network (ADDR or ADDR/PREFIX) of a load balancer allowed to send a
+    /// PROXY header; repeatable, no default (a header from any other peer
+    /// ends its connection)
+    #[arg(long = "proxy-trusted", value_name = "NET", value_parser = gitmouth_core::admission::Network::parse)]
+    pub proxy_trusted: Vec<gitmouth_core::admission::Network>,
+
+    /// Seconds a connection has to send its PROXY header before it is
+    /// closed (optional mode: before it is served as the peer's own)
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub proxy_header_timeout: u64,
+
+    /// standalone (keys from a file, git run locally) or api (an Openruko
+    /// platform) [default: api when APISERVER_KEY is set]
+    ///
+    /// Without it: api when APISERVER_KEY is set and not empty, in the
+    /// environment or in ./.env; standalone otherwise. Options the chosen
+    /// mode does not use are refused.
     #[arg(long, value_name = "MODE", value_parser = ["standalone", "api"])]
     pub mode: Option<String>,
 
     /// API mode: seconds allowed for the key lookup and the access check
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    /// (at least 1)
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = at_least_one_second)]
     pub api_timeout: u64,
 
-    /// API mode: seconds allowed for provisioning a build dyno
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    /// API mode: seconds allowed for provisioning a build dyno (at least 1)
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = at_least_one_second)]
     pub provision_timeout: u64,
 
-    /// Log filter (tracing's syntax, e.g. "info" or "gitmouth=debug"); RUST_LOG wins when set
-    #[arg(long, value_name = "FILTER", default_value = "info")]
+    /// Log filter (tracing's syntax, e.g. "info" or "gitmouth=debug")
+    ///
+    /// As any option, the command line wins over the environment: --log
+    /// over RUST_LOG. Changes on SIGHUP.
+    #[arg(long, value_name = "FILTER", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,
 
     /// Log format: human (readable lines) or json (one JSON object per line)
@@ -272,6 +419,49 @@ pub struct Cli {
     /// address (ADDR:PORT; off by default; a port of 0 picks one, logged)
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+}
+
+/// Switches: yes or no (true/false and on/off are taken too).
+fn yes_no() -> impl clap::builder::TypedValueParser<Value = bool> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("yes").alias("true").alias("on"),
+        PossibleValue::new("no").alias("false").alias("off"),
+    ])
+    .map(|s| matches!(s.as_str(), "yes" | "true" | "on"))
+}
+
+/// A log filter tracing accepts (it would otherwise skip what it cannot
+/// read, silently).
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("not a log filter ({e}); e.g. info, or gitmouth=debug,info"))
+}
+
+/// A number of seconds where zero cannot work.
+fn at_least_one_second(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("0 cannot work here: expected at least 1 second".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("expected a whole number of seconds, at least 1".into()),
+    }
+}
+
+/// The smallest and largest `--rekey-limit` taken.
+const REKEY_LIMIT_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(64 << 30);
+
+/// `--rekey-limit`: a size within [`REKEY_LIMIT_RANGE`].
+fn parse_rekey_limit(text: &str) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if REKEY_LIMIT_RANGE.contains(&n) {
+        Ok(n)
+    } else {
+        Err(
+            "expected 1M to 64G (sshd takes down to 16 bytes, which only makes re-keys pointless)"
+                .into(),
+        )
+    }
 }
 
 fn parse_max_startups(text: &str) -> Result<(u32, u32, u32), String> {
@@ -291,14 +481,6 @@ fn parse_max_startups(text: &str) -> Result<(u32, u32, u32), String> {
         ));
     }
     Ok((start, rate, full))
-}
-
-fn parse_yes_no(text: &str) -> Result<bool, String> {
-    match text {
-        "yes" | "true" | "on" => Ok(true),
-        "no" | "false" | "off" => Ok(false),
-        _ => Err(format!("expected yes or no, not {text:?}")),
-    }
 }
 
 /// Parses `1024`, `64K`, `8M`, `1G` into bytes.
@@ -327,6 +509,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Host keys to load.
     pub host_keys: Vec<HostKeySource>,
+    /// Retiring host keys to load (never generated).
+    pub host_keys_retiring: Vec<HostKeySource>,
     /// Login grace time.
     pub login_grace: Duration,
     /// Authentication attempts per connection.
@@ -375,14 +559,25 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// The authorized_keys file (standalone mode).
     pub authorized_keys: PathBuf,
-    /// Host name shown in messages.
-    pub public_host: String,
+    /// Where users reach the server (host and port), shown in messages.
+    pub public_host: PublicHost,
     /// Standalone or API mode, with API mode's settings.
     pub mode: ModeSettings,
     /// Things the operator should hear about at start.
     pub warnings: Vec<String>,
     /// Limits on unauthenticated connections.
     pub admission: gitmouth_core::admission::AdmissionConfig,
+    /// Whether `--authorized-keys` was given (a file, variable or flag):
+    /// such a file must exist; the default may be missing.
+    pub authorized_keys_explicit: bool,
+    /// `--print-config`: print the configuration and exit.
+    pub print_config: bool,
+    /// The configuration file, if any.
+    pub config_file: Option<PathBuf>,
+    /// Every setting's value and where it came from.
+    pub origins: Vec<Origin>,
+    /// PROXY protocol on the listener.
+    pub proxy: gitmouth_core::proxy::ProxyPolicy,
 }
 
 /// Which backend, with its settings.
@@ -483,58 +678,140 @@ fn api_settings(cli: &Cli, env: &Env, warnings: &mut Vec<String>) -> Result<ApiS
     })
 }
 
-/// Parses a command line (`args` includes the program name) against `env`;
-/// `host_name` is this machine's name, the default public host.
-/// Errors are clap's, including `--help` and `--version`, which the runtime
-/// prints and exits with (`err.exit()`).
+/// The `clap` command of a binary: [`Cli`] with each setting's variable
+/// and file key in its long help.
+pub fn command(bin_name: &'static str) -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
+        .name(bin_name)
+        .bin_name(bin_name)
+        .mut_args(|arg| {
+            let Some(long) = arg.get_long().filter(|l| *l != "print-config") else {
+                return arg;
+            };
+            let text = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let var = crate::layers::variable(long);
+            let where_ = if long == "config" {
+                format!("[env: {var}]")
+            } else {
+                format!("[env: {var}] [file key: {long}]")
+            };
+            arg.long_help(format!("{text}\n\n{where_}"))
+        })
+}
+
+/// Parses a command line (`args` includes the program name) against `env`,
+/// without a configuration file; `host_name` is this machine's name, the
+/// default public host. See [`parse_with_file`].
 pub fn parse(
     bin_name: &'static str,
     args: impl IntoIterator<Item = OsString>,
     env: &Env,
     host_name: &str,
 ) -> Result<Settings, clap::Error> {
-    use clap::{CommandFactory, FromArgMatches};
-    let command = Cli::command().name(bin_name).bin_name(bin_name);
-    let matches = command.try_get_matches_from(args)?;
-    let cli = Cli::from_arg_matches(&matches)?;
-    settings(cli, env, host_name).map_err(|msg| {
-        Cli::command()
-            .name(bin_name)
-            .error(clap::error::ErrorKind::ValueValidation, msg)
-    })
+    parse_with_file(bin_name, args, env, None, host_name)
 }
 
-fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
-    let listen = match cli.listen {
-        Some(addr) => addr,
-        None => {
-            let port = match env.non_empty("GITMOUTH_PORT") {
-                Some(p) => p
-                    .parse::<u16>()
-                    .map_err(|_| format!("GITMOUTH_PORT is not a port: {p:?}"))?,
-                None => 2222,
-            };
-            SocketAddr::from(([0, 0, 0, 0], port))
-        }
+/// The configuration file the command line or the environment names
+/// (`--config`, `GITMOUTH_CONFIG`), for the runtime to read. Errors are
+/// clap's, as [`parse`]'s (`--help` and `--version` included).
+pub fn config_file(
+    bin_name: &'static str,
+    args: impl IntoIterator<Item = OsString>,
+    env: &Env,
+) -> Result<Option<PathBuf>, clap::Error> {
+    let matches = command(bin_name).try_get_matches_from(args)?;
+    if let Some(path) = matches.get_one::<PathBuf>("config") {
+        return Ok(Some(path.clone()));
+    }
+    Ok(env
+        .lookup(&crate::layers::variable("config"))
+        .map(|(path, _)| PathBuf::from(path)))
+}
+
+/// Parses a command line (`args` includes the program name) completed from
+/// `env` (the process environment over `./.env`) and the configuration
+/// file's text, in that order of precedence; `host_name` is this machine's
+/// name, the default public host. Errors are clap's, including `--help`
+/// and `--version`, which the runtime prints and exits with
+/// (`err.exit()`); a refused value names the setting, where it came from,
+/// the value and what is allowed.
+pub fn parse_with_file(
+    bin_name: &'static str,
+    args: impl IntoIterator<Item = OsString>,
+    env: &Env,
+    file: Option<(&std::path::Path, &str)>,
+    host_name: &str,
+) -> Result<Settings, clap::Error> {
+    use crate::layers::{FileText, LayerError};
+    use clap::FromArgMatches;
+    let cmd = command(bin_name);
+    let refuse =
+        |msg: String| command(bin_name).error(clap::error::ErrorKind::ValueValidation, msg);
+    let file = file.map(|(path, text)| FileText { path, text });
+    let layered = match crate::layers::layer(&cmd, args.into_iter().collect(), env, file, &ALIASES)
+    {
+        Ok(l) => l,
+        Err(LayerError::Clap(e)) => return Err(e),
+        Err(LayerError::Message(m)) => return Err(refuse(m)),
     };
+    let cli = Cli::from_arg_matches(&layered.matches)?;
+    settings(cli, env, host_name, layered.origins).map_err(refuse)
+}
+
+fn settings(
+    cli: Cli,
+    env: &Env,
+    host_name: &str,
+    mut origins: Vec<Origin>,
+) -> Result<Settings, String> {
+    let explicit = |long: &str| {
+        origins
+            .iter()
+            .find(|o| o.long == long && o.source.is_explicit())
+            .map(|o| o.source.clone())
+    };
+    let listen = cli
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 2222)));
     let mut warnings = Vec::new();
     let api_mode = match cli.mode.as_deref() {
         Some("api") => true,
         Some(_) => false,
         None => env.non_empty("APISERVER_KEY").is_some(),
     };
+    let (mode_name, unused) = if api_mode {
+        ("API", &STANDALONE_ONLY[..])
+    } else {
+        ("standalone", &API_ONLY[..])
+    };
+    for long in unused {
+        if let Some(source) = explicit(long) {
+            let why = match (cli.mode.is_some(), api_mode) {
+                (true, _) => "--mode",
+                (false, true) => "APISERVER_KEY is set",
+                (false, false) => "APISERVER_KEY is not set",
+            };
+            return Err(format!(
+                "--{long} from {source}: not used in {mode_name} mode (chosen because {why}): remove it, or choose the other mode with --mode"
+            ));
+        }
+    }
     let mode = if api_mode {
         ModeSettings::Api(api_settings(&cli, env, &mut warnings)?)
     } else {
         ModeSettings::Standalone
     };
+    let authorized_keys_explicit = explicit("authorized-keys").is_some();
     let host_keys = if !cli.host_keys.is_empty() {
         cli.host_keys
             .into_iter()
             .map(HostKeySource::Given)
             .collect()
-    } else if let Some(path) = env.non_empty("GITMOUTH_PRIVATE_KEY") {
-        vec![HostKeySource::Given(PathBuf::from(path))]
     } else if api_mode {
         // Where the original kept it, so users' known_hosts stay valid.
         vec![HostKeySource::Given(PathBuf::from("certs/server.key"))]
@@ -546,9 +823,15 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
     let authorized_keys = cli
         .authorized_keys
         .unwrap_or_else(|| cli.data_dir.join("authorized_keys"));
-    let public_host = cli
-        .public_host
-        .unwrap_or_else(|| host_name.trim().to_owned());
+    // Without a port, users reach the port listened on (behind a balancer
+    // that maps ports, --public-host names the balancer's).
+    let public_host = match cli.public_host.as_deref() {
+        Some(text) => PublicHost::parse(text, listen.port())?,
+        None => PublicHost {
+            host: host_name.trim().to_owned(),
+            port: listen.port(),
+        },
+    };
     let (start, rate, full) = cli.max_startups;
     let admission = gitmouth_core::admission::AdmissionConfig {
         start,
@@ -557,13 +840,24 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         per_source: cli.per_source_max_startups,
         per_source_queue: cli.per_source_startup_queue,
         queue: cli.startup_queue,
-        max_connections: cli.max_connections.max(1),
+        // Zero is no limit.
+        max_connections: match cli.max_connections {
+            0 => u32::MAX,
+            n => n,
+        },
         penalties: cli.per_source_penalties,
         exempt: cli.admission_exempt.clone(),
         ..Default::default()
     };
+    let proxy = gitmouth_core::proxy::ProxyPolicy {
+        mode: cli.proxy_protocol,
+        trusted: cli.proxy_trusted.clone(),
+        timeout: Duration::from_secs(cli.proxy_header_timeout),
+    };
+    proxy.validate()?;
     Ok(Settings {
         admission,
+        proxy,
         mode,
         warnings,
         authorized_keys,
@@ -571,15 +865,21 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         listen,
         data_dir: cli.data_dir,
         host_keys,
+        host_keys_retiring: cli
+            .host_keys_retiring
+            .into_iter()
+            .map(HostKeySource::Given)
+            .collect(),
         login_grace: Duration::from_secs(cli.login_grace_time),
         max_auth_tries: cli.max_auth_tries,
-        idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
+        // Zero is no limit, which the core takes as it is.
+        idle_timeout: Duration::from_secs(cli.idle_timeout),
         unused_timeout: Duration::from_secs(cli.unused_connection_timeout),
         per_user_max_connections: cli.per_user_max_connections,
         keepalive_interval: Duration::from_secs(cli.keepalive_interval),
         keepalive_count_max: cli.keepalive_count_max,
         max_sessions: cli.max_sessions,
-        max_session: Duration::from_secs(cli.max_session_time.max(1)),
+        max_session: Duration::from_secs(cli.max_session_time),
         drain_timeout: Duration::from_secs(cli.drain_timeout),
         max_commands: cli.max_commands,
         push_lock_wait: Duration::from_secs(cli.push_lock_wait),
@@ -630,7 +930,132 @@ fn settings(cli: Cli, env: &Env, host_name: &str) -> Result<Settings, String> {
         log: cli.log,
         log_json: cli.log_format == "json",
         metrics: cli.metrics,
+        authorized_keys_explicit,
+        print_config: cli.print_config,
+        config_file: cli.config,
+        origins: std::mem::take(&mut origins),
     })
+}
+
+/// Secrets among the variables: `--print-config` masks their values.
+const SECRET_VARIABLES: [&str; 1] = ["APISERVER_KEY"];
+
+/// Variables that are not options (the original's), shown by
+/// `--print-config` when set.
+const OTHER_VARIABLES: [&str; 9] = [
+    "APISERVER_KEY",
+    "APISERVER_PROTOCOL",
+    "APISERVER_HOSTNAME",
+    "APISERVER_PORT",
+    "DYNOHOST_RENDEZVOUS_PORT",
+    "APISERVER_CA_FILE",
+    "DYNOHOST_CA_FILE",
+    "APISERVER_TLS_VERIFY",
+    "DYNOHOST_TLS_VERIFY",
+];
+
+/// One TOML value: a bare integer when the text is one, else a string.
+fn toml_value(text: &str) -> String {
+    match text.parse::<i64>() {
+        Ok(n) if n.to_string() == text => text.to_owned(),
+        _ => toml::Value::String(text.to_owned()).to_string(),
+    }
+}
+
+/// `--print-config`: the effective configuration as TOML (usable as a
+/// `--config` file), each value with where it came from; the variables
+/// that are not options as comments, secrets masked.
+pub fn render_config(bin_name: &'static str, settings: &Settings, env: &Env) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# {bin_name} {}: the effective configuration; after each value, where it came from.",
+        env!("CARGO_PKG_VERSION")
+    );
+    let derived = |long: &str| -> Option<Vec<String>> {
+        Some(match long {
+            "listen" => vec![settings.listen.to_string()],
+            "host-key" => settings
+                .host_keys
+                .iter()
+                .map(|k| match k {
+                    HostKeySource::Given(p) | HostKeySource::Default(p) => p.display().to_string(),
+                })
+                .collect(),
+            "authorized-keys" if matches!(settings.mode, ModeSettings::Standalone) => {
+                vec![settings.authorized_keys.display().to_string()]
+            }
+            "public-host" => vec![{
+                let h = &settings.public_host;
+                if h.host.contains(':') {
+                    format!("[{}]:{}", h.host, h.port)
+                } else {
+                    format!("{}:{}", h.host, h.port)
+                }
+            }],
+            "mode" => vec![
+                match settings.mode {
+                    ModeSettings::Standalone => "standalone",
+                    ModeSettings::Api(_) => "api",
+                }
+                .to_owned(),
+            ],
+            _ => return None,
+        })
+    };
+    let mut cmd = command(bin_name);
+    cmd.build();
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if ["help", "version", "print-config", "config"].contains(&long) {
+            continue;
+        }
+        let list = matches!(arg.get_action(), clap::ArgAction::Append);
+        let (values, source) = match settings.origins.iter().find(|o| o.long == long) {
+            Some(o) => (o.values.clone(), o.source.to_string()),
+            None => match derived(long) {
+                Some(v) => (v, "default".to_owned()),
+                None => {
+                    let _ = writeln!(out, "# {long}: not set");
+                    continue;
+                }
+            },
+        };
+        let value = if list {
+            let items: Vec<String> = values
+                .iter()
+                .map(|v| toml::Value::String(v.clone()).to_string())
+                .collect();
+            format!("[{}]", items.join(", "))
+        } else {
+            values.first().map(|v| toml_value(v)).unwrap_or_default()
+        };
+        let _ = writeln!(out, "{long} = {value}  # {source}");
+    }
+    if let Some(path) = &settings.config_file {
+        let _ = writeln!(out, "# read from {}", path.display());
+    }
+    let mut header = false;
+    for var in OTHER_VARIABLES {
+        let Some((value, source)) = env.lookup(var) else {
+            continue;
+        };
+        if !header {
+            let _ = writeln!(
+                out,
+                "# Variables that are not options (environment or ./.env only):"
+            );
+            header = true;
+        }
+        let shown = if SECRET_VARIABLES.contains(&var) {
+            "\"********\"".to_owned()
+        } else {
+            toml::Value::String(value.to_owned()).to_string()
+        };
+        let _ = writeln!(out, "# {var} = {shown}  # {source}");
+    }
+    out
 }
 
 /// The core's configuration for these settings, around the loaded host
@@ -669,7 +1094,7 @@ fn with_legacy<T: Copy>(default: &[T], legacy: &[T], on: bool) -> Vec<T> {
 /// keys and the chosen mode.
 pub fn server_config(
     settings: &Settings,
-    host_keys: Vec<gitmouth_core::transport::hostkey::HostKey>,
+    host_keys: gitmouth_core::transport::hostkey::HostKeys,
     mode: gitmouth_core::server::Mode,
 ) -> gitmouth_core::server::ServerConfig {
     use gitmouth_core::transport::TransportConfig;
@@ -685,7 +1110,7 @@ pub fn server_config(
     };
     gitmouth_core::server::ServerConfig {
         transport: std::sync::Arc::new(transport),
-        host_keys: host_keys.into(),
+        host_keys,
         login_grace: settings.login_grace,
         max_auth_attempts: settings.max_auth_tries,
         pubkey_algs: settings.pubkey_algs.clone(),
@@ -718,7 +1143,7 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)], dotenv: Option<&str>) -> Env {
         let process = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        Env::new(process, dotenv).0
+        Env::new(process, dotenv).unwrap()
     }
 
     #[test]
@@ -733,6 +1158,100 @@ mod tests {
             ))]
         );
         assert_eq!(s.rekey_limit, 1 << 30);
+    }
+
+    #[test]
+    fn proxy_protocol_settings() {
+        use gitmouth_core::proxy::ProxyMode;
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box").unwrap();
+        assert_eq!(s.proxy.mode, ProxyMode::Off);
+        assert!(s.proxy.trusted.is_empty());
+        assert_eq!(s.proxy.timeout, Duration::from_secs(5));
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--proxy-protocol",
+                "required",
+                "--proxy-trusted",
+                "10.0.0.0/8",
+                "--proxy-trusted",
+                "192.0.2.1",
+                "--proxy-header-timeout",
+                "3",
+            ]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        assert_eq!(s.proxy.mode, ProxyMode::Required);
+        assert_eq!(s.proxy.trusted.len(), 2);
+        assert_eq!(s.proxy.timeout, Duration::from_secs(3));
+        // Required with nobody trusted would refuse every connection.
+        let err = parse(
+            "gitmouth",
+            args(&["--proxy-protocol", "required"]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--proxy-trusted"), "{err}");
+        for bad in [
+            &["--proxy-protocol", "yes"][..],
+            &["--proxy-trusted", "10.0.0.0/33"],
+            &[
+                "--proxy-protocol",
+                "optional",
+                "--proxy-header-timeout",
+                "0",
+            ],
+        ] {
+            assert!(
+                parse("gitmouth", args(bad), &Env::default(), "box").is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_host_and_its_port() {
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box\n").unwrap();
+        assert_eq!(
+            (s.public_host.host.as_str(), s.public_host.port),
+            ("box", 2222)
+        );
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--listen",
+                "0.0.0.0:2200",
+                "--public-host",
+                "git.example.org",
+            ]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        assert_eq!(s.public_host.port, 2200);
+        let s = parse(
+            "gitmouth",
+            args(&["--public-host", "git.example.org:22"]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.public_host.host.as_str(), s.public_host.port),
+            ("git.example.org", 22)
+        );
+        assert!(
+            parse(
+                "gitmouth",
+                args(&["--public-host", "git.example.org:x"]),
+                &Env::default(),
+                "box"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -889,6 +1408,39 @@ mod tests {
     }
 
     #[test]
+    fn retiring_host_keys_come_beside_the_keys_in_service() {
+        let s = parse(
+            "gitmouth",
+            args(&[
+                "--host-key-retiring",
+                "/k/old_rsa",
+                "--host-key-retiring",
+                "/k/older",
+            ]),
+            &Env::default(),
+            "box",
+        )
+        .unwrap();
+        // The keys in service keep their default.
+        assert_eq!(
+            s.host_keys,
+            [HostKeySource::Default(PathBuf::from(
+                "./gitmouth-data/ssh_host_ed25519_key"
+            ))]
+        );
+        // A retiring key is never generated: it must exist.
+        assert_eq!(
+            s.host_keys_retiring,
+            [
+                HostKeySource::Given("/k/old_rsa".into()),
+                HostKeySource::Given("/k/older".into())
+            ]
+        );
+        let s = parse("gitmouth", args(&[]), &Env::default(), "box").unwrap();
+        assert!(s.host_keys_retiring.is_empty());
+    }
+
+    #[test]
     fn the_key_never_shows_in_debug() {
         let e = env(&[("APISERVER_KEY", "supersecret")], None);
         let s = parse("gitmouth", args(&[]), &e, "box").unwrap();
@@ -944,7 +1496,7 @@ mod tests {
         );
         let config = server_config(
             &s,
-            Vec::new(),
+            Vec::new().into(),
             gitmouth_core::server::Mode::Standalone {
                 repos: PathBuf::from("r"),
             },
@@ -960,5 +1512,358 @@ mod tests {
         let s = parse("gitmouth", args(&["--max-sessions", "3"]), &e, "box").unwrap();
         assert_eq!(s.max_sessions, 3);
         assert!(parse("gitmouth", args(&["--max-sessions", "0"]), &e, "box").is_err());
+    }
+    fn with_file(list: &[&str], e: &Env, text: &str) -> Result<Settings, String> {
+        parse_with_file(
+            "gitmouth",
+            args(list),
+            e,
+            Some((std::path::Path::new("/etc/gm.toml"), text)),
+            "box",
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn source_of(s: &Settings, long: &str) -> Source {
+        s.origins
+            .iter()
+            .find(|o| o.long == long)
+            .map(|o| o.source.clone())
+            .unwrap()
+    }
+
+    #[test]
+    fn precedence_flags_environment_dotenv_file_default() {
+        let file = "max-sessions = 2\n";
+        let dotenv = Some("GITMOUTH_MAX_SESSIONS=3\n");
+        let process = [("GITMOUTH_MAX_SESSIONS", "4")];
+        let flag = ["--max-sessions", "5"];
+        let s = with_file(&[], &Env::default(), "").unwrap();
+        assert_eq!(
+            (s.max_sessions, source_of(&s, "max-sessions")),
+            (10, Source::Default)
+        );
+        let s = with_file(&[], &Env::default(), file).unwrap();
+        assert_eq!(s.max_sessions, 2);
+        assert_eq!(
+            source_of(&s, "max-sessions"),
+            Source::File {
+                path: "/etc/gm.toml".into(),
+                line: 1
+            }
+        );
+        let s = with_file(&[], &env(&[], dotenv), file).unwrap();
+        assert_eq!(s.max_sessions, 3);
+        assert_eq!(
+            source_of(&s, "max-sessions"),
+            Source::DotEnv {
+                var: "GITMOUTH_MAX_SESSIONS".into(),
+                line: Some(1)
+            }
+        );
+        let s = with_file(&[], &env(&process, dotenv), file).unwrap();
+        assert_eq!(s.max_sessions, 4);
+        assert_eq!(
+            source_of(&s, "max-sessions"),
+            Source::Environment("GITMOUTH_MAX_SESSIONS".into())
+        );
+        let s = with_file(&flag, &env(&process, dotenv), file).unwrap();
+        assert_eq!(
+            (s.max_sessions, source_of(&s, "max-sessions")),
+            (5, Source::CommandLine)
+        );
+    }
+
+    #[test]
+    fn the_originals_variables_and_rust_log_are_layers_too() {
+        // --log beats RUST_LOG; RUST_LOG (environment) beats the file.
+        let e = env(&[("RUST_LOG", "debug")], None);
+        assert_eq!(
+            with_file(&["--log", "warn"], &e, "log = \"error\"")
+                .unwrap()
+                .log,
+            "warn"
+        );
+        assert_eq!(with_file(&[], &e, "log = \"error\"").unwrap().log, "debug");
+        // GITMOUTH_LISTEN beats GITMOUTH_PORT in the same layer; the
+        // environment's GITMOUTH_PORT beats the file's listen.
+        let e = env(&[("GITMOUTH_PORT", "2022")], None);
+        let s = with_file(&[], &e, "listen = \"127.0.0.1:9\"").unwrap();
+        assert_eq!(s.listen, "0.0.0.0:2022".parse().unwrap());
+        let e = env(
+            &[
+                ("GITMOUTH_PORT", "2022"),
+                ("GITMOUTH_LISTEN", "127.0.0.1:7"),
+            ],
+            None,
+        );
+        assert_eq!(
+            with_file(&[], &e, "").unwrap().listen,
+            "127.0.0.1:7".parse().unwrap()
+        );
+        let err = with_file(&[], &env(&[("GITMOUTH_PORT", "99999")], None), "").unwrap_err();
+        assert!(
+            err.contains("GITMOUTH_PORT") && err.contains("99999"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lists_and_switches_from_each_layer() {
+        let e = env(&[("GITMOUTH_ADMISSION_EXEMPT", "10.0.0.0/8, ::1")], None);
+        let s = with_file(&[], &e, "").unwrap();
+        assert_eq!(s.admission.exempt.len(), 2);
+        let s = with_file(
+            &[],
+            &Env::default(),
+            "admission-exempt = [\"10.0.0.0/8\"]\nhost-key = \"a,b\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.admission.exempt.len(), 1);
+        assert_eq!(s.host_keys.len(), 2);
+        for (text, on) in [("yes", true), ("no", false), ("true", true), ("off", false)] {
+            let e = env(&[("GITMOUTH_PER_SOURCE_PENALTIES", text)], None);
+            assert_eq!(with_file(&[], &e, "").unwrap().admission.penalties, on);
+            let line = format!("per-source-penalties = \"{text}\"");
+            assert_eq!(
+                with_file(&[], &Env::default(), &line)
+                    .unwrap()
+                    .admission
+                    .penalties,
+                on
+            );
+        }
+        assert!(
+            !with_file(&[], &Env::default(), "per-source-penalties = false")
+                .unwrap()
+                .admission
+                .penalties
+        );
+        assert!(
+            with_file(&["--legacy-algorithms"], &Env::default(), "")
+                .unwrap()
+                .legacy_algorithms
+        );
+        assert!(
+            !with_file(&["--legacy-algorithms", "no"], &Env::default(), "")
+                .unwrap()
+                .legacy_algorithms
+        );
+        assert!(
+            !with_file(&["--per-source-penalties=no"], &Env::default(), "")
+                .unwrap()
+                .admission
+                .penalties
+        );
+        let err = with_file(
+            &[],
+            &env(&[("GITMOUTH_LEGACY_ALGORITHMS", "maybe")], None),
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("GITMOUTH_LEGACY_ALGORITHMS") && err.contains("yes, no"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_naming_the_key_and_line() {
+        let err =
+            with_file(&[], &Env::default(), "log = \"info\"\nmax_sessions = 3\n").unwrap_err();
+        assert!(
+            err.contains("/etc/gm.toml line 2")
+                && err.contains("\"max_sessions\"")
+                && err.contains("max-sessions"),
+            "{err}"
+        );
+        let err = with_file(&[], &Env::default(), "config = \"x\"\n").unwrap_err();
+        assert!(err.contains("unknown key \"config\""), "{err}");
+        let err = with_file(&[], &Env::default(), "max-sessions = [1]\n").unwrap_err();
+        assert!(
+            err.contains("--max-sessions") && err.contains("not a list"),
+            "{err}"
+        );
+        let err = with_file(&[], &Env::default(), "max-sessions = \n").unwrap_err();
+        assert!(err.contains("not valid TOML"), "{err}");
+        let err = with_file(&[], &Env::default(), "\n\nrekey-limit = \"10\"\n").unwrap_err();
+        assert!(
+            err.contains("--rekey-limit from /etc/gm.toml line 3")
+                && err.contains("\"10\"")
+                && err.contains("1M to 64G"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_is_no_limit_or_refused() {
+        let s = with_file(
+            &[
+                "--idle-timeout",
+                "0",
+                "--max-session-time",
+                "0",
+                "--max-connections",
+                "0",
+                "--rekey-interval",
+                "0",
+            ],
+            &Env::default(),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.idle_timeout, s.max_session, s.rekey_interval),
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO)
+        );
+        assert_eq!(s.admission.max_connections, u32::MAX);
+        for flag in [
+            "--login-grace-time",
+            "--max-auth-tries",
+            "--api-timeout",
+            "--provision-timeout",
+            "--max-sessions",
+            "--keepalive-count-max",
+            "--per-source-max-startups",
+        ] {
+            assert!(
+                with_file(&[flag, "0"], &Env::default(), "").is_err(),
+                "{flag} 0 accepted"
+            );
+        }
+        assert!(with_file(&["--rekey-limit", "10"], &Env::default(), "").is_err());
+        assert!(with_file(&["--rekey-limit", "1M"], &Env::default(), "").is_ok());
+        assert!(with_file(&["--rekey-limit", "65G"], &Env::default(), "").is_err());
+        assert!(with_file(&["--log", "gitmouth=loud"], &Env::default(), "").is_err());
+    }
+
+    #[test]
+    fn options_the_mode_does_not_use_are_refused() {
+        let api = env(&[("APISERVER_KEY", "k")], None);
+        let err = with_file(&["--authorized-keys", "k"], &api, "").unwrap_err();
+        assert!(
+            err.contains("--authorized-keys") && err.contains("API mode"),
+            "{err}"
+        );
+        let err = with_file(&[], &api, "authorized-keys = \"k\"\n").unwrap_err();
+        assert!(err.contains("/etc/gm.toml line 1"), "{err}");
+        let err = with_file(&["--api-timeout", "5"], &Env::default(), "").unwrap_err();
+        assert!(err.contains("standalone mode"), "{err}");
+        assert!(with_file(&["--api-timeout", "5"], &api, "").is_ok());
+        assert!(
+            with_file(&["--authorized-keys", "k"], &Env::default(), "")
+                .unwrap()
+                .authorized_keys_explicit
+        );
+        assert!(
+            !with_file(&[], &Env::default(), "")
+                .unwrap()
+                .authorized_keys_explicit
+        );
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_refused_with_a_suggestion() {
+        let err = with_file(&[], &env(&[("GITMOUTH_MAX_SESION", "3")], None), "").unwrap_err();
+        assert!(
+            err.contains("GITMOUTH_MAX_SESION in the environment")
+                && err.contains("GITMOUTH_MAX_SESSIONS?"),
+            "{err}"
+        );
+        let err = with_file(&[], &env(&[], Some("GITMOUTH_LOGLEVEL=debug\n")), "").unwrap_err();
+        assert!(err.contains("./.env line 1"), "{err}");
+        // The original's public key variable is known (the key is derived).
+        assert!(
+            with_file(
+                &[],
+                &env(&[("GITMOUTH_PUBLIC_KEY", "certs/server.key.pub")], None),
+                ""
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_dotenv_that_does_not_parse_is_an_error() {
+        let err = Env::new(
+            Vec::new(),
+            Some("APISERVER_KEY=abc\nthis is not an assignment\n"),
+        )
+        .unwrap_err();
+        assert!(err.contains(".env"), "{err}");
+    }
+
+    #[test]
+    fn print_config_names_sources_and_masks_secrets() {
+        let e = env(
+            &[
+                ("APISERVER_KEY", "supersecret"),
+                ("GITMOUTH_MAX_SESSIONS", "4"),
+            ],
+            Some("APISERVER_PORT=8080\n"),
+        );
+        let s = with_file(&[], &e, "idle-timeout = 60\n").unwrap();
+        let text = render_config("gitmouth", &s, &e);
+        assert!(!text.contains("supersecret"), "{text}");
+        assert!(text.contains("APISERVER_KEY = \"********\""), "{text}");
+        assert!(
+            text.contains("max-sessions = 4  # the environment (GITMOUTH_MAX_SESSIONS)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("idle-timeout = 60  # /etc/gm.toml line 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("APISERVER_PORT = \"8080\"  # ./.env line 1 (APISERVER_PORT)"),
+            "{text}"
+        );
+        assert!(text.contains("mode = \"api\"  # default"), "{text}");
+        // What it prints reads back as a configuration file (the
+        // commented lines aside) with the same result.
+        let again = with_file(&[], &e, &text).unwrap();
+        assert_eq!(
+            render_config("gitmouth", &again, &e)
+                .lines()
+                .skip(1)
+                .filter(|l| l.starts_with("max-"))
+                .count(),
+            text.lines()
+                .skip(1)
+                .filter(|l| l.starts_with("max-"))
+                .count()
+        );
+    }
+
+    #[test]
+    fn help_is_short_with_h_and_long_with_help_wrapped_and_naming_variables() {
+        let short = command("gitmouth").render_help().to_string();
+        let long = command("gitmouth").render_long_help().to_string();
+        assert!(
+            short.len() * 2 < long.len(),
+            "{} vs {}",
+            short.len(),
+            long.len()
+        );
+        for line in long.lines().chain(short.lines()) {
+            assert!(line.chars().count() <= 100, "too long: {line:?}");
+        }
+        for var in [
+            "GITMOUTH_MAX_STARTUPS",
+            "GITMOUTH_PORT",
+            "GITMOUTH_PRIVATE_KEY",
+            "APISERVER_KEY",
+            "APISERVER_PROTOCOL",
+            "APISERVER_HOSTNAME",
+            "APISERVER_PORT",
+            "DYNOHOST_RENDEZVOUS_PORT",
+            "APISERVER_CA_FILE",
+            "DYNOHOST_TLS_VERIFY",
+            "RUST_LOG",
+            "file key: max-startups",
+        ] {
+            assert!(long.contains(var), "{var} missing from --help");
+        }
+        assert!(long.contains("--per-source-penalties [<yes|no>]"), "{long}");
     }
 }

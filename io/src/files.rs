@@ -13,14 +13,33 @@ use gitmouth_core::app::authorized_keys::AuthorizedKeys;
 #[derive(Debug, Default)]
 pub struct KeyStore {
     current: RwLock<Arc<AuthorizedKeys>>,
+    /// The file, which a reloaded configuration may change.
+    path: RwLock<PathBuf>,
 }
 
 impl KeyStore {
-    /// A store holding `keys`.
-    pub fn new(keys: AuthorizedKeys) -> Self {
+    /// A store holding `keys`, read from `path`.
+    pub fn new(keys: AuthorizedKeys, path: PathBuf) -> Self {
         Self {
             current: RwLock::new(Arc::new(keys)),
+            path: RwLock::new(path),
         }
+    }
+
+    /// The file the keys come from.
+    pub fn path(&self) -> PathBuf {
+        self.path.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes the keys from `path` from now on (read at once).
+    pub fn set_path(&self, path: PathBuf) {
+        *self.path.write().unwrap_or_else(|p| p.into_inner()) = path;
+        self.reload();
+    }
+
+    /// Reads the file again.
+    pub fn reload(&self) {
+        self.replace(load_authorized_keys(&self.path()));
     }
 
     /// Replaces the keys.
@@ -81,45 +100,26 @@ pub fn load_authorized_keys(path: &Path) -> AuthorizedKeys {
     }
 }
 
-/// Keeps `store` equal to the file at `path`, for the life of the server,
-/// re-reading it on each SIGHUP that `hup` (watched from start-up on)
-/// brings.
-pub async fn watch_authorized_keys(
-    path: PathBuf,
-    store: Arc<KeyStore>,
-    mut hup: Option<async_signal::Signals>,
-) {
-    use futures_lite::StreamExt;
+/// Keeps `store` equal to its file, for the life of the server: the
+/// file's metadata is compared every two seconds (SIGHUP re-reads it too,
+/// with the configuration: [`crate::server`]).
+pub async fn watch_authorized_keys(store: Arc<KeyStore>) {
+    let mut path = store.path();
     let mut last = stamp(&path);
     loop {
-        let tick = async {
-            async_io::Timer::after(POLL).await;
-            false
-        };
-        let signalled = match hup.as_mut() {
-            Some(signals) => {
-                futures_lite::future::or(async { signals.next().await.is_some() }, tick).await
-            }
-            None => tick.await,
-        };
-        let now = stamp(&path);
-        if signalled || now != last {
-            last = now;
-            if signalled {
-                tracing::info!("SIGHUP: re-reading authorized keys");
-            }
-            store.replace(load_authorized_keys(&path));
+        async_io::Timer::after(POLL).await;
+        let now_path = store.path();
+        if now_path != path {
+            // Re-read by whoever changed it.
+            path = now_path;
+            last = stamp(&path);
+            continue;
         }
-    }
-}
-
-/// Takes each SIGHUP `hup` brings where there is nothing to re-read (API
-/// mode: keys come from the platform), so that the signal's default
-/// action, ending the process, never drops the connections.
-pub async fn acknowledge_hangups(mut hup: async_signal::Signals) {
-    use futures_lite::StreamExt;
-    while hup.next().await.is_some() {
-        tracing::info!("SIGHUP: nothing to re-read (keys come from the platform)");
+        let now = stamp(&path);
+        if now != last {
+            last = now;
+            store.reload();
+        }
     }
 }
 

@@ -17,10 +17,12 @@ pub mod driver;
 pub mod dyno;
 pub mod files;
 pub mod http;
+pub mod layers;
 pub mod locks;
 pub mod logfmt;
 pub mod metrics;
 pub mod process;
+pub mod proxy;
 pub mod server;
 pub mod slots;
 pub mod startup;
@@ -34,8 +36,9 @@ use gitmouth_core::server::ServerConfig;
 
 /// What every connection of a server shares.
 pub struct Shared {
-    /// The core's configuration.
-    pub config: Arc<ServerConfig>,
+    /// The core's configuration, replaced when SIGHUP reloads it (each
+    /// new connection takes the one current then).
+    pub config: std::sync::RwLock<Arc<ServerConfig>>,
     /// HTTP client for the API server (API mode).
     pub http: Option<http::Client>,
     /// TLS for dyno hosts (API mode).
@@ -63,6 +66,12 @@ pub struct Shared {
     pub active: AtomicUsize,
     /// What the server counts, for `/metrics` and `/ready`.
     pub metrics: metrics::Metrics,
+    /// Admission's refusal lines for fail2ban, once per source and
+    /// interval (the accept loop and the PROXY header readers share it).
+    pub refusals: std::sync::Mutex<admit::RefusalLog>,
+    /// PROXY protocol on the listener: who may send a header, and whether
+    /// one is required.
+    pub proxy: gitmouth_core::proxy::ProxyPolicy,
 }
 
 /// [`Shared::stop_level`]: serving.
@@ -73,6 +82,19 @@ pub const DRAINING: u8 = 1;
 pub const STOPPING: u8 = 2;
 
 impl Shared {
+    /// The core's configuration as it is now.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the core's configuration for new connections.
+    pub fn set_config(&self, config: ServerConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
     /// Raises the stop level to `level` (never lowers it) and wakes every
     /// session.
     pub fn stop_to(&self, level: u8) {

@@ -13,6 +13,16 @@ use gitmouth_core::server::{
 /// Largest helper output kept (`git for-each-ref` of a new repository).
 const HELPER_OUTPUT_MAX: u64 = 64 * 1024;
 
+/// Capacity asked for git's stdin and stdout pipes (Linux `F_SETPIPE_SZ`;
+/// the default is 64 KiB). git writes its pack in 64 KiB pkt-lines: with
+/// room for several of them, git and the relay each block and wake less
+/// often, and the relay reads more per system call. Kept well under
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default), and small enough that
+/// a server running git for many clients at once stays far from
+/// `pipe-user-pages-soft` (64 MiB per user), past which the kernel gives
+/// that user's new pipes a single page.
+pub const PIPE_SIZE: usize = 256 * 1024;
+
 type ExitFuture = Pin<Box<dyn Future<Output = std::io::Result<std::process::ExitStatus>> + Send>>;
 
 /// A running git command.
@@ -62,6 +72,16 @@ impl Process {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+        // A pipe left at its default size only costs system calls.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            if let Some(pipe) = &stdin {
+                let _ = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_SIZE);
+            }
+            if let Some(pipe) = &stdout {
+                let _ = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_SIZE);
+            }
+        }
         // `status()` only drops stdin, which was taken out above.
         let exit: ExitFuture = Box::pin(child.status());
         Ok(Self {

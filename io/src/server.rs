@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::config::Settings;
+use crate::driver::Origin;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use gitmouth_core::admission::Verdict;
+use gitmouth_core::proxy::Arrival;
 
 /// A task for the runtime's executor.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -25,28 +27,28 @@ pub async fn run<S, A, F>(
     spawn: impl Fn(Task),
 ) -> Result<(), String>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + std::os::fd::AsFd + Unpin + Send + 'static,
     A: FnMut() -> F,
     F: Future<Output = std::io::Result<(S, SocketAddr)>>,
 {
+    let local = local.map_err(|e| e.to_string())?;
+    // Listening on port 0, users reach the port the system chose.
+    let mut settings = settings.clone();
+    if settings.public_host.port == 0 {
+        settings.public_host.port = local.port();
+    }
+    let settings = &settings;
     let (shared, keys) = crate::startup::prepare(settings)?;
+    let shared = Arc::new(shared);
     // SIGHUP is watched before "listening" is logged, in either mode: its
     // default action would end the process, dropping every connection.
-    let hup = async_signal::Signals::new([async_signal::Signal::Hup]);
-    if let Err(e) = &hup {
-        tracing::warn!(error = %e, "cannot watch SIGHUP");
+    match async_signal::Signals::new([async_signal::Signal::Hup]) {
+        Ok(hup) => spawn(Box::pin(hangups(hup, shared.clone(), settings.clone()))),
+        Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP"),
     }
-    match (keys, hup.ok()) {
-        (Some(store), hup) => spawn(Box::pin(crate::files::watch_authorized_keys(
-            settings.authorized_keys.clone(),
-            store,
-            hup,
-        ))),
-        (None, Some(hup)) => spawn(Box::pin(crate::files::acknowledge_hangups(hup))),
-        (None, None) => {}
+    if let Some(store) = keys {
+        spawn(Box::pin(crate::files::watch_authorized_keys(store)));
     }
-    let shared = Arc::new(shared);
-    let local = local.map_err(|e| e.to_string())?;
     if let Some(addr) = settings.metrics {
         let listener = crate::metrics::bind(addr)?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
@@ -58,7 +60,6 @@ where
     tracing::info!(address = %local, "listening");
     // Serving ends only by the stop signal: the loop never breaks.
     let serve = async {
-        let mut refusals = crate::admit::RefusalLog::default();
         loop {
             let (stream, peer) = match accept().await {
                 Ok(accepted) => accepted,
@@ -73,29 +74,35 @@ where
             };
             let accepted = std::time::Instant::now();
             shared.metrics.accepted();
-            let registration = crate::admit::Registration::new(&shared);
-            let id = registration.id();
-            match shared.admission(|a| a.connect(id, peer.ip(), accepted)) {
-                Verdict::Accept(ticket) => spawn(Box::pin(crate::driver::drive(
-                    stream,
-                    peer,
-                    shared.clone(),
-                    ticket,
-                    registration,
-                    accepted,
-                ))),
-                Verdict::Wait => spawn(Box::pin(wait_then_drive(
-                    stream,
-                    peer,
-                    shared.clone(),
-                    registration,
-                    accepted,
-                ))),
+            match shared.proxy.arrival(peer.ip()) {
+                Arrival::Direct => {
+                    if let Some(task) = admit(stream, Origin::direct(peer), &shared, accepted) {
+                        spawn(task);
+                    }
+                }
+                Arrival::CheckUntrusted => {
+                    let origin = Origin {
+                        check_untrusted: true,
+                        ..Origin::direct(peer)
+                    };
+                    if let Some(task) = admit(stream, origin, &shared, accepted) {
+                        spawn(task);
+                    }
+                }
+                // A balancer: its header names the client that admission
+                // judges, so it is read first (bounded by the header
+                // timeout; only trusted peers get this far unadmitted).
+                Arrival::ReadHeader => {
+                    spawn(Box::pin(read_header_then_admit(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        accepted,
+                    )));
+                }
                 // Dropping the stream closes it before any byte is read.
-                Verdict::Refuse(why) => {
-                    shared.metrics.refused(why);
-                    tracing::debug!(%peer, why, "connection refused");
-                    refusals.refused(peer.ip(), why, accepted);
+                Arrival::Refuse(why) => {
+                    tracing::info!(%peer, reason = ?why.to_string(), "connection refused before SSH");
                 }
             }
         }
@@ -117,13 +124,13 @@ where
     let drain_started = std::time::Instant::now();
     tracing::info!(
         connections = shared.active.load(Ordering::SeqCst),
-        drain_timeout = shared.config.drain_timeout.as_secs(),
+        drain_timeout = shared.config().drain_timeout.as_secs(),
         "draining: no new connections, commands in progress may finish"
     );
     shared.stop_to(crate::DRAINING);
     let drained = futures_lite::future::or(
         async {
-            wait_for_sessions(&shared, shared.config.drain_wait()).await;
+            wait_for_sessions(&shared, shared.config().drain_wait()).await;
             true
         },
         async {
@@ -135,7 +142,7 @@ where
     if !drained {
         tracing::info!("second signal: stopping the sessions now");
         shared.stop_to(crate::STOPPING);
-        wait_for_sessions(&shared, shared.config.stop_wait()).await;
+        wait_for_sessions(&shared, shared.config().stop_wait()).await;
     }
     let left = shared.active.load(Ordering::SeqCst);
     if left > 0 {
@@ -144,6 +151,100 @@ where
         tracing::info!(after = %crate::driver::Secs(drain_started.elapsed()), "drained");
     }
     Ok(())
+}
+
+/// Each SIGHUP: the configuration and the authorized keys read again
+/// ([`crate::startup::reload`]), connections untouched.
+async fn hangups(
+    mut hup: async_signal::Signals,
+    shared: Arc<crate::Shared>,
+    mut current: Settings,
+) {
+    use futures_lite::StreamExt;
+    while hup.next().await.is_some() {
+        tracing::info!("SIGHUP: re-reading the configuration and the authorized keys");
+        crate::startup::reload(&shared, &mut current);
+    }
+}
+
+/// Asks admission about a connection from `origin.client`: the task that
+/// serves it (at once, or once it is let in), or `None` when it is refused
+/// (logged; the stream is dropped unread).
+fn admit<S>(
+    stream: S,
+    origin: Origin,
+    shared: &Arc<crate::Shared>,
+    accepted: std::time::Instant,
+) -> Option<Task>
+where
+    S: AsyncRead + AsyncWrite + std::os::fd::AsFd + Unpin + Send + 'static,
+{
+    let registration = crate::admit::Registration::new(shared);
+    let id = registration.id();
+    let client = origin.client;
+    match shared.admission(|a| a.connect(id, client.ip(), accepted)) {
+        Verdict::Accept(ticket) => Some(Box::pin(crate::driver::drive(
+            stream,
+            origin,
+            shared.clone(),
+            ticket,
+            registration,
+            accepted,
+        ))),
+        Verdict::Wait => Some(Box::pin(wait_then_drive(
+            stream,
+            origin,
+            shared.clone(),
+            registration,
+            accepted,
+        ))),
+        Verdict::Refuse(why) => {
+            shared.metrics.refused(why);
+            match origin.via() {
+                Some(via) => tracing::debug!(peer = %client, %via, why, "connection refused"),
+                None => tracing::debug!(peer = %client, why, "connection refused"),
+            }
+            // The fail2ban line: once per source and interval.
+            if let Ok(mut log) = shared.refusals.lock() {
+                log.refused(client.ip(), why, accepted);
+            }
+            None
+        }
+    }
+}
+
+/// A connection from a trusted balancer: its PROXY header first, then
+/// admission by the address it carries. A refused header is logged with
+/// the balancer's address and ends the connection before any SSH byte.
+async fn read_header_then_admit<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    shared: Arc<crate::Shared>,
+    accepted: std::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + std::os::fd::AsFd + Unpin + Send + 'static,
+{
+    let deadline = accepted + shared.proxy.timeout.min(shared.config().login_grace);
+    match crate::proxy::read_header(&mut stream, peer, &shared.proxy, deadline).await {
+        Ok(passed) => {
+            let origin = Origin {
+                peer,
+                client: passed.arrived.client,
+                header: passed.arrived.header,
+                first: passed.first,
+                check_untrusted: false,
+            };
+            if let Some(task) = admit(stream, origin, &shared, accepted) {
+                task.await;
+            }
+        }
+        Err(crate::proxy::Failed::Refused(why)) => {
+            tracing::info!(%peer, reason = ?why.to_string(), "connection refused before SSH");
+        }
+        Err(crate::proxy::Failed::Closed) => {
+            tracing::debug!(%peer, "closed before its PROXY header");
+        }
+    }
 }
 
 /// Waits until no connection is left, or `limit` has passed (the sessions
@@ -160,15 +261,16 @@ async fn wait_for_sessions(shared: &crate::Shared, limit: std::time::Duration) {
 /// starts at accept) runs out first, it is closed unread.
 async fn wait_then_drive<S>(
     stream: S,
-    peer: SocketAddr,
+    origin: Origin,
     shared: Arc<crate::Shared>,
     registration: crate::admit::Registration,
     accepted: std::time::Instant,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + std::os::fd::AsFd + Unpin + Send + 'static,
 {
+    let peer = origin.client;
     tracing::debug!(%peer, "waiting for a place among the startups");
-    let deadline = accepted + shared.config.login_grace;
+    let deadline = accepted + shared.config().login_grace;
     let mailbox = registration.mailbox.clone();
     let admitted = futures_lite::future::or(
         async {
@@ -191,7 +293,7 @@ async fn wait_then_drive<S>(
     match admitted {
         Some(ticket) => {
             tracing::debug!(%peer, waited = %crate::driver::Secs(accepted.elapsed()), "let in from the startup queue");
-            crate::driver::drive(stream, peer, shared, ticket, registration, accepted).await;
+            crate::driver::drive(stream, origin, shared, ticket, registration, accepted).await;
         }
         None => {
             tracing::info!(%peer, "login grace time exceeded while waiting for a place: closing unread");

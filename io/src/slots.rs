@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// The slots, and how many are given.
 #[derive(Debug)]
 pub struct CommandSlots {
-    /// At most this many at once (0: no limit).
-    max: usize,
+    /// At most this many at once (0: no limit); changes on SIGHUP.
+    max: AtomicUsize,
     used: AtomicUsize,
 }
 
@@ -23,16 +23,23 @@ impl CommandSlots {
     /// Slots for at most `max` commands at once (0: no limit).
     pub fn new(max: usize) -> Self {
         Self {
-            max,
+            max: AtomicUsize::new(max),
             used: AtomicUsize::new(0),
         }
     }
 
+    /// Changes the limit (0: no limit). Commands running past a lowered
+    /// limit go on; new ones wait for the count to fall under it.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::SeqCst);
+    }
+
     /// A slot, if one is free.
     pub fn try_take(self: &Arc<Self>) -> Option<CommandSlot> {
+        let max = self.max.load(Ordering::SeqCst);
         self.used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                (self.max == 0 || used < self.max).then_some(used + 1)
+                (max == 0 || used < max).then_some(used + 1)
             })
             .ok()
             .map(|_| CommandSlot(Arc::clone(self)))

@@ -152,6 +152,9 @@ pub struct ServerOptions {
     pub data_dir: Option<PathBuf>,
     /// Apply admission control to loopback too (tests of admission control).
     pub strict_admission: bool,
+    /// Pass no `--listen`: the configuration (a file, a variable) says
+    /// where to listen (tests of the configuration).
+    pub no_listen_flag: bool,
 }
 
 impl Server {
@@ -168,10 +171,10 @@ impl Server {
             .clone()
             .unwrap_or_else(|| dir.path().join("data"));
         let mut cmd = Command::new(runtime.binary());
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&data_dir);
+        if !options.no_listen_flag {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir").arg(&data_dir);
         if !options.strict_admission {
             // Every test client comes from 127.0.0.1: without this, the
             // failures tests provoke on purpose would get it penalised.

@@ -121,6 +121,12 @@ impl Platform {
         let cwd = dir.path().join("cwd");
         std::fs::create_dir_all(cwd.join("certs")).unwrap();
         std::fs::write(cwd.join("certs/server.key"), host_key_pem()).unwrap();
+        // Owner only, as sshd (and gitmouth) require of a private key.
+        std::fs::set_permissions(
+            cwd.join("certs/server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let mut env: Vec<(String, String)> = vec![
             ("APISERVER_PORT".into(), api.addr().port().to_string()),
             (
@@ -1185,12 +1191,12 @@ fn sighup_in_api_mode_ends_nothing_and_max_commands_applies(runtime: Runtime) {
             ..Setup::default()
         },
     );
-    // No keys to re-read here, but the signal's default action (ending
+    // The configuration is re-read (no keys here), and the signal's default action (ending
     // the process) must not happen either.
     gitmouth_tests::kill(p.server.pid(), "HUP");
     assert!(
         p.server
-            .wait_for_log("SIGHUP: nothing to re-read", Duration::from_secs(10)),
+            .wait_for_log("SIGHUP: configuration reloaded", Duration::from_secs(10)),
         "{}",
         p.server.log()
     );

@@ -253,7 +253,7 @@ fn sighup_rereads_the_keys_without_dropping_a_push(runtime: Runtime) {
     kill(held.server.pid(), "HUP");
     assert!(
         held.server.wait_for_log(
-            "SIGHUP: re-reading authorized keys",
+            "SIGHUP: re-reading the configuration and the authorized keys",
             Duration::from_secs(10)
         ),
         "{}",

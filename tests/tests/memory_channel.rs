@@ -421,7 +421,7 @@ fn what_the_user_sees() {
         (
             b"rm -rf /",
             None,
-            "\n ! Invalid path.\n ! Syntax is: git@localhost:<app>.git where <app> is your app's name.\n ! (session ",
+            "\n ! Invalid path.\n ! Syntax is: git@localhost:<app>.git where <app> is your app's name.\n ! Only git-upload-pack, git-receive-pack and git-upload-archive run here, with one path.\n ! (session ",
             1,
         ),
         (

@@ -374,3 +374,65 @@ fn version_and_login_deadlines() {
     assert_eq!(reason, DisconnectReason::ByApplication);
     assert!(why.contains("grace"), "{why}");
 }
+
+/// `--rekey-limit 10` once broke every OpenSSH login: the server started a
+/// re-key during user authentication, which OpenSSH's client refuses
+/// (`bad message during authentication: type 20`). Neither the volume nor
+/// the interval starts one of ours before authentication has ended; one
+/// that became due starts right after it.
+#[test]
+fn no_rekey_of_the_servers_own_before_authentication_has_ended() {
+    let user = ed25519(1, "alice");
+    let mut config = server_config(&[&user]);
+    config.transport = Arc::new(TransportConfig {
+        rekey_bytes: 16,
+        rekey_interval: Duration::from_secs(1),
+        ..TransportConfig::default()
+    });
+    let mut pair = Pair::new(config, epoch());
+    pair.handshake();
+    assert_eq!(pair.server.transport().key_exchanges(), 1);
+    pair.client.request_service("ssh-userauth");
+    pair.drive();
+    // Past both limits, during authentication.
+    pair.advance(Duration::from_secs(5));
+    assert!(
+        !pair.server.transport().in_kex(),
+        "a re-key started before authentication"
+    );
+    assert!(!pair.client.transport().in_kex());
+    assert_eq!(pair.server.transport().key_exchanges(), 1);
+    pair.client.auth_publickey("git", &user);
+    pair.drive();
+    assert!(
+        pair.events.contains(&Event::AuthSuccess),
+        "{:?}",
+        pair.events
+    );
+    // Due since, it ran right after authentication, and the connection
+    // works.
+    assert!(pair.server.transport().key_exchanges() >= 2);
+    pair.client.open_session(1 << 20, 32768);
+    pair.drive();
+    assert_eq!(pair.events.last(), Some(&Event::ChannelOpened));
+    assert!(!pair.client.is_closed());
+}
+
+/// A re-key interval of zero is no re-key by time (sshd's meaning), not a
+/// re-key loop.
+#[test]
+fn a_zero_rekey_interval_never_rekeys_by_time() {
+    let user = ed25519(1, "alice");
+    let mut config = server_config(&[&user]);
+    config.transport = Arc::new(TransportConfig {
+        rekey_interval: Duration::ZERO,
+        ..TransportConfig::default()
+    });
+    let mut pair = Pair::new(config, epoch());
+    pair.login(&user);
+    for _ in 0..100 {
+        pair.advance(Duration::from_secs(1));
+    }
+    assert_eq!(pair.server.transport().key_exchanges(), 1);
+    assert!(!pair.client.is_closed());
+}

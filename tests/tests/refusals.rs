@@ -16,9 +16,18 @@ use gitmouth_tests::{
 
 const HOST: &str = "example.test";
 
-fn invalid_path(id: &str) -> String {
+/// The rules an invalid command may break, as the user is told them.
+const NOT_GIT: &str =
+    "Only git-upload-pack, git-receive-pack and git-upload-archive run here, with one path.";
+const QUOTING: &str = "The path must be quoted as git quotes it: 'NAME.git'.";
+const NAME: &str = "A name starts with a letter or digit and holds only letters, digits, _ @ and -, at most 100 characters, then an optional .git; no folders.";
+const TOO_LONG: &str = "The command is longer than 1024 bytes.";
+
+/// The invalid-path message of a server on `port` (not 22: the URL form
+/// with the port), with the rule broken.
+fn invalid_path(id: &str, port: u16, rule: &str) -> String {
     format!(
-        "\n ! Invalid path.\n ! Syntax is: git@{HOST}:<app>.git where <app> is your app's name.\n ! (session {id})\n\n"
+        "\n ! Invalid path.\n ! Syntax is: ssh://git@{HOST}:{port}/<app>.git where <app> is your app's name.\n ! {rule}\n ! (session {id})\n\n"
     )
 }
 
@@ -73,28 +82,29 @@ fn bad_commands_and_paths_get_the_invalid_path_message(runtime: Runtime) {
     let before = tree(dir);
     let long = format!("git-upload-pack '{}.git'", "a".repeat(2000));
     let commands = [
-        "rm -rf /",
-        "git-upload-pack '../etc/passwd'",
-        "git-upload-pack '../../etc/passwd.git'",
-        "git-receive-pack '/etc/passwd'",
-        "git-receive-pack '../escape.git'",
-        "git-upload-pack 'x.git'; id",
-        "git-upload-pack 'x.git'\nid",
-        "git-upload-pack '$(id).git'",
-        "git-upload-pack '`id`.git'",
-        "git-upload-pack 'app.git/'",
-        "git-upload-pack '.git'",
-        "git-upload-pack '~user/app.git'",
-        "git-upload-pack '%2e%2e/app.git'",
-        "git-upload-pack 'a.b.git'",
-        "git-upload-pack 'unterminated",
-        "git-upload-pack  'two-spaces.git'",
-        "git-shell -c 'git-upload-pack x.git'",
-        "scp -t /",
-        "sh",
-        &long,
+        ("rm -rf /", NOT_GIT),
+        ("git-upload-pack '../etc/passwd'", NAME),
+        ("git-upload-pack '../../etc/passwd.git'", NAME),
+        ("git-receive-pack '/etc/passwd'", NAME),
+        ("git-receive-pack '../escape.git'", NAME),
+        ("git-upload-pack 'x.git'; id", QUOTING),
+        ("git-upload-pack 'x.git'\nid", QUOTING),
+        ("git-upload-pack '$(id).git'", NAME),
+        ("git-upload-pack '`id`.git'", NAME),
+        ("git-upload-pack 'app.git/'", NAME),
+        ("git-upload-pack '.git'", NAME),
+        ("git-upload-pack '~user/app.git'", NAME),
+        ("git-upload-pack '%2e%2e/app.git'", NAME),
+        ("git-upload-pack 'a.b.git'", NAME),
+        ("git-upload-pack 'unterminated", QUOTING),
+        ("git-upload-pack  'two-spaces.git'", NAME),
+        ("git-shell -c 'git-upload-pack x.git'", NOT_GIT),
+        ("scp -t /", NOT_GIT),
+        ("sh", NOT_GIT),
+        (&long, TOO_LONG),
     ];
-    for command in commands {
+    let port = server.addr.port();
+    for (command, rule) in commands {
         let out = server
             .ssh()
             .key(&key)
@@ -103,7 +113,7 @@ fn bad_commands_and_paths_get_the_invalid_path_message(runtime: Runtime) {
         let err = stderr(&out);
         let id =
             session_id(&err).unwrap_or_else(|| panic!("{command:?}: no session id in {err:?}"));
-        assert_eq!(err, invalid_path(&id), "{command:?}");
+        assert_eq!(err, invalid_path(&id, port, rule), "{command:?}");
         assert_eq!(out.status.code(), Some(1), "{command:?}");
         assert!(out.stdout.is_empty(), "{command:?}");
         // The log is read by another thread: give it a moment.
@@ -121,7 +131,6 @@ fn bad_commands_and_paths_get_the_invalid_path_message(runtime: Runtime) {
 
     // The same through git itself.
     let git = Git::new(&dir.join("home")).ssh(&server.ssh().key(&key));
-    let port = server.addr.port();
     let clone = dir.join("clone");
     for url in [
         format!("ssh://git@127.0.0.1:{port}/../x.git"),
@@ -131,7 +140,10 @@ fn bad_commands_and_paths_get_the_invalid_path_message(runtime: Runtime) {
         let out = git.fails(dir, &["clone", &url, clone.to_str().unwrap()]);
         let err = stderr(&out);
         let id = session_id(&err).unwrap_or_else(|| panic!("{url}: {err}"));
-        assert!(err.contains(&invalid_path(&id)), "{url}:\n{err}");
+        assert!(
+            err.contains(&invalid_path(&id, port, NAME)),
+            "{url}:\n{err}"
+        );
         assert!(!clone.exists());
     }
     let src = dir.join("src");

@@ -114,6 +114,11 @@ impl FakeGit {
                 id: *id,
                 result: Ok(Vec::new()),
             }),
+            // One command at a time here: every slot asked for is given.
+            Output::AcquireSlot { id } => self.answers.push(Input::SlotReply {
+                id: *id,
+                granted: true,
+            }),
             Output::CloseStdin { .. } => self.stdin_closed = true,
             Output::LookupKey { id, blob } => {
                 let keys = self

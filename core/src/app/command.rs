@@ -109,15 +109,45 @@ pub struct GitCommand {
     pub repo: RepoName,
 }
 
-/// The exec string is not a git command this server runs. Deliberately
-/// carries no detail: the user gets one message whatever was wrong, and the
+/// The exec string is not a git command this server runs, and which rule
+/// it broke: the user is told the rule (never their string back), and the
 /// caller logs the (escaped, truncated) string itself if it wants to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InvalidCommand;
+pub enum InvalidCommand {
+    /// Over [`MAX_EXEC_LEN`] bytes.
+    TooLong,
+    /// Not `VERB PATH` with one of the three git verbs.
+    NotGit,
+    /// The path's quoting is not git's.
+    Quoting,
+    /// The name breaks the name rule (or the path has more than a name).
+    Name,
+}
+
+impl InvalidCommand {
+    /// The rule broken, in a sentence for the user.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Self::TooLong => "The command is longer than 1024 bytes.",
+            Self::NotGit => {
+                "Only git-upload-pack, git-receive-pack and git-upload-archive run here, with one path."
+            }
+            Self::Quoting => "The path must be quoted as git quotes it: 'NAME.git'.",
+            Self::Name => {
+                "A name starts with a letter or digit and holds only letters, digits, _ @ and -, at most 100 characters, then an optional .git; no folders."
+            }
+        }
+    }
+}
 
 impl fmt::Display for InvalidCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid git command")
+        f.write_str(match self {
+            Self::TooLong => "invalid git command: too long",
+            Self::NotGit => "invalid git command: not a git command",
+            Self::Quoting => "invalid git command: bad quoting",
+            Self::Name => "invalid git command: bad repository name",
+        })
     }
 }
 
@@ -126,17 +156,17 @@ impl std::error::Error for InvalidCommand {}
 /// Parses the command of an `exec` request (any bytes) as a git command.
 pub fn parse_exec(command: &[u8]) -> Result<GitCommand, InvalidCommand> {
     if command.len() > MAX_EXEC_LEN {
-        return Err(InvalidCommand);
+        return Err(InvalidCommand::TooLong);
     }
-    let (verb, path) = split_verb(command).ok_or(InvalidCommand)?;
-    let unquoted = unquote(path).ok_or(InvalidCommand)?;
-    let name = strip_path(&unquoted).ok_or(InvalidCommand)?;
+    let (verb, path) = split_verb(command).ok_or(InvalidCommand::NotGit)?;
+    let unquoted = unquote(path).ok_or(InvalidCommand::Quoting)?;
+    let name = strip_path(&unquoted).ok_or(InvalidCommand::Name)?;
     if !is_valid_name(name) {
-        return Err(InvalidCommand);
+        return Err(InvalidCommand::Name);
     }
     // is_valid_name admitted only ASCII, so this cannot fail; mapping the
     // impossible error keeps the function panic-free all the same.
-    let name = core::str::from_utf8(name).map_err(|_| InvalidCommand)?;
+    let name = core::str::from_utf8(name).map_err(|_| InvalidCommand::Name)?;
     Ok(GitCommand {
         verb,
         repo: RepoName(name.to_owned()),
@@ -381,9 +411,8 @@ mod tests {
             b"git-upload-pack '\xef\xbc\xa1pp.git'", // fullwidth 'A'
         ];
         for command in cases {
-            assert_eq!(
-                parse_exec(command),
-                Err(InvalidCommand),
+            assert!(
+                parse_exec(command).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(command)
             );
@@ -400,7 +429,7 @@ mod tests {
         // Over the limit is refused whatever follows.
         let mut over = longest.into_bytes();
         over.resize(MAX_EXEC_LEN + 1, b' ');
-        assert_eq!(parse_exec(&over), Err(InvalidCommand));
+        assert_eq!(parse_exec(&over), Err(InvalidCommand::TooLong));
     }
 
     #[test]
@@ -417,7 +446,7 @@ mod tests {
         // The string a'b then fails the name rule, as the grammar intends.
         assert_eq!(
             parse_exec(b"git-upload-pack 'a'\\''b'"),
-            Err(InvalidCommand)
+            Err(InvalidCommand::Name)
         );
     }
 
@@ -456,7 +485,37 @@ mod tests {
         assert!(GitVerb::ReceivePack.is_push());
         assert!(!GitVerb::UploadPack.is_push());
         assert!(!GitVerb::UploadArchive.is_push());
-        assert_eq!(InvalidCommand.to_string(), "invalid git command");
+    }
+
+    #[test]
+    fn each_refusal_names_the_rule_broken() {
+        let cases: &[(&[u8], InvalidCommand)] = &[
+            (b"rm -rf /", InvalidCommand::NotGit),
+            (b"git-shell -c x", InvalidCommand::NotGit),
+            (b"git-upload-pack  'x.git'", InvalidCommand::Name),
+            (b"git-upload-pack 'x.git", InvalidCommand::Quoting),
+            (b"git-upload-pack \"x\\\".git\"", InvalidCommand::Quoting),
+            (b"git-upload-pack '../x.git'", InvalidCommand::Name),
+            (b"git-upload-pack 'a/b.git'", InvalidCommand::Name),
+            (b"git-upload-pack 'a.b.git'", InvalidCommand::Name),
+        ];
+        for (command, why) in cases {
+            assert_eq!(
+                parse_exec(command),
+                Err(*why),
+                "{:?}",
+                String::from_utf8_lossy(command)
+            );
+        }
+        assert!(
+            InvalidCommand::Name
+                .rule()
+                .contains("at most 100 characters")
+        );
+        assert_eq!(
+            InvalidCommand::NotGit.to_string(),
+            "invalid git command: not a git command"
+        );
     }
 
     #[test]

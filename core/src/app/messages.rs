@@ -6,6 +6,8 @@
 //! text its bytes are kept exactly, since people and scripts match on them.
 //! Every function here is pure: the session decides when to send what.
 
+use crate::app::command::InvalidCommand;
+
 /// Exit status of every refusal except a failed provisioning.
 pub const EXIT_FAILURE: u32 = 1;
 
@@ -17,12 +19,90 @@ pub const EXIT_BUILD_SERVER_UNAVAILABLE: u32 = 127;
 /// comment cannot flood a user's terminal.
 const MAX_FIELD_CHARS: usize = 256;
 
-/// The original's message for a command that is not `VERB 'app.git'`, with
-/// the server's configured public host name.
-pub fn invalid_path(public_host: &str) -> String {
+/// Where users reach the server, for messages: `--public-host`, with the
+/// port they connect to (the listen port unless `--public-host` names
+/// another, as behind a load balancer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicHost {
+    /// The host name (or address) users push to.
+    pub host: String,
+    /// The port users connect to.
+    pub port: u16,
+}
+
+impl PublicHost {
+    /// Parses `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT` (a bare IPv6
+    /// address has no port); `default_port` when none is given.
+    pub fn parse(text: &str, default_port: u16) -> Result<Self, String> {
+        let text = text.trim();
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("not a port in --public-host {text:?}: {p:?}"))
+        };
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (v6, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("unclosed [ in --public-host {text:?}"))?;
+            match after {
+                "" => (v6, default_port),
+                _ => match after.strip_prefix(':') {
+                    Some(p) => (v6, port(p)?),
+                    None => {
+                        return Err(format!("expected :PORT after ] in --public-host {text:?}"));
+                    }
+                },
+            }
+        } else {
+            match text.split_once(':') {
+                Some((h, p)) if !p.contains(':') => (h, port(p)?),
+                // Several colons: a bare IPv6 address.
+                _ => (text, default_port),
+            }
+        };
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        {
+            return Err(format!("not a host name in --public-host {text:?}"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// The host as it goes in a URL (an IPv6 address in brackets).
+    fn url_host(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// The remote URL of repository `name` that works for this server:
+    /// `git@HOST:NAME.git` on port 22, `ssh://git@HOST:PORT/NAME.git`
+    /// otherwise (the scp-like form cannot carry a port).
+    pub fn url(&self, name: &str) -> String {
+        if self.port == 22 {
+            format!("git@{}:{name}.git", self.url_host())
+        } else {
+            format!("ssh://git@{}:{}/{name}.git", self.url_host(), self.port)
+        }
+    }
+}
+
+/// The original's message for a command that is not `VERB 'app.git'`: the
+/// URL form that works for this server (the original's exact line on port
+/// 22), then the rule the command broke.
+pub fn invalid_path(public: &PublicHost, why: InvalidCommand) -> String {
     format!(
-        "\n ! Invalid path.\n ! Syntax is: git@{}:<app>.git where <app> is your app's name.\n\n",
-        sanitize(public_host)
+        "\n ! Invalid path.\n ! Syntax is: {} where <app> is your app's name.\n ! {}\n\n",
+        sanitize(&public.url("<app>")),
+        why.rule()
     )
 }
 
@@ -132,8 +212,8 @@ pub fn server_failed() -> &'static str {
 /// A failure the user is told about, with its exit status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserError {
-    /// The exec string is not a git command this server runs.
-    InvalidPath,
+    /// The exec string is not a git command this server runs, and why.
+    InvalidPath(InvalidCommand),
     /// No such repository or app, or no access to it.
     NoSuchApp {
         /// The repository name the user asked for.
@@ -183,11 +263,11 @@ pub enum UserError {
 }
 
 impl UserError {
-    /// The stderr text; `public_host` is the configured public host name
-    /// (only [`UserError::InvalidPath`] uses it).
-    pub fn message(&self, public_host: &str) -> String {
+    /// The stderr text; `public` is where users reach the server (only
+    /// [`UserError::InvalidPath`] uses it).
+    pub fn message(&self, public: &PublicHost) -> String {
         match self {
-            UserError::InvalidPath => invalid_path(public_host),
+            UserError::InvalidPath(why) => invalid_path(public, *why),
             UserError::NoSuchApp { app } => no_such_app(app),
             UserError::PlatformUnavailable => platform_unavailable().to_owned(),
             UserError::PlatformFailing => platform_failing().to_owned(),
@@ -217,7 +297,7 @@ impl UserError {
     pub fn exit_status(&self) -> u32 {
         match self {
             UserError::BuildServerUnavailable => EXIT_BUILD_SERVER_UNAVAILABLE,
-            UserError::InvalidPath
+            UserError::InvalidPath(_)
             | UserError::NoSuchApp { .. }
             | UserError::PlatformUnavailable
             | UserError::PlatformFailing
@@ -252,12 +332,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn host(host: &str, port: u16) -> PublicHost {
+        PublicHost {
+            host: host.into(),
+            port,
+        }
+    }
+
     #[test]
     fn originals_are_byte_exact() {
-        // docs/openruko.md, with heroku.com as the public host.
-        assert_eq!(
-            invalid_path("heroku.com").as_bytes(),
-            b"\n ! Invalid path.\n ! Syntax is: git@heroku.com:<app>.git where <app> is your app's name.\n\n"
+        // docs/openruko.md, with heroku.com as the public host: on port 22
+        // the original's two lines, then the rule broken.
+        assert!(
+            invalid_path(&host("heroku.com", 22), InvalidCommand::Name).starts_with(
+                "\n ! Invalid path.\n ! Syntax is: git@heroku.com:<app>.git where <app> is your app's name.\n"
+            )
         );
         assert_eq!(
             build_server_unavailable().as_bytes(),
@@ -268,8 +357,12 @@ mod tests {
     #[test]
     fn every_text_is_byte_exact() {
         assert_eq!(
-            invalid_path("git.example.org"),
-            "\n ! Invalid path.\n ! Syntax is: git@git.example.org:<app>.git where <app> is your app's name.\n\n"
+            invalid_path(&host("git.example.org", 22), InvalidCommand::Name),
+            "\n ! Invalid path.\n ! Syntax is: git@git.example.org:<app>.git where <app> is your app's name.\n ! A name starts with a letter or digit and holds only letters, digits, _ @ and -, at most 100 characters, then an optional .git; no folders.\n\n"
+        );
+        assert_eq!(
+            invalid_path(&host("vm", 2222), InvalidCommand::NotGit),
+            "\n ! Invalid path.\n ! Syntax is: ssh://git@vm:2222/<app>.git where <app> is your app's name.\n ! Only git-upload-pack, git-receive-pack and git-upload-archive run here, with one path.\n\n"
         );
         assert_eq!(
             no_such_app("myapp"),
@@ -304,8 +397,8 @@ mod tests {
             "\n ! Unable to contact build server.\n ! (session c0ffee)\n\n"
         );
         assert_eq!(
-            with_session_id(&invalid_path("h"), "42"),
-            "\n ! Invalid path.\n ! Syntax is: git@h:<app>.git where <app> is your app's name.\n ! (session 42)\n\n"
+            with_session_id(&invalid_path(&host("h", 22), InvalidCommand::TooLong), "42"),
+            "\n ! Invalid path.\n ! Syntax is: git@h:<app>.git where <app> is your app's name.\n ! The command is longer than 1024 bytes.\n ! (session 42)\n\n"
         );
         assert_eq!(
             with_session_id(lost_build_server(), "7"),
@@ -333,7 +426,7 @@ mod tests {
     fn exit_statuses() {
         let app = || "a".to_owned();
         let cases = [
-            (UserError::InvalidPath, 1),
+            (UserError::InvalidPath(InvalidCommand::Name), 1),
             (UserError::NoSuchApp { app: app() }, 1),
             (UserError::PlatformUnavailable, 1),
             (UserError::PlatformFailing, 1),
@@ -355,8 +448,11 @@ mod tests {
 
     #[test]
     fn enum_messages_are_the_functions() {
-        let host = "h.example";
-        assert_eq!(UserError::InvalidPath.message(host), invalid_path(host));
+        let host = &host("h.example", 22);
+        assert_eq!(
+            UserError::InvalidPath(InvalidCommand::Quoting).message(host),
+            invalid_path(host, InvalidCommand::Quoting)
+        );
         assert_eq!(
             UserError::NoSuchApp { app: "x".into() }.message(host),
             no_such_app("x")
@@ -407,6 +503,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn public_hosts_and_urls() {
+        let parse = |t: &str| PublicHost::parse(t, 2222);
+        assert_eq!(
+            parse("git.example.org").unwrap(),
+            host("git.example.org", 2222)
+        );
+        assert_eq!(
+            parse("git.example.org:22").unwrap(),
+            host("git.example.org", 22)
+        );
+        assert_eq!(
+            parse("[2001:db8::1]:2200").unwrap(),
+            host("2001:db8::1", 2200)
+        );
+        assert_eq!(parse("2001:db8::1").unwrap(), host("2001:db8::1", 2222));
+        for bad in [
+            "", "h:0", "h:x", "h:70000", "[::1", "[::1]x", "a b", "h/x:22",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(host("h", 22).url("app"), "git@h:app.git");
+        assert_eq!(host("h", 2222).url("app"), "ssh://git@h:2222/app.git");
+        assert_eq!(host("::1", 2222).url("app"), "ssh://git@[::1]:2222/app.git");
+        assert_eq!(host("::1", 22).url("app"), "git@[::1]:app.git");
+    }
+
     proptest! {
         #[test]
         fn one_value_never_adds_a_line(value in any::<String>()) {
@@ -415,7 +538,8 @@ mod tests {
             prop_assert_eq!(no_such_app(&value).matches('\n').count(), 1);
             prop_assert_eq!(push_in_progress(&value, &value).matches('\n').count(), 1);
             prop_assert_eq!(shell_greeting(&value).matches('\n').count(), 1);
-            prop_assert_eq!(invalid_path(&value).matches('\n').count(), 4);
+            let public = PublicHost { host: value.clone(), port: 2222 };
+            prop_assert_eq!(invalid_path(&public, InvalidCommand::Name).matches('\n').count(), 5);
             prop_assert_eq!(
                 with_session_id(build_server_unavailable(), &value).matches('\n').count(),
                 4

@@ -14,6 +14,7 @@
 //! connection does not end when a channel closes: the client ends it.
 
 mod channel;
+pub mod hostkeys;
 pub mod msg;
 
 use std::time::{Duration, Instant};

@@ -291,9 +291,9 @@ impl Task {
         }
         let cmd = match parse_exec(command) {
             Ok(cmd) => cmd,
-            Err(_) => {
-                tracing::info!(command = %crate::log_safe(command), "invalid command");
-                cx.fail(UserError::InvalidPath);
+            Err(why) => {
+                tracing::info!(command = %crate::log_safe(command), %why, "invalid command");
+                cx.fail(UserError::InvalidPath(why));
                 return;
             }
         };

@@ -53,6 +53,7 @@ use crate::app::api::{self, ApiUser, HttpError, HttpResponse, LookupResult};
 use crate::app::fingerprint;
 use crate::app::messages::{self, UserError};
 use crate::auth::server::{Found, Outcome, UserAuth};
+use crate::connection::hostkeys::{self, HostKeyUpdate};
 use crate::connection::{self, ChannelId, Connection, Event};
 use crate::job::{JobCx, JobInput, Task};
 use crate::link::{Link, Upper};
@@ -144,6 +145,9 @@ pub(crate) struct ServerUpper {
     keepalives_unanswered: u32,
     /// A keepalive fell due during a key exchange: it goes out after.
     keepalive_due: bool,
+    /// The host-key announcement and the proofs asked for (OpenSSH
+    /// `PROTOCOL` §2.5).
+    hostkey_update: HostKeyUpdate,
 }
 
 timer_kinds! {
@@ -236,6 +240,7 @@ impl Session {
                 timers,
                 keepalives_unanswered: 0,
                 keepalive_due: false,
+                hostkey_update: HostKeyUpdate::new(),
             },
         }
     }
@@ -991,8 +996,20 @@ impl ServerUpper {
             t.disconnect(DisconnectReason::ProtocolError, "malformed GLOBAL_REQUEST");
             return;
         };
+        if name == hostkeys::HOSTKEYS_PROVE.as_bytes() {
+            let keys = &self.config.host_keys;
+            match self.hostkey_update.on_prove(t, keys, p.rest(), want_reply) {
+                Ok(proven) => {
+                    tracing::debug!(keys = proven, "host keys proven");
+                }
+                Err(why) => {
+                    tracing::info!(reason = %why, "host-key proof refused");
+                }
+            }
+            return;
+        }
         tracing::debug!(request = %crate::log_safe(name), "global request refused");
-        // We grant no global request: forwarding is refused, and a
+        // We grant no other global request: forwarding is refused, and a
         // keepalive only needs an answer of either kind (OpenSSH's sshd
         // answers failure too).
         if want_reply {
@@ -1045,12 +1062,12 @@ impl ServerUpper {
     /// A USERAUTH_REQUEST, for the authentication layer.
     fn on_userauth(&mut self, t: &mut Transport, now: Instant, payload: &[u8]) {
         let outcome = self.auth.on_request(t, payload);
-        self.auth_outcome(now, outcome);
+        self.auth_outcome(t, now, outcome);
     }
 
     /// Acts on what authentication asks: a lookup, by the mode's means,
     /// or the connected state once a user is verified.
-    fn auth_outcome(&mut self, now: Instant, outcome: Outcome<Option<ApiUser>>) {
+    fn auth_outcome(&mut self, t: &mut Transport, now: Instant, outcome: Outcome<Option<ApiUser>>) {
         // Each failure the authentication layer counted is one attempt
         // refused.
         while self.auth_failures_told < self.auth.failures() {
@@ -1091,12 +1108,44 @@ impl ServerUpper {
                 self.api_user = verified.account;
                 self.phase = Phase::Connected;
                 self.timers.stop(SessionTimer::LoginGrace);
-                self.timers
-                    .set(SessionTimer::Idle, now + self.config.idle_timeout);
-                self.timers
-                    .set(SessionTimer::SessionLimit, now + self.config.max_session);
+                t.allow_rekey(now);
+                // Zero is no limit (sshd's meaning): the timer is never
+                // armed, and `active` re-arms only an armed one.
+                if !self.config.idle_timeout.is_zero() {
+                    self.timers
+                        .set(SessionTimer::Idle, now + self.config.idle_timeout);
+                }
+                if !self.config.max_session.is_zero() {
+                    self.timers
+                        .set(SessionTimer::SessionLimit, now + self.config.max_session);
+                }
                 self.arm_keepalive(now);
+                self.announce_host_keys(t);
             }
+        }
+    }
+
+    /// Right after authentication: tells the client every host key in
+    /// service, so that one with `UpdateHostKeys` learns a new key before
+    /// it signs (USERAUTH_SUCCESS has gone out already).
+    fn announce_host_keys(&mut self, t: &mut Transport) {
+        if let Some(n) = self.hostkey_update.announce(t, &self.config.host_keys) {
+            tracing::debug!(session = %self.id, keys = n, "host keys announced");
+        }
+        // Who still knows the server only by a retiring key: until nobody
+        // does, removing it would lock them out.
+        let retiring = t
+            .negotiated()
+            .and_then(|n| self.config.host_keys.retiring_signer(n.host_key));
+        if let Some(key) = retiring {
+            let user = self.identity.as_ref().map_or("", |i| i.user.as_str());
+            tracing::info!(
+                session = %self.id,
+                user = %user,
+                key_type = %key.key_type(),
+                fingerprint = %key.fingerprint_sha256(),
+                "client verified the server by a retiring host key"
+            );
         }
     }
 
@@ -1131,7 +1180,7 @@ impl ServerUpper {
             None => Found::Unknown,
         };
         let outcome = self.auth.answer(t, found);
-        self.auth_outcome(now, outcome);
+        self.auth_outcome(t, now, outcome);
     }
 
     /// The platform answered the key lookup.
@@ -1157,6 +1206,6 @@ impl ServerUpper {
             }
         };
         let outcome = self.auth.answer(t, found);
-        self.auth_outcome(now, outcome);
+        self.auth_outcome(t, now, outcome);
     }
 }

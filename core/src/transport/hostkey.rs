@@ -385,6 +385,20 @@ impl HostKey {
         self.public.fingerprint(HashAlg::Sha256).to_string()
     }
 
+    /// The key's type as OpenSSH names it (`ssh-ed25519`, `ssh-rsa`,
+    /// `ecdsa-sha2-nistp256`, ...), for the start-up log.
+    pub fn key_type(&self) -> &'static str {
+        match &self.signer {
+            Signer::Ed25519(_) => "ssh-ed25519",
+            Signer::Rsa(_) => "ssh-rsa",
+            Signer::Ecdsa(keypair) => match keypair.curve() {
+                EcdsaCurve::NistP256 => "ecdsa-sha2-nistp256",
+                EcdsaCurve::NistP384 => "ecdsa-sha2-nistp384",
+                EcdsaCurve::NistP521 => "ecdsa-sha2-nistp521",
+            },
+        }
+    }
+
     /// Signs `data` (the exchange hash H) and returns the SSH signature blob
     /// `string alg-name || string signature` (RFC 8709 §6, RFC 5656 §3.1.2:
     /// `mpint r || mpint s`, RFC 8332 §3).
@@ -943,6 +957,196 @@ pub fn verify_host_signature(
         return Err(HostKeyError::AlgorithmMismatch { expected: alg });
     }
     verify_decoded(&key, &signature, data)
+}
+
+/// What one of the server's host keys is used for (the start-up log says
+/// it for each key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyUse {
+    /// The first key in service of its type: it signs the key exchanges
+    /// that negotiate its type, and it is announced after authentication.
+    SignsKeyExchanges,
+    /// Another key in service of a type an earlier key signs for: it is
+    /// only announced (and proven on request), so that clients learn it
+    /// before it takes over (OpenSSH `PROTOCOL` §2.5).
+    AnnouncedOnly,
+    /// Retiring (`--host-key-retiring`): never announced, still proven on
+    /// request, and it signs the key exchanges of its type when no key in
+    /// service has that type (clients that know only it still connect).
+    Retiring {
+        /// Whether it signs key exchanges (no key in service has its type).
+        signs_key_exchanges: bool,
+    },
+}
+
+impl HostKeyUse {
+    /// A few words for the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::SignsKeyExchanges => "signs key exchanges, announced",
+            Self::AnnouncedOnly => "announced only",
+            Self::Retiring {
+                signs_key_exchanges: true,
+            } => "retiring: not announced, signs key exchanges for clients that know only it",
+            Self::Retiring {
+                signs_key_exchanges: false,
+            } => "retiring: not announced, proofs only",
+        }
+    }
+}
+
+impl fmt::Display for HostKeyUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// The same key given twice, by its place among the keys in service then
+/// the retiring ones (the caller names the files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateHostKey {
+    /// The first place it was given.
+    pub first: usize,
+    /// The place it was given again.
+    pub again: usize,
+}
+
+/// The server's host keys: those in service, in the operator's order, and
+/// the retiring ones. Cheap to clone (shared).
+///
+/// Several keys of one type may be in service at once, for rotation: the
+/// first of a type signs the key exchanges that negotiate it, the others
+/// are announced so that clients with `UpdateHostKeys` learn them. A
+/// retiring key is not announced (such clients then drop it from their
+/// `known_hosts`), but it still proves itself on request and signs for its
+/// type when no key in service has that type.
+#[derive(Clone)]
+pub struct HostKeys {
+    /// Keys in service, then the retiring ones.
+    keys: std::sync::Arc<[HostKey]>,
+    /// Where the retiring keys start in `keys`.
+    retiring_from: usize,
+}
+
+impl fmt::Debug for HostKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostKeys")
+            .field("in_service", &self.in_service())
+            .field("retiring", &self.retiring())
+            .finish()
+    }
+}
+
+impl HostKeys {
+    /// The keys in service (in order) and the retiring ones; the same key
+    /// twice, anywhere, is refused: a client told of a key twice ignores
+    /// the whole announcement (OpenSSH's does).
+    pub fn new(
+        in_service: Vec<HostKey>,
+        retiring: Vec<HostKey>,
+    ) -> Result<HostKeys, DuplicateHostKey> {
+        let retiring_from = in_service.len();
+        let keys: Vec<HostKey> = in_service.into_iter().chain(retiring).collect();
+        for (again, key) in keys.iter().enumerate() {
+            if let Some(first) = keys[..again].iter().position(|k| k.blob == key.blob) {
+                return Err(DuplicateHostKey { first, again });
+            }
+        }
+        Ok(HostKeys {
+            keys: keys.into(),
+            retiring_from,
+        })
+    }
+
+    /// Every key, in service first, then retiring.
+    pub fn all(&self) -> &[HostKey] {
+        &self.keys
+    }
+
+    /// The keys in service, in order: the ones announced.
+    pub fn in_service(&self) -> &[HostKey] {
+        &self.keys[..self.retiring_from]
+    }
+
+    /// The retiring keys.
+    pub fn retiring(&self) -> &[HostKey] {
+        &self.keys[self.retiring_from..]
+    }
+
+    /// Every algorithm some key can sign with, in the keys' order, without
+    /// repeats: what a KEXINIT may offer.
+    pub fn algorithms(&self) -> Vec<HostKeyAlg> {
+        let mut algs = Vec::new();
+        for alg in self.keys.iter().flat_map(HostKey::algorithms) {
+            if !algs.contains(alg) {
+                algs.push(*alg);
+            }
+        }
+        algs
+    }
+
+    /// The key that signs a key exchange that negotiated `alg`: the first
+    /// in service that can, else the first retiring one that can.
+    pub fn signing_key(&self, alg: HostKeyAlg) -> Option<&HostKey> {
+        self.signing_index(alg).map(|i| &self.keys[i])
+    }
+
+    /// The retiring key that signs key exchanges negotiating `alg`, if the
+    /// one that does is retiring (the session logs who still relies on it).
+    pub fn retiring_signer(&self, alg: HostKeyAlg) -> Option<&HostKey> {
+        self.signing_index(alg)
+            .filter(|&i| i >= self.retiring_from)
+            .map(|i| &self.keys[i])
+    }
+
+    fn signing_index(&self, alg: HostKeyAlg) -> Option<usize> {
+        self.keys.iter().position(|k| k.algorithms().contains(&alg))
+    }
+
+    /// The key whose public blob is `blob`, retiring ones included (a
+    /// client may ask any of them for a proof).
+    pub fn find(&self, blob: &[u8]) -> Option<&HostKey> {
+        self.keys.iter().find(|k| k.blob == blob)
+    }
+
+    /// Each key with what it is used for, in service first.
+    pub fn uses(&self) -> Vec<(&HostKey, HostKeyUse)> {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let signs = key
+                    .algorithms()
+                    .iter()
+                    .any(|&alg| self.signing_index(alg) == Some(i));
+                let role = match (i < self.retiring_from, signs) {
+                    (true, true) => HostKeyUse::SignsKeyExchanges,
+                    (true, false) => HostKeyUse::AnnouncedOnly,
+                    (false, signs_key_exchanges) => HostKeyUse::Retiring {
+                        signs_key_exchanges,
+                    },
+                };
+                (key, role)
+            })
+            .collect()
+    }
+}
+
+/// Keys in service and none retiring; a key given twice is kept once.
+impl From<Vec<HostKey>> for HostKeys {
+    fn from(keys: Vec<HostKey>) -> Self {
+        let mut unique: Vec<HostKey> = Vec::with_capacity(keys.len());
+        for key in keys {
+            if !unique.iter().any(|k| k.blob == key.blob) {
+                unique.push(key);
+            }
+        }
+        let retiring_from = unique.len();
+        HostKeys {
+            keys: unique.into(),
+            retiring_from,
+        }
+    }
 }
 
 /// A string from a key file, made safe and short for a log line.
@@ -1881,6 +2085,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn uses_say_which_key_signs() {
+        use rand_core::SeedableRng;
+        let ed =
+            |seed| HostKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([seed; 32]));
+        let keys = HostKeys::new(vec![ed(1), ed(2)], vec![ed(3)]).unwrap();
+        let uses: Vec<HostKeyUse> = keys.uses().into_iter().map(|(_, u)| u).collect();
+        assert_eq!(
+            uses,
+            [
+                HostKeyUse::SignsKeyExchanges,
+                HostKeyUse::AnnouncedOnly,
+                HostKeyUse::Retiring {
+                    signs_key_exchanges: false
+                }
+            ]
+        );
+        let signer = keys.signing_key(HostKeyAlg::Ed25519).unwrap();
+        assert_eq!(signer.public_blob_ref(), keys.all()[0].public_blob_ref());
+        assert!(keys.retiring_signer(HostKeyAlg::Ed25519).is_none());
+        assert!(keys.signing_key(HostKeyAlg::RsaSha2_512).is_none());
+        // A retiring key alone of its type signs for it.
+        let keys = HostKeys::new(vec![], vec![ed(3)]).unwrap();
+        assert!(keys.retiring_signer(HostKeyAlg::Ed25519).is_some());
+        assert_eq!(
+            keys.uses()[0].1,
+            HostKeyUse::Retiring {
+                signs_key_exchanges: true
+            }
+        );
+        // The same key twice is refused, wherever it appears.
+        assert_eq!(
+            HostKeys::new(vec![ed(1), ed(2)], vec![ed(1)]).unwrap_err(),
+            DuplicateHostKey { first: 0, again: 2 }
+        );
+        // From a plain list, duplicates are kept once.
+        let keys = HostKeys::from(vec![ed(1), ed(1), ed(2)]);
+        assert_eq!(keys.all().len(), 2);
+        assert!(keys.retiring().is_empty());
     }
 
     proptest! {

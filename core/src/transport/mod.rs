@@ -40,7 +40,7 @@ use rand_core::{Rng, SeedableRng};
 
 use self::cipher::{CipherAlg, DirectionKeys, MacAlg, PacketCipher};
 use self::disconnect::{CloseReason, DisconnectReason, write_disconnect};
-use self::hostkey::{HostKey, HostKeyAlg};
+use self::hostkey::{HostKeyAlg, HostKeys};
 use self::kex::{ClientKex, KexAlg, SharedSecret};
 use self::negotiate::{EXT_INFO_C, KexInit, Negotiated, Offer, STRICT_C, STRICT_S};
 use self::packet::{PacketWriter, Volume};
@@ -57,7 +57,8 @@ pub struct TransportConfig {
     pub macs: Vec<MacAlg>,
     /// Re-key after this many bytes in either direction (RFC 4253 §9: 1 GiB).
     pub rekey_bytes: u64,
-    /// Re-key after this much time (RFC 4253 §9: 1 hour).
+    /// Re-key after this much time (RFC 4253 §9: 1 hour; zero: never by
+    /// time, as sshd's `RekeyLimit` interval of 0).
     pub rekey_interval: Duration,
     /// How long the peer may take to send its version line.
     pub version_timeout: Duration,
@@ -103,8 +104,8 @@ const MAX_DEFERRED_BYTES: usize = 256 * 1024;
 pub enum Role {
     /// A server signing with these host keys.
     Server {
-        /// The host keys, in preference order.
-        host_keys: Arc<[HostKey]>,
+        /// The host keys.
+        host_keys: HostKeys,
     },
     /// A client accepting these host-key algorithms.
     Client {
@@ -165,6 +166,13 @@ pub struct Transport {
     session_id: Option<Vec<u8>>,
     strict: bool,
     established: bool,
+    /// Until the upper layer says authentication has ended, no re-key of
+    /// our own starts ([`Transport::allow_rekey`]).
+    rekey_held: bool,
+    /// A re-key became due while held: it starts once allowed.
+    rekey_due: bool,
+    /// Key exchanges completed (NEWKEYS received).
+    key_exchanges: u32,
     peer_wants_ext_info: bool,
     deferred: VecDeque<Vec<u8>>,
     deferred_bytes: usize,
@@ -186,7 +194,7 @@ impl Transport {
         tx.write_raw(b"\r\n");
         let mut timers = Timers::default();
         timers.set(TransportTimer::Version, now + config.version_timeout);
-        Self {
+        let mut t = Self {
             role,
             config,
             tx,
@@ -199,6 +207,9 @@ impl Transport {
             session_id: None,
             strict: false,
             established: false,
+            rekey_held: true,
+            rekey_due: false,
+            key_exchanges: 0,
             peer_wants_ext_info: false,
             deferred: VecDeque::new(),
             deferred_bytes: 0,
@@ -208,7 +219,15 @@ impl Transport {
             close: None,
             peer_host_key: None,
             negotiated: None,
+        };
+        // A server's KEXINIT depends on nothing the client says: it goes
+        // out with the version line, in the same segment, so that the
+        // client can answer it as soon as it has read our version (one
+        // round trip less than waiting for the client's version first).
+        if t.is_server() {
+            t.start_kex(now);
         }
+        t
     }
 
     fn is_server(&self) -> bool {
@@ -235,6 +254,11 @@ impl Transport {
         self.session_id.as_deref()
     }
 
+    /// Key exchanges completed so far, the first included.
+    pub fn key_exchanges(&self) -> u32 {
+        self.key_exchanges
+    }
+
     /// Whether the first key exchange has completed.
     pub fn is_established(&self) -> bool {
         self.established
@@ -258,6 +282,12 @@ impl Transport {
     /// The server's host key blob (client role), once verified.
     pub fn peer_host_key(&self) -> Option<&[u8]> {
         self.peer_host_key.as_deref()
+    }
+
+    /// The peer's KEXINIT payload of the latest key exchange (empty before
+    /// the first).
+    pub fn peer_kexinit(&self) -> &[u8] {
+        &self.peer_kexinit
     }
 
     /// The peer's identification string.
@@ -402,14 +432,31 @@ impl Transport {
                     DisconnectReason::KeyExchangeFailed,
                     "key exchange timed out",
                 ),
+                TransportTimer::Rekey if self.rekey_held => self.rekey_due = true,
                 TransportTimer::Rekey => self.start_kex(now),
             }
         }
     }
 
+    /// Authentication has ended: re-keys of our own may start from now on
+    /// (one already due starts now). Before that, none does: OpenSSH's
+    /// client takes a KEXINIT during user authentication for a protocol
+    /// error (`bad message during authentication: type 20`), and the
+    /// volume before authentication is a few kilobytes anyway. A re-key the
+    /// peer starts is always answered.
+    pub fn allow_rekey(&mut self, now: Instant) {
+        if !self.rekey_held {
+            return;
+        }
+        self.rekey_held = false;
+        if std::mem::take(&mut self.rekey_due) {
+            self.start_kex(now);
+        }
+    }
+
     /// Starts a re-key when the volume under the current keys calls for it.
     pub fn check_rekey(&mut self, now: Instant, received: Volume) {
-        if !self.established || self.in_kex() || self.close.is_some() {
+        if !self.established || self.rekey_held || self.in_kex() || self.close.is_some() {
             return;
         }
         let sent = self.tx.volume();
@@ -454,14 +501,9 @@ impl Transport {
     fn offer(&self) -> Offer {
         let host_key = match &self.role {
             Role::Server { host_keys } => {
-                let mut algs = Vec::new();
-                for key in host_keys.iter() {
-                    for alg in key.algorithms() {
-                        if !algs.contains(alg) {
-                            algs.push(*alg);
-                        }
-                    }
-                }
+                // Retiring keys too: they still sign for clients that know
+                // only them.
+                let algs = host_keys.algorithms();
                 match &self.config.host_key_algs {
                     // The operator's order, of what the keys can do.
                     Some(wanted) => wanted
@@ -716,13 +758,10 @@ impl Transport {
                 "internal error: role".into(),
             ));
         };
-        let key = host_keys
-            .iter()
-            .find(|k| k.algorithms().contains(&neg.host_key))
-            .ok_or((
-                DisconnectReason::KeyExchangeFailed,
-                "no host key for the algorithm".to_owned(),
-            ))?;
+        let key = host_keys.signing_key(neg.host_key).ok_or((
+            DisconnectReason::KeyExchangeFailed,
+            "no host key for the algorithm".to_owned(),
+        ))?;
         let k_s = key.public_blob();
         let v_c = self.peer_version.as_deref().unwrap_or_default();
         let h = kex::exchange_hash(
@@ -868,8 +907,12 @@ impl Transport {
         };
         self.rx_update = Some((PacketCipher::new(&rx_keys), self.strict));
         self.timers.stop(TransportTimer::Kex);
-        self.timers
-            .set(TransportTimer::Rekey, now + self.config.rekey_interval);
+        self.rekey_due = false;
+        self.key_exchanges = self.key_exchanges.saturating_add(1);
+        if !self.config.rekey_interval.is_zero() {
+            self.timers
+                .set(TransportTimer::Rekey, now + self.config.rekey_interval);
+        }
         if self.established {
             Handled::Done
         } else {
