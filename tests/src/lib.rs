@@ -718,6 +718,23 @@ pub fn kill_group(pgid: u32, signal: &str) {
         .status();
 }
 
+/// Makes `hooks/pre-receive` of the bare repository `repo` hold each push
+/// until `dir/go` exists, saying so by creating `dir/started`: a push in
+/// flight, held for as long as a test needs.
+pub fn hold_pushes(repo: &Path, dir: &Path) {
+    let hook = repo.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho started > '{d}/started'\nwhile [ ! -e '{d}/go' ]; do sleep 0.05; done\nexit 0\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

@@ -15,8 +15,8 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use gitmouth_tests::{
-    Git, Runtime, Server, ServerOptions, keygen, kill, per_runtime, start_git_server, stderr,
-    wait_until,
+    Git, Runtime, Server, ServerOptions, hold_pushes, keygen, kill, per_runtime, start_git_server,
+    stderr, wait_until,
 };
 
 /// A repository with one pushed commit, its hook holding the next push
@@ -41,17 +41,7 @@ fn held_push(runtime: Runtime, args: &[&str]) -> (Held, Child) {
     git.ok(&src, &["init", "-q", "-b", "main"]);
     git.ok(&src, &["commit", "-q", "--allow-empty", "-m", "first"]);
     git.ok(&src, &["push", "-q", &ssh.url("app"), "main"]);
-    let hook = server.data_dir.join("repos/app.git/hooks/pre-receive");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\ncat >/dev/null\necho started > '{d}/started'\nwhile [ ! -e '{d}/go' ]; do sleep 0.05; done\nexit 0\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    hold_pushes(&server.data_dir.join("repos/app.git"), &dir);
     git.ok(&src, &["commit", "-q", "--allow-empty", "-m", "second"]);
     let mut cmd = git.command(&src, &["push", &ssh.url("app"), "main"]);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

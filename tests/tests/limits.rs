@@ -18,8 +18,8 @@ use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use gitmouth_tests::{
-    Git, Runtime, Server, ServerOptions, Ssh, keygen, kill, per_runtime, start_git_server,
-    wait_until,
+    Git, Runtime, Server, ServerOptions, Ssh, hold_pushes, keygen, kill, per_runtime,
+    start_git_server, wait_until,
 };
 
 /// A server whose repository `app` has one commit, its hook holding the
@@ -46,17 +46,7 @@ impl Held {
         git.ok(&src, &["init", "-q", "-b", "main"]);
         git.ok(&src, &["commit", "-q", "--allow-empty", "-m", "first"]);
         git.ok(&src, &["push", "-q", &ssh.url("app"), "main"]);
-        let hook = server.data_dir.join("repos/app.git/hooks/pre-receive");
-        std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/sh\ncat >/dev/null\necho started > '{d}/started'\nwhile [ ! -e '{d}/go' ]; do sleep 0.05; done\nexit 0\n",
-                d = dir.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        hold_pushes(&server.data_dir.join("repos/app.git"), &dir);
         Held {
             server,
             git,

@@ -7,12 +7,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use gitmouth_tests::{
-    Git, Runtime, Server, ServerOptions, http_get, keygen, kill, metric, per_runtime,
+    Git, Runtime, Server, ServerOptions, hold_pushes, http_get, keygen, kill, metric, per_runtime,
     start_git_server, stderr, wait_until,
 };
 
@@ -35,22 +35,6 @@ fn grows(server: &Server, series: &str, before: &str) -> String {
     });
     assert!(grew, "{series} stayed at {was}:\n{body}\n{}", server.log());
     body
-}
-
-/// Makes `hooks/pre-receive` of `repo` hold each push until `dir/go`
-/// exists, saying so in `dir/started`.
-fn hold_pushes(repo: &Path, dir: &Path) {
-    let hook = repo.join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\ncat >/dev/null\necho started > '{d}/started'\nwhile [ ! -e '{d}/go' ]; do sleep 0.05; done\nexit 0\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 struct Setup {
