@@ -169,8 +169,9 @@ pub enum Input<'a> {
     LockReply {
         /// The request.
         id: RequestId,
-        /// Granted, or held by another push.
-        result: Result<(), LockHeld>,
+        /// Granted, or held by another push, or the lock service is
+        /// unavailable.
+        result: Result<(), LockRefusal>,
     },
     /// A first answer to [`Output::AcquireLock`] with `wait`: the lock is
     /// held, and the request waits in its queue ([`Input::LockReply`]
@@ -401,6 +402,20 @@ pub struct LockHeld {
     pub since: Instant,
     /// Who pushes (for the message of a pusher waiting in turn).
     pub user: String,
+    /// Which instance the push came through, when the lock is shared by
+    /// several (`--push-lock postgres`); `None` for this one alone.
+    pub instance: Option<String>,
+}
+
+/// Why a push lock was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockRefusal {
+    /// Another push holds it (and the request does not wait, or waited
+    /// too long).
+    Held(LockHeld),
+    /// The service that keeps the lock (the database shared by several
+    /// instances) cannot be reached: no push goes on without the lock.
+    Unavailable,
 }
 
 /// "12 seconds ago", for the user's message.

@@ -179,6 +179,43 @@ impl Source {
     }
 }
 
+/// How a source is written where instances share penalties: an IPv4
+/// address, or an IPv6 /64 prefix (`2001:db8:1:2::/64`).
+impl core::fmt::Display for Source {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0 >> 127 == 1 {
+            let prefix = (self.0 & !(1 << 127)) << 64;
+            write!(f, "{}/64", core::net::Ipv6Addr::from(prefix))
+        } else {
+            // Only the low 32 bits are ever set for IPv4.
+            let v4 = u32::try_from(self.0).unwrap_or(u32::MAX);
+            write!(f, "{}", core::net::Ipv4Addr::from(v4))
+        }
+    }
+}
+
+impl core::str::FromStr for Source {
+    type Err = String;
+
+    /// Reads what [`Source`]'s `Display` writes.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("not a source (an IPv4 address or an IPv6 /64): {text:?}");
+        match text.strip_suffix("/64") {
+            Some(v6) => {
+                let v6: core::net::Ipv6Addr = v6.parse().map_err(|_| bad())?;
+                if u128::from(v6) << 64 != 0 || v6.to_ipv4_mapped().is_some() {
+                    return Err(bad());
+                }
+                Ok(Source::of(IpAddr::V6(v6)))
+            }
+            None => {
+                let v4: core::net::Ipv4Addr = text.parse().map_err(|_| bad())?;
+                Ok(Source::of(IpAddr::V4(v4)))
+            }
+        }
+    }
+}
+
 /// A connection's name in admission, chosen by the runtime (unique among
 /// the connections it has open or waiting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -272,6 +309,10 @@ pub struct Admission {
     /// The source last let in from the queues (round robin).
     last_served: Option<Source>,
     penalties: BTreeMap<Source, Instant>,
+    /// Penalties set here since [`Admission::take_new_penalties`] last
+    /// took them, when they are shared with other instances (bounded like
+    /// `penalties`).
+    new_penalties: Option<BTreeMap<Source, Instant>>,
     /// Authenticated connections per user.
     users: BTreeMap<String, u32>,
     events: VecDeque<Event>,
@@ -291,9 +332,80 @@ impl Admission {
             source_waiting: BTreeMap::new(),
             last_served: None,
             penalties: BTreeMap::new(),
+            new_penalties: None,
             users: BTreeMap::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Keeps the penalties set from now on for
+    /// [`Admission::take_new_penalties`] (several instances share them).
+    pub fn share_penalties(&mut self) {
+        self.new_penalties.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// The penalties set here since the last call (each source once, with
+    /// its latest end), for the other instances.
+    pub fn take_new_penalties(&mut self) -> Vec<(Source, Instant)> {
+        self.new_penalties
+            .as_mut()
+            .map(|news| std::mem::take(news).into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Puts back a penalty taken by [`Admission::take_new_penalties`]
+    /// that could not be shared, for the next time.
+    pub fn reshare(&mut self, source: Source, until: Instant) {
+        let max = self.config.max_sources;
+        if let Some(news) = self.new_penalties.as_mut() {
+            let until = news.get(&source).copied().unwrap_or(until).max(until);
+            Self::set_bounded(news, max, source, until, until);
+        }
+    }
+
+    /// Every user with authenticated connections now, and how many.
+    pub fn users(&self) -> Vec<(String, u32)> {
+        self.users.iter().map(|(u, n)| (u.clone(), *n)).collect()
+    }
+
+    /// A penalty another instance set: `source` is refused until `until`
+    /// (or longer, if it already is here), within the longest penalty.
+    /// Not taken again by [`Admission::take_new_penalties`].
+    pub fn impose(&mut self, source: Source, until: Instant, now: Instant) {
+        if !self.config.penalties || until <= now {
+            return;
+        }
+        let current = self.penalties.get(&source).copied().unwrap_or(now);
+        let until = until.max(current).min(now + self.config.max_penalty);
+        Self::set_bounded(
+            &mut self.penalties,
+            self.config.max_sources,
+            source,
+            until,
+            now,
+        );
+    }
+
+    /// Sets `source`'s penalty in `map`, which holds at most `max`
+    /// sources: when full, what has expired is forgotten first, else the
+    /// penalty that ends soonest.
+    fn set_bounded(
+        map: &mut BTreeMap<Source, Instant>,
+        max: usize,
+        source: Source,
+        until: Instant,
+        now: Instant,
+    ) {
+        if !map.contains_key(&source) && map.len() >= max {
+            map.retain(|_, u| *u > now);
+            if map.len() >= max {
+                let soonest = map.iter().min_by_key(|(_, u)| **u).map(|(s, _)| *s);
+                if let Some(s) = soonest {
+                    map.remove(&s);
+                }
+            }
+        }
+        map.insert(source, until);
     }
 
     /// Replaces the limits (a configuration reloaded on SIGHUP). Counts,
@@ -428,23 +540,11 @@ impl Admission {
             .filter(|&u| u > now)
             .unwrap_or(now);
         let until = (current + penalty).min(now + self.config.max_penalty);
-        if !self.penalties.contains_key(&ticket.source)
-            && self.penalties.len() >= self.config.max_sources
-        {
-            // Full: forget what has expired, else the penalty ending soonest.
-            self.penalties.retain(|_, u| *u > now);
-            if self.penalties.len() >= self.config.max_sources {
-                let soonest = self
-                    .penalties
-                    .iter()
-                    .min_by_key(|(_, u)| **u)
-                    .map(|(s, _)| *s);
-                if let Some(s) = soonest {
-                    self.penalties.remove(&s);
-                }
-            }
+        let max = self.config.max_sources;
+        Self::set_bounded(&mut self.penalties, max, ticket.source, until, now);
+        if let Some(news) = self.new_penalties.as_mut() {
+            Self::set_bounded(news, max, ticket.source, until, now);
         }
-        self.penalties.insert(ticket.source, until);
     }
 
     /// What admission decided about other connections since last asked:

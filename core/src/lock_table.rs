@@ -13,6 +13,22 @@ use std::time::Instant;
 
 use crate::actions::LockHeld;
 
+/// The key of `repo`'s push lock where several instances share it (a
+/// PostgreSQL advisory lock): the first eight bytes of the SHA-256 of a
+/// fixed label and the name, so that every instance and version agrees.
+/// Names may collide (about one pair in 2^32 among 2^32 names); the
+/// holder table tells them apart.
+pub fn shared_lock_key(repo: &str) -> i64 {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"gitmouth push lock\0");
+    hash.update(repo.as_bytes());
+    let digest = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
 /// One request's name in the table, for as long as it holds or waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockTicket(u64);
@@ -57,6 +73,7 @@ impl RepoLock {
         LockHeld {
             since: self.holder.since,
             user: self.holder.user.clone(),
+            instance: None,
         }
     }
 }
@@ -149,5 +166,19 @@ impl LockTable {
     /// How many requests wait for `repo`'s lock.
     pub fn waiting(&self, repo: &str) -> usize {
         self.repos.get(repo).map_or(0, |lock| lock.queue.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_lock_key;
+
+    /// Every instance and every version must agree on a name's key: a
+    /// change here would let two versions' pushes to one repository run
+    /// at once during an upgrade.
+    #[test]
+    fn the_shared_key_of_a_name_never_changes() {
+        assert_eq!(shared_lock_key("app"), 1_124_174_565_146_198_165);
+        assert_ne!(shared_lock_key("app"), shared_lock_key("app2"));
     }
 }

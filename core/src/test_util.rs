@@ -22,8 +22,8 @@ use crate::app::dyno::DynoEnd;
 use crate::client::{self, Client, ClientConfig, Event};
 use crate::lock_table::{Acquired, LockTable, LockTicket, Standing};
 use crate::server::{
-    self, ExitStatus, Input, LockHeld, Output, ProcessSpec, RepoError, RequestId, ServerConfig,
-    Session, Signal, Stream,
+    self, ExitStatus, Input, LockHeld, LockRefusal, Output, ProcessSpec, RepoError, RequestId,
+    ServerConfig, Session, Signal, Stream,
 };
 use crate::transport::hostkey::HostKey;
 use rand_chacha::ChaCha20Rng;
@@ -963,7 +963,7 @@ impl FakeRuntime {
                             now,
                             Input::LockReply {
                                 id,
-                                result: Err(held),
+                                result: Err(LockRefusal::Held(held)),
                             },
                         ),
                         Acquired::Queued(ticket, held) => {

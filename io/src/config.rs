@@ -241,6 +241,35 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub push_lock_wait: u64,
 
+    /// Where the push lock lives: local (this instance alone) or postgres
+    /// (shared by every instance using --database-url)
+    ///
+    /// With postgres, penalties and --per-user-max-connections are shared
+    /// across the instances too. A push is refused, never let through,
+    /// while the database cannot be reached.
+    #[arg(long, value_name = "STORE", default_value = "local", value_parser = ["local", "postgres"])]
+    pub push_lock: String,
+
+    /// PostgreSQL for --push-lock postgres:
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (the password is a
+    /// secret: masked in logs and --print-config)
+    ///
+    /// TCP, or a Unix socket directory as the host
+    /// (postgres://USER@%2Frun%2Fpostgresql/DATABASE). TLS to the database
+    /// is not supported: keep it on a private network or a local socket.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Schema of gitmouth's tables in that database, created and migrated
+    /// at start
+    #[arg(long, value_name = "NAME", default_value = "gitmouth", value_parser = parse_schema_name)]
+    pub database_schema: String,
+
+    /// This instance's name, shown to a pusher another instance's push
+    /// holds back [default: this machine's host name:the port listened on]
+    #[arg(long, value_name = "NAME")]
+    pub instance_name: Option<String>,
+
     /// Authentication attempts allowed per connection (at least 1)
     #[arg(long, value_name = "N", default_value_t = 6,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -483,6 +512,22 @@ fn parse_max_startups(text: &str) -> Result<(u32, u32, u32), String> {
     Ok((start, rate, full))
 }
 
+/// A PostgreSQL schema name gitmouth may create: a plain identifier.
+fn parse_schema_name(text: &str) -> Result<String, String> {
+    let mut chars = text.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if first_ok
+        && text.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        Ok(text.to_owned())
+    } else {
+        Err("expected a plain identifier: a-z, 0-9 and _, starting with a letter or _, at most 63 characters".into())
+    }
+}
+
 /// Parses `1024`, `64K`, `8M`, `1G` into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -557,6 +602,9 @@ pub struct Settings {
     pub log_json: bool,
     /// Where /metrics, /health and /ready are served, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The database shared with other instances (`--push-lock
+    /// postgres`), if any.
+    pub database: Option<crate::database::DatabaseSettings>,
     /// The authorized_keys file (standalone mode).
     pub authorized_keys: PathBuf,
     /// Where users reach the server (host and port), shown in messages.
@@ -855,7 +903,42 @@ fn settings(
         timeout: Duration::from_secs(cli.proxy_header_timeout),
     };
     proxy.validate()?;
+    let database = match (cli.push_lock.as_str(), cli.database_url.as_deref()) {
+        ("postgres", Some(url)) => {
+            let source = explicit("database-url")
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let instance = cli
+                .instance_name
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", host_name.trim(), listen.port()));
+            Some(
+                crate::database::DatabaseSettings::new(url, &cli.database_schema, &instance)
+                    .map_err(|why| format!("--database-url from {source}: {why}"))?,
+            )
+        }
+        ("postgres", None) => {
+            let source = explicit("push-lock")
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            return Err(format!(
+                "--push-lock from {source}: postgres needs --database-url (or GITMOUTH_DATABASE_URL)"
+            ));
+        }
+        _ => {
+            // (--database-schema has a default, which --print-config prints.)
+            for long in ["database-url", "instance-name"] {
+                if let Some(source) = explicit(long) {
+                    return Err(format!(
+                        "--{long} from {source}: only used with --push-lock postgres (the push lock is local): remove it, or set --push-lock postgres"
+                    ));
+                }
+            }
+            None
+        }
+    };
     Ok(Settings {
+        database,
         admission,
         proxy,
         mode,
@@ -1021,6 +1104,15 @@ pub fn render_config(bin_name: &'static str, settings: &Settings, env: &Env) -> 
                     continue;
                 }
             },
+        };
+        // The database URL's password is a secret.
+        let values: Vec<String> = if long == "database-url" {
+            values
+                .iter()
+                .map(|v| crate::database::mask_password(v))
+                .collect()
+        } else {
+            values
         };
         let value = if list {
             let items: Vec<String> = values

@@ -20,7 +20,7 @@ use gitmouth_core::app::dyno::DynoEnd;
 use gitmouth_core::lock_table::{LockTicket, Standing};
 use gitmouth_core::proxy::HeaderKind;
 use gitmouth_core::server::{
-    Input, LockHeld, Output, RepoError, RequestId, Session, SessionEvent, Stream,
+    Input, LockHeld, LockRefusal, Output, RepoError, RequestId, Session, SessionEvent, Stream,
 };
 
 use crate::Shared;
@@ -170,6 +170,23 @@ enum Done {
     /// A push waiting for its lock: the lock is its turn, or the holder
     /// changed.
     Lock(Standing),
+    /// The shared lock's answer (`--push-lock postgres`).
+    Remote(crate::shared_lock::Remote),
+}
+
+/// How often a push waiting for a lock another instance holds asks again
+/// (the database tells nobody when an advisory lock is released).
+const REMOTE_LOCK_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A push lock asked of the database once the in-process one is this
+/// push's.
+struct RemoteAsk {
+    repo: String,
+    user: String,
+    session: String,
+    wait: bool,
+    /// The other instance's holder the session was last told of.
+    told: Option<LockHeld>,
 }
 
 type Work = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -210,6 +227,11 @@ struct Conn<S> {
     /// dropping one lets go of it, so whatever the connection still holds
     /// or waits for when it ends goes back.
     locks: Vec<(RequestId, crate::locks::PushLock)>,
+    /// The shared locks granted to this connection's pushes
+    /// (`--push-lock postgres`), released the same way.
+    remote_grants: Vec<(RequestId, crate::shared_lock::RemoteGrant)>,
+    /// Pushes that will ask, or are asking, for the shared lock.
+    remote_asks: Vec<(RequestId, RemoteAsk)>,
     /// Command slots given to this connection's commands, given back the
     /// same way.
     slots: Vec<(RequestId, crate::slots::CommandSlot)>,
@@ -355,6 +377,8 @@ async fn run<S>(
         backends: Vec::new(),
         work: Vec::new(),
         locks: Vec::new(),
+        remote_grants: Vec::new(),
+        remote_asks: Vec::new(),
         slots: Vec::new(),
         api_routes: Vec::new(),
         sock_buf: vec![0; CHUNK],
@@ -375,9 +399,16 @@ async fn run<S>(
         while let Some(output) = session.poll_output() {
             if let Output::Authenticated(who) = &output {
                 tracing::debug!(user = %who.user, "admission: authenticated");
-                let n = c
+                let here = c
                     .shared
                     .admission(|a| a.authenticated(&mut ticket, &who.user));
+                // With other instances, their connections count too.
+                let elsewhere = c
+                    .shared
+                    .elsewhere
+                    .as_ref()
+                    .map_or(0, |e| e.user_connections(&who.user));
+                let n = here.saturating_add(elsewhere);
                 registration = None;
                 evict = None;
                 c.quick_ack = false;
@@ -572,14 +603,32 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
                 wait,
             } => {
                 use crate::locks::Acquire;
-                match self.shared.push_locks.acquire(&repo, &user, now, wait) {
+                let acquired = self.shared.push_locks.acquire(&repo, &user, now, wait);
+                // Shared with other instances: the in-process lock first
+                // (it orders this instance's own pushes), then the
+                // database's.
+                if self.shared.shared_locks.is_some() && !matches!(acquired, Acquire::Held(_)) {
+                    let ask = RemoteAsk {
+                        repo: repo.clone(),
+                        user: user.clone(),
+                        session: session.id().to_owned(),
+                        wait,
+                        told: None,
+                    };
+                    self.remote_asks.push((id, ask));
+                }
+                match acquired {
+                    Acquire::Granted(lock) if self.shared.shared_locks.is_some() => {
+                        self.locks.push((id, lock));
+                        self.ask_remote(id, None);
+                    }
                     Acquire::Granted(lock) => {
                         tracing::debug!(%repo, %user, "push lock taken");
                         self.locks.push((id, lock));
                         session.handle_input(now, Input::LockReply { id, result: Ok(()) });
                     }
                     Acquire::Held(held) => {
-                        let result = Err(held);
+                        let result = Err(LockRefusal::Held(held));
                         session.handle_input(now, Input::LockReply { id, result });
                     }
                     Acquire::Queued(place, held) => {
@@ -594,6 +643,8 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
             // stops waiting for it).
             Output::ReleaseLock { id } => {
                 self.work.retain(|(w, _)| *w != id);
+                self.remote_asks.retain(|(own, _)| *own != id);
+                self.remote_grants.retain(|(held, _)| *held != id);
                 self.locks.retain(|(held, _)| *held != id);
             }
             Output::AcquireSlot { id } => {
@@ -726,6 +777,7 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
                     session.handle_input(now, Input::DynoConnected { id, result });
                 }
                 Done::Lock(standing) => self.on_lock_change(session, now, id, standing),
+                Done::Remote(answer) => self.on_remote_lock(session, now, id, answer),
             }
         }
         if ready.timeout {
@@ -762,6 +814,7 @@ impl<S> Conn<S> {
         standing: Standing,
     ) {
         match standing {
+            Standing::Holds if self.shared.shared_locks.is_some() => self.ask_remote(id, None),
             Standing::Holds => {
                 tracing::debug!("push lock taken after waiting");
                 session.handle_input(now, Input::LockReply { id, result: Ok(()) });
@@ -775,6 +828,80 @@ impl<S> Conn<S> {
             }
             // Only a place given up is gone, and then nobody waits for it.
             Standing::Gone => {}
+        }
+    }
+}
+
+impl<S> Conn<S> {
+    /// Asks the database for the shared lock of push `id` (which holds the
+    /// in-process one), after `delay` when asking again.
+    fn ask_remote(&mut self, id: RequestId, delay: Option<std::time::Duration>) {
+        let Some(locks) = self.shared.shared_locks.clone() else {
+            return;
+        };
+        let Some((_, ask)) = self.remote_asks.iter().find(|(own, _)| *own == id) else {
+            return;
+        };
+        let (repo, user, session) = (ask.repo.clone(), ask.user.clone(), ask.session.clone());
+        self.work.push((
+            id,
+            Box::pin(async move {
+                if let Some(delay) = delay {
+                    async_io::Timer::after(delay).await;
+                }
+                Done::Remote(locks.acquire(&repo, &user, &session).await)
+            }),
+        ));
+    }
+
+    /// The database's answer about push `id`'s shared lock.
+    fn on_remote_lock(
+        &mut self,
+        session: &mut Session,
+        now: Instant,
+        id: RequestId,
+        answer: crate::shared_lock::Remote,
+    ) {
+        use crate::shared_lock::Remote;
+        let Some(at) = self.remote_asks.iter().position(|(own, _)| *own == id) else {
+            // Withdrawn meanwhile: a grant is dropped, so released.
+            return;
+        };
+        match answer {
+            Remote::Granted(grant) => {
+                let (_, ask) = self.remote_asks.swap_remove(at);
+                tracing::debug!(repo = %ask.repo, user = %ask.user, "push lock taken (shared)");
+                self.remote_grants.push((id, grant));
+                session.handle_input(now, Input::LockReply { id, result: Ok(()) });
+            }
+            Remote::Held(held) if self.remote_asks[at].1.wait => {
+                let ask = &mut self.remote_asks[at].1;
+                let same = ask.told.as_ref().is_some_and(|told| {
+                    told.user == held.user
+                        && told.instance == held.instance
+                        && told.since.max(held.since) - told.since.min(held.since)
+                            < std::time::Duration::from_secs(2)
+                });
+                if !same {
+                    ask.told = Some(held.clone());
+                    session.handle_input(now, Input::LockWaiting { id, held });
+                }
+                self.ask_remote(id, Some(REMOTE_LOCK_POLL));
+            }
+            refused => {
+                let (_, ask) = self.remote_asks.swap_remove(at);
+                // The in-process lock goes too: the next push of ours may
+                // try.
+                self.locks.retain(|(own, _)| *own != id);
+                let result = match refused {
+                    Remote::Held(held) => Err(LockRefusal::Held(held)),
+                    _ => {
+                        tracing::debug!(repo = %ask.repo, "push lock: the database is unavailable");
+                        Err(LockRefusal::Unavailable)
+                    }
+                };
+                session.handle_input(now, Input::LockReply { id, result });
+            }
         }
     }
 }

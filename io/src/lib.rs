@@ -13,6 +13,7 @@
 
 pub mod admit;
 pub mod config;
+pub mod database;
 pub mod driver;
 pub mod dyno;
 pub mod files;
@@ -24,6 +25,8 @@ pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod server;
+pub mod shared_limits;
+pub mod shared_lock;
 pub mod slots;
 pub mod startup;
 pub mod tls;
@@ -72,6 +75,11 @@ pub struct Shared {
     /// PROXY protocol on the listener: who may send a header, and whether
     /// one is required.
     pub proxy: gitmouth_core::proxy::ProxyPolicy,
+    /// The push lock shared with other instances (`--push-lock
+    /// postgres`), taken after the in-process one.
+    pub shared_locks: Option<shared_lock::SharedLocks>,
+    /// Other instances' user counts (`--push-lock postgres`).
+    pub elsewhere: Option<Arc<shared_limits::Elsewhere>>,
 }
 
 /// [`Shared::stop_level`]: serving.

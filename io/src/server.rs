@@ -38,8 +38,28 @@ where
         settings.public_host.port = local.port();
     }
     let settings = &settings;
-    let (shared, keys) = crate::startup::prepare(settings)?;
+    let (mut shared, keys) = crate::startup::prepare(settings)?;
+    // Several instances: the database must be there at start (a server
+    // that could take no push lock would refuse every push).
+    let lock_service = match &settings.database {
+        Some(db) => {
+            let (service, handle, first) = crate::startup::connect_database(db).await?;
+            shared.shared_locks = Some(handle);
+            let elsewhere = Arc::new(crate::shared_limits::Elsewhere::default());
+            shared.elsewhere = Some(elsewhere.clone());
+            Some((service, first, db.clone(), elsewhere))
+        }
+        None => None,
+    };
     let shared = Arc::new(shared);
+    if let Some((service, first, db, elsewhere)) = lock_service {
+        spawn(Box::pin(service.run(first)));
+        spawn(Box::pin(crate::shared_limits::run(
+            shared.clone(),
+            db,
+            elsewhere,
+        )));
+    }
     // SIGHUP is watched before "listening" is logged, in either mode: its
     // default action would end the process, dropping every connection.
     match async_signal::Signals::new([async_signal::Signal::Hup]) {

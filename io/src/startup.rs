@@ -244,6 +244,10 @@ pub fn reload(shared: &crate::Shared, current: &mut Settings) {
         ),
         // The listener's: read before a connection is admitted.
         ("proxy-protocol", new.proxy != current.proxy),
+        ("metrics", new.metrics != current.metrics),
+        ("log-format", new.log_json != current.log_json),
+        // The lock service's connection is made at start.
+        ("push-lock", new.database != current.database),
         (
             "mode",
             std::mem::discriminant(&new.mode) != std::mem::discriminant(&current.mode),
@@ -278,6 +282,9 @@ pub fn reload(shared: &crate::Shared, current: &mut Settings) {
     new.host_keys = current.host_keys.clone();
     new.host_keys_retiring = current.host_keys_retiring.clone();
     new.proxy = current.proxy.clone();
+    new.metrics = current.metrics;
+    new.log_json = current.log_json;
+    new.database = current.database.clone();
     let timeouts = match &new.mode {
         ModeSettings::Api(a) => Some((a.api.timeout, a.api.provision_timeout)),
         ModeSettings::Standalone => None,
@@ -590,9 +597,42 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
             metrics: Default::default(),
             proxy: settings.proxy.clone(),
             refusals: Default::default(),
+            shared_locks: None,
+            elsewhere: None,
         },
         store,
     ))
+}
+
+/// Connects to the database shared with other instances and brings its
+/// schema up to date: the push-lock service (to be run) with its handle
+/// and first connection. An error names the URL without its password.
+pub async fn connect_database(
+    db: &crate::database::DatabaseSettings,
+) -> Result<
+    (
+        crate::shared_lock::LockService,
+        crate::shared_lock::SharedLocks,
+        (tokio_postgres::Client, crate::database::Connection),
+    ),
+    String,
+> {
+    let (client, mut connection) = db.connect("push-lock").await?;
+    // The connection is polled while the schema is prepared over it.
+    let ended = async {
+        (&mut connection).await;
+        Err(format!("{}: the connection ended", db.shown()))
+    };
+    let version = futures_lite::future::or(ended, crate::database::migrate(&client, db)).await?;
+    tracing::info!(
+        database = %db.shown(),
+        schema = %db.schema(),
+        version,
+        instance = %db.instance(),
+        "push lock, penalties and per-user limits shared through PostgreSQL"
+    );
+    let (service, handle) = crate::shared_lock::LockService::new(db.clone());
+    Ok((service, handle, (client, connection)))
 }
 
 /// SIGTERM and SIGINT, watched from start-up on: the first drains the

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use gitmouth_core::admission::{
-    Admission, AdmissionConfig, ConnId, Event, Network, Outcome, Ticket, Verdict,
+    Admission, AdmissionConfig, ConnId, Event, Network, Outcome, Source, Ticket, Verdict,
 };
 use proptest::prelude::*;
 
@@ -322,6 +322,90 @@ fn penalties_accumulate_up_to_the_maximum_and_expire() {
         g.a.penalty_until(ip(3)),
         Some(now + Duration::from_secs(600))
     );
+}
+
+#[test]
+fn penalties_set_here_are_taken_once_for_other_instances_and_theirs_imposed() {
+    let now = Instant::now();
+    let mut g = Gate::new(AdmissionConfig::default(), 4);
+    // Not shared: nothing is kept for others.
+    let t = g.accept(ip(1), now);
+    g.a.close(t, Outcome::AuthFailed, now);
+    assert!(g.a.take_new_penalties().is_empty());
+    g.a.share_penalties();
+    // Two failures (under the threshold: the source is still admitted).
+    for _ in 0..2 {
+        let t = g.accept(ip(2), now);
+        g.a.close(t, Outcome::AuthFailed, now);
+    }
+    let news = g.a.take_new_penalties();
+    assert_eq!(news.len(), 1, "one entry per source: {news:?}");
+    assert_eq!(news[0].0, Source::of(ip(2)));
+    assert_eq!(Some(news[0].1), g.a.penalty_until(ip(2)));
+    assert!(g.a.take_new_penalties().is_empty(), "taken once");
+    // Another instance's penalty refuses here, is not sent back, never
+    // shortens a longer one, and is capped at the maximum.
+    let mut other = Gate::new(AdmissionConfig::default(), 5);
+    other.a.share_penalties();
+    let until = now + Duration::from_secs(60);
+    other.a.impose(Source::of(ip(2)), until, now);
+    assert!(matches!(other.connect(ip(2), now).1, Verdict::Refuse(_)));
+    assert!(other.a.take_new_penalties().is_empty());
+    other
+        .a
+        .impose(Source::of(ip(2)), now + Duration::from_secs(1), now);
+    assert_eq!(other.a.penalty_until(ip(2)), Some(until));
+    other
+        .a
+        .impose(Source::of(ip(3)), now + Duration::from_secs(100_000), now);
+    assert_eq!(
+        other.a.penalty_until(ip(3)),
+        Some(now + Duration::from_secs(600))
+    );
+    // One that has run out, or with penalties off, does nothing.
+    other.a.impose(Source::of(ip(4)), now, now);
+    assert_eq!(other.a.penalty_until(ip(4)), None);
+    let mut off = Gate::new(
+        AdmissionConfig {
+            penalties: false,
+            ..Default::default()
+        },
+        6,
+    );
+    off.a.impose(Source::of(ip(5)), until, now);
+    assert!(matches!(off.connect(ip(5), now).1, Verdict::Accept(_)));
+}
+
+proptest! {
+    /// A source written for the database reads back as itself: IPv4 whole,
+    /// IPv6 by its /64 (an IPv4-mapped IPv6 address is its IPv4 source).
+    #[test]
+    fn a_source_reads_back_as_written(v4 in any::<u32>(), v6 in any::<u128>()) {
+        for addr in [IpAddr::from(v4.to_be_bytes()), IpAddr::from(v6.to_be_bytes())] {
+            let source = Source::of(addr);
+            let text = source.to_string();
+            prop_assert_eq!(text.parse::<Source>(), Ok(source), "{}", text);
+        }
+    }
+}
+
+#[test]
+fn a_source_is_written_plainly_and_bad_text_is_refused() {
+    assert_eq!(Source::of(ip(7)).to_string(), "10.0.0.7");
+    let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+    assert_eq!(Source::of(v6).to_string(), "2001:db8:1:2::/64");
+    let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+    assert_eq!(Source::of(mapped).to_string(), "10.0.0.7");
+    for bad in [
+        "",
+        "10.0.0",
+        "2001:db8::1/64",
+        "::ffff:10.0.0.7/64",
+        "x/64",
+        "10.0.0.1/64",
+    ] {
+        assert!(bad.parse::<Source>().is_err(), "{bad}");
+    }
 }
 
 #[test]

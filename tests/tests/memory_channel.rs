@@ -683,7 +683,7 @@ fn one_push_at_a_time_per_repository() {
     let refused = second(&locks, b"git-receive-pack 'app.git'");
     let err = String::from_utf8(refused.received().1).unwrap();
     assert!(
-        err.starts_with(" ! Another push to app is in progress (started just now).\n"),
+        err.starts_with(" ! Another push to app is in progress (started just now by "),
         "{err}"
     );
     assert_eq!(refused.exit_status(), Some(1));

@@ -211,7 +211,7 @@ fn a_push_whose_wait_runs_out_is_refused() {
     assert_eq!(second.exit_status(), Some(1));
     let err = stderr(&second);
     assert!(
-        err.contains(" ! Another push to app is in progress (started 30 seconds ago).\n"),
+        err.contains(" ! Another push to app is in progress (started 30 seconds ago by alice).\n"),
         "{err}"
     );
     assert_eq!(err.matches("-----> Waiting").count(), 6, "{err}");
@@ -375,6 +375,7 @@ fn a_place_in_the_queue_for_a_push_already_gone_is_given_up() {
     let held = LockHeld {
         since: now,
         user: "alice".into(),
+        instance: None,
     };
     for _ in 0..2 {
         let input = Input::LockWaiting {
@@ -414,7 +415,8 @@ fn the_lock_table_serves_in_turn_and_forgets_what_is_given_up() {
         table.standing(c),
         Standing::Waits(LockHeld {
             since: later,
-            user: "bob".into()
+            user: "bob".into(),
+            instance: None,
         })
     );
     // A newcomer that does not wait cannot slip in between.

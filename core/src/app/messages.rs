@@ -143,12 +143,27 @@ pub fn lost_build_server() -> &'static str {
 }
 
 /// Another push to the same repository holds the lock; `started` is when it
-/// began, already formatted by the caller (the core has no clock).
-pub fn push_in_progress(app: &str, started: &str) -> String {
+/// began, already formatted by the caller (the core has no clock), `user`
+/// who pushes, and `instance` which server the push came through when
+/// several share the lock.
+pub fn push_in_progress(app: &str, started: &str, user: &str, instance: Option<&str>) -> String {
+    let through = instance
+        .map(|i| format!(" through {}", sanitize(i)))
+        .unwrap_or_default();
     format!(
-        " ! Another push to {} is in progress (started {}).\n",
+        " ! Another push to {} is in progress (started {} by {}{through}).\n",
         sanitize(app),
-        sanitize(started)
+        sanitize(started),
+        sanitize(user),
+    )
+}
+
+/// The service that keeps push locks across instances is unreachable: no
+/// push goes on without its lock.
+pub fn lock_unavailable(app: &str) -> String {
+    format!(
+        " ! Pushes to {} are refused for now: the push lock service is unavailable. Try again shortly.\n",
+        sanitize(app)
     )
 }
 
@@ -233,6 +248,16 @@ pub enum UserError {
         app: String,
         /// When the other push started, formatted for people.
         started: String,
+        /// Who pushes.
+        user: String,
+        /// The instance the other push came through, when several share
+        /// the lock.
+        instance: Option<String>,
+    },
+    /// The lock service shared by several instances cannot be reached.
+    LockUnavailable {
+        /// The repository name.
+        app: String,
     },
     /// Our side failed to run the command.
     ServerFailed,
@@ -273,7 +298,13 @@ impl UserError {
             UserError::PlatformFailing => platform_failing().to_owned(),
             UserError::BuildServerUnavailable => build_server_unavailable().to_owned(),
             UserError::LostBuildServer => lost_build_server().to_owned(),
-            UserError::PushInProgress { app, started } => push_in_progress(app, started),
+            UserError::PushInProgress {
+                app,
+                started,
+                user,
+                instance,
+            } => push_in_progress(app, started, user, instance.as_deref()),
+            UserError::LockUnavailable { app } => lock_unavailable(app),
             UserError::NoShell { user } => shell_greeting(user),
             UserError::ServerFailed => server_failed().to_owned(),
             UserError::LfsUnsupported => {
@@ -303,6 +334,7 @@ impl UserError {
             | UserError::PlatformFailing
             | UserError::LostBuildServer
             | UserError::PushInProgress { .. }
+            | UserError::LockUnavailable { .. }
             | UserError::ServerFailed
             | UserError::LfsUnsupported
             | UserError::ServerStopping
@@ -381,8 +413,16 @@ mod tests {
             " ! Lost connection to the build server.\n"
         );
         assert_eq!(
-            push_in_progress("myapp", "2026-11-05 10:00:00 UTC"),
-            " ! Another push to myapp is in progress (started 2026-11-05 10:00:00 UTC).\n"
+            push_in_progress("myapp", "12 seconds ago", "alice", None),
+            " ! Another push to myapp is in progress (started 12 seconds ago by alice).\n"
+        );
+        assert_eq!(
+            push_in_progress("myapp", "just now", "bob", Some("git-b:22")),
+            " ! Another push to myapp is in progress (started just now by bob through git-b:22).\n"
+        );
+        assert_eq!(
+            lock_unavailable("myapp"),
+            " ! Pushes to myapp are refused for now: the push lock service is unavailable. Try again shortly.\n"
         );
         assert_eq!(
             shell_greeting("alice@example.com"),
@@ -436,9 +476,12 @@ mod tests {
                 UserError::PushInProgress {
                     app: app(),
                     started: "t".to_owned(),
+                    user: "u".to_owned(),
+                    instance: None,
                 },
                 1,
             ),
+            (UserError::LockUnavailable { app: app() }, 1),
             (UserError::NoShell { user: app() }, 1),
         ];
         for (error, status) in cases {
@@ -472,10 +515,12 @@ mod tests {
         assert_eq!(
             UserError::PushInProgress {
                 app: "x".into(),
-                started: "t".into()
+                started: "t".into(),
+                user: "u".into(),
+                instance: Some("i".into()),
             }
             .message(host),
-            push_in_progress("x", "t")
+            push_in_progress("x", "t", "u", Some("i"))
         );
         assert_eq!(
             UserError::NoShell { user: "u".into() }.message(host),
@@ -536,7 +581,13 @@ mod tests {
             // Each message has a fixed number of newlines whatever is
             // interpolated into it.
             prop_assert_eq!(no_such_app(&value).matches('\n').count(), 1);
-            prop_assert_eq!(push_in_progress(&value, &value).matches('\n').count(), 1);
+            prop_assert_eq!(
+                push_in_progress(&value, &value, &value, Some(&value))
+                    .matches('\n')
+                    .count(),
+                1
+            );
+            prop_assert_eq!(lock_unavailable(&value).matches('\n').count(), 1);
             prop_assert_eq!(shell_greeting(&value).matches('\n').count(), 1);
             let public = PublicHost { host: value.clone(), port: 2222 };
             prop_assert_eq!(invalid_path(&public, InvalidCommand::Name).matches('\n').count(), 5);

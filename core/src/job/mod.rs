@@ -31,7 +31,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
 use crate::actions::{
-    Audit, ExitStatus, LockHeld, Output, RepoError, RequestId, SessionEvent, Stream, ago,
+    Audit, ExitStatus, LockHeld, LockRefusal, Output, RepoError, RequestId, SessionEvent, Stream,
+    ago,
 };
 use crate::app::api::{ApiUser, HttpError, HttpResponse};
 use crate::app::command::{self, GitCommand, parse_exec};
@@ -174,7 +175,7 @@ pub enum JobInput<'a> {
     /// [`crate::actions::Input::DynoClosed`].
     DynoClosed(DynoEnd),
     /// [`crate::actions::Input::LockReply`].
-    Lock(Result<(), LockHeld>),
+    Lock(Result<(), LockRefusal>),
     /// [`crate::actions::Input::LockWaiting`].
     LockWaiting(LockHeld),
     /// [`crate::actions::Input::SlotReply`].
@@ -432,7 +433,7 @@ impl Task {
     }
 
     /// The answer about the push lock: the push goes on, or is refused.
-    fn on_lock(&mut self, cx: &mut JobCx<'_>, id: RequestId, result: Result<(), LockHeld>) {
+    fn on_lock(&mut self, cx: &mut JobCx<'_>, id: RequestId, result: Result<(), LockRefusal>) {
         let Some(req) = self.awaiting.take_if(|req| req.id == id) else {
             return;
         };
@@ -454,9 +455,16 @@ impl Task {
                 self.lock = Some(id);
                 on_backend!(backend, job => job.resume(cx, req.cmd));
             }
-            Err(held) => {
+            Err(LockRefusal::Held(held)) => {
                 on_backend!(backend, job => job.stop(cx));
                 self.refuse_push(cx, req.cmd, &held);
+            }
+            Err(LockRefusal::Unavailable) => {
+                on_backend!(backend, job => job.stop(cx));
+                let repo = req.cmd.repo.as_str().to_owned();
+                tracing::warn!(repo, "push refused: the push lock service is unavailable");
+                cx.events.push_back(SessionEvent::LockRefused);
+                self.refuse(cx, UserError::LockUnavailable { app: repo });
             }
         }
     }
@@ -471,6 +479,8 @@ impl Task {
             UserError::PushInProgress {
                 app: repo,
                 started: ago(held.since, cx.now),
+                user: held.user.clone(),
+                instance: held.instance.clone(),
             },
         );
     }

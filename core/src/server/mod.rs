@@ -37,8 +37,8 @@
 //! ```
 
 pub use crate::actions::{
-    Audit, ExitStatus, Identity, Input, LockHeld, Output, ProcessSpec, RepoError, RepoInit,
-    RequestId, SessionEvent, Signal, Stream, ago, signal_name,
+    Audit, ExitStatus, Identity, Input, LockHeld, LockRefusal, Output, ProcessSpec, RepoError,
+    RepoInit, RequestId, SessionEvent, Signal, Stream, ago, signal_name,
 };
 pub use crate::config::{Mode, ServerConfig};
 pub use crate::job::choose_head;

@@ -93,8 +93,8 @@ use gitmouth_core::app::api::{
 };
 use gitmouth_core::app::dyno::DynoEnd;
 use gitmouth_core::server::{
-    ExitStatus, Input, LockHeld, Mode, Output, RepoError, RequestId, ServerConfig, Session, Signal,
-    Stream,
+    ExitStatus, Input, LockHeld, LockRefusal, Mode, Output, RepoError, RequestId, ServerConfig,
+    Session, Signal, Stream,
 };
 use gitmouth_core::transport::hostkey::HostKey;
 use rand_chacha::ChaCha20Rng;
@@ -869,14 +869,18 @@ impl<'a> Run<'a> {
                 self.input(Input::SlotReply { id, granted: true });
             }
             Request::AcquireLock => {
-                let held = |secs| LockHeld {
-                    since: now.checked_sub(Duration::from_secs(secs)).unwrap_or(now),
-                    user: "bob".to_owned(),
+                let held = |secs, instance: Option<&str>| {
+                    LockRefusal::Held(LockHeld {
+                        since: now.checked_sub(Duration::from_secs(secs)).unwrap_or(now),
+                        user: "bob".to_owned(),
+                        instance: instance.map(str::to_owned),
+                    })
                 };
                 let result = match pick(answer::ACQUIRE_LOCK) {
                     0 => Ok(()),
-                    1 => Err(held(3)),
-                    2 => Err(held(200)),
+                    1 => Err(held(3, None)),
+                    2 => Err(held(200, Some("gm-b:22"))),
+                    3 => Err(LockRefusal::Unavailable),
                     _ => return false,
                 };
                 let state = if result.is_ok() {

@@ -157,8 +157,9 @@ pub mod answer {
     pub const HTTP_PROVISION: u8 = 7;
     /// `ConnectDyno`: connected, failed, not now.
     pub const CONNECT_DYNO: u8 = 3;
-    /// `AcquireLock`: granted, held for 3 s, held for 200 s, not now.
-    pub const ACQUIRE_LOCK: u8 = 4;
+    /// `AcquireLock`: granted, held for 3 s, held for 200 s through
+    /// another instance, the lock service unavailable, not now.
+    pub const ACQUIRE_LOCK: u8 = 5;
     /// The decision for "not now" in a table of `len` answers.
     pub const fn defer(len: u8) -> u8 {
         len - 1
