@@ -10,6 +10,7 @@
 pub mod load;
 pub mod mux;
 pub mod openruko;
+pub mod postgres;
 pub mod sunset_client;
 
 use std::io::{BufRead, BufReader};
