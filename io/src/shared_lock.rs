@@ -219,18 +219,23 @@ impl LockService {
                 }
             };
             backoff = FIRST_BACKOFF;
-            self.retake(&client).await;
-            self.connected.store(true, Ordering::SeqCst);
-            if let Some(at) = lost_at.take() {
-                tracing::info!(
-                    database = %self.settings.shown(),
-                    after = %crate::driver::Secs(at.elapsed()),
-                    "push lock: the database is back; pushes resume"
-                );
-            }
-            // The connection is polled alongside the requests; either
-            // ending is the connection's end.
-            futures_lite::future::or(connection, self.serve(&client)).await;
+            let lost = lost_at.take();
+            // The connection is polled alongside everything said over it
+            // (nothing is read or written otherwise); either ending is the
+            // connection's end.
+            let work = async {
+                self.retake(&client).await;
+                self.connected.store(true, Ordering::SeqCst);
+                if let Some(at) = lost {
+                    tracing::info!(
+                        database = %self.settings.shown(),
+                        after = %crate::driver::Secs(at.elapsed()),
+                        "push lock: the database is back; pushes resume"
+                    );
+                }
+                self.serve(&client).await;
+            };
+            futures_lite::future::or(connection, work).await;
             self.connected.store(false, Ordering::SeqCst);
             lost_at = Some(Instant::now());
             let repos: Vec<&str> = self.held.values().map(|h| h.repo.as_str()).collect();
