@@ -926,13 +926,12 @@ fn settings(
             ));
         }
         _ => {
-            // (--database-schema has a default, which --print-config prints.)
-            for long in ["database-url", "instance-name"] {
-                if let Some(source) = explicit(long) {
-                    return Err(format!(
-                        "--{long} from {source}: only used with --push-lock postgres (the push lock is local): remove it, or set --push-lock postgres"
-                    ));
-                }
+            // (--database-schema has a default, which --print-config
+            // prints, and an instance name is harmless alone.)
+            if let Some(source) = explicit("database-url") {
+                return Err(format!(
+                    "--database-url from {source}: only used with --push-lock postgres (the push lock is local): remove it, or set --push-lock postgres"
+                ));
             }
             None
         }

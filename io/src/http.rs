@@ -4,14 +4,14 @@
 //! operator set), written, read, and closed. Dropping the future closes the
 //! connection, so an abandoned request ends at once.
 //!
-//! Why not surf or isahc: surf's curl backend speaks TLS through the
-//! system OpenSSL, not rustls; and both surf-on-curl and isahc 2 (on
-//! curl's rustls backend) keep an abandoned transfer open until the server
-//! answers or the timeout passes — isahc checks for cancellation only when
-//! response bytes arrive — so a client hanging up during provisioning would
-//! leave the request open (our end-to-end tests caught it). Three
-//! body-less requests need no more than this module and the core's
-//! framing.
+//! Why not surf or isahc: surf is unmaintained (RUSTSEC-2025-0036), and its
+//! curl backend speaks TLS through the system OpenSSL, not rustls; and both
+//! surf-on-curl and isahc 2 (on curl's rustls backend) keep an abandoned
+//! transfer open until the server answers or the timeout passes — isahc
+//! checks for cancellation only when response bytes arrive — so a client
+//! hanging up during provisioning would leave the request open (our
+//! end-to-end tests caught it). Three body-less requests need no more than
+//! this module and the core's framing.
 //!
 //! No time limit is kept here: the core arms one for each request (its
 //! `timeout`) and, when it passes, abandons the request

@@ -314,6 +314,17 @@ fn is_setting(arg: &Arg) -> bool {
     arg.get_long().is_some_and(|l| !NOT_SETTINGS.contains(&l))
 }
 
+/// The keys a configuration file may hold, in the command's order: every
+/// setting's long name but the file's own (`config`). The example file
+/// (`contrib/gitmouth.toml`) is checked against this list.
+pub fn file_keys(cmd: &Command) -> Vec<&str> {
+    cmd.get_arguments()
+        .filter(|a| is_setting(a))
+        .filter_map(Arg::get_long)
+        .filter(|long| !NOT_IN_FILE.contains(long))
+        .collect()
+}
+
 /// Whether `arg` takes a list (repeatable).
 fn is_list(arg: &Arg) -> bool {
     matches!(arg.get_action(), ArgAction::Append)
@@ -339,10 +350,10 @@ fn read_file(cmd: &Command, file: FileText<'_>) -> Result<BTreeMap<String, FileV
     for (key, value) in table {
         let line = line_of(key.span().start);
         let key = key.into_inner();
-        let known = cmd
-            .get_arguments()
-            .any(|a| is_setting(a) && a.get_long() == Some(key.as_str()));
-        if !known || NOT_IN_FILE.contains(&key.as_str()) {
+        if !file_keys(cmd).contains(&key.as_str()) {
+            let known = cmd
+                .get_arguments()
+                .any(|a| is_setting(a) && a.get_long() == Some(key.as_str()));
             let hint = cmd
                 .get_arguments()
                 .filter(|a| is_setting(a))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::TlsSettings;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
@@ -22,7 +23,7 @@ pub fn client_config(tls: &TlsSettings, ca_var: &str) -> Result<Arc<rustls::Clie
             Some(path) => {
                 let pem =
                     std::fs::read(path).map_err(|e| format!("{ca_var} {}: {e}", path.display()))?;
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                for cert in CertificateDer::pem_slice_iter(&pem) {
                     let cert = cert.map_err(|e| format!("{ca_var} {}: {e}", path.display()))?;
                     roots
                         .add(cert)
