@@ -265,6 +265,57 @@ fn misconfiguration_is_refused_before_anything_listens(runtime: Runtime) {
             },
             vec!["cannot read the configuration file missing.toml"],
         ),
+        // Several instances: the database's settings (its password never
+        // shown).
+        (
+            Start {
+                args: &["--push-lock", "postgres"],
+                ..Start::default()
+            },
+            vec!["--push-lock from the command line", "needs --database-url"],
+        ),
+        (
+            Start {
+                env: &[("GITMOUTH_DATABASE_URL", "postgres://gm:pw-s3cret@db/gm")],
+                ..Start::default()
+            },
+            vec![
+                "--database-url from the environment (GITMOUTH_DATABASE_URL)",
+                "only used with --push-lock postgres",
+            ],
+        ),
+        (
+            Start {
+                file: Some(
+                    "push-lock = \"postgres\"\ndatabase-url = \"mysql://gm:pw-s3cret@db/gm\"\n",
+                ),
+                ..Start::default()
+            },
+            vec![
+                "--database-url from gm.toml line 2",
+                "postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                "mysql://gm:********@db/gm",
+            ],
+        ),
+        (
+            Start {
+                args: &[
+                    "--push-lock",
+                    "postgres",
+                    "--database-url",
+                    "postgres://gm:pw-s3cret@db/gm?sslmode=require",
+                ],
+                ..Start::default()
+            },
+            vec!["sslmode=require", "TLS to the database is not supported"],
+        ),
+        (
+            Start {
+                dotenv: Some("GITMOUTH_DATABASE_SCHEMA=Bad-Name\n"),
+                ..Start::default()
+            },
+            vec!["--database-schema from ./.env line 1", "plain identifier"],
+        ),
     ];
     for (start, wanted) in table {
         let scratch = tempfile::tempdir().unwrap();
@@ -272,6 +323,10 @@ fn misconfiguration_is_refused_before_anything_listens(runtime: Runtime) {
         let text = format!("{}{}", stdout(&out), stderr(&out));
         let case = (start.args, start.env, start.dotenv, start.file);
         assert!(!out.status.success(), "{case:?} was accepted:\n{text}");
+        assert!(
+            !text.contains("pw-s3cret"),
+            "{case:?} showed a password:\n{text}"
+        );
         for w in &wanted {
             assert!(text.contains(w), "{case:?}: no {w:?} in:\n{text}");
         }
