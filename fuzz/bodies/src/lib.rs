@@ -16,6 +16,7 @@ mod authorized_keys;
 mod exec_command;
 mod kexinit;
 mod packet_reader;
+mod proxy_header;
 pub mod server_session;
 mod version_line;
 
@@ -23,6 +24,7 @@ pub use authorized_keys::authorized_keys;
 pub use exec_command::exec_command;
 pub use kexinit::kexinit;
 pub use packet_reader::{MODES, ReaderMode, packet_reader};
+pub use proxy_header::proxy_header;
 pub use server_session::{
     HOST_KEY_SEED, SESSION_SEED, SessionRun, Stages, control, run_session, server_config,
     server_session, session_stages,
@@ -41,4 +43,5 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("exec_command", exec_command),
     ("authorized_keys", authorized_keys),
     ("server_session", server_session),
+    ("proxy_header", proxy_header),
 ];
