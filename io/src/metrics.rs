@@ -53,6 +53,9 @@ pub struct Metrics {
     lock_refusals: Counter,
     penalties: Gauge,
     keepalive_timeouts: Counter,
+    /// Whether the push lock's database connection is up (registered
+    /// with `--push-lock postgres` only).
+    lock_database: Gauge,
     /// API calls in a row that could not connect ([`API_FAILURES_UNREADY`]).
     api_failures: AtomicU32,
 }
@@ -91,6 +94,7 @@ impl Metrics {
             lock_refusals: Counter::default(),
             penalties: Gauge::default(),
             keepalive_timeouts: Counter::default(),
+            lock_database: Gauge::default(),
             api_failures: AtomicU32::new(0),
         };
         let r = &mut m.registry;
@@ -250,10 +254,24 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the gauges read now.
-    fn render(&self, penalties: usize) -> String {
+    /// Exposes whether the push lock's database connection is up
+    /// (`--push-lock postgres`), before the server serves.
+    pub fn track_lock_database(&mut self) {
+        self.registry.register(
+            "push_lock_database_up",
+            "1 while the connection to the database shared by the instances (--push-lock postgres) is up; pushes are refused while it is 0",
+            self.lock_database.clone(),
+        );
+    }
+
+    /// The text exposition, with the gauges read now (`lock_database`:
+    /// whether the push lock's database is reachable, if there is one).
+    fn render(&self, penalties: usize, lock_database: Option<bool>) -> String {
         self.penalties
             .set(i64::try_from(penalties).unwrap_or(i64::MAX));
+        if let Some(up) = lock_database {
+            self.lock_database.set(i64::from(up));
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -332,7 +350,8 @@ async fn answer(mut stream: async_net::TcpStream, shared: &Shared) {
         (Some(b"GET"), Some(b"/metrics")) => {
             let now = std::time::Instant::now();
             let penalties = shared.admission(|a| a.penalised_at(now));
-            ("200 OK", shared.metrics.render(penalties))
+            let database = shared.shared_locks.as_ref().map(|l| l.connected());
+            ("200 OK", shared.metrics.render(penalties, database))
         }
         (Some(b"GET"), Some(b"/health")) => ("200 OK", "ok\n".to_owned()),
         (Some(b"GET"), Some(b"/ready")) => ready(shared),
@@ -393,12 +412,13 @@ mod tests {
 
     #[test]
     fn every_metric_is_exposed() {
-        let m = Metrics::new();
+        let mut m = Metrics::new();
+        m.track_lock_database();
         m.accepted();
         m.refused("penalised");
         m.connection("unauthenticated", 1);
         m.api_call("/apps/:app", "200", true);
-        let text = m.render(2);
+        let text = m.render(2, Some(true));
         for name in [
             "gitmouth_connections_accepted_total 1",
             "gitmouth_connections_refused_total{reason=\"penalised\"} 1",
@@ -406,6 +426,7 @@ mod tests {
             "gitmouth_api_calls_total{route=\"/apps/:app\",status=\"200\"} 1",
             "gitmouth_penalties 2",
             "gitmouth_handshake_seconds_count 0",
+            "gitmouth_push_lock_database_up 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

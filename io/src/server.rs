@@ -45,6 +45,7 @@ where
         Some(db) => {
             let (service, handle, first) = crate::startup::connect_database(db).await?;
             shared.shared_locks = Some(handle);
+            shared.metrics.track_lock_database();
             let elsewhere = Arc::new(crate::shared_limits::Elsewhere::default());
             shared.elsewhere = Some(elsewhere.clone());
             Some((service, first, db.clone(), elsewhere))

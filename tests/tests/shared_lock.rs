@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use gitmouth_tests::postgres::{Cluster, PASSWORD};
 use gitmouth_tests::{
-    Git, Runtime, Server, ServerOptions, Ssh, hold_pushes, keygen, kill, start_git_server, stderr,
-    wait_until,
+    Git, Runtime, Server, ServerOptions, Ssh, hold_pushes, http_get, keygen, kill,
+    start_git_server, stderr, wait_until,
 };
 
 /// Two instances on one database and one data directory; `app` has one
@@ -254,8 +254,22 @@ fn the_lock_connection_breaking_mid_push_does_not_cut_the_push() {
 
 #[test]
 fn clones_go_on_while_the_database_is_stopped_and_pushes_resume_after() {
-    let mut pair = Pair::start(Runtime::Smol, Runtime::AsyncStd, &[], false);
+    let mut pair = Pair::start(
+        Runtime::Smol,
+        Runtime::AsyncStd,
+        &["--metrics", "127.0.0.1:0"],
+        false,
+    );
     std::fs::remove_file(pair.a.data_dir.join("repos/app.git/hooks/pre-receive")).unwrap();
+    let database_up = |server: &Server| {
+        let (status, body) = http_get(server.metrics_addr(), "/metrics");
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix("gitmouth_push_lock_database_up "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no gitmouth_push_lock_database_up in\n{body}"))
+    };
+    assert_eq!(database_up(&pair.b), "1");
     pair.db.stop();
     for server in [&pair.a, &pair.b] {
         let dest = pair.dir.join(format!("clone-{}", server.addr.port()));
@@ -282,6 +296,7 @@ fn clones_go_on_while_the_database_is_stopped_and_pushes_resume_after() {
         "{err}"
     );
     assert!(err.contains("(session "), "{err}");
+    assert_eq!(database_up(&pair.b), "0");
     pair.db.start_again();
     // Reconnection is backed off up to 5 s; no restart of gitmouth.
     let start = Instant::now();
@@ -291,6 +306,7 @@ fn clones_go_on_while_the_database_is_stopped_and_pushes_resume_after() {
     assert!(pushed, "pushes never resumed:\n{}", pair.b.log());
     eprintln!("pushes resumed {:?} after the database", start.elapsed());
     assert!(pair.b.log().contains("push lock: the database is back"));
+    assert_eq!(database_up(&pair.b), "1");
     pair.assert_no_password();
 }
 

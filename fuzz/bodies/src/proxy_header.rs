@@ -56,7 +56,12 @@ pub fn proxy_header(data: &[u8]) {
 fn check(policy: &ProxyPolicy, peer: SocketAddr, bytes: &[u8], trusted: bool) {
     let whole = policy.examine(peer, bytes);
     if bytes.len() >= MAX_HEADER {
-        assert_ne!(whole, Examined::More, "undecided after {} bytes", bytes.len());
+        assert_ne!(
+            whole,
+            Examined::More,
+            "undecided after {} bytes",
+            bytes.len()
+        );
     }
     if let Examined::Serve(arrived) = &whole {
         assert!(arrived.consumed <= bytes.len());
@@ -121,7 +126,10 @@ fn round_trip(policy: &ProxyPolicy, bytes: &[u8]) {
         ),
     ];
     for (source, destination) in pairs {
-        for header in [v1_header(source, destination), v2_header(source, destination)] {
+        for header in [
+            v1_header(source, destination),
+            v2_header(source, destination),
+        ] {
             let mut sent = header.clone();
             sent.extend_from_slice(b"SSH-2.0-x\r\n");
             match policy.examine(balancer, &sent) {
