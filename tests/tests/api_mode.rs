@@ -76,6 +76,9 @@ struct Platform {
     /// Private key of user 42, who owns `myapp`.
     user: PathBuf,
     server: Server,
+    /// How `server` was started: another instance in front of the same
+    /// platform starts the same way ([`Platform::another`]).
+    options: ServerOptions,
 }
 
 /// An RSA host key in PEM PKCS#1, as the original's `ssh-keygen -t rsa`
@@ -161,22 +164,27 @@ impl Platform {
             ]);
         }
         env.extend(setup.env);
-        let server = Server::start_with(
-            runtime,
-            ServerOptions {
-                args: setup.args,
-                env,
-                cwd: Some(cwd),
-                ..ServerOptions::default()
-            },
-        );
+        let options = ServerOptions {
+            args: setup.args,
+            env,
+            cwd: Some(cwd),
+            ..ServerOptions::default()
+        };
+        let server = Server::start_with(runtime, options.clone());
         Platform {
             dir,
             dynos,
             api,
             user,
             server,
+            options,
         }
+    }
+
+    /// Another instance in front of the same platform, started as the
+    /// first was, with `args` after its own.
+    fn another(&self, runtime: Runtime, args: &[&str]) -> Server {
+        Server::start_with(runtime, self.options.clone().args(args))
     }
 
     /// `ssh git@server <command>` with `key`, under a time limit.
@@ -1211,4 +1219,71 @@ fn sighup_in_api_mode_ends_nothing_and_max_commands_applies(runtime: Runtime) {
         &["clone", "-q", &p.url(), dst.to_str().unwrap()],
     );
     assert!(out.status.success(), "clone: {}", stderr(&out));
+}
+
+/// Two API-mode instances sharing the push lock through PostgreSQL
+/// (`--push-lock postgres`): a push through B while a push through A
+/// runs on its dyno is refused, naming A; after it, B's push goes
+/// through. A and B run on different runtimes.
+#[test]
+fn two_instances_share_the_push_lock_in_api_mode() {
+    use gitmouth_tests::postgres::Cluster;
+    let db = Cluster::start();
+    let url = db.url();
+    // A's name from the environment, which B's flag overrides.
+    let p = Platform::start(
+        Runtime::Smol,
+        Setup {
+            args: vec![
+                "--push-lock".to_owned(),
+                "postgres".to_owned(),
+                "--database-url".to_owned(),
+                url,
+            ],
+            env: vec![("GITMOUTH_INSTANCE_NAME".to_owned(), "A".to_owned())],
+            ..Setup::default()
+        },
+    );
+    let b = p.another(Runtime::AsyncStd, &["--instance-name", "B"]);
+    let src = make_repo(p.dir.path());
+    // The dyno's repository holds the next push until `go` exists.
+    let marks = p.dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    gitmouth_tests::hold_pushes(&p.dynos.repo(APP), &marks);
+    let ssh_a = p.server.ssh().key(&p.user).git_ssh_command();
+    let mut first = git_command(&src, Some(&ssh_a), &["push", &p.url(), "main"]);
+    first.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let first = first.spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || marks.join("started").exists()),
+        "the push through A never reached the dyno's hook:\n{}",
+        p.server.log()
+    );
+    let ssh_b = b.ssh().key(&p.user).git_ssh_command();
+    let url_b = b.ssh().url(APP);
+    let out = run_with_timeout(
+        git_command(&src, Some(&ssh_b), &["push", &url_b, "main"]),
+        CLIENT_LIMIT,
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            " ! Another push to {APP} is in progress (started "
+        )) && err.contains(" through A)."),
+        "{err}"
+    );
+    std::fs::write(marks.join("go"), "").unwrap();
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "the push through A: {}", stderr(&out));
+    git_ok(&src, &["commit", "-q", "--allow-empty", "-m", "second"]);
+    let out = run_with_timeout(
+        git_command(&src, Some(&ssh_b), &["push", &url_b, "main"]),
+        CLIENT_LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "the push through B after: {}",
+        stderr(&out)
+    );
 }
