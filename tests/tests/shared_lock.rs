@@ -196,6 +196,33 @@ fn a_push_through_b_while_a_pushes_is_refused_naming_the_holder_then_goes_throug
 }
 
 #[test]
+fn with_a_wait_a_push_through_b_waits_for_the_push_through_a_then_goes_through() {
+    let pair = Pair::start(
+        Runtime::AsyncStd,
+        Runtime::Smol,
+        &["--push-lock-wait", "60"],
+        false,
+    );
+    let first = pair.held_push(&pair.a);
+    let second = pair.push(&pair.b, "second");
+    assert!(
+        pair.b
+            .wait_for_log("push lock held: waiting in turn", Duration::from_secs(60)),
+        "the push through B never waited:\n{}",
+        pair.b.log()
+    );
+    pair.release();
+    assert_ok(&finish(first), "the push through A");
+    let out = finish(second);
+    assert_ok(&out, "the push through B, after waiting");
+    let err = stderr(&out);
+    assert!(
+        err.contains("-----> Waiting for the push to app by alice (started "),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_lock_whose_instance_was_killed_is_free_within_seconds() {
     let mut pair = Pair::start(Runtime::Smol, Runtime::AsyncStd, &[], false);
     let first = pair.held_push(&pair.a);
