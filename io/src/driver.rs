@@ -659,6 +659,14 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
                 .sock_write
                 .poll(cx, |cx| Pin::new(&mut *socket).poll_write(cx, pending))
         {
+            // Taken off the buffer at once, before git's output is read
+            // into it below: the next packets are lent in the room this
+            // frees (at its start, once the socket took everything),
+            // rather than behind bytes already sent, which would later be
+            // moved to the front with the new ones.
+            if let Ok(n) = res {
+                session.consume_transmit(n);
+            }
             r.wrote = Some(res);
         }
         let buf = &mut self.sock_buf;
@@ -692,10 +700,8 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
         let now = Instant::now();
         match ready.wrote {
             Some(Ok(0)) | Some(Err(_)) => session.handle_input(now, Input::PeerClosed),
-            Some(Ok(n)) => {
-                self.bytes_out += n as u64;
-                session.consume_transmit(n)
-            }
+            // (Consumed as soon as written, in `poll`.)
+            Some(Ok(n)) => self.bytes_out += n as u64,
             None => {}
         }
         match ready.read {
