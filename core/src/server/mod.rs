@@ -616,6 +616,7 @@ impl BackendLend<'_> {
             stream,
             lend,
         } = self;
+        debug_assert!(n <= lend.len(), "{n} bytes committed of {}", lend.len());
         if n == 0 {
             return;
         }

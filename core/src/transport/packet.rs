@@ -251,6 +251,10 @@ pub struct Lend {
     total: usize,
 }
 
+/// Most data bytes one lend covers (a larger `total` is cut to this): the
+/// buffer a lend reserves stays bounded whatever the peer's window.
+pub const MAX_LEND: usize = 1024 * 1024;
+
 /// Longest payload head a lend takes: an SSH_MSG_CHANNEL_EXTENDED_DATA's
 /// message number, recipient channel and data type code.
 pub const MAX_LEND_HEAD: usize = 9;
@@ -393,14 +397,15 @@ impl PacketWriter {
     /// Lends the payload areas of the next packets, each payload being
     /// `head` (at most [`MAX_LEND_HEAD`] bytes), the data's length as a
     /// `uint32`, then at most `chunk` bytes of data: SSH_MSG_CHANNEL_DATA
-    /// and EXTENDED_DATA. `total` data bytes are lent in all, in as many
-    /// packets as that takes. Read into [`PacketWriter::lent_slices`],
+    /// and EXTENDED_DATA. `total` data bytes are lent in all (at most
+    /// [`MAX_LEND`]), in as many packets as that takes. Read into [`PacketWriter::lent_slices`],
     /// then [`PacketWriter::commit`] what was read. Nothing is queued
     /// until then; a lend not committed costs nothing.
     pub fn lend(&mut self, head: &[u8], chunk: usize, total: usize) -> Option<Lend> {
         if total == 0 || chunk == 0 || head.len() > MAX_LEND_HEAD {
             return None;
         }
+        let total = total.min(MAX_LEND);
         let mut lend = Lend {
             start: self.end,
             seq: self.seq,
@@ -705,6 +710,11 @@ mod tests {
         assert_eq!(w.lend(&[94], 100, 0), None);
         assert_eq!(w.lend(&[94], 0, 100), None);
         assert_eq!(w.lend(&[0; MAX_LEND_HEAD + 1], 100, 100), None);
+        // Whatever the window, a lend reserves a bounded room.
+        let huge = w.lend(&[94], 32768, usize::MAX).unwrap();
+        assert_eq!(huge.len(), MAX_LEND);
+        assert_eq!(w.lent_slices(&huge).count(), MAX_LEND / 32768);
+        assert!(w.out.len() < MAX_LEND + MAX_LEND / 32);
     }
 
     proptest! {
