@@ -1019,7 +1019,6 @@ impl Backend {
                     if let Poll::Ready(res) =
                         Pin::new(&mut **stream).poll_read_vectored(cx, &mut iov.0[..k])
                     {
-                        drop(iov);
                         if let Ok(n) = res {
                             lend.commit(now, n);
                         }
@@ -1157,7 +1156,6 @@ fn read_lent(
     }) else {
         return None;
     };
-    drop(iov);
     if let Ok(n) = res {
         lend.commit(now, n);
     }

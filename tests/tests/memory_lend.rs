@@ -99,22 +99,16 @@ fn a_lend_is_no_larger_than_the_window_and_cut_at_the_packet_size() {
     assert_eq!(lend.len(), 10_000, "the whole window, no more");
     let areas: Vec<usize> = lend.bufs().map(|b| b.len()).collect();
     assert_eq!(areas, [3000, 3000, 3000, 1000]);
-    // Asking for less gets less.
-    drop(lend);
-    let lend = pair.server.lend_backend(id, Stream::Stdout, 4500).unwrap();
+    // Dropped uncommitted, it sent nothing; asking for less gets less.
+    let mut lend = pair.server.lend_backend(id, Stream::Stdout, 4500).unwrap();
     assert_eq!(lend.len(), 4500);
     // 4000 bytes read, in two packets: 6000 of the window left.
-    let mut lend = lend;
     for (i, b) in lend.bufs().enumerate() {
         b.fill(b'a' + i as u8);
     }
     lend.commit(now, 4000);
-    let lend = pair
-        .server
-        .lend_backend(id, Stream::Stderr, 1 << 20)
-        .unwrap();
-    assert_eq!(lend.len(), 6000, "stderr shares the window");
-    drop(lend);
+    let lend = pair.server.lend_backend(id, Stream::Stderr, 1 << 20);
+    assert_eq!(lend.unwrap().len(), 6000, "stderr shares the window");
     assert_eq!(pair.server.backend_read_limit(id), 6000);
     pair.drive();
     let (out, _) = pair.received();
