@@ -110,7 +110,10 @@ pub enum Input<'a> {
         /// Whether it started; the error is for the log.
         result: Result<(), String>,
     },
-    /// Bytes the command wrote, at most [`crate::server::Session::backend_read_limit`].
+    /// Bytes the command wrote, at most [`crate::server::Session::backend_read_limit`],
+    /// read into a buffer of the runtime's (they are copied into packets).
+    /// Where [`crate::server::Session::lend_backend`] lends packets, the
+    /// runtime reads into those instead, and nothing is copied.
     BackendData {
         /// The command.
         id: RequestId,

@@ -117,6 +117,11 @@ struct ClientUpper {
     /// What the server may still send us.
     local_window: u32,
     initial_window: u32,
+    /// The maximum packet size we announced for our channel 0.
+    local_max: usize,
+    /// Data the server sent on our channel 0 past our window or our
+    /// maximum packet size ([`Client::flow_violations`]).
+    flow_violations: Vec<String>,
     /// Reopen our window automatically as data arrives.
     pub auto_window: bool,
     /// The key blobs of the server's `hostkeys-00@openssh.com`, once it
@@ -142,6 +147,8 @@ impl Client {
                 remote_max: 0,
                 local_window: 0,
                 initial_window: 0,
+                local_max: usize::MAX,
+                flow_violations: Vec::new(),
                 auto_window: true,
                 host_keys_announced: None,
                 global_reply: Vec::new(),
@@ -310,10 +317,18 @@ impl Client {
         });
     }
 
+    /// Every time the server sent data on our channel 0 past the window
+    /// we gave it or larger than our maximum packet size (RFC 4254 §5.2):
+    /// empty, for a server that keeps the rules.
+    pub fn flow_violations(&self) -> &[String] {
+        &self.upper.flow_violations
+    }
+
     /// Opens the session channel with our window and maximum packet size.
     pub fn open_session(&mut self, window: u32, max_packet: u32) {
         self.upper.local_window = window;
         self.upper.initial_window = window;
+        self.upper.local_max = max_packet as usize;
         self.link.t.send(|out| {
             ChannelMsg::Open {
                 kind: b"session",
@@ -510,7 +525,26 @@ impl ClientUpper {
                 self.remote_window += u64::from(bytes);
                 Event::WindowAdjusted(bytes)
             }
-            ChannelMsg::Data { data, .. } | ChannelMsg::ExtendedData { data, .. } => {
+            ChannelMsg::Data {
+                data, recipient, ..
+            }
+            | ChannelMsg::ExtendedData {
+                data, recipient, ..
+            } => {
+                if recipient == 0 && data.len() > self.local_window as usize {
+                    self.flow_violations.push(format!(
+                        "{} bytes of data past a window of {}",
+                        data.len(),
+                        self.local_window
+                    ));
+                }
+                if recipient == 0 && data.len() > self.local_max {
+                    self.flow_violations.push(format!(
+                        "{} bytes of data in one packet, over our maximum of {}",
+                        data.len(),
+                        self.local_max
+                    ));
+                }
                 self.local_window = self.local_window.saturating_sub(data.len() as u32);
                 if self.auto_window && self.local_window < self.initial_window / 2 {
                     let bytes = self.initial_window - self.local_window;

@@ -324,6 +324,19 @@ pub struct FakeRuntime {
     /// Directories removed (`RemoveDir`, and each `RemoveDirsIn` as
     /// `dir/prefix*`), in order.
     pub removed: Vec<PathBuf>,
+    /// Relay the stand-in process's and dyno's output only through
+    /// [`Input::BackendData`] (a buffer of the runtime's), never straight
+    /// into lent packets ([`Session::lend_backend`]), which is tried first
+    /// otherwise, as the real runtime does.
+    pub copy_output: bool,
+    /// The sizes of successive reads of their output, cycled (empty: 8192
+    /// bytes each): what is asked of a lend, or the most given as
+    /// [`Input::BackendData`].
+    pub read_sizes: Vec<usize>,
+    /// Reads made so far (the next size's index).
+    reads: usize,
+    /// Output bytes committed into lent packets, and the lends committed.
+    pub lent: (usize, usize),
 }
 
 #[derive(Debug)]
@@ -341,6 +354,67 @@ enum Answer {
         wait: bool,
     },
     Slot(RequestId),
+}
+
+/// The size of the next read of a backend's output.
+fn next_read_size(sizes: &[usize], reads: &mut usize) -> usize {
+    let size = match sizes {
+        [] => 8192,
+        sizes => sizes[*reads % sizes.len()].max(1),
+    };
+    *reads += 1;
+    size
+}
+
+/// Reads up to `max` bytes of a backend's output (`queue`) into the
+/// session as a runtime does: straight into lent packets when the session
+/// lends (unless `copy`), else as [`Input::BackendData`] within
+/// [`Session::backend_read_limit`]. Returns whether anything moved.
+fn relay_output(
+    server: &mut Session,
+    now: Instant,
+    (id, stream): (RequestId, Stream),
+    queue: &mut VecDeque<u8>,
+    max: usize,
+    copy: bool,
+    lent: &mut (usize, usize),
+) -> bool {
+    if queue.is_empty() {
+        return false;
+    }
+    if !copy && let Some(mut lend) = server.lend_backend(id, stream, max) {
+        let n = lend.len().min(queue.len());
+        let mut left = n;
+        for buf in lend.bufs() {
+            let k = buf.len().min(left);
+            for (to, from) in buf[..k].iter_mut().zip(queue.drain(..k)) {
+                *to = from;
+            }
+            left -= k;
+            if left == 0 {
+                break;
+            }
+        }
+        lend.commit(now, n);
+        lent.0 += n;
+        lent.1 += 1;
+        return true;
+    }
+    let limit = server.backend_read_limit(id).min(max);
+    if limit == 0 {
+        return false;
+    }
+    let n = limit.min(queue.len());
+    let data: Vec<u8> = queue.drain(..n).collect();
+    server.handle_input(
+        now,
+        Input::BackendData {
+            id,
+            stream,
+            data: &data,
+        },
+    );
+    true
 }
 
 /// A hook that may alter bytes in flight.
@@ -430,6 +504,11 @@ impl Pair {
                 self.server_sent.extend_from_slice(&bytes);
                 self.client
                     .handle_input(now, client::Input::Received(&bytes));
+                let broken = self.client.flow_violations();
+                assert!(
+                    broken.is_empty(),
+                    "the server broke flow control: {broken:?}"
+                );
                 moved = true;
             }
         }
@@ -895,20 +974,17 @@ impl FakeRuntime {
             server.consume_backend_stdin(now, d.id, input.len());
             moved = true;
         }
-        let limit = server.backend_read_limit(d.id).min(8192);
-        if limit > 0 && !d.to_send.is_empty() {
-            let n = limit.min(d.to_send.len());
-            let data: Vec<u8> = d.to_send.drain(..n).collect();
-            server.handle_input(
-                now,
-                Input::BackendData {
-                    id: d.id,
-                    stream: Stream::Stdout,
-                    data: &data,
-                },
-            );
-            moved = true;
-        }
+        let max = next_read_size(&self.read_sizes, &mut self.reads);
+        let lent = &mut self.lent;
+        moved |= relay_output(
+            server,
+            now,
+            (d.id, Stream::Stdout),
+            &mut d.to_send,
+            max,
+            self.copy_output,
+            lent,
+        );
         if let Some(end) = script.end
             && d.to_send.is_empty()
             && !script.echo
@@ -1010,20 +1086,16 @@ impl FakeRuntime {
                 Stream::Stdout => &mut p.stdout,
                 Stream::Stderr => &mut p.stderr,
             };
-            let limit = server.backend_read_limit(id).min(8192);
-            if limit > 0 && !queue.is_empty() {
-                let n = limit.min(queue.len());
-                let data: Vec<u8> = queue.drain(..n).collect();
-                server.handle_input(
-                    now,
-                    Input::BackendData {
-                        id,
-                        stream,
-                        data: &data,
-                    },
-                );
-                moved = true;
-            }
+            let max = next_read_size(&self.read_sizes, &mut self.reads);
+            moved |= relay_output(
+                server,
+                now,
+                (id, stream),
+                queue,
+                max,
+                self.copy_output,
+                &mut self.lent,
+            );
         }
         if p.exit.is_none()
             && script.exit_on_eof.is_none()

@@ -4,6 +4,7 @@
 //! once per wake-up so none can starve another.
 
 use std::future::Future;
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use async_io::Timer;
+use async_io::{Async, Timer};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use gitmouth_core::admission::{Outcome, Ticket};
 use gitmouth_core::app::api::{HttpError, HttpResponse};
@@ -20,7 +21,8 @@ use gitmouth_core::app::dyno::DynoEnd;
 use gitmouth_core::lock_table::{LockTicket, Standing};
 use gitmouth_core::proxy::HeaderKind;
 use gitmouth_core::server::{
-    Input, LockHeld, LockRefusal, Output, RepoError, RequestId, Session, SessionEvent, Stream,
+    BackendLend, Input, LockHeld, LockRefusal, Output, RepoError, RequestId, Session, SessionEvent,
+    Stream,
 };
 
 use crate::Shared;
@@ -33,11 +35,17 @@ const CHUNK: usize = 32 * 1024;
 /// Largest read from the socket, once a client sends bulk data (a push).
 const SOCKET_CHUNK: usize = 256 * 1024;
 
-/// Size of one read from the command's stdout (or a dyno): as much as its
+/// Largest read from the command's stdout (or a dyno): as much as its
 /// pipe holds ([`process::PIPE_SIZE`]), so that a clone's pack comes out
-/// of git in fewer reads and goes to the socket in fewer, larger writes
-/// (the session cuts it into the client's packets, all in one buffer).
+/// of git in fewer reads and goes to the socket in fewer, larger writes.
+/// It is read straight into the payloads of the next data packets, lent
+/// by the session ([`Session::lend_backend`]): one `readv` fills several.
 const OUT_CHUNK: usize = process::PIPE_SIZE;
+
+/// Most packets one read of the command's stdout fills (the areas of a
+/// lend past these wait for the next read): [`OUT_CHUNK`] in packets of
+/// 4 KiB, far more than the 32 KiB packets of common clients need.
+const MAX_IOV: usize = 64;
 
 /// One thing a connection waits on (the socket's reading or writing, a
 /// pipe, git's exit), with a waker of its own, so that a wake-up polls
@@ -89,6 +97,12 @@ impl Source {
         }
     }
 
+    /// Whether a poll may find it ready: it is not armed, or its waker
+    /// fired since (looked at, not cleared: [`Source::poll`] clears it).
+    fn may_be_ready(&self) -> bool {
+        !self.armed || self.flag.woken.load(Ordering::SeqCst)
+    }
+
     /// Polls `f` with this source's waker if it may be ready; `Pending`
     /// without calling it otherwise.
     fn poll<T>(
@@ -130,6 +144,11 @@ enum Where {
 /// this wake-up (kept here, so a wake-up allocates nothing).
 struct Backend {
     at: Where,
+    /// The most asked of a lend for one read of stdout: [`CHUNK`], then
+    /// [`OUT_CHUNK`] once a read took all it was given (more is coming).
+    out_len: usize,
+    /// Stdout read when the session lends no packets for it: output
+    /// dropped unread, or a dyno's first bytes.
     out_buf: Vec<u8>,
     err_buf: Vec<u8>,
     /// A local git's pipes and exit (a dyno's TLS stream is polled on
@@ -148,6 +167,8 @@ struct Backend {
 struct Polled {
     stdin: Option<std::io::Result<usize>>,
     stdout: Option<std::io::Result<usize>>,
+    /// The bytes of `stdout` were read into lent packets, and committed.
+    stdout_lent: bool,
     stderr: Option<std::io::Result<usize>>,
     exited: Option<std::io::Result<std::process::ExitStatus>>,
 }
@@ -437,7 +458,7 @@ async fn run<S>(
             timer = deadline.map_or_else(Timer::never, Timer::at);
         }
         let ready = std::future::poll_fn(|cx| {
-            let mut r = c.poll(cx, &session);
+            let mut r = c.poll(cx, &mut session);
             if Pin::new(&mut timer).poll(cx).is_ready() {
                 r.timeout = true;
             }
@@ -681,7 +702,7 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>, session: &Session) -> Ready {
+    fn poll(&mut self, cx: &mut Context<'_>, session: &mut Session) -> Ready {
         let mut r = Ready::default();
         let pending = session.transmit();
         let socket = &mut self.socket;
@@ -690,6 +711,14 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
                 .sock_write
                 .poll(cx, |cx| Pin::new(&mut *socket).poll_write(cx, pending))
         {
+            // Taken off the buffer at once, before git's output is read
+            // into it below: the next packets are lent in the room this
+            // frees (at its start, once the socket took everything),
+            // rather than behind bytes already sent, which would later be
+            // moved to the front with the new ones.
+            if let Ok(n) = res {
+                session.consume_transmit(n);
+            }
             r.wrote = Some(res);
         }
         let buf = &mut self.sock_buf;
@@ -700,9 +729,12 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
         {
             r.read = Some(res);
         }
-        for backend in &mut self.backends {
-            backend.poll(cx, session);
-            r.backend |= backend.ready.any();
+        if !self.backends.is_empty() {
+            let now = Instant::now();
+            for backend in &mut self.backends {
+                backend.poll(cx, session, now);
+                r.backend |= backend.ready.any();
+            }
         }
         let mut i = 0;
         while i < self.work.len() {
@@ -720,10 +752,8 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
         let now = Instant::now();
         match ready.wrote {
             Some(Ok(0)) | Some(Err(_)) => session.handle_input(now, Input::PeerClosed),
-            Some(Ok(n)) => {
-                self.bytes_out += n as u64;
-                session.consume_transmit(n)
-            }
+            // (Consumed as soon as written, in `poll`.)
+            Some(Ok(n)) => self.bytes_out += n as u64,
             None => {}
         }
         match ready.read {
@@ -979,9 +1009,9 @@ impl<S> Conn<S> {
     fn add_backend(&mut self, at: Where) {
         self.backends.push(Backend {
             at,
-            // Grown to OUT_CHUNK by the first read that fills it: a short
-            // command (ls-remote, a small fetch) never needs more, and a
-            // buffer this size is mapped and faulted in afresh.
+            // A short command (ls-remote, a small fetch) never needs
+            // more: reads grow to OUT_CHUNK once one takes all it may.
+            out_len: CHUNK,
             out_buf: vec![0; CHUNK],
             err_buf: vec![0; CHUNK],
             stdin: Source::new(),
@@ -1008,14 +1038,6 @@ impl Where {
 }
 
 impl Backend {
-    /// Lets the next reads of the command's output take up to
-    /// [`OUT_CHUNK`]: one filled the buffer, so more is coming.
-    fn grow_out_buf(&mut self) {
-        if self.out_buf.len() < OUT_CHUNK {
-            self.out_buf.resize(OUT_CHUNK, 0);
-        }
-    }
-
     /// Whether nothing is left to relay: a dyno connection that ended, a
     /// process that exited with both output pipes closed. (A process whose
     /// pipes a stray child holds open stays until the connection ends,
@@ -1028,14 +1050,14 @@ impl Backend {
     }
 
     /// Polls what the session wants of this backend, recording what is
-    /// ready.
-    fn poll(&mut self, cx: &mut Context<'_>, session: &Session) {
+    /// ready. Stdout is read straight into the packets the session lends,
+    /// and committed at once (`now`).
+    fn poll(&mut self, cx: &mut Context<'_>, session: &mut Session, now: Instant) {
         let id = self.at.id();
-        let limit = session.backend_read_limit(id).min(self.out_buf.len());
-        let stdin = session.backend_stdin(id);
         let r = &mut self.ready;
         match &mut self.at {
             Where::Local(p) => {
+                let stdin = session.backend_stdin(id);
                 if !stdin.is_empty()
                     && let Some(pipe) = p.stdin.as_mut()
                     && let Poll::Ready(res) = self
@@ -1044,24 +1066,46 @@ impl Backend {
                 {
                     r.stdin = Some(res);
                 }
-                let out_buf = &mut self.out_buf[..limit];
-                if limit > 0
-                    && let Some(pipe) = p.stdout.as_mut()
-                    && let Poll::Ready(res) = self
-                        .stdout
-                        .poll(cx, |cx| Pin::new(pipe).poll_read(cx, out_buf))
+                // Straight into the packets the session lends; into our
+                // own buffer when it lends none but takes the output all
+                // the same (to drop it unread). `copied`: what went there.
+                let mut copied = 0;
+                if let Some(pipe) = p.stdout.as_mut()
+                    && self.stdout.may_be_ready()
                 {
-                    r.stdout = Some(res);
+                    let polled = match session.lend_backend(id, Stream::Stdout, self.out_len) {
+                        Some(lend) => read_lent(&mut self.stdout, cx, pipe, lend, now),
+                        None => {
+                            let limit = session.backend_read_limit(id).min(self.out_buf.len());
+                            let out_buf = &mut self.out_buf[..limit];
+                            if limit == 0 {
+                                None
+                            } else if let Poll::Ready(res) = self
+                                .stdout
+                                .poll(cx, |cx| Pin::new(pipe).poll_read(cx, out_buf))
+                            {
+                                copied = res.as_ref().map_or(0, |n| *n);
+                                Some((res, false))
+                            } else {
+                                None
+                            }
+                        }
+                    };
+                    if let Some((res, lent)) = polled {
+                        if lent && matches!(res, Ok(n) if n >= self.out_len) {
+                            // All it was given: more is coming.
+                            self.out_len = OUT_CHUNK;
+                        }
+                        r.stdout = Some(res);
+                        r.stdout_lent = lent;
+                    }
                 }
                 // Both streams share the client's window: stderr gets what
-                // stdout left of it.
-                let left = (limit
-                    - r.stdout
-                        .as_ref()
-                        .and_then(|x| x.as_ref().ok())
-                        .copied()
-                        .unwrap_or(0))
-                .min(CHUNK);
+                // stdout left of it (lent bytes are counted already).
+                let left = session
+                    .backend_read_limit(id)
+                    .saturating_sub(copied)
+                    .min(CHUNK);
                 let err_buf = &mut self.err_buf[..left];
                 if left > 0
                     && let Some(pipe) = p.stderr.as_mut()
@@ -1081,6 +1125,7 @@ impl Backend {
             Where::Dyno {
                 stream, unflushed, ..
             } => {
+                let stdin = session.backend_stdin(id);
                 if !stdin.is_empty()
                     && let Poll::Ready(res) = Pin::new(&mut **stream).poll_write(cx, stdin)
                 {
@@ -1093,11 +1138,29 @@ impl Backend {
                 if *unflushed && Pin::new(&mut **stream).poll_flush(cx).is_ready() {
                     *unflushed = false;
                 }
-                if limit > 0
-                    && let Poll::Ready(res) =
-                        Pin::new(&mut **stream).poll_read(cx, &mut self.out_buf[..limit])
-                {
-                    r.stdout = Some(res);
+                // Lent packets once the session knows where the bytes go;
+                // the first ones (and output dropped unread) through our
+                // buffer.
+                if let Some(mut lend) = session.lend_backend(id, Stream::Stdout, self.out_len) {
+                    let mut iov = io_slices(&mut lend);
+                    let k = iov.1;
+                    if let Poll::Ready(res) =
+                        Pin::new(&mut **stream).poll_read_vectored(cx, &mut iov.0[..k])
+                    {
+                        if let Ok(n) = res {
+                            lend.commit(now, n);
+                        }
+                        r.stdout = Some(res);
+                        r.stdout_lent = true;
+                    }
+                } else {
+                    let limit = session.backend_read_limit(id).min(self.out_buf.len());
+                    if limit > 0
+                        && let Poll::Ready(res) =
+                            Pin::new(&mut **stream).poll_read(cx, &mut self.out_buf[..limit])
+                    {
+                        r.stdout = Some(res);
+                    }
                 }
             }
         }
@@ -1120,12 +1183,16 @@ impl Backend {
                     }
                     None => {}
                 }
-                let filled = matches!(ready.stdout, Some(Ok(n)) if n == self.out_buf.len());
                 let streams = [
-                    (Stream::Stdout, ready.stdout, &self.out_buf),
-                    (Stream::Stderr, ready.stderr, &self.err_buf),
+                    (
+                        Stream::Stdout,
+                        ready.stdout,
+                        ready.stdout_lent,
+                        &self.out_buf,
+                    ),
+                    (Stream::Stderr, ready.stderr, false, &self.err_buf),
                 ];
-                for (stream, result, buf) in streams {
+                for (stream, result, lent, buf) in streams {
                     match result {
                         Some(Ok(0)) | Some(Err(_)) => {
                             match stream {
@@ -1134,6 +1201,8 @@ impl Backend {
                             }
                             session.handle_input(now, Input::BackendEof { id, stream });
                         }
+                        // Committed into the packets as it was read.
+                        Some(Ok(_)) if lent => {}
                         Some(Ok(n)) => session.handle_input(
                             now,
                             Input::BackendData {
@@ -1144,9 +1213,6 @@ impl Backend {
                         ),
                         None => {}
                     }
-                }
-                if filled {
-                    self.grow_out_buf();
                 }
                 if let Some(result) = ready.exited {
                     let status = process::exit_status(result);
@@ -1164,6 +1230,7 @@ impl Backend {
                     // rustls reports a clean close (close_notify) as the
                     // end of the stream, and a bare TCP close as an error.
                     Some(Ok(0)) => end = end.or(Some(DynoEnd::Clean)),
+                    Some(Ok(_)) if ready.stdout_lent => {}
                     Some(Ok(n)) => {
                         session.handle_input(
                             now,
@@ -1173,9 +1240,6 @@ impl Backend {
                                 data: &self.out_buf[..n],
                             },
                         );
-                        if n == self.out_buf.len() {
-                            self.grow_out_buf();
-                        }
                     }
                     Some(Err(e)) => {
                         tracing::info!(error = %e, "dyno connection failed");
@@ -1190,4 +1254,38 @@ impl Backend {
             }
         }
     }
+}
+
+/// The areas of `lend` as slices for a vectored read: the first
+/// [`MAX_IOV`] of them, and how many there are.
+fn io_slices<'a>(lend: &'a mut BackendLend<'_>) -> ([IoSliceMut<'a>; MAX_IOV], usize) {
+    let mut iov: [IoSliceMut<'a>; MAX_IOV] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+    let mut k = 0;
+    for (slot, buf) in iov.iter_mut().zip(lend.bufs()) {
+        *slot = IoSliceMut::new(buf);
+        k += 1;
+    }
+    (iov, k)
+}
+
+/// Reads git's stdout straight into the packets of `lend` (one `readv`),
+/// through its source, and commits what was read; the result, if the
+/// pipe was ready.
+fn read_lent(
+    source: &mut Source,
+    cx: &mut Context<'_>,
+    pipe: &mut Async<std::fs::File>,
+    mut lend: BackendLend<'_>,
+    now: Instant,
+) -> Option<(std::io::Result<usize>, bool)> {
+    let (mut iov, k) = io_slices(&mut lend);
+    let Poll::Ready(res) = source.poll(cx, |cx| {
+        Pin::new(&mut *pipe).poll_read_vectored(cx, &mut iov[..k])
+    }) else {
+        return None;
+    };
+    if let Ok(n) = res {
+        lend.commit(now, n);
+    }
+    Some((res, true))
 }

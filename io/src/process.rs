@@ -4,7 +4,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::process::Stdio;
 
-use async_process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use async_io::Async;
+use async_process::{Child, ChildStderr, ChildStdin, Command};
 use futures_lite::AsyncReadExt;
 use gitmouth_core::server::{
     ExitStatus, ProcessSpec, RepoError, RepoInit, RequestId, Signal, signal_name,
@@ -31,8 +32,10 @@ pub struct Process {
     pub id: RequestId,
     /// Its stdin, until closed.
     pub stdin: Option<ChildStdin>,
-    /// Its stdout, until EOF.
-    pub stdout: Option<ChildStdout>,
+    /// Its stdout, until EOF: the pipe as a file, whose vectored reads
+    /// are one `readv` (`async-process`'s own stdout reads into one
+    /// buffer only), so that one system call fills several packets.
+    pub stdout: Option<Async<std::fs::File>>,
     /// Its stderr, until EOF.
     pub stderr: Option<ChildStderr>,
     /// Resolves when it exits.
@@ -82,6 +85,13 @@ impl Process {
                 let _ = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_SIZE);
             }
         }
+        let stdout = stdout
+            .map(|pipe| {
+                std::os::fd::OwnedFd::try_from(pipe)
+                    .and_then(|fd| Async::new(std::fs::File::from(fd)))
+            })
+            .transpose()
+            .map_err(|e| format!("git's stdout: {e}"))?;
         // `status()` only drops stdin, which was taken out above.
         let exit: ExitFuture = Box::pin(child.status());
         Ok(Self {

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use crate::timer::{Timers, timer_kinds};
 use crate::transport::Transport;
-use crate::transport::packet::MAX_PAYLOAD;
+use crate::transport::packet::{Lend, MAX_LEND_HEAD, MAX_PAYLOAD};
+use crate::wire::numbers;
 
 use super::msg::{ChannelMsg, EXTENDED_STDERR, Request};
 use super::{ExitStatus, Stream};
@@ -126,6 +127,61 @@ impl Channel {
             return 0;
         }
         usize::try_from(self.remote_window).unwrap_or(usize::MAX)
+    }
+
+    /// Largest data we put in one packet: what the client accepts, within
+    /// what our packets hold.
+    fn chunk_max(&self) -> usize {
+        self.remote_max_packet.clamp(1, MAX_PAYLOAD - 64)
+    }
+
+    /// The payload head of a data packet on `stream`: message number,
+    /// recipient channel (and data type code for stderr), before the
+    /// data's length.
+    fn data_head(&self, stream: Stream) -> ([u8; MAX_LEND_HEAD], usize) {
+        let mut head = [0; MAX_LEND_HEAD];
+        head[1..5].copy_from_slice(&self.remote.to_be_bytes());
+        match stream {
+            Stream::Stdout => {
+                head[0] = numbers::CHANNEL_DATA;
+                (head, 5)
+            }
+            Stream::Stderr => {
+                head[0] = numbers::CHANNEL_EXTENDED_DATA;
+                head[5..9].copy_from_slice(&EXTENDED_STDERR.to_be_bytes());
+                (head, 9)
+            }
+        }
+    }
+
+    /// Lends room for up to `max` bytes of output on `stream`, straight
+    /// into the next data packets: as much as [`Channel::read_limit`]
+    /// allows (the client's window, nothing queued before it, the channel
+    /// open our way), in packets the client accepts. `None` if that is
+    /// nothing, or the transport may not send now.
+    pub(super) fn lend(&self, t: &mut Transport, stream: Stream, max: usize) -> Option<Lend> {
+        let total = self.read_limit().min(max);
+        if total == 0 {
+            return None;
+        }
+        let (head, len) = self.data_head(stream);
+        t.lend(&head[..len], self.chunk_max(), total)
+    }
+
+    /// Sends what was read into `lend` (its first `n` bytes), counting it
+    /// against the client's window; returns how much was sent.
+    pub(super) fn commit(
+        &mut self,
+        t: &mut Transport,
+        stream: Stream,
+        lend: &Lend,
+        n: usize,
+    ) -> usize {
+        let n = t.commit(lend, n);
+        debug_assert!(n as u64 <= self.remote_window);
+        self.remote_window -= n as u64;
+        self.stdout_used |= stream == Stream::Stdout && n > 0;
+        n
     }
 
     /// The client's WINDOW_ADJUST.
@@ -291,7 +347,7 @@ impl Channel {
     /// accepts; returns how much was sent.
     fn send_data(&mut self, t: &mut Transport, stream: Stream, data: &[u8]) -> usize {
         let mut sent = 0;
-        let chunk_max = self.remote_max_packet.clamp(1, MAX_PAYLOAD - 64);
+        let chunk_max = self.chunk_max();
         let recipient = self.remote;
         while sent < data.len() && self.remote_window > 0 {
             let room = usize::try_from(self.remote_window).unwrap_or(usize::MAX);

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::transport::Transport;
 use crate::transport::disconnect::{CloseReason, DisconnectReason};
+use crate::transport::packet::Lend;
 use crate::wire::{self, numbers};
 
 use self::channel::{Channel, ChannelTimer, MAX_PACKET, WINDOW};
@@ -381,6 +382,42 @@ impl Connection {
         }
         if let Some(c) = self.find_mut(ch) {
             c.deliver(t, stream, data);
+        }
+    }
+
+    /// Lends room for up to `max` bytes of the command's output on
+    /// `stream`, straight into the next data packets (see
+    /// [`crate::transport::packet::PacketWriter::lend`]): no more than the
+    /// client's window and [`Connection::read_limit`] allow, in packets no
+    /// larger than the client accepts. `None` when nothing can go now
+    /// (window shut, output queued, the channel or connection closing, a
+    /// key exchange).
+    pub fn lend(
+        &mut self,
+        t: &mut Transport,
+        ch: ChannelId,
+        stream: Stream,
+        max: usize,
+    ) -> Option<Lend> {
+        if t.is_closed() {
+            return None;
+        }
+        self.find(ch)?.lend(t, stream, max)
+    }
+
+    /// Sends the first `n` bytes read into `lend` on `stream`; returns how
+    /// many were sent (0 if the lend is stale).
+    pub fn commit(
+        &mut self,
+        t: &mut Transport,
+        ch: ChannelId,
+        stream: Stream,
+        lend: &Lend,
+        n: usize,
+    ) -> usize {
+        match self.find_mut(ch) {
+            Some(c) => c.commit(t, stream, lend, n),
+            None => 0,
         }
     }
 

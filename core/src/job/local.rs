@@ -648,6 +648,11 @@ impl LocalJob {
         }
     }
 
+    /// Running, git's output is relayed as it comes, on its own stream.
+    pub(super) fn passthrough(&self, stream: Stream) -> Option<Stream> {
+        matches!(self.state, State::Running(_)).then_some(stream)
+    }
+
     pub(super) fn is_running(&self) -> bool {
         match &self.state {
             State::Running(r) => r.exit.is_none() || r.stdout_open || r.stderr_open,

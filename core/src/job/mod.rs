@@ -257,6 +257,24 @@ impl Task {
         }
     }
 
+    /// `n` bytes of the command's went to the client, without passing
+    /// through [`Task::handle`] (lent straight into packets).
+    pub fn count_out(&mut self, n: usize) {
+        if let Some(a) = self.audit.as_mut() {
+            a.bytes_out += n as u64;
+        }
+    }
+
+    /// Where the bytes of the backend's `stream` go, if they go to the
+    /// client as they are (so they may be read straight into packets):
+    /// the channel's stream. `None` while they need looking at first (a
+    /// dyno's first bytes choose their stream) or would not be relayed.
+    pub fn passthrough(&self, stream: Stream) -> Option<Stream> {
+        self.backend
+            .as_ref()
+            .and_then(|b| on_backend!(b, job => job.passthrough(stream)))
+    }
+
     /// An `env` request: only a valid `GIT_PROTOCOL` is taken.
     pub fn on_env(&mut self, name: &[u8], value: &[u8]) -> bool {
         let valid = (name == b"GIT_PROTOCOL")

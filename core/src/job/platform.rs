@@ -351,6 +351,17 @@ impl PlatformJob {
         }
     }
 
+    /// The dyno's one stream goes through as it is once its first bytes
+    /// chose where (stdout, or stderr after an error marker).
+    pub(super) fn passthrough(&self, stream: Stream) -> Option<Stream> {
+        match &self.state {
+            State::Relaying { stream: s, .. } if stream == Stream::Stdout => {
+                s.route().map(to_stream)
+            }
+            _ => None,
+        }
+    }
+
     pub(super) fn is_running(&self) -> bool {
         matches!(self.state, State::Relaying { .. })
     }

@@ -18,8 +18,10 @@
 //!       the socket writable, if !s.transmit().is_empty()  → s.consume_transmit(n)
 //!       the socket readable, if s.wants_read()             → Input::Received
 //!       for each backend (process or dyno) by its id:
-//!         its stdout/stderr, up to s.backend_read_limit(id) bytes
-//!                                                          → Input::BackendData / BackendEof
+//!         its stdout, into s.lend_backend(id, Stdout, max)'s packets
+//!                                                          → lend.commit(now, n) / BackendEof
+//!         its stdout when nothing is lent, and its stderr, up to
+//!           s.backend_read_limit(id) bytes                 → Input::BackendData / BackendEof
 //!         its stdin writable, if !s.backend_stdin(id).is_empty()
 //!                                                          → s.consume_backend_stdin(now, id, n)
 //!       the result of an output                            → Input::RepoOpened, Spawned, …
@@ -59,6 +61,7 @@ use crate::job::{JobCx, JobInput, Task};
 use crate::link::{Link, Upper};
 use crate::timer::{Timers, timer_kinds};
 use crate::transport::disconnect::{CloseReason, DisconnectReason};
+use crate::transport::packet::{Lend, LentSlices};
 use crate::transport::{Role, Transport};
 use crate::wire::{self, Parser, numbers};
 
@@ -367,6 +370,13 @@ impl Session {
                 upper.route(t, now, id, JobInput::DynoClosed(end));
             }
         }
+        self.after_input(now);
+    }
+
+    /// What follows every input: commands moved on, channels flushed, and
+    /// a connection that is over wound down.
+    fn after_input(&mut self, now: Instant) {
+        let Self { link, upper } = self;
         let t = &mut link.t;
         upper.settle(t, now);
         upper.send_deferred_keepalive(t, now);
@@ -486,6 +496,45 @@ impl Session {
         self.upper.conn.read_limit(task.ch).min(room)
     }
 
+    /// Lends the payload areas of the next data packets to backend `id`'s
+    /// output on `stream` (its stdout or stderr pipe; a dyno's one stream
+    /// is `Stdout`): read up to [`BackendLend::len`] bytes straight into
+    /// [`BackendLend::bufs`], in order (as `readv` fills them), then
+    /// [`BackendLend::commit`] how many were read. The bytes are framed
+    /// and sealed where they lie: nothing is copied. What a commit sends
+    /// is what [`Input::BackendData`] with the same bytes would have sent.
+    ///
+    /// At most `max` bytes are lent, and no more than
+    /// [`Session::backend_read_limit`] allows. `None` when the output
+    /// cannot go straight out now: nothing may be read at all (window
+    /// shut, output piling up, a key exchange), the output is dropped
+    /// unread (read into a buffer of the runtime's and give it as
+    /// [`Input::BackendData`], up to [`Session::backend_read_limit`]), or
+    /// the core must look at it first (a dyno's first bytes): then too.
+    pub fn lend_backend(
+        &mut self,
+        id: RequestId,
+        stream: Stream,
+        max: usize,
+    ) -> Option<BackendLend<'_>> {
+        let task = self.upper.relaying(id).filter(|task| task.is_running())?;
+        let to = task.passthrough(stream)?;
+        let ch = task.ch;
+        let t = &mut self.link.t;
+        if t.is_closed() || t.in_kex() || !self.upper.conn.is_open(ch) {
+            return None;
+        }
+        let max = max.min(HIGH_WATER.saturating_sub(t.pending().len()));
+        let lend = self.upper.conn.lend(t, ch, to, max)?;
+        Some(BackendLend {
+            session: self,
+            id,
+            ch,
+            stream: to,
+            lend,
+        })
+    }
+
     /// Bytes from the client waiting to be written to backend `id`.
     pub fn backend_stdin(&self, id: RequestId) -> &[u8] {
         self.upper
@@ -521,6 +570,66 @@ impl Session {
     /// The transport, for tests and logs.
     pub fn transport(&self) -> &Transport {
         &self.link.t
+    }
+}
+
+/// Room for a backend's output in the next data packets, from
+/// [`Session::lend_backend`]: read into [`BackendLend::bufs`], then
+/// [`BackendLend::commit`]. Dropped without a commit, it sends nothing.
+pub struct BackendLend<'a> {
+    session: &'a mut Session,
+    id: RequestId,
+    ch: ChannelId,
+    stream: Stream,
+    lend: Lend,
+}
+
+impl BackendLend<'_> {
+    /// How many bytes may be read (at least one).
+    pub fn len(&self) -> usize {
+        self.lend.len()
+    }
+
+    /// Whether nothing may be read (never, for a lend given out).
+    pub fn is_empty(&self) -> bool {
+        self.lend.is_empty()
+    }
+
+    /// The areas to read into, in order: the payload of one packet each,
+    /// as large as the client's packets may be (the last one smaller).
+    /// Bytes read fill them in this order; their total is
+    /// [`BackendLend::len`].
+    pub fn bufs(&mut self) -> LentSlices<'_> {
+        self.session.link.t.lent_slices(&self.lend)
+    }
+
+    /// The first `n` bytes of [`BackendLend::bufs`] were read from the
+    /// backend (at most [`BackendLend::len`]): they go to the client as
+    /// [`Input::BackendData`] would send them. Zero (the end of the
+    /// stream, or nothing read) sends nothing; report an end as before,
+    /// with [`Input::BackendEof`].
+    pub fn commit(self, now: Instant, n: usize) {
+        let Self {
+            session,
+            id,
+            ch,
+            stream,
+            lend,
+        } = self;
+        debug_assert!(n <= lend.len(), "{n} bytes committed of {}", lend.len());
+        if n == 0 {
+            return;
+        }
+        let upper = &mut session.upper;
+        let sent = upper.conn.commit(&mut session.link.t, ch, stream, &lend, n);
+        if sent == 0 {
+            return;
+        }
+        upper.active(now);
+        if let Some(task) = upper.tasks.iter_mut().find(|t| t.relay_id() == Some(id)) {
+            task.count_out(sent);
+        }
+        session.after_input(now);
     }
 }
 

@@ -43,7 +43,7 @@ use self::disconnect::{CloseReason, DisconnectReason, write_disconnect};
 use self::hostkey::{HostKeyAlg, HostKeys};
 use self::kex::{ClientKex, KexAlg, SharedSecret};
 use self::negotiate::{EXT_INFO_C, KexInit, Negotiated, Offer, STRICT_C, STRICT_S};
-use self::packet::{PacketWriter, Volume};
+use self::packet::{Lend, LentSlices, PacketWriter, Volume};
 use crate::wire::{self, Parser, msg_info, numbers};
 
 /// Transport settings shared by every connection of a server (or client).
@@ -376,6 +376,32 @@ impl Transport {
         }
         let rng = &mut self.rng;
         self.tx.packet(rng, build);
+    }
+
+    /// Lends the payload areas of the next channel-data packets
+    /// ([`PacketWriter::lend`]), or `None` while upper-layer messages may
+    /// not go out as they come: during a key exchange (from either side's
+    /// KEXINIT until the peer's NEWKEYS) and once the connection is over.
+    pub fn lend(&mut self, head: &[u8], chunk: usize, total: usize) -> Option<Lend> {
+        if self.close.is_some() || self.in_kex() {
+            return None;
+        }
+        self.tx.lend(head, chunk, total)
+    }
+
+    /// The data areas of `lend`, in order ([`PacketWriter::lent_slices`]).
+    pub fn lent_slices(&mut self, lend: &Lend) -> LentSlices<'_> {
+        self.tx.lent_slices(lend)
+    }
+
+    /// Queues the first `n` bytes read into `lend` as packets
+    /// ([`PacketWriter::commit`]); returns how many were queued.
+    pub fn commit(&mut self, lend: &Lend, n: usize) -> usize {
+        if self.close.is_some() || self.in_kex() {
+            return 0;
+        }
+        let rng = &mut self.rng;
+        self.tx.commit(rng, lend, n)
     }
 
     /// Answers a packet nobody implements (RFC 4253 §11.4).

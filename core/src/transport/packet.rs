@@ -211,14 +211,105 @@ impl PacketReader {
 }
 
 /// Frames and seals outgoing packets into one buffer the runtime drains.
+///
+/// Besides packets built from a payload ([`PacketWriter::packet`]), the
+/// writer lends the payload area of its next channel-data packets
+/// ([`PacketWriter::lend`]): the runtime reads a command's output straight
+/// into it, and [`PacketWriter::commit`] frames and seals what was read
+/// where it lies, so relayed bytes are never copied inside the process.
 pub struct PacketWriter {
+    /// `out[sent..end]` waits for the socket. Bytes past `end` are
+    /// scratch a lend reuses: they stay initialised, so that lending
+    /// zeroes nothing once the buffer has reached its working size.
     out: Vec<u8>,
+    /// End of the queued bytes.
+    end: usize,
     /// Bytes of `out` already handed to the socket.
     sent: usize,
     cipher: PacketCipher,
     seq: u32,
     volume: Volume,
 }
+
+/// Data packets lent by [`PacketWriter::lend`]: where their payload areas
+/// lie in the writer's buffer. Valid until the writer queues anything
+/// else; a stale one lends and commits nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lend {
+    /// Where the first packet begins (the writer's `end` when lent).
+    start: usize,
+    /// The writer's next sequence number when lent.
+    seq: u32,
+    /// What each payload starts with, before the data's length.
+    head: [u8; MAX_LEND_HEAD],
+    head_len: usize,
+    /// Data bytes in a full packet.
+    chunk: usize,
+    /// Bytes a full packet takes on the wire.
+    stride: usize,
+    /// Data bytes lent in all.
+    total: usize,
+}
+
+/// Most data bytes one lend covers (a larger `total` is cut to this): the
+/// buffer a lend reserves stays bounded whatever the peer's window.
+pub const MAX_LEND: usize = 1024 * 1024;
+
+/// Longest payload head a lend takes: an SSH_MSG_CHANNEL_EXTENDED_DATA's
+/// message number, recipient channel and data type code.
+pub const MAX_LEND_HEAD: usize = 9;
+
+impl Lend {
+    /// How many data bytes may be read into the lent areas.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Whether nothing is lent.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Where the data of each packet begins, from the packet's start:
+    /// `packet_length`, `padding_length`, the head and the data's length.
+    fn data_offset(&self) -> usize {
+        4 + 1 + self.head_len + 4
+    }
+}
+
+/// The data areas of a [`Lend`], in order: the first packet's, then the
+/// next one's, and so on (each `chunk` bytes but the last). What is read
+/// into them fills them in this order, as `readv` does.
+pub struct LentSlices<'a> {
+    rest: &'a mut [u8],
+    offset: usize,
+    chunk: usize,
+    stride: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for LentSlices<'a> {
+    type Item = &'a mut [u8];
+
+    fn next(&mut self) -> Option<&'a mut [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let n = self.left.min(self.chunk);
+        let rest = std::mem::take(&mut self.rest);
+        let (packet, tail) = rest.split_at_mut(self.stride.min(rest.len()));
+        self.rest = tail;
+        self.left -= n;
+        Some(&mut packet[self.offset..self.offset + n])
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.left.div_ceil(self.chunk.max(1));
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for LentSlices<'_> {}
 
 impl Default for PacketWriter {
     fn default() -> Self {
@@ -231,6 +322,7 @@ impl PacketWriter {
     pub fn new() -> Self {
         Self {
             out: Vec::new(),
+            end: 0,
             sent: 0,
             cipher: PacketCipher::plaintext(),
             seq: 0,
@@ -240,17 +332,14 @@ impl PacketWriter {
 
     /// Queues bytes outside the packet protocol (the version line).
     pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.out.truncate(self.end);
         self.out.extend_from_slice(bytes);
+        self.end = self.out.len();
     }
 
-    /// Queues one packet whose payload `build` appends to the buffer it is
-    /// given (which already holds earlier packets: append only). Random
-    /// padding comes from `rng`.
-    pub fn packet(&mut self, rng: &mut dyn Rng, build: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.out.len();
-        self.out.extend_from_slice(&[0; 5]);
-        build(&mut self.out);
-        let payload_len = self.out.len() - start - 5;
+    /// Padding for a payload of `payload_len` bytes: the least that
+    /// aligns the packet to the cipher's block, at least 4 bytes.
+    fn padding(&self, payload_len: usize) -> usize {
         let block = self.cipher.block_size();
         let framed = if self.cipher.length_excluded_from_padding() {
             1 + payload_len
@@ -261,34 +350,143 @@ impl PacketWriter {
         if padding < 4 {
             padding += block;
         }
-        let pad_at = self.out.len();
-        self.out.resize(pad_at + padding, 0);
-        rng.fill_bytes(&mut self.out[pad_at..]);
+        padding
+    }
+
+    /// Bytes a packet with a payload of `payload_len` bytes takes on the
+    /// wire (never fewer for a longer payload).
+    fn wire_len(&self, payload_len: usize) -> usize {
+        4 + 1 + payload_len + self.padding(payload_len) + self.cipher.tag_len()
+    }
+
+    /// Frames the packet whose payload lies at `out[start + 5..start + 5 +
+    /// payload_len]`: length, padding length, random padding, seal. The
+    /// buffer must hold the packet's whole wire length from `start`.
+    /// Returns where the packet ends.
+    fn seal_at(&mut self, rng: &mut dyn Rng, start: usize, payload_len: usize) -> usize {
+        let padding = self.padding(payload_len);
         let packet_len = 1 + payload_len + padding;
+        let pad_at = start + 5 + payload_len;
+        let body_end = pad_at + padding;
+        let packet_end = body_end + self.cipher.tag_len();
+        rng.fill_bytes(&mut self.out[pad_at..body_end]);
         self.out[start..start + 4].copy_from_slice(&(packet_len as u32).to_be_bytes());
         self.out[start + 4] = padding as u8;
-        let body_end = self.out.len();
-        self.out.resize(body_end + self.cipher.tag_len(), 0);
-        let (body, tag) = self.out[start..].split_at_mut(body_end - start);
+        let (body, tag) = self.out[start..packet_end].split_at_mut(body_end - start);
         self.cipher.seal(self.seq, body, tag);
         self.seq = self.seq.wrapping_add(1);
-        self.volume.bytes += (self.out.len() - start) as u64;
+        self.volume.bytes += (packet_end - start) as u64;
         self.volume.packets += 1;
+        packet_end
+    }
+
+    /// Queues one packet whose payload `build` appends to the buffer it is
+    /// given (which already holds earlier packets: append only). Random
+    /// padding comes from `rng`.
+    pub fn packet(&mut self, rng: &mut dyn Rng, build: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.end;
+        self.out.truncate(start);
+        self.out.extend_from_slice(&[0; 5]);
+        build(&mut self.out);
+        let payload_len = self.out.len() - start - 5;
+        let wire = self.wire_len(payload_len);
+        self.out.resize(start + wire, 0);
+        self.end = self.seal_at(rng, start, payload_len);
+    }
+
+    /// Lends the payload areas of the next packets, each payload being
+    /// `head` (at most [`MAX_LEND_HEAD`] bytes), the data's length as a
+    /// `uint32`, then at most `chunk` bytes of data: SSH_MSG_CHANNEL_DATA
+    /// and EXTENDED_DATA. `total` data bytes are lent in all (at most
+    /// [`MAX_LEND`]), in as many packets as that takes. Read into [`PacketWriter::lent_slices`],
+    /// then [`PacketWriter::commit`] what was read. Nothing is queued
+    /// until then; a lend not committed costs nothing.
+    pub fn lend(&mut self, head: &[u8], chunk: usize, total: usize) -> Option<Lend> {
+        if total == 0 || chunk == 0 || head.len() > MAX_LEND_HEAD {
+            return None;
+        }
+        let total = total.min(MAX_LEND);
+        let mut lend = Lend {
+            start: self.end,
+            seq: self.seq,
+            head: [0; MAX_LEND_HEAD],
+            head_len: head.len(),
+            chunk,
+            stride: self.wire_len(head.len() + 4 + chunk),
+            total,
+        };
+        lend.head[..head.len()].copy_from_slice(head);
+        let packets = total.div_ceil(chunk);
+        let last = total - (packets - 1) * chunk;
+        let room = (packets - 1) * lend.stride + self.wire_len(head.len() + 4 + last);
+        if self.out.len() < lend.start + room {
+            self.out.resize(lend.start + room, 0);
+        }
+        Some(lend)
+    }
+
+    /// Whether `lend` still describes the next packets.
+    fn is_current(&self, lend: &Lend) -> bool {
+        lend.start == self.end && lend.seq == self.seq && lend.total > 0
+    }
+
+    /// The data areas `lend` lent, in order (none if it is stale).
+    pub fn lent_slices(&mut self, lend: &Lend) -> LentSlices<'_> {
+        let current = self.is_current(lend);
+        let rest = if current {
+            &mut self.out[lend.start..]
+        } else {
+            &mut []
+        };
+        LentSlices {
+            rest,
+            offset: lend.data_offset(),
+            chunk: lend.chunk,
+            stride: lend.stride,
+            left: if current { lend.total } else { 0 },
+        }
+    }
+
+    /// Queues the first `n` bytes read into `lend`'s areas (in their
+    /// order) as packets: each full area a packet of `chunk` bytes of
+    /// data, the last one filled as far as it was. Returns how many bytes
+    /// were queued: `n` (at most the lend's length), or 0 for a stale
+    /// lend.
+    pub fn commit(&mut self, rng: &mut dyn Rng, lend: &Lend, n: usize) -> usize {
+        if !self.is_current(lend) {
+            return 0;
+        }
+        let n = n.min(lend.total);
+        let head = &lend.head[..lend.head_len];
+        let mut at = lend.start;
+        let mut left = n;
+        while left > 0 {
+            let len = left.min(lend.chunk);
+            let h = at + 5;
+            self.out[h..h + head.len()].copy_from_slice(head);
+            let l = h + head.len();
+            self.out[l..l + 4].copy_from_slice(&(len as u32).to_be_bytes());
+            at = self.seal_at(rng, at, head.len() + 4 + len);
+            left -= len;
+        }
+        self.end = at;
+        n
     }
 
     /// Bytes waiting to be written to the socket.
     pub fn pending(&self) -> &[u8] {
-        &self.out[self.sent..]
+        &self.out[self.sent..self.end]
     }
 
     /// Marks `n` pending bytes as written.
     pub fn consume(&mut self, n: usize) {
-        self.sent = (self.sent + n).min(self.out.len());
-        if self.sent == self.out.len() {
-            self.out.clear();
+        self.sent = (self.sent + n).min(self.end);
+        if self.sent == self.end {
             self.sent = 0;
-        } else if self.sent > 64 * 1024 && self.sent * 2 > self.out.len() {
-            self.out.drain(..self.sent);
+            self.end = 0;
+        } else if self.sent > 64 * 1024 && self.sent * 2 > self.end {
+            self.out.copy_within(self.sent..self.end, 0);
+            self.end -= self.sent;
             self.sent = 0;
         }
     }
@@ -459,7 +657,135 @@ mod tests {
         assert_eq!(r.payload(&p).len(), big.len());
     }
 
+    /// Decodes every packet the writer queued and checks each lent one:
+    /// its payload is `head`, the data's length, the data, no more than
+    /// `chunk` bytes of it. Returns the data, joined, and the other
+    /// payloads.
+    fn decode_lent(
+        bytes: &[u8],
+        r: &mut PacketReader,
+        head: &[u8],
+        chunk: usize,
+    ) -> (Vec<u8>, Vec<Vec<u8>>) {
+        r.feed(bytes);
+        let (mut data, mut others) = (Vec::new(), Vec::new());
+        while let Some(p) = r.next_packet().unwrap() {
+            let payload = r.payload(&p);
+            if payload.starts_with(head) {
+                let body = &payload[head.len()..];
+                let len = u32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
+                assert_eq!(len, body.len() - 4, "the data's length");
+                assert!(
+                    len >= 1 && len <= chunk,
+                    "{len} bytes in a packet of {chunk}"
+                );
+                data.extend_from_slice(&body[4..]);
+            } else {
+                others.push(payload.to_vec());
+            }
+        }
+        (data, others)
+    }
+
+    #[test]
+    fn a_stale_lend_lends_and_commits_nothing() {
+        let mut rng = ChaCha20Rng::from_seed([5; 32]);
+        for mode in modes() {
+            let (mut w, mut r) = pair(&mode);
+            let lend = w.lend(&[94, 0, 0, 0, 1], 100, 250).unwrap();
+            assert_eq!(
+                w.lent_slices(&lend).map(|s| s.len()).collect::<Vec<_>>(),
+                [100, 100, 50]
+            );
+            // Something else is queued first: the lend is void.
+            w.packet(&mut rng, |out| out.extend_from_slice(b"\x02other"));
+            assert_eq!(w.lent_slices(&lend).count(), 0);
+            assert_eq!(w.commit(&mut rng, &lend, 250), 0);
+            let (data, others) = decode_lent(w.pending(), &mut r, &[94, 0, 0, 0, 1], 100);
+            assert!(data.is_empty());
+            assert_eq!(others, [b"\x02other".to_vec()]);
+        }
+        // Nothing to lend.
+        let mut w = PacketWriter::new();
+        assert_eq!(w.lend(&[94], 100, 0), None);
+        assert_eq!(w.lend(&[94], 0, 100), None);
+        assert_eq!(w.lend(&[0; MAX_LEND_HEAD + 1], 100, 100), None);
+        // Whatever the window, a lend reserves a bounded room.
+        let huge = w.lend(&[94], 32768, usize::MAX).unwrap();
+        assert_eq!(huge.len(), MAX_LEND);
+        assert_eq!(w.lent_slices(&huge).count(), MAX_LEND / 32768);
+        assert!(w.out.len() < MAX_LEND + MAX_LEND / 32);
+    }
+
     proptest! {
+        /// Lends filled by reads of any sizes, committed in part or not at
+        /// all, between other packets and the socket's writes, under every
+        /// cipher: the peer reads exactly the bytes read, in order, in
+        /// packets of at most `chunk` bytes of data.
+        #[test]
+        fn lent_packets_carry_exactly_what_was_read(
+            mode_index in 0usize..16,
+            chunk in 1usize..3000,
+            stderr in any::<bool>(),
+            steps in proptest::collection::vec((1usize..10_000, 0usize..10_001, 0u8..4), 1..40),
+        ) {
+            let modes = modes();
+            let mode = &modes[mode_index % modes.len()];
+            let mut rng = ChaCha20Rng::from_seed([6; 32]);
+            let (mut w, mut r) = pair(mode);
+            let head: &[u8] = if stderr { &[95, 0, 0, 0, 7, 0, 0, 0, 1] } else { &[94, 0, 0, 0, 7] };
+            let (mut sent, mut others, mut next) = (Vec::new(), Vec::new(), 0u8);
+            let (mut got, mut got_others) = (Vec::new(), Vec::new());
+            let mut fed = 0;
+            for (total, read, what) in steps {
+                let mut lend = w.lend(head, chunk, total).unwrap();
+                prop_assert_eq!(lend.len(), total);
+                let n = read.min(total);
+                // A read fills the areas in order, each at most `chunk`.
+                let mut left = n;
+                for area in w.lent_slices(&lend) {
+                    prop_assert!(area.len() <= chunk);
+                    let k = area.len().min(left);
+                    for b in &mut area[..k] {
+                        *b = next;
+                        sent.push(next);
+                        next = next.wrapping_add(1);
+                    }
+                    left -= k;
+                }
+                match what {
+                    // Read, but dropped uncommitted: nothing goes.
+                    0 => {
+                        sent.truncate(sent.len() - n);
+                        lend = w.lend(head, chunk, 1).unwrap();
+                        prop_assert_eq!(w.commit(&mut rng, &lend, 0), 0);
+                    }
+                    _ => prop_assert_eq!(w.commit(&mut rng, &lend, n), n),
+                }
+                if what == 2 {
+                    let p = vec![2, what, next];
+                    w.packet(&mut rng, |out| out.extend_from_slice(&p));
+                    others.push(p);
+                }
+                if what == 3 {
+                    // The socket takes some: the rest moves to the front
+                    // (or the buffer starts over) before the next lend.
+                    let (data, o) = decode_lent(&w.pending()[fed..], &mut r, head, chunk);
+                    got.extend(data);
+                    got_others.extend(o);
+                    fed = w.pending().len();
+                    let taken = (read * 37).min(fed);
+                    w.consume(taken);
+                    fed -= taken;
+                }
+            }
+            let (data, o) = decode_lent(&w.pending()[fed..], &mut r, head, chunk);
+            got.extend(data);
+            got_others.extend(o);
+            prop_assert_eq!(got, sent);
+            prop_assert_eq!(got_others, others);
+        }
+
         #[test]
         fn any_chunking_gives_the_same_packets(
             mode_index in 0usize..8,

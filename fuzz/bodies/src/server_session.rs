@@ -458,6 +458,12 @@ impl<'a> Run<'a> {
         }
         let before = self.session.transport().tx_seq();
         self.session.handle_input(self.now, input);
+        self.settled(before)
+    }
+
+    /// After an input given when the next packet's number was `before`:
+    /// everything taken, and how many packets it made.
+    fn settled(&mut self, before: u32) -> u32 {
         // Strict key exchange restarts the count at NEWKEYS: a re-key
         // counts as nothing sent.
         let packets = self.session.transport().tx_seq().saturating_sub(before);
@@ -1174,12 +1180,35 @@ impl Run<'_> {
             d.spoke = true;
         }
         self.backend_bytes += n;
-        let packets = self.input(Input::BackendData {
-            id,
-            stream,
-            data: &data[..n],
-        });
+        // As the runtime reads: straight into the packets the session
+        // lends, if it does; else into a buffer of its own.
+        let packets = match self.lent_input(id, stream, &data[..n]) {
+            Some(packets) => packets,
+            None => self.input(Input::BackendData {
+                id,
+                stream,
+                data: &data[..n],
+            }),
+        };
         self.stages.relay |= packets > 0;
+    }
+
+    /// `data` read into the packets the session lends for backend `id`'s
+    /// `stream` (all of it: a lend is as large as the read limit allows),
+    /// as `input` counts it; `None` if it lends none.
+    fn lent_input(&mut self, id: RequestId, stream: Stream, data: &[u8]) -> Option<u32> {
+        let before = self.session.transport().tx_seq();
+        let mut lend = self.session.lend_backend(id, stream, data.len())?;
+        assert_eq!(lend.len(), data.len(), "a lend smaller than the read limit");
+        let mut at = 0;
+        for buf in lend.bufs() {
+            buf.copy_from_slice(&data[at..at + buf.len()]);
+            at += buf.len();
+        }
+        assert_eq!(at, data.len());
+        lend.commit(self.now, data.len());
+        self.other_inputs += 1;
+        Some(self.settled(before))
     }
 
     fn backend_eof(&mut self, stream: Stream) {
