@@ -370,7 +370,6 @@ mod tests {
         .unwrap();
         builder.serial(42).unwrap();
         builder.key_id("id").unwrap();
-        builder.cert_type(CertType::User).unwrap();
         builder.valid_principal("alice").unwrap();
         builder.valid_principal("bob").unwrap();
         builder.extension("permit-pty", "").unwrap();
@@ -390,10 +389,10 @@ mod tests {
     fn a_good_certificate_gives_its_first_principal() {
         let blob = cert_with(|_| {});
         assert!(is_certificate(&blob));
-        let user = check(&blob, &cas(), &RevokedKeys::default(), NOW, client()).unwrap();
-        assert_eq!(user.principal, "alice");
-        assert_eq!(user.serial, 42);
-        assert_eq!(user.key_id, "id");
+        let found = check(&blob, &cas(), &RevokedKeys::default(), NOW, client()).unwrap();
+        assert_eq!(found.principal, "alice");
+        assert_eq!(found.serial, 42);
+        assert_eq!(found.key_id, "id");
         let plain = user().public_key().key_data().encode_vec().unwrap();
         assert!(!is_certificate(&plain));
     }

@@ -630,16 +630,20 @@ mod tests {
     fn names_round_trip_and_refuse_legacy() {
         for alg in UserKeyAlg::ALL {
             assert_eq!(UserKeyAlg::from_name(alg.name()), Some(alg));
+            // A certificate's signatures are its key's.
             assert_eq!(
                 UserKeyAlg::from_ssh_algorithm(&alg.ssh_algorithm()),
-                Some(alg)
+                Some(alg.base())
             );
+            assert_eq!(alg.is_cert(), alg.name().ends_with("-cert-v01@openssh.com"));
+            assert_eq!(alg.is_cert(), !UserKeyAlg::PLAIN.contains(&alg));
         }
         for name in [
             "ssh-rsa",
             "ssh-dss",
-            "ssh-ed25519-cert-v01@openssh.com",
-            "rsa-sha2-256-cert-v01@openssh.com",
+            "ssh-rsa-cert-v01@openssh.com",
+            "ssh-dss-cert-v01@openssh.com",
+            "sk-ssh-ed25519-cert-v01@openssh.com",
             "",
             "SSH-ED25519",
         ] {
