@@ -47,11 +47,19 @@ impl<T: Default> CertFile<T> {
     }
 
     fn path(&self) -> Option<PathBuf> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
     }
 
     fn get(&self) -> Arc<T> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
     }
 
     /// Reads `path` (or empties the content when `None`). A file that

@@ -59,9 +59,10 @@ fn refusal_logged(server: &Server, reason: &str) -> bool {
     server.wait_for_log(
         &format!("reason=\"{reason}\""),
         std::time::Duration::from_secs(5),
-    ) || server.log().lines().any(|l| {
-        l.contains("key or certificate refused") && l.contains(reason)
-    })
+    ) || server
+        .log()
+        .lines()
+        .any(|l| l.contains("key or certificate refused") && l.contains(reason))
 }
 
 per_runtime!(certificates_are_accepted_or_refused_with_their_reason);
@@ -84,7 +85,12 @@ fn certificates_are_accepted_or_refused_with_their_reason(runtime: Runtime) {
     sign(
         &ca,
         &from_here,
-        &["-n", "frank", "-O", "source-address=10.0.0.0/8,127.0.0.1/32"],
+        &[
+            "-n",
+            "frank",
+            "-O",
+            "source-address=10.0.0.0/8,127.0.0.1/32",
+        ],
     );
     let from_elsewhere = user("from_elsewhere", "ed25519");
     sign(
@@ -186,8 +192,8 @@ fn a_certificate_file_that_does_not_parse_stops_the_start(runtime: Runtime) {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(
         err.contains("trusted-user-ca-keys") && err.contains("line 1"),
         "{err}"

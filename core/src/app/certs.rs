@@ -246,8 +246,7 @@ pub fn check(
     }
     // The CA is trusted (above), so its signature is what vouches for the
     // rest.
-    cert.verify_signature()
-        .map_err(|_| Refusal::BadSignature)?;
+    cert.verify_signature().map_err(|_| Refusal::BadSignature)?;
     if cert.cert_type() != CertType::User {
         return Err(Refusal::NotUserCertificate);
     }
@@ -269,9 +268,9 @@ pub fn check(
             }
             "force-command" => return Err(Refusal::ForceCommand),
             other => {
-                return Err(Refusal::UnknownCriticalOption(
-                    crate::log_safe(other.as_bytes()),
-                ));
+                return Err(Refusal::UnknownCriticalOption(crate::log_safe(
+                    other.as_bytes(),
+                )));
             }
         }
     }
@@ -289,9 +288,7 @@ pub fn check(
 /// IPv4-mapped IPv6 address is compared as IPv4.
 pub fn source_address_allows(list: &str, client: IpAddr) -> bool {
     let client = match client {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
     list.split(',')
@@ -313,7 +310,13 @@ fn cidr_contains(entry: &str, client: IpAddr) -> bool {
     match (net, client) {
         (IpAddr::V4(net), IpAddr::V4(client)) => {
             let bits = bits.unwrap_or(32);
-            bits <= 32 && prefix_eq(u128::from(u32::from(net)), u128::from(u32::from(client)), bits, 32)
+            bits <= 32
+                && prefix_eq(
+                    u128::from(u32::from(net)),
+                    u128::from(u32::from(client)),
+                    bits,
+                    32,
+                )
         }
         (IpAddr::V6(net), IpAddr::V6(client)) => {
             let bits = bits.unwrap_or(128);
@@ -347,8 +350,8 @@ mod tests {
 
     use super::*;
     use proptest::prelude::*;
-    use ssh_key::certificate::Builder;
     use ssh_key::PrivateKey;
+    use ssh_key::certificate::Builder;
 
     const NOW: u64 = 1_800_000_000;
 
@@ -443,7 +446,10 @@ mod tests {
         let elsewhere = cert_with(|b| {
             b.critical_option("source-address", "10.0.0.0/8").unwrap();
         });
-        assert!(matches!(go(&elsewhere, NOW), Err(Refusal::SourceAddress(_))));
+        assert!(matches!(
+            go(&elsewhere, NOW),
+            Err(Refusal::SourceAddress(_))
+        ));
         // A flipped byte in the signed part breaks the CA's signature.
         let mut forged = blob.clone();
         let at = forged.len() - 100;
@@ -468,10 +474,7 @@ mod tests {
         let plain = user().public_key().key_data().encode_vec().unwrap();
         let revoked = RevokedKeys::parse(&user().public_key().to_openssh().unwrap()).unwrap();
         assert!(revoked.is_revoked(&plain));
-        assert_eq!(
-            RevokedKeys::parse("ok\nnonsense here").unwrap_err().line,
-            1
-        );
+        assert_eq!(RevokedKeys::parse("ok\nnonsense here").unwrap_err().line, 1);
         assert_eq!(UserCas::parse("\n# c\nfoo bar").unwrap_err().line, 3);
     }
 
@@ -484,7 +487,10 @@ mod tests {
         assert!(source_address_allows("127.0.0.1", ip("::ffff:127.0.0.1")));
         assert!(source_address_allows("2001:db8::/32", ip("2001:db8::1")));
         assert!(!source_address_allows("2001:db8::/32", ip("2001:db9::1")));
-        assert!(!source_address_allows("192.0.2.0/33,garbage,", ip("192.0.2.1")));
+        assert!(!source_address_allows(
+            "192.0.2.0/33,garbage,",
+            ip("192.0.2.1")
+        ));
         assert!(!source_address_allows("127.0.0.1", ip("::1")));
     }
 

@@ -36,7 +36,10 @@ pub fn sha256(key: &PublicKey) -> String {
 pub fn sha256_blob(blob: &[u8]) -> String {
     use base64ct::{Base64Unpadded, Encoding};
     use sha2::{Digest as _, Sha256};
-    format!("SHA256:{}", Base64Unpadded::encode_string(&Sha256::digest(blob)))
+    format!(
+        "SHA256:{}",
+        Base64Unpadded::encode_string(&Sha256::digest(blob))
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,13 @@
 //! signatures must carry the user-presence flag (as sshd requires unless
 //! `no-touch-required`).
 //!
-//! Refused: `ssh-dss`, SHA-1 `ssh-rsa` signatures, certificates, RSA under
+//! User certificates (OpenSSH PROTOCOL.certkeys) of the ed25519, ECDSA and
+//! RSA SHA-2 types are read here ([`parse_user_cert`]); the user signs with
+//! the certified key, and whether the certificate is trusted is decided by
+//! [`crate::app::certs`].
+//!
+//! Refused: `ssh-dss`, SHA-1 `ssh-rsa` signatures and their certificates,
+//! security-key certificates, RSA under
 //! 2048 bits, ECDSA points off their curve, invalid or small-order ed25519
 //! points, and every blob that is truncated, has trailing bytes or is not in
 //! canonical form (so one key has one blob and one fingerprint).
@@ -224,7 +230,7 @@ pub enum UserSigError {
     /// The key blob or the signature blob is not well formed.
     Malformed(String),
     /// An algorithm or key type we do not accept (`ssh-dss`, `ssh-rsa`
-    /// SHA-1 signatures, certificates, unknown names); the escaped name.
+    /// SHA-1 signatures, unknown names); the escaped name.
     Unsupported(String),
     /// The algorithm named in the request or in the signature does not fit
     /// the key's type, or the two names differ.
@@ -638,6 +644,9 @@ mod tests {
             assert_eq!(alg.is_cert(), alg.name().ends_with("-cert-v01@openssh.com"));
             assert_eq!(alg.is_cert(), !UserKeyAlg::PLAIN.contains(&alg));
         }
+        // server-sig-algs by default: every accepted algorithm.
+        let names: Vec<&str> = UserKeyAlg::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(names, crate::transport::SERVER_SIG_ALGS);
         for name in [
             "ssh-rsa",
             "ssh-dss",
