@@ -199,3 +199,22 @@ fn a_certificate_file_that_does_not_parse_stops_the_start(runtime: Runtime) {
         "{err}"
     );
 }
+
+per_runtime!(certificate_algorithms_follow_pubkey_accepted_algorithms);
+fn certificate_algorithms_follow_pubkey_accepted_algorithms(runtime: Runtime) {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let ca = keygen(dir, "ed25519", "ca", "ca");
+    let key = keygen(dir, "ed25519", "key", "key");
+    sign(&ca, &key, &["-n", "alice"]);
+    let options = ServerOptions::default().args(&[
+        "--trusted-user-ca-keys",
+        public_key(&ca).to_str().unwrap(),
+        "--pubkey-accepted-algorithms",
+        "-*-cert-v01@openssh.com",
+    ]);
+    let server = start_git_server(runtime, dir, &[], options);
+    let err = login(&server, &key).unwrap_err();
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(server.log().contains("user-key algorithm not accepted"));
+}
