@@ -147,7 +147,7 @@ fn certificates_are_accepted_or_refused_with_their_reason(runtime: Runtime) {
     let server = start_git_server(runtime, dir, &[&known, &revoked_plain], options);
 
     assert_eq!(login(&server, &good).as_deref(), Ok("alice"));
-    assert!(server.log().contains("certificate accepted"));
+    assert!(server.wait_for_log("certificate accepted", std::time::Duration::from_secs(5)));
     assert_eq!(login(&server, &ecdsa).as_deref(), Ok("dave"));
     assert_eq!(login(&server, &rsa).as_deref(), Ok("erin"));
     assert_eq!(login(&server, &from_here).as_deref(), Ok("frank"));
@@ -216,5 +216,12 @@ fn certificate_algorithms_follow_pubkey_accepted_algorithms(runtime: Runtime) {
     let server = start_git_server(runtime, dir, &[], options);
     let err = login(&server, &key).unwrap_err();
     assert!(err.contains("Permission denied"), "{err}");
-    assert!(server.log().contains("user-key algorithm not accepted"));
+    assert!(
+        server.wait_for_log(
+            "user-key algorithm not accepted",
+            std::time::Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
 }
