@@ -46,7 +46,7 @@ pub const ALIASES: [crate::layers::Alias; 3] = [
 ];
 
 /// Settings only standalone mode uses: refused in API mode.
-const STANDALONE_ONLY: [&str; 1] = ["authorized-keys"];
+const STANDALONE_ONLY: [&str; 3] = ["authorized-keys", "trusted-user-ca-keys", "revoked-keys"];
 /// Settings only API mode uses: refused in standalone mode.
 const API_ONLY: [&str; 2] = ["api-timeout", "provision-timeout"];
 
@@ -158,6 +158,24 @@ pub struct Cli {
     /// log says where to put keys). [default: <data-dir>/authorized_keys]
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
+
+    /// Standalone mode: CA keys trusted to sign user certificates
+    ///
+    /// sshd's TrustedUserCAKeys format: one OpenSSH public key a line. A
+    /// certificate signed by one of them logs in as its first principal
+    /// when it is a user certificate, valid now, names a principal, and
+    /// has no critical option but source-address (enforced against the
+    /// client's address). Re-read when it changes and on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_user_ca_keys: Option<PathBuf>,
+
+    /// Standalone mode: keys and certificates refused whatever else says
+    ///
+    /// sshd's RevokedKeys text format: one public key or certificate a
+    /// line; a certificate is refused when it, its key or its CA's key is
+    /// listed. Re-read when it changes and on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub revoked_keys: Option<PathBuf>,
 
     /// Host name users push to, with the port when it is not the one
     /// listened on (behind a load balancer: git.example.org:2222), shown in
@@ -607,6 +625,10 @@ pub struct Settings {
     pub database: Option<crate::database::DatabaseSettings>,
     /// The authorized_keys file (standalone mode).
     pub authorized_keys: PathBuf,
+    /// The trusted user CA keys file (standalone mode), if any.
+    pub trusted_user_ca_keys: Option<PathBuf>,
+    /// The revoked keys file (standalone mode), if any.
+    pub revoked_keys: Option<PathBuf>,
     /// Where users reach the server (host and port), shown in messages.
     pub public_host: PublicHost,
     /// Standalone or API mode, with API mode's settings.
@@ -943,6 +965,8 @@ fn settings(
         mode,
         warnings,
         authorized_keys,
+        trusted_user_ca_keys: cli.trusted_user_ca_keys,
+        revoked_keys: cli.revoked_keys,
         public_host,
         listen,
         data_dir: cli.data_dir,

@@ -258,6 +258,9 @@ struct Conn<S> {
     slots: Vec<(RequestId, crate::slots::CommandSlot)>,
     /// The route of each API request in flight, for its metric.
     api_routes: Vec<(RequestId, &'static str)>,
+    /// The client's address (the PROXY protocol's, if a header came):
+    /// a certificate's `source-address` is checked against it.
+    client: SocketAddr,
     sock_buf: Vec<u8>,
     sock_read: Source,
     sock_write: Source,
@@ -402,6 +405,7 @@ async fn run<S>(
         remote_asks: Vec::new(),
         slots: Vec::new(),
         api_routes: Vec::new(),
+        client: peer,
         sock_buf: vec![0; CHUNK],
         sock_read: Source::new(),
         sock_write: Source::new(),
@@ -614,7 +618,26 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
                 self.backends.retain(|b| b.at.id() != id);
             }
             Output::LookupKey { id, blob } => {
-                let user = self.shared.keys.as_ref().and_then(|k| k.owner(&blob));
+                let user = self.shared.keys.as_ref().and_then(|k| {
+                    // The wall-clock time, for a certificate's validity:
+                    // the core reads no clock.
+                    let unix = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    match k.lookup(&blob, unix, self.client.ip()) {
+                        crate::files::Owner::User(user) => Some(user),
+                        crate::files::Owner::Unknown => None,
+                        crate::files::Owner::Refused(refusal) => {
+                            tracing::info!(
+                                reason = refusal.reason(),
+                                detail = %refusal,
+                                key = %gitmouth_core::app::fingerprint::sha256_blob(&blob),
+                                "key or certificate refused"
+                            );
+                            None
+                        }
+                    }
+                });
                 session.handle_input(now, Input::KeyLookedUp { id, user });
             }
             Output::AcquireLock {

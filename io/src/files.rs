@@ -6,15 +6,103 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gitmouth_core::app::authorized_keys::AuthorizedKeys;
+use gitmouth_core::app::certs::{self, FileError, RevokedKeys, UserCas};
 
 /// The authorized keys of standalone mode, replaced whole when the file
 /// changes. Sessions never see it: the driver answers their key lookups
 /// (`Output::LookupKey`) from the set current when the lookup comes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyStore {
     current: RwLock<Arc<AuthorizedKeys>>,
     /// The file, which a reloaded configuration may change.
     path: RwLock<PathBuf>,
+    /// The trusted user CAs (`--trusted-user-ca-keys`), if any.
+    cas: CertFile<UserCas>,
+    /// The revoked keys (`--revoked-keys`), if any.
+    revoked: CertFile<RevokedKeys>,
+}
+
+impl Default for KeyStore {
+    fn default() -> Self {
+        Self::new(AuthorizedKeys::empty(), PathBuf::new())
+    }
+}
+
+/// One of the certificate files: its path and its last good content.
+#[derive(Debug)]
+struct CertFile<T> {
+    inner: RwLock<(Option<PathBuf>, Arc<T>)>,
+    /// What the option is called, for logs.
+    what: &'static str,
+    parse: fn(&str) -> Result<T, FileError>,
+}
+
+impl<T: Default> CertFile<T> {
+    fn new(what: &'static str, parse: fn(&str) -> Result<T, FileError>) -> Self {
+        Self {
+            inner: RwLock::new((None, Arc::new(T::default()))),
+            what,
+            parse,
+        }
+    }
+
+    fn path(&self) -> Option<PathBuf> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    fn get(&self) -> Arc<T> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Reads `path` (or empties the content when `None`). A file that
+    /// cannot be read or parsed keeps the last good content, and says why.
+    fn load(&self, path: Option<PathBuf>) -> Result<(), String> {
+        let content = match &path {
+            None => T::default(),
+            Some(file) => read_cert_file(file, self.parse)
+                .map_err(|e| format!("--{} {}: {e}", self.what, file.display()))?,
+        };
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = (path, Arc::new(content));
+        Ok(())
+    }
+
+    /// [`Self::load`], logging a failure (the last good content stays).
+    fn reload(&self, path: Option<PathBuf>) {
+        match self.load(path.clone()) {
+            Ok(()) => {
+                if let Some(file) = path {
+                    tracing::info!(file = %file.display(), what = self.what, "certificate file loaded");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot re-read: the last good content stays in use");
+            }
+        }
+    }
+}
+
+fn read_cert_file<T>(path: &Path, parse: fn(&str) -> Result<T, FileError>) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    parse(&text).map_err(|e| e.to_string())
+}
+
+/// Who a key lookup found, or why nobody.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// The key's (or certificate's) user.
+    User(String),
+    /// A key in no file.
+    Unknown,
+    /// A revoked key, or a certificate refused for this reason.
+    Refused(certs::Refusal),
 }
 
 impl KeyStore {
@@ -23,6 +111,67 @@ impl KeyStore {
         Self {
             current: RwLock::new(Arc::new(keys)),
             path: RwLock::new(path),
+            cas: CertFile::new("trusted-user-ca-keys", UserCas::parse),
+            revoked: CertFile::new("revoked-keys", RevokedKeys::parse),
+        }
+    }
+
+    /// Reads the certificate files for the first time: one that cannot be
+    /// read or parsed is an error (the server does not start).
+    pub fn load_cert_files(
+        &self,
+        cas: Option<PathBuf>,
+        revoked: Option<PathBuf>,
+    ) -> Result<(), String> {
+        self.cas.load(cas)?;
+        self.revoked.load(revoked)?;
+        if let Some(file) = self.cas.path() {
+            tracing::info!(file = %file.display(), cas = self.cas.get().len(), "trusted user CA keys loaded");
+        }
+        if let Some(file) = self.revoked.path() {
+            tracing::info!(file = %file.display(), keys = self.revoked.get().len(), "revoked keys loaded");
+        }
+        Ok(())
+    }
+
+    /// Takes the certificate files from these paths from now on (read at
+    /// once; one that fails keeps the last good content).
+    pub fn set_cert_paths(&self, cas: Option<PathBuf>, revoked: Option<PathBuf>) {
+        self.cas.reload(cas);
+        self.revoked.reload(revoked);
+    }
+
+    /// Every file watched: authorized_keys and the certificate files.
+    fn paths(&self) -> Vec<Option<PathBuf>> {
+        vec![Some(self.path()), self.cas.path(), self.revoked.path()]
+    }
+
+    /// Who may log in with the key or certificate `blob`, at `now`
+    /// (seconds since the Unix epoch), from `client`: the decision is the
+    /// core's ([`certs::check`]), fed with the current files.
+    pub fn lookup(&self, blob: &[u8], now: u64, client: std::net::IpAddr) -> Owner {
+        let revoked = self.revoked.get();
+        if certs::is_certificate(blob) {
+            return match certs::check(blob, &self.cas.get(), &revoked, now, client) {
+                Ok(user) => {
+                    tracing::info!(
+                        principal = %user.principal,
+                        key_id = %user.key_id,
+                        serial = user.serial,
+                        ca = %user.ca,
+                        "certificate accepted"
+                    );
+                    Owner::User(user.principal)
+                }
+                Err(refusal) => Owner::Refused(refusal),
+            };
+        }
+        if revoked.is_revoked(blob) {
+            return Owner::Refused(certs::Refusal::Revoked);
+        }
+        match self.owner(blob) {
+            Some(user) => Owner::User(user),
+            None => Owner::Unknown,
         }
     }
 
@@ -37,9 +186,11 @@ impl KeyStore {
         self.reload();
     }
 
-    /// Reads the file again.
+    /// Reads the files again.
     pub fn reload(&self) {
         self.replace(load_authorized_keys(&self.path()));
+        self.cas.reload(self.cas.path());
+        self.revoked.reload(self.revoked.path());
     }
 
     /// Replaces the keys.
@@ -104,18 +255,21 @@ pub fn load_authorized_keys(path: &Path) -> AuthorizedKeys {
 /// file's metadata is compared every two seconds (SIGHUP re-reads it too,
 /// with the configuration: [`crate::server`]).
 pub async fn watch_authorized_keys(store: Arc<KeyStore>) {
-    let mut path = store.path();
-    let mut last = stamp(&path);
+    let stamps = |paths: &[Option<PathBuf>]| -> Vec<Stamp> {
+        paths.iter().map(|p| p.as_deref().and_then(stamp)).collect()
+    };
+    let mut paths = store.paths();
+    let mut last = stamps(&paths);
     loop {
         async_io::Timer::after(POLL).await;
-        let now_path = store.path();
-        if now_path != path {
-            // Re-read by whoever changed it.
-            path = now_path;
-            last = stamp(&path);
+        let now_paths = store.paths();
+        if now_paths != paths {
+            // Re-read by whoever changed them.
+            paths = now_paths;
+            last = stamps(&paths);
             continue;
         }
-        let now = stamp(&path);
+        let now = stamps(&paths);
         if now != last {
             last = now;
             store.reload();

@@ -310,6 +310,7 @@ pub fn reload(shared: &crate::Shared, current: &mut Settings) {
         } else {
             store.set_path(new.authorized_keys.clone());
         }
+        store.set_cert_paths(new.trusted_user_ca_keys.clone(), new.revoked_keys.clone());
     }
     *current = new;
 }
@@ -553,6 +554,10 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
                 crate::files::load_authorized_keys(&settings.authorized_keys),
                 settings.authorized_keys.clone(),
             ));
+            store.load_cert_files(
+                settings.trusted_user_ca_keys.clone(),
+                settings.revoked_keys.clone(),
+            )?;
             let repos = settings.data_dir.join("repos");
             // A crash may have left a push-to-create's temporary
             // repository behind; one younger than an hour may be another

@@ -31,6 +31,17 @@ pub fn sha256(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// The SHA-256 fingerprint of a public-key blob, spelled as [`sha256`]
+/// spells it (`SHA256:` and unpadded base64 of the blob's digest).
+pub fn sha256_blob(blob: &[u8]) -> String {
+    use base64ct::{Base64Unpadded, Encoding};
+    use sha2::{Digest as _, Sha256};
+    format!(
+        "SHA256:{}",
+        Base64Unpadded::encode_string(&Sha256::digest(blob))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

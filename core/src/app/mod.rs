@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod authorized_keys;
+pub mod certs;
 pub mod command;
 pub mod dyno;
 pub mod fingerprint;

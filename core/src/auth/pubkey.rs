@@ -8,7 +8,13 @@
 //! signatures must carry the user-presence flag (as sshd requires unless
 //! `no-touch-required`).
 //!
-//! Refused: `ssh-dss`, SHA-1 `ssh-rsa` signatures, certificates, RSA under
+//! User certificates (OpenSSH PROTOCOL.certkeys) of the ed25519, ECDSA and
+//! RSA SHA-2 types are read here ([`parse_user_cert`]); the user signs with
+//! the certified key, and whether the certificate is trusted is decided by
+//! [`crate::app::certs`].
+//!
+//! Refused: `ssh-dss`, SHA-1 `ssh-rsa` signatures and their certificates,
+//! security-key certificates, RSA under
 //! 2048 bits, ECDSA points off their curve, invalid or small-order ed25519
 //! points, and every blob that is truncated, has trailing bytes or is not in
 //! canonical form (so one key has one blob and one fingerprint).
@@ -21,6 +27,7 @@
 
 use core::fmt;
 
+use ssh_encoding::Encode as _;
 use ssh_key::public::{KeyData, RsaPublicKey};
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, PublicKey, Signature};
 
@@ -59,12 +66,43 @@ pub enum UserKeyAlg {
     SkEd25519,
     /// `sk-ecdsa-sha2-nistp256@openssh.com` (OpenSSH PROTOCOL.u2f).
     SkEcdsaP256,
+    /// `ssh-ed25519-cert-v01@openssh.com` (OpenSSH PROTOCOL.certkeys).
+    Ed25519Cert,
+    /// `ecdsa-sha2-nistp256-cert-v01@openssh.com`.
+    EcdsaP256Cert,
+    /// `ecdsa-sha2-nistp384-cert-v01@openssh.com`.
+    EcdsaP384Cert,
+    /// `ecdsa-sha2-nistp521-cert-v01@openssh.com`.
+    EcdsaP521Cert,
+    /// `rsa-sha2-512-cert-v01@openssh.com`.
+    RsaSha2_512Cert,
+    /// `rsa-sha2-256-cert-v01@openssh.com`.
+    RsaSha2_256Cert,
 }
 
 impl UserKeyAlg {
     /// Every accepted algorithm, in the order to list them in the
     /// `server-sig-algs` extension (RFC 8308 §3.1).
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 14] = [
+        Self::Ed25519,
+        Self::SkEd25519,
+        Self::EcdsaP256,
+        Self::EcdsaP384,
+        Self::EcdsaP521,
+        Self::SkEcdsaP256,
+        Self::RsaSha2_512,
+        Self::RsaSha2_256,
+        Self::Ed25519Cert,
+        Self::EcdsaP256Cert,
+        Self::EcdsaP384Cert,
+        Self::EcdsaP521Cert,
+        Self::RsaSha2_512Cert,
+        Self::RsaSha2_256Cert,
+    ];
+
+    /// The algorithms of plain keys (no certificates): those a signature
+    /// can be made with.
+    pub const PLAIN: [Self; 8] = [
         Self::Ed25519,
         Self::SkEd25519,
         Self::EcdsaP256,
@@ -74,6 +112,25 @@ impl UserKeyAlg {
         Self::RsaSha2_512,
         Self::RsaSha2_256,
     ];
+
+    /// Whether this is a certificate algorithm (`*-cert-v01@openssh.com`).
+    pub fn is_cert(self) -> bool {
+        self.base() != self
+    }
+
+    /// The plain algorithm the certified key signs with (itself for a
+    /// plain one).
+    pub fn base(self) -> Self {
+        match self {
+            Self::Ed25519Cert => Self::Ed25519,
+            Self::EcdsaP256Cert => Self::EcdsaP256,
+            Self::EcdsaP384Cert => Self::EcdsaP384,
+            Self::EcdsaP521Cert => Self::EcdsaP521,
+            Self::RsaSha2_512Cert => Self::RsaSha2_512,
+            Self::RsaSha2_256Cert => Self::RsaSha2_256,
+            plain => plain,
+        }
+    }
 
     /// The algorithm's name on the wire.
     pub fn name(self) -> &'static str {
@@ -86,16 +143,23 @@ impl UserKeyAlg {
             Self::RsaSha2_256 => "rsa-sha2-256",
             Self::SkEd25519 => "sk-ssh-ed25519@openssh.com",
             Self::SkEcdsaP256 => "sk-ecdsa-sha2-nistp256@openssh.com",
+            Self::Ed25519Cert => "ssh-ed25519-cert-v01@openssh.com",
+            Self::EcdsaP256Cert => "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+            Self::EcdsaP384Cert => "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+            Self::EcdsaP521Cert => "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+            Self::RsaSha2_512Cert => "rsa-sha2-512-cert-v01@openssh.com",
+            Self::RsaSha2_256Cert => "rsa-sha2-256-cert-v01@openssh.com",
         }
     }
 
     /// The algorithm with this exact name, if accepted. `ssh-rsa` (SHA-1),
-    /// `ssh-dss` and certificate types give `None`.
+    /// `ssh-dss` and their certificate types give `None`.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|alg| alg.name() == name)
     }
 
-    /// The same algorithm in ssh-key's vocabulary (a signature's algorithm).
+    /// The same algorithm in ssh-key's vocabulary (a signature's algorithm;
+    /// for a certificate, that of the certified key's signatures).
     fn ssh_algorithm(self) -> Algorithm {
         match self {
             Self::Ed25519 => Algorithm::Ed25519,
@@ -116,18 +180,28 @@ impl UserKeyAlg {
             },
             Self::SkEd25519 => Algorithm::SkEd25519,
             Self::SkEcdsaP256 => Algorithm::SkEcdsaSha2NistP256,
+            Self::Ed25519Cert
+            | Self::EcdsaP256Cert
+            | Self::EcdsaP384Cert
+            | Self::EcdsaP521Cert
+            | Self::RsaSha2_512Cert
+            | Self::RsaSha2_256Cert => self.base().ssh_algorithm(),
         }
     }
 
     /// The accepted algorithm that a signature's algorithm is, if any.
     fn from_ssh_algorithm(algorithm: &Algorithm) -> Option<Self> {
-        Self::ALL
+        Self::PLAIN
             .into_iter()
             .find(|alg| alg.ssh_algorithm() == *algorithm)
     }
 
-    /// Whether a key of this type may sign with this algorithm.
+    /// Whether a key of this type may sign with this algorithm (never for
+    /// a certificate algorithm: its key is inside the certificate).
     fn fits(self, key: &KeyData) -> bool {
+        if self.is_cert() {
+            return false;
+        }
         match (self, key) {
             (Self::Ed25519, KeyData::Ed25519(_))
             | (Self::RsaSha2_512 | Self::RsaSha2_256, KeyData::Rsa(_))
@@ -156,7 +230,7 @@ pub enum UserSigError {
     /// The key blob or the signature blob is not well formed.
     Malformed(String),
     /// An algorithm or key type we do not accept (`ssh-dss`, `ssh-rsa`
-    /// SHA-1 signatures, certificates, unknown names); the escaped name.
+    /// SHA-1 signatures, unknown names); the escaped name.
     Unsupported(String),
     /// The algorithm named in the request or in the signature does not fit
     /// the key's type, or the two names differ.
@@ -239,6 +313,51 @@ pub fn parse_user_key(blob: &[u8], alg_name: &str) -> Result<PublicKey, UserSigE
         return Err(UserSigError::AlgorithmMismatch);
     }
     Ok(PublicKey::from(key))
+}
+
+/// Parses a user certificate blob (OpenSSH PROTOCOL.certkeys) for the
+/// certificate algorithm named in a USERAUTH_REQUEST, and checks that the
+/// certified key fits the name and is acceptable (as [`parse_user_key`]).
+/// Returns the certificate and the certified key's blob, with which the
+/// user signs. Whether the certificate is to be trusted is decided
+/// elsewhere ([`crate::app::certs`]); this only reads it. The blob must be
+/// canonical: re-encoding the certificate gives it back.
+pub fn parse_user_cert(
+    blob: &[u8],
+    alg_name: &str,
+) -> Result<(ssh_key::Certificate, Vec<u8>), UserSigError> {
+    let alg = UserKeyAlg::from_name(alg_name)
+        .filter(|a| a.is_cert())
+        .ok_or_else(|| UserSigError::Unsupported(escape(alg_name)))?;
+    let cert = decode_certificate(blob)?;
+    let key = cert.public_key();
+    check_acceptable(key)?;
+    if !alg.base().fits(key) {
+        return Err(UserSigError::AlgorithmMismatch);
+    }
+    let key_blob = key
+        .encode_vec()
+        .map_err(|e| UserSigError::Malformed(e.to_string()))?;
+    Ok((cert, key_blob))
+}
+
+/// Decodes a certificate blob: the whole blob, in canonical form.
+pub fn decode_certificate(blob: &[u8]) -> Result<ssh_key::Certificate, UserSigError> {
+    use ssh_encoding::Decode;
+    let mut reader = blob;
+    let cert = ssh_key::Certificate::decode(&mut reader)
+        .map_err(|e| UserSigError::Malformed(format!("certificate: {e}")))?;
+    if !reader.is_empty() {
+        return Err(UserSigError::Malformed(
+            "trailing bytes after the certificate".into(),
+        ));
+    }
+    match cert.encode_vec() {
+        Ok(again) if again == blob => Ok(cert),
+        _ => Err(UserSigError::Malformed(
+            "certificate not in canonical form".into(),
+        )),
+    }
 }
 
 /// Verifies a user's signature blob over `data` (RFC 4252 §7) with the
@@ -517,16 +636,23 @@ mod tests {
     fn names_round_trip_and_refuse_legacy() {
         for alg in UserKeyAlg::ALL {
             assert_eq!(UserKeyAlg::from_name(alg.name()), Some(alg));
+            // A certificate's signatures are its key's.
             assert_eq!(
                 UserKeyAlg::from_ssh_algorithm(&alg.ssh_algorithm()),
-                Some(alg)
+                Some(alg.base())
             );
+            assert_eq!(alg.is_cert(), alg.name().ends_with("-cert-v01@openssh.com"));
+            assert_eq!(alg.is_cert(), !UserKeyAlg::PLAIN.contains(&alg));
         }
+        // server-sig-algs by default: every accepted algorithm.
+        let names: Vec<&str> = UserKeyAlg::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(names, crate::transport::SERVER_SIG_ALGS);
         for name in [
             "ssh-rsa",
             "ssh-dss",
-            "ssh-ed25519-cert-v01@openssh.com",
-            "rsa-sha2-256-cert-v01@openssh.com",
+            "ssh-rsa-cert-v01@openssh.com",
+            "ssh-dss-cert-v01@openssh.com",
+            "sk-ssh-ed25519-cert-v01@openssh.com",
             "",
             "SSH-ED25519",
         ] {

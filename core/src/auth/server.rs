@@ -215,15 +215,23 @@ impl<A: Clone> UserAuth<A> {
             self.fail(t);
             return Outcome::Nothing;
         }
-        let key = match pubkey::parse_user_key(blob, alg) {
-            Ok(key) => key,
+        // A certificate's key is inside it: the user signs with that key,
+        // and the certificate is judged by whoever answers the lookup.
+        let is_cert = UserKeyAlg::from_name(alg).is_some_and(UserKeyAlg::is_cert);
+        let parsed = if is_cert {
+            pubkey::parse_user_cert(blob, alg).map(|(_, key_blob)| key_blob)
+        } else {
+            pubkey::parse_user_key(blob, alg).map(|_| blob.to_vec())
+        };
+        let key_blob = match parsed {
+            Ok(key_blob) => key_blob,
             Err(e) => {
                 tracing::info!(error = %e, "unacceptable user key");
                 self.fail(t);
                 return Outcome::Nothing;
             }
         };
-        let fingerprint = fingerprint::sha256(&key);
+        let fingerprint = fingerprint::sha256_blob(&key_blob);
         if signed {
             let signature = rest.string();
             let (Ok(signature), true) = (signature, rest.finish().is_ok()) else {
@@ -242,7 +250,7 @@ impl<A: Clone> UserAuth<A> {
             };
             // Verify first: a bad signature costs no lookup.
             let data = super::signed_data(session_id, user, alg, blob);
-            if let Err(e) = pubkey::verify_user_signature_for(alg, blob, signature, &data) {
+            if let Err(e) = pubkey::verify_user_signature_for(alg, &key_blob, signature, &data) {
                 tracing::info!(key = %fingerprint, error = %e, "bad signature");
                 self.fail(t);
                 return Outcome::Nothing;

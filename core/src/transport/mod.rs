@@ -948,7 +948,9 @@ impl Transport {
     }
 }
 
-/// The user-authentication signature algorithms we verify (RFC 8308 §3.1).
+/// The user-authentication signature algorithms we verify (RFC 8308 §3.1),
+/// certificates included (as OpenSSH lists them): the names of
+/// [`crate::auth::pubkey::UserKeyAlg::ALL`].
 pub const SERVER_SIG_ALGS: &[&str] = &[
     "ssh-ed25519",
     "sk-ssh-ed25519@openssh.com",
@@ -958,6 +960,12 @@ pub const SERVER_SIG_ALGS: &[&str] = &[
     "sk-ecdsa-sha2-nistp256@openssh.com",
     "rsa-sha2-512",
     "rsa-sha2-256",
+    "ssh-ed25519-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+    "rsa-sha2-512-cert-v01@openssh.com",
+    "rsa-sha2-256-cert-v01@openssh.com",
 ];
 
 fn write_ext_info(out: &mut Vec<u8>, server_sig_algs: &[&'static str]) {
