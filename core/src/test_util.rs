@@ -335,7 +335,11 @@ enum Answer {
     Helper(RequestId, Result<Vec<u8>, String>),
     Http(RequestId, Result<HttpResponse, HttpError>),
     Dyno(RequestId, Result<(), String>),
-    Key(RequestId, Option<String>, Option<std::sync::Arc<crate::app::access::AccessRules>>),
+    Key(
+        RequestId,
+        Option<String>,
+        Option<std::sync::Arc<crate::app::access::AccessRules>>,
+    ),
     Lock {
         id: RequestId,
         repo: String,

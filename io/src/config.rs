@@ -46,7 +46,7 @@ pub const ALIASES: [crate::layers::Alias; 3] = [
 ];
 
 /// Settings only standalone mode uses: refused in API mode.
-const STANDALONE_ONLY: [&str; 1] = ["authorized-keys"];
+const STANDALONE_ONLY: [&str; 2] = ["authorized-keys", "access"];
 /// Settings only API mode uses: refused in standalone mode.
 const API_ONLY: [&str; 2] = ["api-timeout", "provision-timeout"];
 
@@ -158,6 +158,16 @@ pub struct Cli {
     /// log says where to put keys). [default: <data-dir>/authorized_keys]
     #[arg(long, value_name = "FILE")]
     pub authorized_keys: Option<PathBuf>,
+
+    /// Standalone mode: access file saying who may read, write and create
+    /// which repository, and deploy keys
+    ///
+    /// TOML ([groups], [[repo]], [default], [[deploy]]; see the README).
+    /// Re-read when it changes and on SIGHUP; a re-read that fails keeps the
+    /// last good rules. Without it, single-team mode: every key in
+    /// authorized_keys may read, write and create every repository.
+    #[arg(long, value_name = "FILE")]
+    pub access: Option<PathBuf>,
 
     /// Host name users push to, with the port when it is not the one
     /// listened on (behind a load balancer: git.example.org:2222), shown in
@@ -607,6 +617,8 @@ pub struct Settings {
     pub database: Option<crate::database::DatabaseSettings>,
     /// The authorized_keys file (standalone mode).
     pub authorized_keys: PathBuf,
+    /// The access file (standalone mode; `None`: single-team mode).
+    pub access: Option<PathBuf>,
     /// Where users reach the server (host and port), shown in messages.
     pub public_host: PublicHost,
     /// Standalone or API mode, with API mode's settings.
@@ -943,6 +955,7 @@ fn settings(
         mode,
         warnings,
         authorized_keys,
+        access: cli.access,
         public_host,
         listen,
         data_dir: cli.data_dir,

@@ -1,10 +1,11 @@
-//! Standalone mode's authorized keys: loaded at start, re-read when the file
-//! changes (checked every two seconds) and on SIGHUP.
+//! Standalone mode's authorized keys and access file: loaded at start,
+//! re-read when the file changes (checked every two seconds) and on SIGHUP.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use gitmouth_core::app::access::AccessRules;
 use gitmouth_core::app::authorized_keys::AuthorizedKeys;
 
 /// The authorized keys of standalone mode, replaced whole when the file
@@ -15,6 +16,9 @@ pub struct KeyStore {
     current: RwLock<Arc<AuthorizedKeys>>,
     /// The file, which a reloaded configuration may change.
     path: RwLock<PathBuf>,
+    /// The access file (`--access`) and its last good rules; no file:
+    /// single-team mode.
+    access: RwLock<(Option<PathBuf>, Option<Arc<AccessRules>>)>,
 }
 
 impl KeyStore {
@@ -23,7 +27,46 @@ impl KeyStore {
         Self {
             current: RwLock::new(Arc::new(keys)),
             path: RwLock::new(path),
+            access: RwLock::new((None, None)),
         }
+    }
+
+    /// Takes the access rules from `path` (none: single-team mode): read
+    /// at once, and refused (the store unchanged) if the file cannot be
+    /// read or parsed.
+    pub fn load_access(&self, path: Option<PathBuf>) -> Result<(), String> {
+        let rules = path.as_deref().map(read_access).transpose()?;
+        if let Some(rules) = &rules {
+            tracing::info!(file = %path.as_deref().unwrap_or(Path::new("")).display(), rules = rules.repos.len(), deploy_keys = rules.deploys.len(), "access rules loaded");
+        }
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = (path, rules.map(Arc::new));
+        Ok(())
+    }
+
+    /// The access file, if any.
+    pub fn access_path(&self) -> Option<PathBuf> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Reads the access file again; a file that fails keeps the last good
+    /// rules, and the error is logged.
+    pub fn reload_access(&self) {
+        if let Err(e) = self.load_access(self.access_path()) {
+            tracing::error!(error = %e, "the access file is refused; the last good rules stay");
+        }
+    }
+
+    /// The current access rules (`None`: single-team mode).
+    pub fn access(&self) -> Option<Arc<AccessRules>> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
     }
 
     /// The file the keys come from.
@@ -37,9 +80,10 @@ impl KeyStore {
         self.reload();
     }
 
-    /// Reads the file again.
+    /// Reads the file (and the access file) again.
     pub fn reload(&self) {
         self.replace(load_authorized_keys(&self.path()));
+        self.reload_access();
     }
 
     /// Replaces the keys.
@@ -100,14 +144,36 @@ pub fn load_authorized_keys(path: &Path) -> AuthorizedKeys {
     }
 }
 
-/// Keeps `store` equal to its file, for the life of the server: the
-/// file's metadata is compared every two seconds (SIGHUP re-reads it too,
-/// with the configuration: [`crate::server`]).
+/// Reads and parses the access file: the error names the file and the
+/// line.
+pub fn read_access(path: &Path) -> Result<AccessRules, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--access {}: {e}", path.display()))?;
+    AccessRules::parse(&text).map_err(|e| format!("--access {}: {e}", path.display()))
+}
+
+/// Keeps `store` equal to its files, for the life of the server: the
+/// files' metadata is compared every two seconds (SIGHUP re-reads them
+/// too, with the configuration: [`crate::server`]).
 pub async fn watch_authorized_keys(store: Arc<KeyStore>) {
     let mut path = store.path();
     let mut last = stamp(&path);
+    let mut access_path = store.access_path();
+    let mut access_last = access_path.as_deref().and_then(stamp);
     loop {
         async_io::Timer::after(POLL).await;
+        let now_access = store.access_path();
+        if now_access != access_path {
+            // Re-read by whoever changed it.
+            access_path = now_access;
+            access_last = access_path.as_deref().and_then(stamp);
+        } else {
+            let now = access_path.as_deref().and_then(stamp);
+            if now != access_last {
+                access_last = now;
+                store.reload_access();
+            }
+        }
         let now_path = store.path();
         if now_path != path {
             // Re-read by whoever changed it.

@@ -270,9 +270,10 @@ impl AccessRules {
             for entry in list {
                 let name = entry.get_ref();
                 if let Some(group) = name.strip_prefix('@') {
-                    let members = raw.groups.get(group).ok_or_else(|| {
-                        err(entry.span(), format!("unknown group {:?}", name))
-                    })?;
+                    let members = raw
+                        .groups
+                        .get(group)
+                        .ok_or_else(|| err(entry.span(), format!("unknown group {:?}", name)))?;
                     users.extend(members.iter().map(|m| m.get_ref().clone()));
                 } else if name.is_empty() {
                     return Err(err(entry.span(), "an empty user name".to_owned()));
@@ -471,10 +472,7 @@ write = true
             rules.summary("builder", fp),
             "  team/site (deploy key): read, write\n"
         );
-        assert_eq!(
-            rules.summary("carol", fp),
-            "  (other repositories): read\n"
-        );
+        assert_eq!(rules.summary("carol", fp), "  (other repositories): read\n");
         assert_eq!(rules.summary("dave", fp), "  (no repositories)\n");
     }
 
@@ -489,13 +487,25 @@ write = true
     #[test]
     fn errors_name_the_line() {
         let cases: &[(&str, usize, &str)] = &[
-            ("[groups]\ndevs = [\"a\"]\n[[repo]]\nname = \"x\"\nread = [\"@ops\"]\n", 5, "unknown group"),
-            ("[[repo]]\nname = \"x\"\n\nwrite = [\"@nobody\"]\n", 4, "unknown group"),
+            (
+                "[groups]\ndevs = [\"a\"]\n[[repo]]\nname = \"x\"\nread = [\"@ops\"]\n",
+                5,
+                "unknown group",
+            ),
+            (
+                "[[repo]]\nname = \"x\"\n\nwrite = [\"@nobody\"]\n",
+                4,
+                "unknown group",
+            ),
             ("[default]\ncreate = [\"@g\"]\n", 2, "unknown group"),
             ("\n\n[[repo]\nname = \"x\"\n", 3, ""),
             ("[[repo]]\nname = \"../x\"\n", 2, "not a repository name"),
             ("[[repo]]\nname = \"x\"\nadmin = [\"a\"]\n", 3, "admin"),
-            ("[[deploy]]\nkey = \"k\"\nrepo = \"team/*\"\n", 3, "not a repository name"),
+            (
+                "[[deploy]]\nkey = \"k\"\nrepo = \"team/*\"\n",
+                3,
+                "not a repository name",
+            ),
             ("[groups]\na = [\"@b\"]\n", 2, "user names"),
         ];
         for (text, line, words) in cases {

@@ -356,7 +356,11 @@ mod tests {
             ("git-upload-pack 'appgit'", UploadPack, "appgit"),
             ("git-upload-pack 'app-git.git'", UploadPack, "app-git"),
             ("git-upload-pack 'team/site.git'", UploadPack, "team/site"),
-            ("git-receive-pack '/team/site.git'", ReceivePack, "team/site"),
+            (
+                "git-receive-pack '/team/site.git'",
+                ReceivePack,
+                "team/site",
+            ),
             ("git-upload-pack '~/team/site'", UploadPack, "team/site"),
             ("git-upload-pack 'my.app.git'", UploadPack, "my.app"),
             ("git-upload-pack 'my.app'", UploadPack, "my.app"),
@@ -653,7 +657,9 @@ mod tests {
                 !chars.is_empty()
                     && chars.len() <= 100
                     && FIRST.contains(chars[0])
-                    && chars.iter().all(|&c| FIRST.contains(c) || "._@-".contains(c))
+                    && chars
+                        .iter()
+                        .all(|&c| FIRST.contains(c) || "._@-".contains(c))
                     && !part.contains("..")
                     && !part.ends_with(".lock")
                     && !part.ends_with(".git")
