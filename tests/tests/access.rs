@@ -26,6 +26,7 @@ create = ["alice"]
 name = "team/secret"
 read = ["alice"]
 write = ["alice"]
+create = ["alice"]
 
 [default]
 read = ["carol"]
@@ -99,16 +100,17 @@ impl Team {
     }
 
     fn push(&self, user: &str, name: &str) -> Output {
-        let dir = self.work(user, &name.replace('/', "_"));
+        let dir = self.work(user, &format!("{}-{}", name.replace('/', "_"), rand_tag()));
         self.git(user)
-            .run(&dir, &["push", "-q", &self.url(name), "main"])
+            .run(&dir, &["push", "-q", "-f", &self.url(name), "main"])
     }
 
     fn clone(&self, user: &str, name: &str) -> Output {
-        let dest = self
-            .scratch
-            .path()
-            .join(format!("clone-{user}-{}-{}", name.replace('/', "_"), rand_tag()));
+        let dest = self.scratch.path().join(format!(
+            "clone-{user}-{}-{}",
+            name.replace('/', "_"),
+            rand_tag()
+        ));
         self.git(user).run(
             self.scratch.path(),
             &["clone", "-q", &self.url(name), dest.to_str().unwrap()],
@@ -131,11 +133,19 @@ fn rand_tag() -> u64 {
 
 /// The server's message, without the session id line (which differs).
 fn refusal(out: &Output) -> String {
-    assert!(!out.status.success(), "should have failed:\n{}", stderr(out));
+    assert!(
+        !out.status.success(),
+        "should have failed:\n{}",
+        stderr(out)
+    );
     stderr(out)
         .lines()
         .filter(|l| l.contains(" ! ") && !l.contains("(session "))
-        .map(|l| l.trim_start_matches("remote:").trim().replace(" ! ERR", " !"))
+        .map(|l| {
+            l.trim_start_matches("remote:")
+                .trim()
+                .replace(" ! ERR", " !")
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -174,7 +184,10 @@ fn each_rule_allows_and_refuses_what_it_says(runtime: Runtime) {
     // The same words as a repository that does not exist.
     let missing = t.clone("alice", "team/nothing");
     let expected = refusal(&missing);
-    assert!(expected.contains("No such app as team/nothing"), "{expected}");
+    assert!(
+        expected.contains("No such app as team/nothing"),
+        "{expected}"
+    );
     for (what, out, name) in [
         ("create without the right", &no_create, "team/web"),
         ("push with read only", &carol_push, "team/site"),
@@ -283,11 +296,7 @@ fn a_bad_reread_keeps_the_last_good_rules(runtime: Runtime) {
     ok(&t.clone("bob", "team/site"));
     assert!(!t.clone("dave", "team/site").status.success());
     // A good file takes effect without a restart.
-    std::fs::write(
-        &access,
-        "[[repo]]\nname = \"team/*\"\nread = [\"dave\"]\n",
-    )
-    .unwrap();
+    std::fs::write(&access, "[[repo]]\nname = \"team/*\"\nread = [\"dave\"]\n").unwrap();
     assert!(wait_until(Duration::from_secs(20), || t
         .clone("dave", "team/site")
         .status
