@@ -3,6 +3,8 @@
 //! default; one refusal for "no access" and "no such repository"; deploy
 //! keys; folders in names; a bad file at start and on a re-read.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;

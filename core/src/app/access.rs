@@ -533,11 +533,16 @@ write = true
     const REPOS: [&str; 6] = ["a", "b", "t/a", "t/b", "s/a", "a.b"];
     const NAMES: [&str; 9] = ["a", "b", "t/a", "t/b", "t/*", "*", "*/a", "a.?", "s/*"];
 
+    /// A list: (is a group, index into `USERS` or the groups).
+    type List = Vec<(bool, usize)>;
+    /// read, write, create.
+    type RawLists = [List; 3];
+
     #[derive(Clone, Debug)]
     struct Case {
         groups: Vec<Vec<usize>>,
-        rules: Vec<(usize, [Vec<(bool, usize)>; 3])>,
-        default: Option<[Vec<(bool, usize)>; 3]>,
+        rules: Vec<(usize, RawLists)>,
+        default: Option<RawLists>,
         deploys: Vec<(usize, usize, bool)>,
     }
 
@@ -562,7 +567,7 @@ write = true
                 let m: Vec<(bool, usize)> = members.iter().map(|&u| (false, u)).collect();
                 t.push_str(&format!("g{i} = {}\n", list(&m)));
             }
-            let rights = |t: &mut String, r: &[Vec<(bool, usize)>; 3]| {
+            let rights = |t: &mut String, r: &RawLists| {
                 for (key, l) in ["read", "write", "create"].iter().zip(r) {
                     t.push_str(&format!("{key} = {}\n", list(l)));
                 }
@@ -654,7 +659,7 @@ write = true
             })
     }
 
-    fn rights_strategy() -> impl Strategy<Value = [Vec<(bool, usize)>; 3]> {
+    fn rights_strategy() -> impl Strategy<Value = RawLists> {
         let l = || prop::collection::vec((any::<bool>(), 0..4usize), 0..3);
         (l(), l(), l()).prop_map(|(a, b, c)| [a, b, c])
     }
