@@ -154,7 +154,7 @@ impl InvalidCommand {
             }
             Self::Quoting => "The path must be quoted as git quotes it: 'NAME.git'.",
             Self::Name => {
-                "A name is NAME or FOLDER/NAME; each part starts with a letter or digit and holds only letters, digits, . _ @ and -, at most 100 characters, with no .. and no part ending in .lock or .git; then an optional .git."
+                "A name starts with a letter or digit and holds only letters, digits, . _ @ and -, at most 100 characters, with no .. and not ending in .lock or .git; one folder at most (FOLDER/NAME); then an optional .git."
             }
             Self::AppName => {
                 "A name starts with a letter or digit and holds only letters, digits, _ @ and -, at most 100 characters, then an optional .git; no folders."
