@@ -165,6 +165,9 @@ pub enum Input<'a> {
         id: RequestId,
         /// The user's name, or `None` for a key nobody has.
         user: Option<String>,
+        /// The access file's rules current at the lookup (`--access`);
+        /// `None`: single-team mode, every key reaches every repository.
+        access: Option<std::sync::Arc<crate::app::access::AccessRules>>,
     },
     /// The answer to [`Output::AcquireLock`]: granted, or held by another
     /// push. For a request that may wait, the grant comes when its turn

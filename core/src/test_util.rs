@@ -286,6 +286,8 @@ pub struct FakeRuntime {
     pub fail_spawn: bool,
     /// The authorized keys that answer key lookups.
     pub keys: AuthorizedKeys,
+    /// The access rules sent with every key lookup's answer.
+    pub access: Option<std::sync::Arc<crate::app::access::AccessRules>>,
     /// The push-lock table (share it between pairs for two connections).
     pub locks: PushLocks,
     /// Locks this pair's session holds.
@@ -346,7 +348,11 @@ enum Answer {
     Helper(RequestId, Result<Vec<u8>, String>),
     Http(RequestId, Result<HttpResponse, HttpError>),
     Dyno(RequestId, Result<(), String>),
-    Key(RequestId, Option<String>),
+    Key(
+        RequestId,
+        Option<String>,
+        Option<std::sync::Arc<crate::app::access::AccessRules>>,
+    ),
     Lock {
         id: RequestId,
         repo: String,
@@ -855,7 +861,8 @@ impl FakeRuntime {
             }
             Output::LookupKey { id, blob } => {
                 let user = self.keys.find_blob(blob).map(|e| e.user.clone());
-                self.pending.push_back(Answer::Key(*id, user));
+                self.pending
+                    .push_back(Answer::Key(*id, user, self.access.clone()));
             }
             Output::AcquireLock {
                 id,
@@ -1017,7 +1024,9 @@ impl FakeRuntime {
                 Answer::Dyno(id, result) => {
                     server.handle_input(now, Input::DynoConnected { id, result })
                 }
-                Answer::Key(id, user) => server.handle_input(now, Input::KeyLookedUp { id, user }),
+                Answer::Key(id, user, access) => {
+                    server.handle_input(now, Input::KeyLookedUp { id, user, access })
+                }
                 Answer::Lock {
                     id,
                     repo,

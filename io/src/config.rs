@@ -46,7 +46,12 @@ pub const ALIASES: [crate::layers::Alias; 3] = [
 ];
 
 /// Settings only standalone mode uses: refused in API mode.
-const STANDALONE_ONLY: [&str; 3] = ["authorized-keys", "trusted-user-ca-keys", "revoked-keys"];
+const STANDALONE_ONLY: [&str; 4] = [
+    "authorized-keys",
+    "trusted-user-ca-keys",
+    "revoked-keys",
+    "access",
+];
 /// Settings only API mode uses: refused in standalone mode.
 const API_ONLY: [&str; 2] = ["api-timeout", "provision-timeout"];
 
@@ -176,6 +181,16 @@ pub struct Cli {
     /// listed. Re-read when it changes and on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub revoked_keys: Option<PathBuf>,
+
+    /// Standalone mode: access file saying who may read, write and create
+    /// which repository, and deploy keys
+    ///
+    /// TOML ([groups], [[repo]], [default], [[deploy]]; see the README).
+    /// Re-read when it changes and on SIGHUP; a re-read that fails keeps the
+    /// last good rules. Without it, single-team mode: every key in
+    /// authorized_keys may read, write and create every repository.
+    #[arg(long, value_name = "FILE")]
+    pub access: Option<PathBuf>,
 
     /// Host name users push to, with the port when it is not the one
     /// listened on (behind a load balancer: git.example.org:2222), shown in
@@ -629,6 +644,8 @@ pub struct Settings {
     pub trusted_user_ca_keys: Option<PathBuf>,
     /// The revoked keys file (standalone mode), if any.
     pub revoked_keys: Option<PathBuf>,
+    /// The access file (standalone mode; `None`: single-team mode).
+    pub access: Option<PathBuf>,
     /// Where users reach the server (host and port), shown in messages.
     pub public_host: PublicHost,
     /// Standalone or API mode, with API mode's settings.
@@ -967,6 +984,7 @@ fn settings(
         authorized_keys,
         trusted_user_ca_keys: cli.trusted_user_ca_keys,
         revoked_keys: cli.revoked_keys,
+        access: cli.access,
         public_host,
         listen,
         data_dir: cli.data_dir,

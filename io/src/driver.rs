@@ -638,7 +638,8 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
                         }
                     }
                 });
-                session.handle_input(now, Input::KeyLookedUp { id, user });
+                let access = self.shared.keys.as_ref().and_then(|k| k.access());
+                session.handle_input(now, Input::KeyLookedUp { id, user, access });
             }
             Output::AcquireLock {
                 id,

@@ -1,10 +1,11 @@
-//! Standalone mode's authorized keys: loaded at start, re-read when the file
-//! changes (checked every two seconds) and on SIGHUP.
+//! Standalone mode's authorized keys and access file: loaded at start,
+//! re-read when the file changes (checked every two seconds) and on SIGHUP.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use gitmouth_core::app::access::AccessRules;
 use gitmouth_core::app::authorized_keys::AuthorizedKeys;
 use gitmouth_core::app::certs::{self, FileError, RevokedKeys, UserCas};
 
@@ -20,6 +21,9 @@ pub struct KeyStore {
     cas: CertFile<UserCas>,
     /// The revoked keys (`--revoked-keys`), if any.
     revoked: CertFile<RevokedKeys>,
+    /// The access file (`--access`) and its last good rules; no file:
+    /// single-team mode.
+    access: RwLock<(Option<PathBuf>, Option<Arc<AccessRules>>)>,
 }
 
 impl Default for KeyStore {
@@ -113,6 +117,7 @@ impl KeyStore {
             path: RwLock::new(path),
             cas: CertFile::new("trusted-user-ca-keys", UserCas::parse),
             revoked: CertFile::new("revoked-keys", RevokedKeys::parse),
+            access: RwLock::new((None, None)),
         }
     }
 
@@ -141,9 +146,15 @@ impl KeyStore {
         self.revoked.reload(revoked);
     }
 
-    /// Every file watched: authorized_keys and the certificate files.
+    /// Every file watched: authorized_keys, the certificate files and
+    /// the access file.
     fn paths(&self) -> Vec<Option<PathBuf>> {
-        vec![Some(self.path()), self.cas.path(), self.revoked.path()]
+        vec![
+            Some(self.path()),
+            self.cas.path(),
+            self.revoked.path(),
+            self.access_path(),
+        ]
     }
 
     /// Who may log in with the key or certificate `blob`, at `now`
@@ -175,6 +186,44 @@ impl KeyStore {
         }
     }
 
+    /// Takes the access rules from `path` (none: single-team mode): read
+    /// at once, and refused (the store unchanged) if the file cannot be
+    /// read or parsed.
+    pub fn load_access(&self, path: Option<PathBuf>) -> Result<(), String> {
+        let rules = path.as_deref().map(read_access).transpose()?;
+        if let Some(rules) = &rules {
+            tracing::info!(file = %path.as_deref().unwrap_or(Path::new("")).display(), rules = rules.repos.len(), deploy_keys = rules.deploys.len(), "access rules loaded");
+        }
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = (path, rules.map(Arc::new));
+        Ok(())
+    }
+
+    /// The access file, if any.
+    pub fn access_path(&self) -> Option<PathBuf> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Reads the access file again; a file that fails keeps the last good
+    /// rules, and the error is logged.
+    pub fn reload_access(&self) {
+        if let Err(e) = self.load_access(self.access_path()) {
+            tracing::error!(error = %e, "the access file is refused; the last good rules stay");
+        }
+    }
+
+    /// The current access rules (`None`: single-team mode).
+    pub fn access(&self) -> Option<Arc<AccessRules>> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
     /// The file the keys come from.
     pub fn path(&self) -> PathBuf {
         self.path.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -186,11 +235,13 @@ impl KeyStore {
         self.reload();
     }
 
-    /// Reads the files again.
+    /// Reads the files again (a certificate or access file that fails
+    /// keeps its last good content).
     pub fn reload(&self) {
         self.replace(load_authorized_keys(&self.path()));
         self.cas.reload(self.cas.path());
         self.revoked.reload(self.revoked.path());
+        self.reload_access();
     }
 
     /// Replaces the keys.
@@ -251,9 +302,17 @@ pub fn load_authorized_keys(path: &Path) -> AuthorizedKeys {
     }
 }
 
-/// Keeps `store` equal to its file, for the life of the server: the
-/// file's metadata is compared every two seconds (SIGHUP re-reads it too,
-/// with the configuration: [`crate::server`]).
+/// Reads and parses the access file: the error names the file and the
+/// line.
+pub fn read_access(path: &Path) -> Result<AccessRules, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--access {}: {e}", path.display()))?;
+    AccessRules::parse(&text).map_err(|e| format!("--access {}: {e}", path.display()))
+}
+
+/// Keeps `store` equal to its files, for the life of the server: the
+/// files' metadata is compared every two seconds (SIGHUP re-reads them
+/// too, with the configuration: [`crate::server`]).
 pub async fn watch_authorized_keys(store: Arc<KeyStore>) {
     let stamps = |paths: &[Option<PathBuf>]| -> Vec<Stamp> {
         paths.iter().map(|p| p.as_deref().and_then(stamp)).collect()

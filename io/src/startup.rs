@@ -305,6 +305,11 @@ pub fn reload(shared: &crate::Shared, current: &mut Settings) {
     }
     tracing::info!(changed = %changed.join(","), "SIGHUP: configuration reloaded");
     if let Some(store) = &shared.keys {
+        if store.access_path() != new.access
+            && let Err(e) = store.load_access(new.access.clone())
+        {
+            tracing::error!(error = %e, "SIGHUP: the access file is refused; the last good rules stay");
+        }
         if store.path() == new.authorized_keys {
             store.reload();
         } else {
@@ -420,6 +425,9 @@ fn read_host_keys(sources: &[HostKeySource]) -> Result<Vec<HostKey>, String> {
 pub fn preflight(settings: &Settings) -> Result<(), String> {
     if matches!(settings.mode, ModeSettings::Standalone) {
         check_authorized_keys(settings)?;
+        if let Some(path) = &settings.access {
+            crate::files::read_access(path)?;
+        }
     }
     for source in settings
         .host_keys
@@ -558,6 +566,13 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
                 settings.trusted_user_ca_keys.clone(),
                 settings.revoked_keys.clone(),
             )?;
+            // A file that does not parse stops the start, naming the line.
+            store.load_access(settings.access.clone())?;
+            if settings.access.is_none() {
+                tracing::info!(
+                    "no --access file: single-team mode, every key may read, write and create every repository"
+                );
+            }
             let repos = settings.data_dir.join("repos");
             // A crash may have left a push-to-create's temporary
             // repository behind; one younger than an hour may be another

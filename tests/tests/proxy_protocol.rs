@@ -439,7 +439,7 @@ fn public_host_with_a_port_shapes_the_invalid_path_hint() {
         .ssh()
         .key(&alice)
         .option("LogLevel=ERROR")
-        .run(&["git-upload-pack 'a/b.git'"]);
+        .run(&["git-upload-pack 'a/b/c.git'"]);
     let err = stderr(&out);
     assert!(
         err.starts_with(

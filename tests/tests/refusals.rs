@@ -20,7 +20,7 @@ const HOST: &str = "example.test";
 const NOT_GIT: &str =
     "Only git-upload-pack, git-receive-pack and git-upload-archive run here, with one path.";
 const QUOTING: &str = "The path must be quoted as git quotes it: 'NAME.git'.";
-const NAME: &str = "A name starts with a letter or digit and holds only letters, digits, _ @ and -, at most 100 characters, then an optional .git; no folders.";
+const NAME: &str = "A name starts with a letter or digit and holds only letters, digits, . _ @ and -, at most 100 characters, with no .. and not ending in .lock or .git; one folder at most (FOLDER/NAME); then an optional .git.";
 const TOO_LONG: &str = "The command is longer than 1024 bytes.";
 
 /// The invalid-path message of a server on `port` (not 22: the URL form
@@ -85,7 +85,7 @@ fn bad_commands_and_paths_get_the_invalid_path_message(runtime: Runtime) {
         ("rm -rf /", NOT_GIT),
         ("git-upload-pack '../etc/passwd'", NAME),
         ("git-upload-pack '../../etc/passwd.git'", NAME),
-        ("git-receive-pack '/etc/passwd'", NAME),
+        ("git-receive-pack '/etc/passwd/x'", NAME),
         ("git-receive-pack '../escape.git'", NAME),
         ("git-upload-pack 'x.git'; id", QUOTING),
         ("git-upload-pack 'x.git'\nid", QUOTING),
@@ -95,7 +95,7 @@ fn bad_commands_and_paths_get_the_invalid_path_message(runtime: Runtime) {
         ("git-upload-pack '.git'", NAME),
         ("git-upload-pack '~user/app.git'", NAME),
         ("git-upload-pack '%2e%2e/app.git'", NAME),
-        ("git-upload-pack 'a.b.git'", NAME),
+        ("git-upload-pack 'a..b.git'", NAME),
         ("git-upload-pack 'unterminated", QUOTING),
         ("git-upload-pack  'two-spaces.git'", NAME),
         ("git-shell -c 'git-upload-pack x.git'", NOT_GIT),
@@ -134,7 +134,7 @@ fn bad_commands_and_paths_get_the_invalid_path_message(runtime: Runtime) {
     let clone = dir.join("clone");
     for url in [
         format!("ssh://git@127.0.0.1:{port}/../x.git"),
-        format!("ssh://git@127.0.0.1:{port}/a/b.git"),
+        format!("ssh://git@127.0.0.1:{port}/a/b/c.git"),
         "git@127.0.0.1:../../etc/passwd".to_owned(),
     ] {
         let out = git.fails(dir, &["clone", &url, clone.to_str().unwrap()]);

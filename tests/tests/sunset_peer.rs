@@ -125,7 +125,11 @@ impl FakeGit {
                     .keys
                     .get_or_insert_with(gitmouth_core::test_util::registered_users);
                 let user = keys.find_blob(blob).map(|e| e.user.clone());
-                self.answers.push(Input::KeyLookedUp { id: *id, user });
+                self.answers.push(Input::KeyLookedUp {
+                    id: *id,
+                    user,
+                    access: None,
+                });
             }
             // No pushes here: a clone takes no lock. API-mode outputs
             // never come from a standalone server.

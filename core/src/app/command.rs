@@ -12,11 +12,18 @@
 //!           ; sq-text may contain git's '\'' for a quote; dq-text has no
 //!           ; escapes at all (no '\', no '"')
 //! unquoted path = [ "/" / "~/" ] name [ ".git" ]
-//! name    = [a-zA-Z0-9] [a-zA-Z0-9@_-]{0,99}
+//! name    = part [ "/" part ]            ; one level of folders at most
+//! part    = [a-zA-Z0-9] [a-zA-Z0-9._@-]{0,99}
+//!           ; and no "..", and not ending in ".lock" or ".git"
 //! ```
 //!
 //! Nothing else is a command: no trailing text, no second command, no other
 //! byte. An exec string over [`MAX_EXEC_LEN`] bytes is refused unread.
+//!
+//! That is the standalone grammar (`team/site`, `my.app`). API mode keeps
+//! Openruko's app names, `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`: a parsed name
+//! outside it is refused there ([`RepoName::is_app_name`],
+//! [`InvalidCommand::AppName`]).
 
 use core::fmt;
 
@@ -24,8 +31,8 @@ use core::fmt;
 /// so a hostile client cannot make the parser walk megabytes.
 pub const MAX_EXEC_LEN: usize = 1024;
 
-/// The longest repository name (the grammar's `{0,99}` plus the first
-/// character).
+/// The longest part of a repository name (the grammar's `{0,99}` plus the
+/// first character); a name has at most two parts.
 pub const MAX_NAME_LEN: usize = 100;
 
 /// The git service a client asks for.
@@ -73,12 +80,15 @@ impl GitVerb {
     }
 }
 
-/// A validated repository name: matches `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`,
-/// without the optional leading `/` or `~/` and trailing `.git`.
+/// A validated repository name: one or two parts joined by `/`, each
+/// `[a-zA-Z0-9][a-zA-Z0-9._@-]{0,99}` without `..` and not ending in
+/// `.lock` or `.git`; without the optional leading `/` or `~/` and trailing
+/// `.git`.
 ///
-/// Holding one proves the name is safe to put in a URL path segment, a file
-/// name or an argv: it is ASCII, has no `.`, `/`, `%` or space, and cannot
-/// start with `-`.
+/// Holding one proves the name is safe to join under the repositories'
+/// directory and to put in an argv: it is ASCII, has no `..`, `%` or space,
+/// no part is `.` or `..` or starts with `-` or `.`, and `NAME.git` never
+/// lies inside another repository's directory (no folder ends in `.git`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RepoName(String);
 
@@ -91,6 +101,13 @@ impl RepoName {
     /// Validates a bare name (no prefix, no `.git`).
     pub fn parse(s: &str) -> Option<RepoName> {
         is_valid_name(s.as_bytes()).then(|| RepoName(s.to_owned()))
+    }
+
+    /// Whether the name is also an Openruko app name,
+    /// `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}` (no dots, no folders): the only
+    /// names API mode takes.
+    pub fn is_app_name(&self) -> bool {
+        is_app_name(self.0.as_bytes())
     }
 }
 
@@ -122,6 +139,9 @@ pub enum InvalidCommand {
     Quoting,
     /// The name breaks the name rule (or the path has more than a name).
     Name,
+    /// API mode: the name is not an Openruko app name (it has a dot or a
+    /// folder).
+    AppName,
 }
 
 impl InvalidCommand {
@@ -134,6 +154,9 @@ impl InvalidCommand {
             }
             Self::Quoting => "The path must be quoted as git quotes it: 'NAME.git'.",
             Self::Name => {
+                "A name starts with a letter or digit and holds only letters, digits, . _ @ and -, at most 100 characters, with no .. and not ending in .lock or .git; one folder at most (FOLDER/NAME); then an optional .git."
+            }
+            Self::AppName => {
                 "A name starts with a letter or digit and holds only letters, digits, _ @ and -, at most 100 characters, then an optional .git; no folders."
             }
         }
@@ -146,7 +169,7 @@ impl fmt::Display for InvalidCommand {
             Self::TooLong => "invalid git command: too long",
             Self::NotGit => "invalid git command: not a git command",
             Self::Quoting => "invalid git command: bad quoting",
-            Self::Name => "invalid git command: bad repository name",
+            Self::Name | Self::AppName => "invalid git command: bad repository name",
         })
     }
 }
@@ -249,9 +272,36 @@ fn strip_path(path: &[u8]) -> Option<&[u8]> {
     Some(path.strip_suffix(b".git").unwrap_or(path))
 }
 
-/// `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`, written out so no regex engine is
-/// needed and the check is obviously ASCII-only.
+/// `part [ "/" part ]`, each part checked by [`is_valid_part`].
 fn is_valid_name(name: &[u8]) -> bool {
+    let mut parts = name.splitn(3, |&b| b == b'/');
+    let (Some(first), second, None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    is_valid_part(first) && second.is_none_or(is_valid_part)
+}
+
+/// `[a-zA-Z0-9][a-zA-Z0-9._@-]{0,99}` without `..`, not ending in `.lock`
+/// or `.git`, written out so no regex engine is needed and the check is
+/// obviously ASCII-only.
+fn is_valid_part(part: &[u8]) -> bool {
+    match part.split_first() {
+        Some((first, rest)) => {
+            part.len() <= MAX_NAME_LEN
+                && first.is_ascii_alphanumeric()
+                && rest
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'@' | b'_' | b'-'))
+                && !part.windows(2).any(|w| w == b"..")
+                && !part.ends_with(b".lock")
+                && !part.ends_with(b".git")
+        }
+        None => false,
+    }
+}
+
+/// Openruko's `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`, for API mode.
+fn is_app_name(name: &[u8]) -> bool {
     match name.split_first() {
         Some((first, rest)) => {
             name.len() <= MAX_NAME_LEN
@@ -305,6 +355,19 @@ mod tests {
             // A name may end in "git" without the dot.
             ("git-upload-pack 'appgit'", UploadPack, "appgit"),
             ("git-upload-pack 'app-git.git'", UploadPack, "app-git"),
+            ("git-upload-pack 'team/site.git'", UploadPack, "team/site"),
+            (
+                "git-receive-pack '/team/site.git'",
+                ReceivePack,
+                "team/site",
+            ),
+            ("git-upload-pack '~/team/site'", UploadPack, "team/site"),
+            ("git-upload-pack 'my.app.git'", UploadPack, "my.app"),
+            ("git-upload-pack 'my.app'", UploadPack, "my.app"),
+            ("git-upload-pack 'a.b/c.d.git'", UploadPack, "a.b/c.d"),
+            ("git-upload-pack 'v1.2.3.'", UploadPack, "v1.2.3."),
+            ("git-upload-pack 'x@y.z/lock'", UploadPack, "x@y.z/lock"),
+            ("git-upload-pack '/etc/passwd'", UploadPack, "etc/passwd"),
         ];
         for (command, verb, name) in cases {
             assert_eq!(ok(command), (*verb, (*name).to_owned()), "{command:?}");
@@ -312,7 +375,11 @@ mod tests {
         let hundred = "a".repeat(100);
         assert_eq!(
             ok(&format!("git-upload-pack '{hundred}.git'")),
-            (UploadPack, hundred)
+            (UploadPack, hundred.clone())
+        );
+        assert_eq!(
+            ok(&format!("git-upload-pack '{hundred}/{hundred}.git'")),
+            (UploadPack, format!("{hundred}/{hundred}"))
         );
     }
 
@@ -341,13 +408,25 @@ mod tests {
             b"git-upload-pack \"app.git'",
             b"git-upload-pack 'app.git\"",
             b"git-upload-pack '../../etc/passwd.git'",
-            b"git-upload-pack '/etc/passwd'",
             b"git-upload-pack '/../app.git'",
             b"git-upload-pack './app.git'",
             b"git-upload-pack 'app.git/'",
             b"git-upload-pack 'app/.git'",
-            b"git-upload-pack 'app/x.git'",
             b"git-upload-pack '.git'",
+            b"git-upload-pack 'a/b/c.git'",
+            b"git-upload-pack 'a..b.git'",
+            b"git-upload-pack 'a/..b.git'",
+            b"git-upload-pack 'a/.b.git'",
+            b"git-upload-pack '.a/b.git'",
+            b"git-upload-pack 'a.lock'",
+            b"git-upload-pack 'a.lock.git'",
+            b"git-upload-pack 'a.lock/b.git'",
+            b"git-upload-pack 'a.git/b.git'",
+            b"git-upload-pack 'a/.git'",
+            b"git-upload-pack 'a//b.git'",
+            b"git-upload-pack 'a/'",
+            b"git-upload-pack '/a/-b.git'",
+            b"git-upload-pack 'a\\b.git'",
             b"git-upload-pack '/.git'",
             b"git-upload-pack '~user/app.git'",
             b"git-upload-pack '~/~/app.git'",
@@ -357,8 +436,6 @@ mod tests {
             b"git-upload-pack '%2e%2e'",
             b"git-upload-pack 'app%2egit'",
             b"git-upload-pack 'app.git.git'",
-            b"git-upload-pack 'app.GIT'",
-            b"git-upload-pack 'a.b'",
             over_limit.as_bytes(),
             name_101.as_bytes(),
             b"scp -t /",
@@ -423,7 +500,8 @@ mod tests {
     fn length_limit_never_refuses_a_valid_command() {
         // The limit only bounds work on hostile input: the longest command
         // the grammar accepts is far shorter, and parses.
-        let longest = format!("git upload-archive '~/{}.git'", "a".repeat(MAX_NAME_LEN));
+        let part = "a".repeat(MAX_NAME_LEN);
+        let longest = format!("git upload-archive '~/{part}/{part}.git'");
         assert!(longest.len() < MAX_EXEC_LEN);
         assert!(parse_exec(longest.as_bytes()).is_ok());
         // Over the limit is refused whatever follows.
@@ -455,6 +533,9 @@ mod tests {
         assert_eq!(RepoName::parse("app").unwrap().as_str(), "app");
         assert_eq!(RepoName::parse("a@b_c-d9").unwrap().to_string(), "a@b_c-d9");
         assert!(RepoName::parse(&"z".repeat(100)).is_some());
+        for good in ["a/b", "a.b", "team/my.app", "a.gitx", "a.locks/b"] {
+            assert_eq!(RepoName::parse(good).unwrap().as_str(), good);
+        }
         for bad in [
             "",
             "app.git",
@@ -463,9 +544,15 @@ mod tests {
             "-app",
             "_app",
             "@app",
+            ".app",
             "a b",
-            "a/b",
-            "a.b",
+            "a/b/c",
+            "a/",
+            "/a",
+            "a..b",
+            "a.lock",
+            "a.git/b",
+            "a/.b",
             "é",
             "a\u{0}",
             &"z".repeat(101),
@@ -496,8 +583,8 @@ mod tests {
             (b"git-upload-pack 'x.git", InvalidCommand::Quoting),
             (b"git-upload-pack \"x\\\".git\"", InvalidCommand::Quoting),
             (b"git-upload-pack '../x.git'", InvalidCommand::Name),
-            (b"git-upload-pack 'a/b.git'", InvalidCommand::Name),
-            (b"git-upload-pack 'a.b.git'", InvalidCommand::Name),
+            (b"git-upload-pack 'a/b/c.git'", InvalidCommand::Name),
+            (b"git-upload-pack 'a..b.git'", InvalidCommand::Name),
         ];
         for (command, why) in cases {
             assert_eq!(
@@ -557,9 +644,30 @@ mod tests {
         }
     }
 
-    /// The regex `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}` restated as a character
-    /// table, independently of `is_valid_name`.
+    /// The name rule restated from the grammar's words, independently of
+    /// `is_valid_name`: at most two parts split on `/`; each part a letter
+    /// or digit then letters, digits and `._@-`, at most 100 characters,
+    /// no `..`, not ending in `.lock` or `.git`.
     fn matches_name_regex(s: &str) -> bool {
+        const FIRST: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let parts: Vec<&str> = s.split('/').collect();
+        parts.len() <= 2
+            && parts.iter().all(|part| {
+                let chars: Vec<char> = part.chars().collect();
+                !chars.is_empty()
+                    && chars.len() <= 100
+                    && FIRST.contains(chars[0])
+                    && chars
+                        .iter()
+                        .all(|&c| FIRST.contains(c) || "._@-".contains(c))
+                    && !part.contains("..")
+                    && !part.ends_with(".lock")
+                    && !part.ends_with(".git")
+            })
+    }
+
+    /// Openruko's app name, `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`, as a table.
+    fn matches_app_regex(s: &str) -> bool {
         const FIRST: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         let mut chars = s.chars();
         match chars.next() {
@@ -573,18 +681,44 @@ mod tests {
 
     #[test]
     fn regex_model_agrees_on_examples() {
-        // Guards the model the property tests rely on.
+        // Guards the models the property tests rely on.
         assert!(matches_name_regex("a"));
         assert!(matches_name_regex("a-b@c_d"));
+        assert!(matches_name_regex("a.b/c.d"));
         assert!(!matches_name_regex("-a"));
-        assert!(!matches_name_regex("a.b"));
+        assert!(!matches_name_regex("a/b/c"));
+        assert!(!matches_name_regex("a..b"));
+        assert!(!matches_name_regex("a.lock"));
         assert!(!matches_name_regex(""));
         assert!(matches_name_regex(&"a".repeat(100)));
         assert!(!matches_name_regex(&"a".repeat(101)));
+        assert!(matches_app_regex("a-b@c_d"));
+        assert!(!matches_app_regex("a.b"));
+        assert!(!matches_app_regex("a/b"));
+        assert!(!matches_app_regex(&"a".repeat(101)));
+    }
+
+    #[test]
+    fn app_names_are_openruko_names() {
+        for good in ["app", "my-app_2@x", "A"] {
+            assert!(RepoName::parse(good).unwrap().is_app_name(), "{good}");
+        }
+        for bad in ["my.app", "team/site", "a.b/c"] {
+            assert!(!RepoName::parse(bad).unwrap().is_app_name(), "{bad}");
+        }
+    }
+
+    fn part_strategy() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9][a-zA-Z0-9._@-]{0,99}".prop_filter("a part", |p| {
+            !p.contains("..") && !p.ends_with(".lock") && !p.ends_with(".git")
+        })
     }
 
     fn name_strategy() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}"
+        (part_strategy(), prop::option::of(part_strategy())).prop_map(|(a, b)| match b {
+            Some(b) => format!("{a}/{b}"),
+            None => a,
+        })
     }
 
     fn verb_strategy() -> impl Strategy<Value = GitVerb> {
@@ -602,7 +736,7 @@ mod tests {
             "git-upload-archive",
             "git upload-archive",
         ]);
-        (verbs, "[ '\"/~.a-z@_\\\\%\n\t-]{0,24}")
+        (verbs, "[ '\"/~.a-z@_\\\\%\n\t-]{0,24}(\\.git|\\.lock)?")
             .prop_map(|(verb, rest)| format!("{verb} {rest}").into_bytes())
     }
 
@@ -621,6 +755,10 @@ mod tests {
             if let Ok(command) = parse_exec(&bytes) {
                 prop_assert!(matches_name_regex(command.repo.as_str()), "{:?}", command);
                 prop_assert!(RepoName::parse(command.repo.as_str()).is_some());
+                prop_assert_eq!(
+                    command.repo.is_app_name(),
+                    matches_app_regex(command.repo.as_str())
+                );
             }
         }
 
@@ -655,7 +793,10 @@ mod tests {
         }
 
         #[test]
-        fn names_off_the_regex_are_refused(name in "[ -~]{0,110}") {
+        fn names_off_the_regex_are_refused(name in prop_oneof![
+            "[ -~]{0,110}",
+            "[a-zA-Z0-9./@_~-]{0,24}(\\.git|\\.lock)?",
+        ]) {
             let command = format!("git-upload-pack '{name}'");
             // Strip what the grammar strips, then the regex decides.
             let stripped = name

@@ -284,6 +284,9 @@ pub enum UserError {
     NoShell {
         /// Who the key belongs to.
         user: String,
+        /// With an access file: the repositories of a deploy key (named
+        /// in the greeting), and the lines listing the user's rules.
+        access: Option<(Vec<String>, String)>,
     },
 }
 
@@ -305,7 +308,24 @@ impl UserError {
                 instance,
             } => push_in_progress(app, started, user, instance.as_deref()),
             UserError::LockUnavailable { app } => lock_unavailable(app),
-            UserError::NoShell { user } => shell_greeting(user),
+            UserError::NoShell { user, access: None } => shell_greeting(user),
+            UserError::NoShell {
+                user,
+                access: Some((deploys, rules)),
+            } => {
+                let mut text = if deploys.is_empty() {
+                    shell_greeting(user)
+                } else {
+                    format!(
+                        "Hi {}! You've successfully authenticated with a deploy key for {}, but gitmouth does not provide shell access.\n",
+                        sanitize(user),
+                        sanitize(&deploys.join(", "))
+                    )
+                };
+                text.push_str("Your repositories:\n");
+                text.push_str(&sanitize_lines(rules));
+                text
+            }
             UserError::ServerFailed => server_failed().to_owned(),
             UserError::LfsUnsupported => {
                 " ! Git LFS is not served over SSH here (no git-lfs-authenticate or git-lfs-transfer).\n"
@@ -357,6 +377,15 @@ fn sanitize(value: &str) -> String {
         .collect()
 }
 
+/// Several lines of ours: control characters but the line ends made
+/// harmless.
+fn sanitize_lines(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -389,7 +418,7 @@ mod tests {
     #[test]
     fn every_text_is_byte_exact() {
         assert_eq!(
-            invalid_path(&host("git.example.org", 22), InvalidCommand::Name),
+            invalid_path(&host("git.example.org", 22), InvalidCommand::AppName),
             "\n ! Invalid path.\n ! Syntax is: git@git.example.org:<app>.git where <app> is your app's name.\n ! A name starts with a letter or digit and holds only letters, digits, _ @ and -, at most 100 characters, then an optional .git; no folders.\n\n"
         );
         assert_eq!(
@@ -482,7 +511,13 @@ mod tests {
                 1,
             ),
             (UserError::LockUnavailable { app: app() }, 1),
-            (UserError::NoShell { user: app() }, 1),
+            (
+                UserError::NoShell {
+                    user: app(),
+                    access: None,
+                },
+                1,
+            ),
         ];
         for (error, status) in cases {
             assert_eq!(error.exit_status(), status, "{error:?}");
@@ -523,7 +558,11 @@ mod tests {
             push_in_progress("x", "t", "u", Some("i"))
         );
         assert_eq!(
-            UserError::NoShell { user: "u".into() }.message(host),
+            UserError::NoShell {
+                user: "u".into(),
+                access: None
+            }
+            .message(host),
             shell_greeting("u")
         );
     }

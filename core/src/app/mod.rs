@@ -1,6 +1,7 @@
 //! The git lifecycle: commands, authorization sources, backends and the
 //! messages users see.
 
+pub mod access;
 pub mod api;
 pub mod authorized_keys;
 pub mod certs;

@@ -31,6 +31,7 @@ use crate::actions::{
     ExitStatus, INIT_PREFIX, Output, ProcessSpec, QUARANTINE_PREFIX, RepoError, RepoInit,
     RequestId, Signal, Stream,
 };
+use crate::app::access::Operation;
 use crate::app::command::{GitCommand, GitVerb};
 use crate::app::messages::UserError;
 use crate::timer::{Timers, timer_kinds};
@@ -132,6 +133,12 @@ pub(super) struct LocalJob {
     repos: PathBuf,
     /// `GIT_PROTOCOL` for git, if the client sent a valid one.
     git_protocol: Option<String>,
+    /// The user may run the command on the repository if it exists (the
+    /// access file's read or write right; always, in single-team mode).
+    may_use: bool,
+    /// A push may create the repository (the create right; every push, in
+    /// single-team mode).
+    may_create: bool,
     state: State,
     timers: Timers<LocalTimer, 3>,
 }
@@ -190,13 +197,34 @@ impl LocalJob {
         repos: PathBuf,
         git_protocol: Option<String>,
     ) -> Self {
+        let push = cmd.verb.is_push();
+        let (may_use, may_create) = match cx.access {
+            None => (true, push),
+            Some(rules) => {
+                let allows = |op| rules.allows(cx.user, cx.fingerprint, cmd.repo.as_str(), op);
+                if push {
+                    (allows(Operation::Write), allows(Operation::Create))
+                } else {
+                    (allows(Operation::Read), false)
+                }
+            }
+        };
         let mut job = Self {
             repos,
             git_protocol,
+            may_use,
+            may_create,
             state: State::Done,
             timers: Timers::default(),
         };
-        if cmd.verb.is_push() {
+        if !may_use && !may_create {
+            // Told exactly as a missing repository is, before the push
+            // lock (whose holder a refusal would name).
+            tracing::info!(repo = cmd.repo.as_str(), "no access to the repository");
+            no_such_repo(cx, &cmd);
+            return job;
+        }
+        if push {
             cx.park_for_lock(cmd);
             job.state = State::Parked;
         } else {
@@ -224,7 +252,7 @@ impl LocalJob {
     fn open_repo(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
         let path = self.repos.join(format!("{}.git", cmd.repo.as_str()));
         let id = cx.next_id();
-        let create = cmd.verb.is_push().then(|| {
+        let create = (cmd.verb.is_push() && self.may_create).then(|| {
             let name = format!("{INIT_PREFIX}{}-{}", cx.session, id.0);
             let temp = path.with_file_name(name);
             let init = git(
@@ -344,6 +372,11 @@ impl LocalJob {
             return;
         }
         match result {
+            Ok(false) if !self.may_use => {
+                // May create it, but it exists: as if it did not.
+                tracing::info!(repo = cmd.repo.as_str(), "no access to the repository");
+                no_such_repo(cx, &cmd);
+            }
             Ok(created) => {
                 if created {
                     tracing::info!(repo = cmd.repo.as_str(), "created repository");
@@ -363,9 +396,7 @@ impl LocalJob {
             }
             Err(RepoError::NotFound) => {
                 tracing::info!(repo = cmd.repo.as_str(), "no such repository");
-                cx.fail(UserError::NoSuchApp {
-                    app: cmd.repo.as_str().to_owned(),
-                });
+                no_such_repo(cx, &cmd);
             }
             Err(RepoError::Failed(why)) => {
                 tracing::error!(repo = cmd.repo.as_str(), error = %why, "cannot open repository");
@@ -696,6 +727,14 @@ impl LocalJob {
     pub(super) fn is_over(&self) -> bool {
         matches!(self.state, State::Done)
     }
+}
+
+/// The one refusal for a repository that does not exist and one the user
+/// may not touch, so that nobody learns which names exist.
+fn no_such_repo(cx: &mut JobCx<'_>, cmd: &GitCommand) {
+    cx.fail(UserError::NoSuchApp {
+        app: cmd.repo.as_str().to_owned(),
+    });
 }
 
 fn finish_push(cx: &mut JobCx<'_>, after: After) {

@@ -35,7 +35,7 @@ use crate::actions::{
     ago,
 };
 use crate::app::api::{ApiUser, HttpError, HttpResponse};
-use crate::app::command::{self, GitCommand, parse_exec};
+use crate::app::command::{self, GitCommand, InvalidCommand, parse_exec};
 use crate::app::dyno::DynoEnd;
 use crate::app::messages::{self, UserError};
 use crate::config::{Mode, ServerConfig};
@@ -64,6 +64,9 @@ pub struct JobCx<'a> {
     pub events: &'a mut VecDeque<SessionEvent>,
     /// Their platform account (API mode).
     pub api_user: Option<&'a ApiUser>,
+    /// The access file's rules (standalone mode with `--access`; `None`:
+    /// single-team mode).
+    pub access: Option<&'a crate::app::access::AccessRules>,
     /// Where requests for the runtime go.
     pub outputs: &'a mut VecDeque<Output>,
     /// The session's request counter.
@@ -297,8 +300,16 @@ impl Task {
     pub fn exec(&mut self, cx: &mut JobCx<'_>, command: Option<&[u8]>) {
         let Some(command) = command else {
             tracing::info!("shell refused with the greeting");
+            let access = cx.access.map(|rules| {
+                let deploys = rules
+                    .deploys_of(cx.user, cx.fingerprint)
+                    .map(|d| d.repo.clone())
+                    .collect();
+                (deploys, rules.summary(cx.user, cx.fingerprint))
+            });
             cx.fail(UserError::NoShell {
                 user: cx.user.to_owned(),
+                access,
             });
             return;
         };
@@ -316,6 +327,12 @@ impl Task {
                 return;
             }
         };
+        if matches!(cx.config.mode, Mode::Api { .. }) && !cmd.repo.is_app_name() {
+            // API mode keeps Openruko's app names: no dots, no folders.
+            tracing::info!(command = %crate::log_safe(command), "not an app name");
+            cx.fail(UserError::InvalidPath(InvalidCommand::AppName));
+            return;
+        }
         self.git = true;
         self.audit = Some(AuditDraft {
             started: cx.now,

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::Rng;
 
+use crate::app::access::AccessRules;
 use crate::app::api::{self, ApiUser, HttpError, HttpResponse, LookupResult};
 use crate::app::fingerprint;
 use crate::app::messages::{self, UserError};
@@ -114,6 +115,9 @@ pub(crate) struct ServerUpper {
     identity: Option<Identity>,
     /// The user's platform account (API mode).
     api_user: Option<crate::app::api::ApiUser>,
+    /// The access file's rules, as the key lookup found them (standalone
+    /// mode with `--access`).
+    access: Option<Arc<AccessRules>>,
     /// The channels.
     conn: Connection,
     /// One git command per channel.
@@ -226,6 +230,7 @@ impl Session {
                 lookup: None,
                 identity: None,
                 api_user: None,
+                access: None,
                 conn,
                 tasks: Vec::new(),
                 ending: false,
@@ -336,8 +341,8 @@ impl Session {
                     upper.route(t, now, id, JobInput::Http(result));
                 }
             }
-            Input::KeyLookedUp { id, user } => {
-                upper.on_key_looked_up(t, now, id, user);
+            Input::KeyLookedUp { id, user, access } => {
+                upper.on_key_looked_up(t, now, id, user, access);
                 link.process(now, upper);
             }
             Input::LockReply { id, result } => {
@@ -653,6 +658,7 @@ impl ServerUpper {
                 .map_or("", |i| i.fingerprint.as_str()),
             events: &mut self.events,
             api_user: self.api_user.as_ref(),
+            access: self.access.as_deref(),
             outputs: &mut self.outputs,
             next_id: &mut self.next_id,
             conn: &mut self.conn,
@@ -1276,11 +1282,13 @@ impl ServerUpper {
         now: Instant,
         id: RequestId,
         user: Option<String>,
+        access: Option<Arc<AccessRules>>,
     ) {
         if self.lookup != Some(id) {
             return;
         }
         self.lookup = None;
+        self.access = access;
         let found = match user {
             Some(user) => Found::Known {
                 user,

@@ -1,9 +1,12 @@
 //! Target `exec_command`: the git command of an `exec` request and the
 //! `GIT_PROTOCOL` value of an `env` request (RFC 4254 §6.5, §6.4).
 //!
-//! The invariant that matters: any accepted repository
-//! name matches `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`, checked here by code
-//! written apart from the core's. Also: an accepted command re-parses to the
+//! The invariant that matters: any accepted repository name is one part or
+//! two joined by `/`, each `[a-zA-Z0-9][a-zA-Z0-9._@-]{0,99}` with no `..`
+//! and not ending in `.lock` or `.git` (so it is safe to join under the
+//! repositories' directory), checked here by code written apart from the
+//! core's; and it is an API-mode app name exactly when it matches
+//! `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`. Also: an accepted command re-parses to the
 //! same command in every quoting a client may use, and an accepted
 //! `GIT_PROTOCOL` value is returned unchanged and is `version=` and one or
 //! two digits.
@@ -12,8 +15,29 @@ use gitmouth_core::app::command::{
     GitCommand, MAX_EXEC_LEN, RepoName, parse_exec, parse_git_protocol,
 };
 
-/// `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`, the whole string.
+/// The standalone name rule, the whole string.
 fn is_repo_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() <= 2
+        && parts.iter().all(|part| {
+            let bytes = part.as_bytes();
+            let Some((first, rest)) = bytes.split_first() else {
+                return false;
+            };
+            bytes.len() <= 100
+                && first.is_ascii_alphanumeric()
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(b))
+                && !part.contains("..")
+                && !part.ends_with(".lock")
+                && !part.ends_with(".git")
+                && *part != "."
+        })
+}
+
+/// `[a-zA-Z0-9][a-zA-Z0-9@_-]{0,99}`, the whole string: an app name.
+fn is_app_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     let Some((first, rest)) = bytes.split_first() else {
         return false;
@@ -30,6 +54,7 @@ pub fn exec_command(data: &[u8]) {
     if let Ok(command) = parse_exec(data) {
         let name = command.repo.as_str();
         assert!(is_repo_name(name), "accepted repository name {name:?}");
+        assert_eq!(command.repo.is_app_name(), is_app_name(name), "{name:?}");
         assert!(data.len() <= MAX_EXEC_LEN);
         assert!(data.starts_with(b"git-") || data.starts_with(b"git "));
         assert!(

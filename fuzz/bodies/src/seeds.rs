@@ -413,6 +413,7 @@ fn git_stream(api: bool, command: &[u8], stdin: &[u8]) -> GitStream {
                 Output::LookupKey { id, .. } => Input::KeyLookedUp {
                     id,
                     user: Some("alice".into()),
+                    access: None,
                 },
                 Output::Http { id, request } if request.url.contains("lookupUserByPublicKey") => {
                     Input::HttpDone {

@@ -794,6 +794,7 @@ impl<'a> Run<'a> {
                 self.input(Input::KeyLookedUp {
                     id,
                     user: user.map(str::to_owned),
+                    access: None,
                 });
             }
             Request::OpenRepo { path } => {
@@ -1286,6 +1287,7 @@ impl Run<'_> {
             2 => Input::KeyLookedUp {
                 id: late.unwrap_or(never),
                 user: Some("alice".into()),
+                access: None,
             },
             3 => Input::HttpDone {
                 id: late.unwrap_or(never),
