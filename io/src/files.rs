@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gitmouth_core::app::access::AccessRules;
 use gitmouth_core::app::authorized_keys::AuthorizedKeys;
-use gitmouth_core::app::certs::{self, FileError, RevokedKeys, UserCas};
+use gitmouth_core::auth::certs::{self, FileError, RevokedKeys, UserCas};
 
 /// The authorized keys of standalone mode, replaced whole when the file
 /// changes. Sessions never see it: the driver answers their key lookups

@@ -4,7 +4,6 @@
 pub mod access;
 pub mod api;
 pub mod authorized_keys;
-pub mod certs;
 pub mod command;
 pub mod dyno;
 pub mod fingerprint;

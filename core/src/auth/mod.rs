@@ -1,5 +1,6 @@
 //! User authentication (RFC 4252).
 
+pub mod certs;
 pub mod pubkey;
 pub mod server;
 

@@ -11,7 +11,7 @@
 //! User certificates (OpenSSH PROTOCOL.certkeys) of the ed25519, ECDSA and
 //! RSA SHA-2 types are read here ([`parse_user_cert`]); the user signs with
 //! the certified key, and whether the certificate is trusted is decided by
-//! [`crate::app::certs`].
+//! [`crate::auth::certs`].
 //!
 //! Refused: `ssh-dss`, SHA-1 `ssh-rsa` signatures and their certificates,
 //! security-key certificates, RSA under
@@ -320,7 +320,7 @@ pub fn parse_user_key(blob: &[u8], alg_name: &str) -> Result<PublicKey, UserSigE
 /// certified key fits the name and is acceptable (as [`parse_user_key`]).
 /// Returns the certificate and the certified key's blob, with which the
 /// user signs. Whether the certificate is to be trusted is decided
-/// elsewhere ([`crate::app::certs`]); this only reads it. The blob must be
+/// elsewhere ([`crate::auth::certs`]); this only reads it. The blob must be
 /// canonical: re-encoding the certificate gives it back.
 pub fn parse_user_cert(
     blob: &[u8],

@@ -22,8 +22,8 @@ use ssh_key::certificate::CertType;
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, Certificate, PublicKey};
 
-use super::fingerprint;
-use crate::auth::pubkey;
+use super::pubkey;
+use crate::app::fingerprint;
 
 /// A line of a CA or revoked-keys file that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
