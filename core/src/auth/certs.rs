@@ -13,9 +13,9 @@
 //! `force-command` refused since only git runs, any other refused).
 //! Extensions are ignored. The user is the first principal.
 
+use core::net::IpAddr;
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
 
 use ssh_encoding::Encode;
 use ssh_key::certificate::CertType;
