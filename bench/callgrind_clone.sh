@@ -47,13 +47,7 @@ printf '[127.0.0.1]:%s %s\n' "$PORT" "$(cut -d' ' -f1,2 "$WORK/host_ed25519.pub"
 # random.Random(i), one commit, one pack, served as it is stored.
 log "generating a $SIZE_MB MiB repository"
 git init -q -b main "$WORK/src"
-python3 - "$WORK/src" "$SIZE_MB" <<'EOF'
-import os, random, sys
-d, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    with open(os.path.join(d, "blob%04d.bin" % i), "wb") as f:
-        f.write(random.Random(i).randbytes(1 << 20))
-EOF
+python3 "$ROOT/bench/random_files.py" "$WORK/src" "$SIZE_MB"
 git -C "$WORK/src" add -A
 git -C "$WORK/src" commit -q -m "incompressible data"
 mkdir -p "$WORK/gm/repos" "$WORK/gm-home"

@@ -441,13 +441,7 @@ PACK_BYTES=0
 if section clone || section push; then
     log "generating a ${SIZE_MB} MiB repository of incompressible data"
     git init -q -b main "$WORK/src"
-    python3 - "$WORK/src" "$SIZE_MB" <<'EOF'
-import os, random, sys
-d, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    with open(os.path.join(d, "blob%04d.bin" % i), "wb") as f:
-        f.write(random.Random(i).randbytes(1 << 20))
-EOF
+    python3 "$ROOT/bench/random_files.py" "$WORK/src" "$SIZE_MB"
     git -C "$WORK/src" add -A
     git -C "$WORK/src" commit -q -m "incompressible data"
     git -C "$WORK/src" -c gc.auto=0 repack -a -d -q
