@@ -225,7 +225,7 @@ pub fn is_certificate(blob: &[u8]) -> bool {
 /// (seconds since the Unix epoch), connecting from `client` (the real
 /// client, as the PROXY protocol gives it), and as whom: the first of its
 /// principals that `known` accepts (the access file's names), else its
-/// first principal (which then has only the rights given to everyone).
+/// first principal (to whom the access file then gives no right).
 pub fn check(
     blob: &[u8],
     cas: &UserCas,
