@@ -8,4 +8,5 @@ pub mod command;
 pub mod dyno;
 pub mod fingerprint;
 pub mod http;
+pub mod key_options;
 pub mod messages;
