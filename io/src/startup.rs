@@ -543,7 +543,7 @@ fn log_git() {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let path = path.to_string_lossy();
     match crate::process::git_version() {
-        Ok(version) => tracing::info!(%version, %path, "git"),
+        Ok(version) => tracing::info!(%version, %path, "using git"),
         Err(why) => tracing::error!(
             error = %why,
             %path,
