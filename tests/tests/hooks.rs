@@ -1,8 +1,10 @@
 //! What a team expects of a git server, with the real `git` and `ssh`:
 //! partial clone (`--filter=blob:none` gives a partial clone whose missing
 //! blobs come later, on demand), push options (`git push -o`), and hooks
-//! that learn who pushed (`GITMOUTH_*`) in git's minimal environment,
-//! which holds nothing else of the server's.
+//! that learn who pushed (`GITMOUTH_*`: a key's user or a certificate's
+//! principal, the key's fingerprint, the session, the client's address,
+//! a PROXY header's if one came) in git's minimal environment, which
+//! holds nothing else of the server's.
 
 #![allow(clippy::unwrap_used)]
 
@@ -312,5 +314,54 @@ fn hooks_see_the_client_a_proxy_header_names(runtime: Runtime) {
         env.get("GITMOUTH_REMOTE_ADDR").map(String::as_str),
         Some("203.0.113.7"),
         "{env:?}"
+    );
+}
+
+per_runtime!(hooks_see_a_certificates_principal_and_key);
+fn hooks_see_a_certificates_principal_and_key(runtime: Runtime) {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let ca = keygen(dir, "ed25519", "ca", "ca");
+    // Its comment is not the user: the certificate's principal is.
+    let key = keygen(dir, "ed25519", "id", "laptop");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&ca)
+        .args(["-I", "carol@laptop", "-n", "carol", "-V", "-5m:+1h"])
+        .arg(public_key(&key))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    let ca_keys = dir.join("user_ca.pub");
+    std::fs::copy(public_key(&ca), &ca_keys).unwrap();
+    let server = server(
+        runtime,
+        dir,
+        &[],
+        &["--trusted-user-ca-keys", ca_keys.to_str().unwrap()],
+    );
+    let ssh = server
+        .ssh()
+        .key(&key)
+        .option(&format!("CertificateFile={}-cert.pub", key.display()));
+    let git = Git::new(&dir.join("home")).ssh(&ssh);
+    let url = ssh.url("certified");
+    let src = work_tree(&git, &dir.join("src"), &url);
+    commit(&git, &src, &[("a.txt", "1\n")], "1");
+    git.ok(&src, &["push", "-q", "origin", "main"]);
+    let dumped = dir.join("dumps");
+    dump_env_hook(&server, "certified", &dumped);
+    commit(&git, &src, &[("a.txt", "2\n")], "2");
+    git.ok(&src, &["push", "-q", "origin", "main"]);
+    let env = take_dump(&dumped);
+    assert_eq!(
+        env.get("GITMOUTH_USER").map(String::as_str),
+        Some("carol"),
+        "{env:?}"
+    );
+    // The certificate's own key, as `ssh-keygen -lf` prints it.
+    assert_eq!(
+        env.get("GITMOUTH_KEY_FINGERPRINT"),
+        Some(&fingerprint(&key))
     );
 }
