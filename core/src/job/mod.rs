@@ -45,15 +45,15 @@ use crate::transport::Transport;
 
 pub use local::choose_head;
 
+use self::local::LocalJob;
+use self::lock_wait::LockRequest;
+use self::platform::PlatformJob;
+
 /// `git <args>` as standalone mode runs git's helpers: in git's minimal
 /// environment (the server's `PATH` and `HOME` only).
 pub fn git_process(args: Vec<std::ffi::OsString>) -> crate::actions::ProcessSpec {
     git_spec::git(args, Vec::new())
 }
-
-use self::local::LocalJob;
-use self::lock_wait::LockRequest;
-use self::platform::PlatformJob;
 
 /// What a job may touch while it handles one thing.
 pub struct JobCx<'a> {
