@@ -50,17 +50,25 @@ pub enum Signal {
     Kill,
 }
 
-/// A program for the runtime to start: no shell, exactly these arguments.
+/// A program for the runtime to start: no shell, exactly these arguments,
+/// and exactly this environment.
+///
+/// The process starts from an empty environment (the runtime clears the
+/// server's): it gets the variables named in `inherit`, with the values
+/// they have in the server's environment (those it has), then `env`.
+/// Nothing else of the server's environment reaches it, so that no secret
+/// of the server's (a database URL, a token) reaches a hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSpec {
-    /// The program (looked up in `PATH`).
+    /// The program (looked up in the `PATH` it inherits).
     pub program: OsString,
     /// Its arguments.
     pub args: Vec<OsString>,
-    /// Variables to set.
+    /// Variables of the server's own environment passed on as they are
+    /// there (one the server does not have stays unset).
+    pub inherit: Vec<OsString>,
+    /// Variables to set (after the inherited ones).
     pub env: Vec<(OsString, OsString)>,
-    /// Variables to remove from the server's environment first.
-    pub env_remove: Vec<OsString>,
 }
 
 /// Why a repository could not be opened.

@@ -28,6 +28,17 @@ pub enum Mode {
     },
 }
 
+impl Mode {
+    /// How users' messages name what they push to: repositories in
+    /// standalone mode, apps (the original's wording) in API mode.
+    pub fn wording(&self) -> crate::app::messages::Wording {
+        match self {
+            Mode::Standalone { .. } => crate::app::messages::Wording::Repositories,
+            Mode::Api { .. } => crate::app::messages::Wording::Apps,
+        }
+    }
+}
+
 /// Everything a server session needs to know, shared by all connections.
 pub struct ServerConfig {
     /// Transport algorithms and limits.

@@ -323,6 +323,8 @@ pub async fn drive<S>(
 {
     use tracing::Instrument;
     let mut session = Session::new(shared.config(), crate::seed(), accepted);
+    // For git's hooks (`GITMOUTH_REMOTE_ADDR`): the real client.
+    session.set_client(origin.client.ip());
     // Every line of the connection carries its session id (the one users
     // see in error messages) and the client's address: `peer` is the one a
     // PROXY header carried, `via` the balancer it came through.

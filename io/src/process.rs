@@ -45,19 +45,46 @@ pub struct Process {
     pid: u32,
 }
 
-fn command(spec: &ProcessSpec) -> Command {
+/// `spec` as a command to run, in its own process group.
+fn std_command(spec: &ProcessSpec) -> std::process::Command {
     // Its own process group, so that stopping git stops its hooks too.
-    let mut group = std::process::Command::new(&spec.program);
-    std::os::unix::process::CommandExt::process_group(&mut group, 0);
-    let mut cmd = Command::from(group);
+    let mut cmd = std::process::Command::new(&spec.program);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.args(&spec.args);
-    for name in &spec.env_remove {
-        cmd.env_remove(name);
+    // The core's minimal environment: nothing of the server's but what it
+    // names (its PATH, which decides which git runs, and HOME).
+    cmd.env_clear();
+    for name in &spec.inherit {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
     }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
     cmd
+}
+
+fn command(spec: &ProcessSpec) -> Command {
+    Command::from(std_command(spec))
+}
+
+/// What `git --version` says, run as git commands are (same `PATH`, same
+/// minimal environment), for the log at start; why not, if it fails.
+pub fn git_version() -> Result<String, String> {
+    let spec = gitmouth_core::server::git_process(vec!["--version".into()]);
+    let out = std_command(&spec)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git --version: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 impl Process {

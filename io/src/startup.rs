@@ -537,6 +537,21 @@ pub fn raise_open_file_limit(admission: &gitmouth_core::admission::AdmissionConf
     limit
 }
 
+/// Logs which git standalone mode runs: the `PATH` git commands get
+/// (which decides it) and what `git --version` says there.
+fn log_git() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = path.to_string_lossy();
+    match crate::process::git_version() {
+        Ok(version) => tracing::info!(%version, %path, "using git"),
+        Err(why) => tracing::error!(
+            error = %why,
+            %path,
+            "cannot run git: git commands will fail until git is on the server's PATH"
+        ),
+    }
+}
+
 /// Everything a server needs before it listens: the shared state, and (in
 /// standalone mode) the key store the runtime keeps current with
 /// [`crate::files::watch_authorized_keys`].
@@ -573,6 +588,7 @@ pub fn prepare(settings: &Settings) -> Result<(Shared, Option<Arc<KeyStore>>), S
                     "no --access file: single-team mode, every key may read, write and create every repository"
                 );
             }
+            log_git();
             let repos = settings.data_dir.join("repos");
             // A crash may have left a push-to-create's temporary
             // repository behind; one younger than an hour may be another

@@ -578,7 +578,8 @@ impl ServerOptions {
         self
     }
 
-    /// Runs the server's git with [`git_isolation_env`] of `home`.
+    /// Starts the server with [`git_isolation_env`] of `home` (of which
+    /// the server passes its git only `HOME`).
     pub fn git_home(mut self, home: &Path) -> Self {
         std::fs::create_dir_all(home).unwrap();
         self.env.extend(git_isolation_env(home));

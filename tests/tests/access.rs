@@ -198,7 +198,7 @@ fn each_rule_allows_and_refuses_what_it_says(runtime: Runtime) {
     let missing = t.clone("alice", "team/nothing");
     let expected = refusal(&missing);
     assert!(
-        expected.contains("No such app as team/nothing"),
+        expected.contains("No such repository as team/nothing"),
         "{expected}"
     );
     for (what, out, name) in [

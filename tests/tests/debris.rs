@@ -100,11 +100,15 @@ fn debris_server(runtime: Runtime, dir: &Path, key: &Path, args: &[&str]) -> (Se
     std::fs::create_dir_all(&ctl.dir).unwrap();
     let bin = dir.join("wrapper-bin");
     let git = real_git();
+    let template = dir.join("template");
     // Bounded waits (60 s), so nothing outlives a failed test for long.
+    // The template comes through the wrapper: the server passes git
+    // nothing of its environment but PATH and HOME.
     write_script(
         &bin.join("git"),
         &format!(
             "#!/bin/sh\n\
+             export GIT_TEMPLATE_DIR='{template}'\n\
              if [ \"$1\" = init ]; then\n\
              \x20 {git} \"$@\" || exit $?\n\
              \x20 i=0\n\
@@ -114,9 +118,9 @@ fn debris_server(runtime: Runtime, dir: &Path, key: &Path, args: &[&str]) -> (Se
              exec {git} \"$@\"\n",
             git = git.display(),
             hold = ctl.hold_init().display(),
+            template = template.display(),
         ),
     );
-    let template = dir.join("template");
     write_script(
         &template.join("hooks/pre-receive"),
         &format!(
@@ -144,9 +148,6 @@ fn debris_server(runtime: Runtime, dir: &Path, key: &Path, args: &[&str]) -> (Se
     );
     let mut options = ServerOptions::default().args(args);
     options.env.push(("PATH".into(), path));
-    options
-        .env
-        .push(("GIT_TEMPLATE_DIR".into(), template.display().to_string()));
     let server = start_git_server(runtime, dir, &[key], options);
     (server, ctl)
 }
@@ -200,7 +201,7 @@ fn assert_no_repository(git: &Git, dir: &Path, url: &str, name: &str) {
     let out = git.fails(dir, &["clone", url, target.to_str().unwrap()]);
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("No such app as {name}")),
+        err.contains(&format!("No such repository as {name}")),
         "a clone of {name} must find no repository:\n{err}"
     );
 }

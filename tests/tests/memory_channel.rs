@@ -58,13 +58,23 @@ fn a_command_runs_with_its_output_and_exit_status() {
     assert_eq!(err, b"warning\n");
     assert_eq!(pair.exit_status(), Some(3));
     assert!(pair.events.contains(&Event::Eof) && pair.events.contains(&Event::Closed));
-    // The spawned command: git upload-pack on the repository, no shell,
-    // nothing from the client in its environment.
+    // The spawned command: git upload-pack on the repository (partial
+    // clone allowed), no shell, nothing from the client in its
+    // environment, and of the server's only PATH and HOME.
     let spec = &pair.rt.process.as_ref().unwrap().spec;
     assert_eq!(spec.program, "git");
-    assert_eq!(spec.args, ["upload-pack", REPO]);
-    assert!(spec.env.is_empty());
-    assert!(spec.env_remove.iter().any(|v| v == "GIT_DIR"));
+    assert_eq!(
+        spec.args,
+        ["-c", "uploadpack.allowFilter=true", "upload-pack", REPO]
+    );
+    assert_eq!(spec.inherit, ["PATH", "HOME"]);
+    assert!(
+        spec.env
+            .iter()
+            .all(|(k, _)| k.to_str().unwrap().starts_with("GITMOUTH_")),
+        "{:?}",
+        spec.env
+    );
     // Once we close and the client answers, the channel is over but the
     // connection stays for more sessions; it ends when the client goes.
     pair.client.send_close();
@@ -120,7 +130,8 @@ fn git_protocol_is_passed_and_other_env_is_refused() {
     pair.client.exec(b"git upload-pack 'app.git'", true);
     pair.drive();
     let spec = &pair.rt.process.as_ref().unwrap().spec;
-    assert_eq!(spec.env, [("GIT_PROTOCOL".into(), "version=2".into())]);
+    assert_eq!(spec.env[0], ("GIT_PROTOCOL".into(), "version=2".into()));
+    assert!(!spec.env[1..].iter().any(|(k, _)| k == "GIT_PROTOCOL"));
     // env after exec is refused.
     pair.client.env("GIT_PROTOCOL", "version=1", true);
     pair.drive();
@@ -415,13 +426,13 @@ fn what_the_user_sees() {
         (
             b"git-upload-pack 'nope.git'",
             None,
-            " ! No such app as nope, or you do not have access to it.\n ! (session ",
+            " ! No such repository as nope, or you do not have access to it.\n ! (session ",
             1,
         ),
         (
             b"rm -rf /",
             None,
-            "\n ! Invalid path.\n ! Syntax is: git@localhost:<app>.git where <app> is your app's name.\n ! Only git-upload-pack, git-receive-pack and git-upload-archive run here, with one path.\n ! (session ",
+            "\n ! Invalid path.\n ! Syntax is: git@localhost:<repo>.git where <repo> is your repository's name.\n ! Only git-upload-pack, git-receive-pack and git-upload-archive run here, with one path.\n ! (session ",
             1,
         ),
         (

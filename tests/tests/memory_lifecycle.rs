@@ -195,9 +195,10 @@ fn check_running_invariants(pair: &Pair) {
             "git before authentication"
         );
         assert_eq!(p.spec.program, "git");
-        let sub = p.spec.args[0].to_str().unwrap();
+        // `git -c <setting> <subcommand> <repository>`.
+        let sub = p.spec.args[2].to_str().unwrap();
         assert!(sub == "upload-pack" || sub == "receive-pack", "{sub}");
-        assert_eq!(p.spec.args[1], REPO);
+        assert_eq!(p.spec.args[3], REPO);
     }
     // At most one push holds the lock, and only while git is about.
     assert!(pair.rt.held.len() <= 1);

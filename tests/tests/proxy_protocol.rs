@@ -443,7 +443,7 @@ fn public_host_with_a_port_shapes_the_invalid_path_hint() {
     let err = stderr(&out);
     assert!(
         err.starts_with(
-            "\n ! Invalid path.\n ! Syntax is: git@git.example.org:<app>.git where <app> is your app's name.\n ! A name starts with a letter or digit"
+            "\n ! Invalid path.\n ! Syntax is: git@git.example.org:<repo>.git where <repo> is your repository's name.\n ! A name starts with a letter or digit"
         ),
         "{err}"
     );
@@ -464,7 +464,7 @@ fn public_host_with_a_port_shapes_the_invalid_path_hint() {
     let port = server.addr.port();
     assert!(
         err.contains(&format!(
-            " ! Syntax is: ssh://git@git.example.org:{port}/<app>.git where <app> is your app's name.\n ! Only git-upload-pack"
+            " ! Syntax is: ssh://git@git.example.org:{port}/<repo>.git where <repo> is your repository's name.\n ! Only git-upload-pack"
         )),
         "{err}"
     );

@@ -27,12 +27,12 @@ const TOO_LONG: &str = "The command is longer than 1024 bytes.";
 /// with the port), with the rule broken.
 fn invalid_path(id: &str, port: u16, rule: &str) -> String {
     format!(
-        "\n ! Invalid path.\n ! Syntax is: ssh://git@{HOST}:{port}/<app>.git where <app> is your app's name.\n ! {rule}\n ! (session {id})\n\n"
+        "\n ! Invalid path.\n ! Syntax is: ssh://git@{HOST}:{port}/<repo>.git where <repo> is your repository's name.\n ! {rule}\n ! (session {id})\n\n"
     )
 }
 
 fn no_such_app(app: &str, id: &str) -> String {
-    format!(" ! No such app as {app}, or you do not have access to it.\n ! (session {id})\n")
+    format!(" ! No such repository as {app}, or you do not have access to it.\n ! (session {id})\n")
 }
 
 fn server_with_key(runtime: Runtime, dir: &Path) -> (Server, std::path::PathBuf) {

@@ -380,6 +380,8 @@ fn upload_pack_in_memory(kex: KexAlg) {
     assert_eq!(
         spec.args,
         vec![
+            "-c".into(),
+            "uploadpack.allowFilter=true".into(),
             "upload-pack".into(),
             PathBuf::from("/srv/repos/app.git").into_os_string()
         ],

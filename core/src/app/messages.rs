@@ -95,22 +95,42 @@ impl PublicHost {
     }
 }
 
+/// What the user's names stand for: standalone mode serves repositories,
+/// API mode a platform's apps (whose Heroku wording is kept byte for
+/// byte, since people and scripts match on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wording {
+    /// Standalone mode: "repository".
+    Repositories,
+    /// API mode: "app", as the original said.
+    Apps,
+}
+
 /// The original's message for a command that is not `VERB 'app.git'`: the
 /// URL form that works for this server (the original's exact line on port
-/// 22), then the rule the command broke.
-pub fn invalid_path(public: &PublicHost, why: InvalidCommand) -> String {
+/// 22), then the rule the command broke. Standalone mode says
+/// `<repo>`/"repository" where the original said `<app>`/"app".
+pub fn invalid_path(public: &PublicHost, why: InvalidCommand, wording: Wording) -> String {
+    let (placeholder, noun) = match wording {
+        Wording::Repositories => ("<repo>", "repository"),
+        Wording::Apps => ("<app>", "app"),
+    };
     format!(
-        "\n ! Invalid path.\n ! Syntax is: {} where <app> is your app's name.\n ! {}\n\n",
-        sanitize(&public.url("<app>")),
+        "\n ! Invalid path.\n ! Syntax is: {} where {placeholder} is your {noun}'s name.\n ! {}\n\n",
+        sanitize(&public.url(placeholder)),
         why.rule()
     )
 }
 
 /// One text for "no such repository", "no such app" and "not yours", so a
-/// user cannot learn which apps exist.
-pub fn no_such_app(app: &str) -> String {
+/// user cannot learn which repositories (or apps) exist.
+pub fn no_such_app(app: &str, wording: Wording) -> String {
+    let noun = match wording {
+        Wording::Repositories => "repository",
+        Wording::Apps => "app",
+    };
     format!(
-        " ! No such app as {}, or you do not have access to it.\n",
+        " ! No such {noun} as {}, or you do not have access to it.\n",
         sanitize(app)
     )
 }
@@ -292,11 +312,11 @@ pub enum UserError {
 
 impl UserError {
     /// The stderr text; `public` is where users reach the server (only
-    /// [`UserError::InvalidPath`] uses it).
-    pub fn message(&self, public: &PublicHost) -> String {
+    /// [`UserError::InvalidPath`] uses it), `wording` the mode's.
+    pub fn message(&self, public: &PublicHost, wording: Wording) -> String {
         match self {
-            UserError::InvalidPath(why) => invalid_path(public, *why),
-            UserError::NoSuchApp { app } => no_such_app(app),
+            UserError::InvalidPath(why) => invalid_path(public, *why, wording),
+            UserError::NoSuchApp { app } => no_such_app(app, wording),
             UserError::PlatformUnavailable => platform_unavailable().to_owned(),
             UserError::PlatformFailing => platform_failing().to_owned(),
             UserError::BuildServerUnavailable => build_server_unavailable().to_owned(),
@@ -405,7 +425,7 @@ mod tests {
         // docs/openruko.md, with heroku.com as the public host: on port 22
         // the original's two lines, then the rule broken.
         assert!(
-            invalid_path(&host("heroku.com", 22), InvalidCommand::Name).starts_with(
+            invalid_path(&host("heroku.com", 22), InvalidCommand::Name, Wording::Apps).starts_with(
                 "\n ! Invalid path.\n ! Syntax is: git@heroku.com:<app>.git where <app> is your app's name.\n"
             )
         );
@@ -418,15 +438,19 @@ mod tests {
     #[test]
     fn every_text_is_byte_exact() {
         assert_eq!(
-            invalid_path(&host("git.example.org", 22), InvalidCommand::AppName),
+            invalid_path(
+                &host("git.example.org", 22),
+                InvalidCommand::AppName,
+                Wording::Apps
+            ),
             "\n ! Invalid path.\n ! Syntax is: git@git.example.org:<app>.git where <app> is your app's name.\n ! A name starts with a letter or digit and holds only letters, digits, _ @ and -, at most 100 characters, then an optional .git; no folders.\n\n"
         );
         assert_eq!(
-            invalid_path(&host("vm", 2222), InvalidCommand::NotGit),
+            invalid_path(&host("vm", 2222), InvalidCommand::NotGit, Wording::Apps),
             "\n ! Invalid path.\n ! Syntax is: ssh://git@vm:2222/<app>.git where <app> is your app's name.\n ! Only git-upload-pack, git-receive-pack and git-upload-archive run here, with one path.\n\n"
         );
         assert_eq!(
-            no_such_app("myapp"),
+            no_such_app("myapp", Wording::Apps),
             " ! No such app as myapp, or you do not have access to it.\n"
         );
         assert_eq!(
@@ -460,13 +484,37 @@ mod tests {
     }
 
     #[test]
+    fn standalone_speaks_of_repositories() {
+        assert_eq!(
+            invalid_path(
+                &host("git.example.org", 22),
+                InvalidCommand::NotGit,
+                Wording::Repositories
+            ),
+            "\n ! Invalid path.\n ! Syntax is: git@git.example.org:<repo>.git where <repo> is your repository's name.\n ! Only git-upload-pack, git-receive-pack and git-upload-archive run here, with one path.\n\n"
+        );
+        assert_eq!(
+            no_such_app("team/site", Wording::Repositories),
+            " ! No such repository as team/site, or you do not have access to it.\n"
+        );
+        let error = UserError::NoSuchApp { app: "x".into() };
+        assert_eq!(
+            error.message(&host("h", 22), Wording::Repositories),
+            no_such_app("x", Wording::Repositories)
+        );
+    }
+
+    #[test]
     fn session_id_line() {
         assert_eq!(
             with_session_id(build_server_unavailable(), "c0ffee"),
             "\n ! Unable to contact build server.\n ! (session c0ffee)\n\n"
         );
         assert_eq!(
-            with_session_id(&invalid_path(&host("h", 22), InvalidCommand::TooLong), "42"),
+            with_session_id(
+                &invalid_path(&host("h", 22), InvalidCommand::TooLong, Wording::Apps),
+                "42"
+            ),
             "\n ! Invalid path.\n ! Syntax is: git@h:<app>.git where <app> is your app's name.\n ! The command is longer than 1024 bytes.\n ! (session 42)\n\n"
         );
         assert_eq!(
@@ -528,23 +576,23 @@ mod tests {
     fn enum_messages_are_the_functions() {
         let host = &host("h.example", 22);
         assert_eq!(
-            UserError::InvalidPath(InvalidCommand::Quoting).message(host),
-            invalid_path(host, InvalidCommand::Quoting)
+            UserError::InvalidPath(InvalidCommand::Quoting).message(host, Wording::Apps),
+            invalid_path(host, InvalidCommand::Quoting, Wording::Apps)
         );
         assert_eq!(
-            UserError::NoSuchApp { app: "x".into() }.message(host),
-            no_such_app("x")
+            UserError::NoSuchApp { app: "x".into() }.message(host, Wording::Apps),
+            no_such_app("x", Wording::Apps)
         );
         assert_eq!(
-            UserError::PlatformUnavailable.message(host),
+            UserError::PlatformUnavailable.message(host, Wording::Apps),
             platform_unavailable()
         );
         assert_eq!(
-            UserError::BuildServerUnavailable.message(host),
+            UserError::BuildServerUnavailable.message(host, Wording::Apps),
             build_server_unavailable()
         );
         assert_eq!(
-            UserError::LostBuildServer.message(host),
+            UserError::LostBuildServer.message(host, Wording::Apps),
             lost_build_server()
         );
         assert_eq!(
@@ -554,7 +602,7 @@ mod tests {
                 user: "u".into(),
                 instance: Some("i".into()),
             }
-            .message(host),
+            .message(host, Wording::Apps),
             push_in_progress("x", "t", "u", Some("i"))
         );
         assert_eq!(
@@ -562,7 +610,7 @@ mod tests {
                 user: "u".into(),
                 access: None
             }
-            .message(host),
+            .message(host, Wording::Apps),
             shell_greeting("u")
         );
     }
@@ -574,7 +622,7 @@ mod tests {
             "Hi eve? ! Push accepted?[2K! You've successfully authenticated, but gitmouth does not provide shell access.\n"
         );
         assert_eq!(
-            no_such_app("a\r\u{85}b"),
+            no_such_app("a\r\u{85}b", Wording::Apps),
             " ! No such app as a??b, or you do not have access to it.\n"
         );
         let long = "x".repeat(1000);
@@ -619,7 +667,7 @@ mod tests {
         fn one_value_never_adds_a_line(value in any::<String>()) {
             // Each message has a fixed number of newlines whatever is
             // interpolated into it.
-            prop_assert_eq!(no_such_app(&value).matches('\n').count(), 1);
+            prop_assert_eq!(no_such_app(&value, Wording::Apps).matches('\n').count(), 1);
             prop_assert_eq!(
                 push_in_progress(&value, &value, &value, Some(&value))
                     .matches('\n')
@@ -629,7 +677,7 @@ mod tests {
             prop_assert_eq!(lock_unavailable(&value).matches('\n').count(), 1);
             prop_assert_eq!(shell_greeting(&value).matches('\n').count(), 1);
             let public = PublicHost { host: value.clone(), port: 2222 };
-            prop_assert_eq!(invalid_path(&public, InvalidCommand::Name).matches('\n').count(), 5);
+            prop_assert_eq!(invalid_path(&public, InvalidCommand::Name, Wording::Apps).matches('\n').count(), 5);
             prop_assert_eq!(
                 with_session_id(build_server_unavailable(), &value).matches('\n').count(),
                 4

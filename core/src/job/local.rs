@@ -156,30 +156,14 @@ pub fn choose_head(branches: &[&str]) -> Option<String> {
     sorted.first().map(|b| (*b).to_owned())
 }
 
-/// Variables a spawned git must not inherit from the server's environment:
-/// they would point it at another repository or configuration.
-const GIT_ENV_REMOVE: [&str; 8] = [
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_PROTOCOL",
-    "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT",
-    "GIT_NAMESPACE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-];
-
+/// `git <args>` in git's minimal environment ([`super::git_spec`]), with
+/// `GIT_PROTOCOL` if given.
 fn git(args: Vec<OsString>, git_protocol: Option<&str>) -> ProcessSpec {
     let env = git_protocol
         .map(|v| ("GIT_PROTOCOL".into(), v.into()))
         .into_iter()
         .collect();
-    ProcessSpec {
-        program: "git".into(),
-        args,
-        env,
-        env_remove: GIT_ENV_REMOVE.iter().map(OsString::from).collect(),
-    }
+    super::git_spec::git(args, env)
 }
 
 /// `git --git-dir <path> <args…>`, for the repository's upkeep.
@@ -382,9 +366,17 @@ impl LocalJob {
                     tracing::info!(repo = cmd.repo.as_str(), "created repository");
                 }
                 let id = cx.next_id();
-                let process = git(
-                    vec![cmd.verb.subcommand().into(), path.clone().into_os_string()],
+                let caller = super::git_spec::Caller {
+                    user: cx.user,
+                    fingerprint: cx.fingerprint,
+                    session: cx.session,
+                    client: cx.client,
+                };
+                let process = super::git_spec::git_command(
+                    cmd.verb,
+                    &path,
                     self.git_protocol.as_deref(),
+                    &caller,
                 );
                 cx.push(Output::Spawn { id, process });
                 self.state = State::Spawning {

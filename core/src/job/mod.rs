@@ -23,6 +23,7 @@
 //! goes to stdout as git's `ERR` pkt-line, so that git says
 //! `remote error: …` rather than suspecting the user's access rights.
 
+mod git_spec;
 mod local;
 mod lock_wait;
 mod platform;
@@ -48,6 +49,12 @@ use self::local::LocalJob;
 use self::lock_wait::LockRequest;
 use self::platform::PlatformJob;
 
+/// `git <args>` as standalone mode runs git's helpers: in git's minimal
+/// environment (the server's `PATH` and `HOME` only).
+pub fn git_process(args: Vec<std::ffi::OsString>) -> crate::actions::ProcessSpec {
+    git_spec::git(args, Vec::new())
+}
+
 /// What a job may touch while it handles one thing.
 pub struct JobCx<'a> {
     /// The current time.
@@ -60,6 +67,9 @@ pub struct JobCx<'a> {
     pub user: &'a str,
     /// The SHA256 fingerprint of their key.
     pub fingerprint: &'a str,
+    /// The client's address, if the runtime told it
+    /// ([`crate::server::Session::set_client`]).
+    pub client: Option<core::net::IpAddr>,
     /// What happened, for the runtime's metrics and audit log.
     pub events: &'a mut VecDeque<SessionEvent>,
     /// Their platform account (API mode).
@@ -123,7 +133,7 @@ impl JobCx<'_> {
     /// Tells the user why the command does not run (or stopped), then ends
     /// the channel with the error's exit status.
     pub fn fail(&mut self, error: UserError) {
-        let mut text = error.message(&self.config.public_host);
+        let mut text = error.message(&self.config.public_host, self.config.mode.wording());
         if !matches!(error, UserError::NoShell { .. }) {
             text = messages::with_session_id(&text, self.session);
         }
@@ -134,8 +144,8 @@ impl JobCx<'_> {
     /// As [`JobCx::fail`], and the same text as git's `ERR` pkt-line on
     /// stdout, for a git that still waits for the server's first words.
     fn fail_to_git(&mut self, error: UserError) {
-        let text =
-            messages::with_session_id(&error.message(&self.config.public_host), self.session);
+        let message = error.message(&self.config.public_host, self.config.mode.wording());
+        let text = messages::with_session_id(&message, self.session);
         self.conn.notice(self.ch, text.clone().into_bytes());
         self.conn
             .say_on_stdout(self.ch, messages::err_pkt_line(&text));

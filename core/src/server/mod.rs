@@ -43,7 +43,7 @@ pub use crate::actions::{
     RepoInit, RequestId, SessionEvent, Signal, Stream, ago, signal_name,
 };
 pub use crate::config::{Mode, ServerConfig};
-pub use crate::job::choose_head;
+pub use crate::job::{choose_head, git_process};
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -113,6 +113,9 @@ pub(crate) struct ServerUpper {
     /// The key lookup in flight, if any.
     lookup: Option<RequestId>,
     identity: Option<Identity>,
+    /// The client's address, as the runtime told it
+    /// ([`Session::set_client`]): for git's hooks (`GITMOUTH_REMOTE_ADDR`).
+    client: Option<core::net::IpAddr>,
     /// The user's platform account (API mode).
     api_user: Option<crate::app::api::ApiUser>,
     /// The access file's rules, as the key lookup found them (standalone
@@ -229,6 +232,7 @@ impl Session {
                 auth,
                 lookup: None,
                 identity: None,
+                client: None,
                 api_user: None,
                 access: None,
                 conn,
@@ -256,6 +260,13 @@ impl Session {
     /// The session's id, as logged and as shown to users in error messages.
     pub fn id(&self) -> &str {
         &self.upper.id
+    }
+
+    /// Tells the session its client's address (the real client's, after
+    /// a PROXY header), which git's hooks are told. The runtime calls it
+    /// once, before the first input.
+    pub fn set_client(&mut self, client: core::net::IpAddr) {
+        self.upper.client = Some(client);
     }
 
     /// Who authenticated, once someone has.
@@ -656,6 +667,7 @@ impl ServerUpper {
                 .identity
                 .as_ref()
                 .map_or("", |i| i.fingerprint.as_str()),
+            client: self.client,
             events: &mut self.events,
             api_user: self.api_user.as_ref(),
             access: self.access.as_deref(),
