@@ -9,3 +9,4 @@ pub mod dyno;
 pub mod fingerprint;
 pub mod http;
 pub mod messages;
+pub mod repo_format;

@@ -8,6 +8,15 @@
 //!              └──────────────────┴───────────────┴──────────────┴──────────────▶ Done (message, status)
 //! ```
 //!
+//! A push that may create its repository says how it would be made: its
+//! format (the server's default, or the access file's object format for
+//! it), and that a repository whose name differs only in case must not
+//! exist. When the push creates it, the pusher is told its name and
+//! object format on stderr before git's advertisement (their git gives up
+//! on a hash mismatch right after it); when a case twin exists, the
+//! pusher is told which, if they may read it (otherwise, as for any
+//! repository they may not touch, that there is no such repository).
+//!
 //! After every push, a repository whose `HEAD` names no branch gets it
 //! pointed at one the push created (the upkeep: CheckingHead,
 //! ListingBranches, SettingHead), so that a clone checks out `main` rather
@@ -33,7 +42,8 @@ use crate::actions::{
 };
 use crate::app::access::Operation;
 use crate::app::command::{GitCommand, GitVerb};
-use crate::app::messages::UserError;
+use crate::app::messages::{self, UserError};
+use crate::app::repo_format::{RefFormat, RepoFormat};
 use crate::timer::{Timers, timer_kinds};
 
 use super::{JobCx, JobInput};
@@ -68,6 +78,8 @@ enum State {
         path: PathBuf,
         /// Where `git init` makes it, for a push (which creates it).
         temp: Option<PathBuf>,
+        /// The format it is created in, if this push creates it.
+        format: RepoFormat,
         /// Stopped while `git init` runs: what it made is removed once it
         /// is done, and nothing else happens.
         abandoned: bool,
@@ -252,19 +264,22 @@ impl LocalJob {
     fn open_repo(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
         let path = self.repos.join(format!("{}.git", cmd.repo.as_str()));
         let id = cx.next_id();
+        let format = cx.config.repo_format.for_new_repo(
+            cx.access
+                .and_then(|rules| rules.object_format_for(cmd.repo.as_str())),
+        );
         let create = (cmd.verb.is_push() && self.may_create).then(|| {
             let name = format!("{INIT_PREFIX}{}-{}", cx.session, id.0);
             let temp = path.with_file_name(name);
-            let init = git(
-                vec![
-                    "init".into(),
-                    "--bare".into(),
-                    "--quiet".into(),
-                    temp.clone().into_os_string(),
-                ],
-                None,
-            );
-            RepoInit { temp, init }
+            let mut args: Vec<OsString> = vec!["init".into(), "--bare".into(), "--quiet".into()];
+            args.extend(format.init_flags().into_iter().map(OsString::from));
+            args.push(temp.clone().into_os_string());
+            RepoInit {
+                temp,
+                init: git(args, None),
+                root: self.repos.clone(),
+                name: cmd.repo.as_str().to_owned(),
+            }
         });
         let temp = create.as_ref().map(|c| c.temp.clone());
         if temp.is_some() {
@@ -281,6 +296,7 @@ impl LocalJob {
             cmd,
             path,
             temp,
+            format,
             abandoned: false,
         };
     }
@@ -346,6 +362,7 @@ impl LocalJob {
             cmd,
             path,
             temp,
+            format,
             abandoned,
             ..
         } = std::mem::replace(&mut self.state, State::Done)
@@ -379,7 +396,20 @@ impl LocalJob {
             }
             Ok(created) => {
                 if created {
-                    tracing::info!(repo = cmd.repo.as_str(), "created repository");
+                    tracing::info!(
+                        repo = cmd.repo.as_str(),
+                        object_format = format.objects.name(),
+                        ref_format = format.refs.name(),
+                        "created repository"
+                    );
+                    // Before git's advertisement, which a client of
+                    // another hash algorithm gives up on.
+                    let refs = (format.refs != RefFormat::Files).then(|| format.refs.name());
+                    cx.notice(&messages::creating_repository(
+                        cmd.repo.as_str(),
+                        format.objects.name(),
+                        refs,
+                    ));
                 }
                 let id = cx.next_id();
                 let process = git(
@@ -397,6 +427,14 @@ impl LocalJob {
             Err(RepoError::NotFound) => {
                 tracing::info!(repo = cmd.repo.as_str(), "no such repository");
                 no_such_repo(cx, &cmd);
+            }
+            Err(RepoError::CaseTwin(existing)) => {
+                tracing::info!(
+                    repo = cmd.repo.as_str(),
+                    existing = existing.as_str(),
+                    "not creating a repository whose name differs only in case from an existing one"
+                );
+                case_collision(cx, &cmd, existing);
             }
             Err(RepoError::Failed(why)) => {
                 tracing::error!(repo = cmd.repo.as_str(), error = %why, "cannot open repository");
@@ -737,6 +775,24 @@ fn no_such_repo(cx: &mut JobCx<'_>, cmd: &GitCommand) {
     });
 }
 
+/// A push may not create `cmd`'s repository: `existing` has the same name
+/// but for case. The pusher learns which repository it collides with if
+/// they may read it; otherwise that name stays unsaid, as with any
+/// repository they may not touch.
+fn case_collision(cx: &mut JobCx<'_>, cmd: &GitCommand, existing: String) {
+    let may_read = cx
+        .access
+        .is_none_or(|rules| rules.allows(cx.user, cx.fingerprint, &existing, Operation::Read));
+    if may_read {
+        cx.fail(UserError::CaseCollision {
+            repo: cmd.repo.as_str().to_owned(),
+            existing,
+        });
+    } else {
+        no_such_repo(cx, cmd);
+    }
+}
+
 fn finish_push(cx: &mut JobCx<'_>, after: After) {
     if after.report {
         cx.exit(after.status);
@@ -756,5 +812,144 @@ mod tests {
         assert_eq!(choose_head(&["master", "dev"]), Some("master".into()));
         assert_eq!(choose_head(&["zeta", "alpha"]), Some("alpha".into()));
         assert_eq!(choose_head(&[]), None);
+    }
+
+    use crate::app::access::AccessRules;
+    use crate::app::repo_format::{ObjectFormat, RefFormat};
+    use crate::client::Event;
+    use crate::test_util::{Pair, ed25519, server_config};
+
+    /// A push to `name` by alice on a server creating `format`, with the
+    /// access file `access` if any, where `existing` repositories exist.
+    fn push(format: RepoFormat, access: Option<&str>, existing: &[&str], name: &str) -> Pair {
+        let alice = ed25519(1, "alice");
+        let mut config = server_config(&[&alice]);
+        config.repo_format = format;
+        let mut pair = Pair::new(config, Instant::now());
+        pair.rt.access = access.map(|text| std::sync::Arc::new(AccessRules::parse(text).unwrap()));
+        for repo in existing {
+            pair.rt
+                .repos
+                .insert(format!("/srv/repos/{repo}.git").into());
+        }
+        pair.open(&alice, 1 << 20, 32768);
+        pair.client
+            .exec(format!("git-receive-pack '{name}.git'").as_bytes(), true);
+        pair.drive();
+        pair
+    }
+
+    /// The arguments of the push's `git init`.
+    fn init_args(pair: &Pair) -> Vec<String> {
+        pair.rt
+            .outputs
+            .iter()
+            .find_map(|o| match o {
+                Output::OpenRepo {
+                    create: Some(init), ..
+                } => Some(
+                    init.init
+                        .args
+                        .iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .expect("the repository is opened for creation")
+    }
+
+    fn stderr(pair: &Pair) -> String {
+        String::from_utf8_lossy(&pair.received().1).into_owned()
+    }
+
+    #[test]
+    fn a_created_repository_is_announced_with_its_format_before_git_runs() {
+        let pair = push(RepoFormat::default(), None, &[], "team/site");
+        let args = init_args(&pair);
+        assert_eq!(
+            args[..4],
+            ["init", "--bare", "--quiet", "--object-format=sha1"]
+        );
+        assert!(args[4].contains(INIT_PREFIX), "{args:?}");
+        assert_eq!(args.len(), 5, "no --ref-format for files: {args:?}");
+        assert!(
+            stderr(&pair)
+                .starts_with("-----> Creating repository team/site (object format sha1)\n")
+        );
+        // Before git's advertisement: the line came first, then git ran.
+        let spawned = pair.rt.process.as_ref().expect("git runs");
+        assert_eq!(spawned.spec.args[0], "receive-pack");
+    }
+
+    #[test]
+    fn the_default_formats_reach_git_init() {
+        let format = RepoFormat {
+            objects: ObjectFormat::Sha256,
+            refs: RefFormat::Reftable,
+        };
+        let pair = push(format, None, &[], "app");
+        let args = init_args(&pair);
+        assert_eq!(
+            args[3..5],
+            ["--object-format=sha256", "--ref-format=reftable"]
+        );
+        assert!(stderr(&pair).starts_with(
+            "-----> Creating repository app (object format sha256, ref format reftable)\n"
+        ));
+    }
+
+    #[test]
+    fn the_access_rule_object_format_wins_over_the_default() {
+        let access = "[[repo]]\nname = \"new/*\"\nwrite = [\"alice\"]\ncreate = [\"alice\"]\nobject-format = \"sha256\"\n\
+                      [[repo]]\nname = \"old/*\"\nwrite = [\"alice\"]\ncreate = [\"alice\"]\n";
+        let pair = push(RepoFormat::default(), Some(access), &[], "new/site");
+        assert_eq!(init_args(&pair)[3], "--object-format=sha256");
+        assert!(stderr(&pair).contains("(object format sha256)"));
+        let pair = push(RepoFormat::default(), Some(access), &[], "old/site");
+        assert_eq!(init_args(&pair)[3], "--object-format=sha1");
+    }
+
+    #[test]
+    fn an_existing_repository_is_not_announced() {
+        let pair = push(RepoFormat::default(), None, &["app"], "app");
+        assert!(!stderr(&pair).contains("Creating"), "{}", stderr(&pair));
+        assert!(pair.rt.process.is_some());
+    }
+
+    #[test]
+    fn a_name_differing_only_in_case_is_refused_naming_the_existing_one() {
+        for (existing, pushed) in [("myapp", "MyApp"), ("team/site", "Team/site")] {
+            let pair = push(RepoFormat::default(), None, &[existing], pushed);
+            let err = stderr(&pair);
+            assert!(
+                err.contains(&format!(
+                    " ! Repository {pushed} cannot be created: its name differs only in case from the existing repository {existing}."
+                )),
+                "{err}"
+            );
+            assert!(!err.contains("Creating"), "{err}");
+            assert_eq!(pair.exit_status(), Some(1));
+            assert!(pair.rt.process.is_none(), "git never ran");
+            assert!(
+                !pair
+                    .rt
+                    .repos
+                    .iter()
+                    .any(|r| r.to_string_lossy().contains(pushed))
+            );
+            assert!(pair.events.contains(&Event::Closed));
+        }
+    }
+
+    #[test]
+    fn a_case_twin_the_user_may_not_read_stays_unnamed() {
+        let access = "[[repo]]\nname = \"MyApp\"\ncreate = [\"alice\"]\n\
+                      [[repo]]\nname = \"myapp\"\nread = [\"bob\"]\n";
+        let pair = push(RepoFormat::default(), Some(access), &["myapp"], "MyApp");
+        let err = stderr(&pair);
+        assert!(!err.contains("myapp"), "{err}");
+        assert!(err.contains("No such app as MyApp"), "{err}");
+        assert_eq!(pair.exit_status(), Some(1));
     }
 }
