@@ -1163,6 +1163,21 @@ pub fn render_config(bin_name: &'static str, settings: &Settings, env: &Env) -> 
             continue;
         }
         let list = matches!(arg.get_action(), clap::ArgAction::Append);
+        // A default the mode does not use, printed, would be refused when
+        // the output is read back as a file.
+        let unused = match settings.mode {
+            ModeSettings::Standalone => &API_ONLY[..],
+            ModeSettings::Api(_) => &STANDALONE_ONLY[..],
+        };
+        if unused.contains(&long)
+            && !settings
+                .origins
+                .iter()
+                .any(|o| o.long == long && o.source.is_explicit())
+        {
+            let _ = writeln!(out, "# {long}: not used in this mode");
+            continue;
+        }
         let (values, source) = match settings.origins.iter().find(|o| o.long == long) {
             Some(o) => (o.values.clone(), o.source.to_string()),
             None => match derived(long) {
@@ -1921,6 +1936,46 @@ mod tests {
                 .unwrap()
                 .authorized_keys_explicit
         );
+    }
+
+    #[test]
+    fn repository_formats_from_each_layer() {
+        use gitmouth_core::app::repo_format::{ObjectFormat, RefFormat, RepoFormat};
+        let none = Env::default();
+        let s = with_file(&[], &none, "").unwrap();
+        assert_eq!(s.repo_format, RepoFormat::default());
+        let s = with_file(&["--default-object-format", "sha256"], &none, "").unwrap();
+        assert_eq!(s.repo_format.objects, ObjectFormat::Sha256);
+        let vars = env(&[("GITMOUTH_DEFAULT_REF_FORMAT", "reftable")], None);
+        let s = with_file(&[], &vars, "default-object-format = \"sha256\"\n").unwrap();
+        assert_eq!(
+            s.repo_format,
+            RepoFormat {
+                objects: ObjectFormat::Sha256,
+                refs: RefFormat::Reftable
+            }
+        );
+        let config = server_config(
+            &s,
+            Vec::new().into(),
+            gitmouth_core::server::Mode::Standalone {
+                repos: PathBuf::from("r"),
+            },
+        );
+        assert_eq!(config.repo_format, s.repo_format);
+        // Bad values, naming the setting and where it came from.
+        let err = with_file(&[], &none, "default-object-format = \"SHA256\"\n").unwrap_err();
+        assert!(
+            err.contains("default-object-format") && err.contains("/etc/gm.toml line 1"),
+            "{err}"
+        );
+        let err = with_file(&["--default-ref-format", "table"], &none, "").unwrap_err();
+        assert!(err.contains("files, reftable"), "{err}");
+        // API mode creates no repositories.
+        let api = env(&[("APISERVER_KEY", "k")], None);
+        let err = with_file(&["--default-object-format", "sha256"], &api, "").unwrap_err();
+        assert!(err.contains("API mode"), "{err}");
+        assert!(with_file(&[], &api, "").is_ok());
     }
 
     #[test]
