@@ -160,3 +160,33 @@ fn a_case_twin_the_user_may_not_read_stays_unnamed() {
     assert!(err.contains("No such app as MyApp"), "{err}");
     assert_eq!(pair.exit_status(), Some(1));
 }
+
+#[test]
+fn pushes_to_names_differing_only_in_case_share_the_push_lock() {
+    use gitmouth_core::test_util::PushLocks;
+    let alice = ed25519(1, "alice");
+    let locks = PushLocks::default();
+    let start = |name: &str| {
+        let mut pair = Pair::new(server_config(&[&alice]), epoch());
+        pair.rt.locks = locks.clone();
+        // git init of the repository being created takes its time.
+        pair.rt.hold_init = true;
+        pair.open(&alice, 1 << 20, 32768);
+        pair.client
+            .exec(format!("git-receive-pack '{name}.git'").as_bytes(), true);
+        pair.drive();
+        pair
+    };
+    let first = start("MyApp");
+    assert!(first.rt.held_repo.is_some(), "git init runs");
+    assert!(locks.is_held("myapp"));
+    // Its twin cannot be created meanwhile: its push finds the lock held.
+    let second = start("myapp");
+    assert!(second.rt.held_repo.is_none());
+    let err = stderr(&second);
+    assert!(
+        err.contains(" ! Another push to myapp is in progress"),
+        "{err}"
+    );
+    assert_eq!(second.exit_status(), Some(1));
+}
