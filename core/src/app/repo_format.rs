@@ -165,44 +165,38 @@ impl fmt::Display for GitVersion {
 /// setting at fault and the version found, for the operator at start.
 pub fn check_git(defaults: RepoFormat, git_version: Result<&str, &str>) -> Result<(), String> {
     let found = match git_version {
-        Ok(output) => GitVersion::parse(output).ok_or_else(|| output.trim().to_owned()),
-        Err(why) => Err(format!("git --version failed: {why}")),
+        Ok(output) => GitVersion::parse(output)
+            .ok_or_else(|| format!("{:?}, which is no git version", output.trim())),
+        Err(why) => Err(format!("no git that runs (git --version: {why})")),
     };
-    let needs = |setting: &str, version: GitVersion, found: &str| {
-        format!(
-            "{setting} needs git {version} or later to create repositories; found {found}: install a newer git (first in the server's PATH){}",
-            if setting.starts_with("--default-ref-format") {
-                ", or use --default-ref-format files"
-            } else {
-                ""
-            }
-        )
+    let refuse = |setting: String, version: GitVersion, found: String, or: &str| {
+        Err(format!(
+            "{setting} needs git {version} or later to create repositories; found {found}: install a newer git (first in the server's PATH){or}"
+        ))
     };
+    let reftable = defaults.refs == RefFormat::Reftable;
     match found {
-        Ok(v) => {
-            if defaults.refs == RefFormat::Reftable && v < GitVersion::REFTABLE {
-                return Err(needs(
-                    "--default-ref-format reftable",
-                    GitVersion::REFTABLE,
-                    &format!("git {v}"),
-                ));
-            }
-            if v < GitVersion::OBJECT_FORMAT {
-                return Err(needs(
-                    &format!("--default-object-format {}", defaults.objects),
-                    GitVersion::OBJECT_FORMAT,
-                    &format!("git {v}"),
-                ));
-            }
-            Ok(())
-        }
-        // Not known: only reftable's requirement is refused on it (git
-        // that does not run at all is every push's problem, logged then).
-        Err(what) if defaults.refs == RefFormat::Reftable => Err(needs(
-            "--default-ref-format reftable",
+        Ok(v) if reftable && v < GitVersion::REFTABLE => refuse(
+            "--default-ref-format reftable".into(),
             GitVersion::REFTABLE,
-            &format!("{what:?} (not a version)"),
-        )),
+            format!("git {v}"),
+            ", or use --default-ref-format files",
+        ),
+        Ok(v) if v < GitVersion::OBJECT_FORMAT => refuse(
+            format!("--default-object-format {}", defaults.objects),
+            GitVersion::OBJECT_FORMAT,
+            format!("git {v}"),
+            "",
+        ),
+        Ok(_) => Ok(()),
+        // Not known: only reftable's requirement is refused on it (a git
+        // that does not run at all fails every command, and each says so).
+        Err(found) if reftable => refuse(
+            "--default-ref-format reftable".into(),
+            GitVersion::REFTABLE,
+            found,
+            ", or use --default-ref-format files",
+        ),
         Err(_) => Ok(()),
     }
 }
