@@ -89,8 +89,8 @@ Logging:
   NO_COLOR                  no colours in the log
 
 SIGHUP re-reads the configuration file, ./.env and the authorized keys:
-limits, time limits, algorithm lists, the log filter and the keys change
-for new connections; the listen address, data directory, host keys and
+limits, time limits, algorithm lists, the log filter, the keys and the
+formats of new repositories change for new connections; the listen address, data directory, host keys and
 mode need a restart (the log says so).";
 
 /// The command line, shared by `gitmouth` and `gitmouth-async-std`.

@@ -4,7 +4,8 @@
 //! told the new repository's object format before git's advertisement;
 //! the access file's `object-format` wins over the default;
 //! `--default-ref-format reftable` (or its refusal with an old git); bad
-//! values refused at start; two names differing only in case.
+//! values refused at start; a change on SIGHUP; two names differing only
+//! in case.
 
 #![allow(clippy::unwrap_used)]
 
@@ -449,4 +450,37 @@ fn bad_values_are_refused_at_start_naming_the_setting(runtime: Runtime) {
         err.contains("line 4") && err.contains("object-format") && err.contains("sha3"),
         "{err}"
     );
+}
+
+per_runtime!(sighup_changes_the_format_of_repositories_created_afterwards);
+fn sighup_changes_the_format_of_repositories_created_afterwards(runtime: Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gm.toml");
+    std::fs::write(&config, "default-object-format = \"sha1\"\n").unwrap();
+    let s = Setup::start(runtime, &["--config", config.to_str().unwrap()], None);
+    let work = s.work("before", "sha1");
+    let out = s.push(&work, "before");
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(&config, "default-object-format = \"sha256\"\n").unwrap();
+    gitmouth_tests::kill(s.server.pid(), "HUP");
+    assert!(
+        s.server
+            .wait_for_log("SIGHUP: configuration reloaded", Duration::from_secs(10)),
+        "{}",
+        s.server.log()
+    );
+    let work = s.work("after", "sha256");
+    let out = s.push(&work, "after");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(object format sha256)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        rev_parse(&s.repo("after"), "--show-object-format"),
+        "sha256"
+    );
+    // The repository created before keeps its format.
+    assert_eq!(rev_parse(&s.repo("before"), "--show-object-format"), "sha1");
 }
