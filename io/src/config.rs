@@ -170,7 +170,7 @@ pub struct Cli {
     ///
     /// sshd's TrustedUserCAKeys format: one OpenSSH public key a line. A
     /// certificate signed by one of them logs in as its first principal
-    /// when it is a user certificate, valid now, names a principal, and
+    /// the access file knows (else its first) when it is a user certificate, valid now, names a principal, and
     /// has no critical option but source-address (enforced against the
     /// client's address). Re-read when it changes and on SIGHUP.
     #[arg(long, value_name = "FILE")]

@@ -636,6 +636,19 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
                             );
                             None
                         }
+                        crate::files::Owner::KeyRefused(lines) => {
+                            // Every line of the key refused it: its own
+                            // options (`from=`, `expiry-time=`).
+                            let detail: Vec<String> =
+                                lines.iter().map(ToString::to_string).collect();
+                            tracing::info!(
+                                reason = lines.first().map_or("", |l| l.refusal.reason()),
+                                detail = %detail.join("; "),
+                                key = %gitmouth_core::app::fingerprint::sha256_blob(&blob),
+                                "key refused by its authorized_keys options"
+                            );
+                            None
+                        }
                     }
                 });
                 let access = self.shared.keys.as_ref().and_then(|k| k.access());

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gitmouth_core::app::access::AccessRules;
-use gitmouth_core::app::authorized_keys::AuthorizedKeys;
+use gitmouth_core::app::authorized_keys::{Admission, AuthorizedKeys, LineRefusal};
 use gitmouth_core::auth::certs::{self, FileError, RevokedKeys, UserCas};
 
 /// The authorized keys of standalone mode, replaced whole when the file
@@ -107,6 +107,9 @@ pub enum Owner {
     Unknown,
     /// A revoked key, or a certificate refused for this reason.
     Refused(certs::Refusal),
+    /// A key whose every `authorized_keys` line refuses it now (`from=`,
+    /// `expiry-time=`), with each line's reason.
+    KeyRefused(Vec<LineRefusal>),
 }
 
 impl KeyStore {
@@ -159,11 +162,15 @@ impl KeyStore {
 
     /// Who may log in with the key or certificate `blob`, at `now`
     /// (seconds since the Unix epoch), from `client`: the decision is the
-    /// core's ([`certs::check`]), fed with the current files.
+    /// core's ([`certs::check`], [`AuthorizedKeys::admit`]), fed with the
+    /// current files.
     pub fn lookup(&self, blob: &[u8], now: u64, client: std::net::IpAddr) -> Owner {
         let revoked = self.revoked.get();
         if certs::is_certificate(blob) {
-            return match certs::check(blob, &self.cas.get(), &revoked, now, client) {
+            // The user is the first principal the access file knows.
+            let access = self.access();
+            let known = |name: &str| access.as_ref().is_none_or(|rules| rules.knows(name));
+            return match certs::check(blob, &self.cas.get(), &revoked, now, client, &known) {
                 Ok(user) => {
                     tracing::info!(
                         principal = %user.principal,
@@ -180,9 +187,10 @@ impl KeyStore {
         if revoked.is_revoked(blob) {
             return Owner::Refused(certs::Refusal::Revoked);
         }
-        match self.owner(blob) {
-            Some(user) => Owner::User(user),
-            None => Owner::Unknown,
+        match self.snapshot().admit(blob, client, now) {
+            Admission::Admitted(entry) => Owner::User(entry.user.clone()),
+            Admission::Unknown => Owner::Unknown,
+            Admission::Refused(lines) => Owner::KeyRefused(lines),
         }
     }
 

@@ -55,13 +55,24 @@ struct Team {
 
 impl Team {
     fn start(runtime: Runtime) -> Team {
+        Self::start_with(runtime, &[], |_| String::new())
+    }
+
+    /// With keys for `more` users too, and `RULES` followed by what `extra`
+    /// writes, given every user's key.
+    fn start_with(
+        runtime: Runtime,
+        more: &[&'static str],
+        extra: impl FnOnce(&[(&'static str, PathBuf)]) -> String,
+    ) -> Team {
         let scratch = tempfile::tempdir().unwrap();
         let keys: Vec<(&'static str, PathBuf)> = ["alice", "bob", "carol", "dave", "ci", "builder"]
-            .into_iter()
-            .map(|u| (u, keygen(scratch.path(), "ed25519", u, u)))
+            .iter()
+            .chain(more)
+            .map(|&u| (u, keygen(scratch.path(), "ed25519", u, u)))
             .collect();
         let access = scratch.path().join("access.toml");
-        std::fs::write(&access, RULES).unwrap();
+        std::fs::write(&access, format!("{RULES}\n{}", extra(&keys))).unwrap();
         let paths: Vec<&Path> = keys.iter().map(|(_, p)| p.as_path()).collect();
         let server = start_git_server(
             runtime,
@@ -248,6 +259,54 @@ fn deploy_keys_reach_one_repository(runtime: Runtime) {
     assert!(!t.server.data_dir.join("repos/team/new.git").exists());
     // The greeting names the repository.
     let hello = t.server.ssh().key(t.key("ci")).arg("-T").run(&[]);
+    assert!(
+        stderr(&hello).contains("with a deploy key for team/site"),
+        "{}",
+        stderr(&hello)
+    );
+}
+
+/// A key's SHA256 fingerprint, as `ssh-keygen -l` prints it.
+fn fingerprint(key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(gitmouth_tests::public_key(key))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let fp = text.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(fp.starts_with("SHA256:"), "{text}");
+    fp
+}
+
+per_runtime!(deploy_keys_named_by_fingerprint_reach_one_repository);
+fn deploy_keys_named_by_fingerprint_reach_one_repository(runtime: Runtime) {
+    let t = Team::start_with(runtime, &["fp-reader", "fp-writer"], |keys| {
+        let fp = |user: &str| fingerprint(&keys.iter().find(|(u, _)| *u == user).unwrap().1);
+        format!(
+            "[[deploy]]\nkey = \"{}\"\nrepo = \"team/site\"\n\n\
+             [[deploy]]\nkey = \"{}\"\nrepo = \"team/site\"\nwrite = true\n",
+            fp("fp-reader"),
+            fp("fp-writer")
+        )
+    });
+    ok(&t.push("alice", "team/site"));
+    ok(&t.push("alice", "team/other"));
+    let missing = refusal(&t.clone("fp-reader", "team/none"));
+    // Read-only: clones its repository, cannot push, cannot touch another.
+    ok(&t.clone("fp-reader", "team/site"));
+    let push = t.push("fp-reader", "team/site");
+    assert_eq!(refusal(&push), missing.replace("team/none", "team/site"));
+    let other = t.clone("fp-reader", "team/other");
+    assert_eq!(refusal(&other), missing.replace("team/none", "team/other"));
+    // Writable: pushes its repository, no other, and never creates.
+    ok(&t.push("fp-writer", "team/site"));
+    let other = t.push("fp-writer", "team/other");
+    assert_eq!(refusal(&other), missing.replace("team/none", "team/other"));
+    let create = t.push("fp-writer", "team/new");
+    assert_eq!(refusal(&create), missing.replace("team/none", "team/new"));
+    assert!(!t.server.data_dir.join("repos/team/new.git").exists());
+    let hello = t.server.ssh().key(t.key("fp-reader")).arg("-T").run(&[]);
     assert!(
         stderr(&hello).contains("with a deploy key for team/site"),
         "{}",

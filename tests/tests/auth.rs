@@ -329,7 +329,8 @@ fn authorized_keys_options_comments_and_line_endings(runtime: Runtime) {
     let text = [
         "# gitmouth keys".to_owned(),
         String::new(),
-        // Restrictions gitmouth cannot enforce: the line is refused.
+        // A restriction the client (127.0.0.1) does not meet, and one
+        // gitmouth cannot enforce (the line is skipped).
         format!("from=\"10.0.0.0/8\" {}", line(0)),
         format!("command=\"/bin/false\" {}", line(1)),
         // Restrictions on what gitmouth never offers: fine.

@@ -1,7 +1,9 @@
 //! SSH user certificates (`--trusted-user-ca-keys`, `--revoked-keys`) end
 //! to end: certificates signed by the real `ssh-keygen -s`, offered by the
-//! real `ssh`; each is accepted as its first principal or refused, and the
-//! server's log names the reason.
+//! real `ssh`; each is accepted as its first principal (the first one the
+//! access file knows, when there is one) or refused, and the server's log
+//! names the reason; `source-address` is judged against the address a
+//! PROXY header carries.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gitmouth_tests::{
-    Runtime, Server, ServerOptions, keygen, per_runtime, public_key, start_git_server, stderr,
+    Runtime, Server, ServerOptions, Ssh, keygen, per_runtime, public_key, start_git_server, stderr,
 };
 
 /// Signs `key`'s public half with the CA `ca` (`ssh-keygen -s`), with
@@ -37,9 +39,13 @@ fn sign(ca: &Path, key: &Path, args: &[&str]) -> PathBuf {
 /// `ssh -T` with `key` (and its certificate): the user greeted, or the
 /// client's stderr.
 fn login(server: &Server, key: &Path) -> Result<String, String> {
+    login_with(server.ssh(), key)
+}
+
+/// [`login`] with this `ssh`.
+fn login_with(ssh: Ssh, key: &Path) -> Result<String, String> {
     let cert = format!("CertificateFile={}-cert.pub", key.display());
-    let out = server
-        .ssh()
+    let out = ssh
         .key(key)
         .option(&cert)
         .option("LogLevel=ERROR")
@@ -223,5 +229,83 @@ fn certificate_algorithms_follow_pubkey_accepted_algorithms(runtime: Runtime) {
         ),
         "{}",
         server.log()
+    );
+}
+
+per_runtime!(source_address_is_judged_against_the_address_a_proxy_header_carries);
+fn source_address_is_judged_against_the_address_a_proxy_header_carries(runtime: Runtime) {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let ca = keygen(dir, "ed25519", "ca", "ca");
+    let key = keygen(dir, "ed25519", "key", "key");
+    sign(
+        &ca,
+        &key,
+        &["-n", "alice", "-O", "source-address=192.0.2.0/24"],
+    );
+    let options = ServerOptions::default().args(&[
+        "--trusted-user-ca-keys",
+        public_key(&ca).to_str().unwrap(),
+        "--proxy-protocol",
+        "required",
+        "--proxy-trusted",
+        "127.0.0.1",
+        "--admission-exempt",
+        "198.51.100.0/24",
+    ]);
+    let server = start_git_server(runtime, dir, &[], options);
+    // A stand-in balancer at 127.0.0.1 says where the client is.
+    let via = |client: &str| {
+        let relay = format!(
+            "{} --connect {} --client {client}:4000 --version 1",
+            env!("CARGO_BIN_EXE_gitmouth-proxy-relay"),
+            server.addr
+        );
+        server.ssh().option(&format!("ProxyCommand={relay}"))
+    };
+    assert_eq!(login_with(via("192.0.2.7"), &key).as_deref(), Ok("alice"));
+    let err = login_with(via("198.51.100.7"), &key).unwrap_err();
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        refusal_logged(&server, "source address"),
+        "{}",
+        server.log()
+    );
+}
+
+per_runtime!(the_user_is_the_first_principal_the_access_file_knows);
+fn the_user_is_the_first_principal_the_access_file_knows(runtime: Runtime) {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let ca = keygen(dir, "ed25519", "ca", "ca");
+    let known_second = keygen(dir, "ed25519", "known_second", "k2");
+    sign(&ca, &known_second, &["-n", "unknown,bob"]);
+    let none_known = keygen(dir, "ed25519", "none_known", "k3");
+    sign(&ca, &none_known, &["-n", "unknown,stranger"]);
+    let access = dir.join("access.toml");
+    std::fs::write(&access, "[[repo]]\nname = \"team/*\"\nread = [\"bob\"]\n").unwrap();
+    let options = ServerOptions::default().args(&[
+        "--trusted-user-ca-keys",
+        public_key(&ca).to_str().unwrap(),
+        "--access",
+        access.to_str().unwrap(),
+    ]);
+    let server = start_git_server(runtime, dir, &[], options);
+    assert_eq!(login(&server, &known_second).as_deref(), Ok("bob"));
+    // None known: the first principal, which the rules give nothing.
+    assert_eq!(login(&server, &none_known).as_deref(), Ok("unknown"));
+    let hello = server
+        .ssh()
+        .key(&none_known)
+        .option(&format!(
+            "CertificateFile={}-cert.pub",
+            none_known.display()
+        ))
+        .arg("-T")
+        .run(&[]);
+    assert!(
+        stderr(&hello).contains("(no repositories)"),
+        "{}",
+        stderr(&hello)
     );
 }

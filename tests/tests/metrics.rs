@@ -37,6 +37,22 @@ fn grows(server: &Server, series: &str, before: &str) -> String {
     body
 }
 
+/// Waits until the gauge `series` is back at zero: a connection the
+/// client has already left may still be closing on the server, and a
+/// "before" scrape taken then would count it.
+fn settles(server: &Server, series: &str) {
+    let mut body = String::new();
+    let settled = wait_until(WAIT, || {
+        body = scrape(server);
+        metric(&body, series) == 0.0
+    });
+    assert!(
+        settled,
+        "{series} never came back to 0:\n{body}\n{}",
+        server.log()
+    );
+}
+
 struct Setup {
     server: Server,
     git: Git,
@@ -134,7 +150,12 @@ fn every_metric_moves_when_its_event_happens(runtime: Runtime) {
         &before,
     );
 
-    // A connection that says nothing is unauthenticated while it lasts.
+    // A connection that says nothing is unauthenticated while it lasts
+    // (the stranger's connection may still be closing: wait for it).
+    settles(
+        server,
+        r#"gitmouth_connections_in_progress{state="unauthenticated"}"#,
+    );
     let before = scrape(server);
     let idle = std::net::TcpStream::connect(server.addr).unwrap();
     grows(
@@ -149,6 +170,10 @@ fn every_metric_moves_when_its_event_happens(runtime: Runtime) {
     hold_pushes(&server.data_dir.join("repos/app.git"), &s.dir);
     s.git
         .ok(&s.src, &["commit", "-q", "--allow-empty", "-m", "second"]);
+    settles(
+        server,
+        r#"gitmouth_connections_in_progress{state="authenticated"}"#,
+    );
     let before = scrape(server);
     let first = push(&s);
     assert!(wait_until(WAIT, || s.dir.join("started").exists()));

@@ -146,6 +146,8 @@ pub struct AccessRules {
     pub default: Option<Rights>,
     /// The `[[deploy]]` entries.
     pub deploys: Vec<DeployKey>,
+    /// The members of each `[groups]` group.
+    pub groups: BTreeMap<String, Users>,
 }
 
 /// The access file cannot be used: where and why.
@@ -347,11 +349,36 @@ impl AccessRules {
                 write: d.write,
             });
         }
+        let groups = raw
+            .groups
+            .iter()
+            .map(|(name, members)| {
+                let members = members.iter().map(|m| m.get_ref().clone()).collect();
+                (name.clone(), members)
+            })
+            .collect();
         Ok(AccessRules {
             repos,
             default,
             deploys,
+            groups,
         })
+    }
+
+    /// Whether the file names `user` anywhere: in a group, in a
+    /// `[[repo]]` rule or `[default]`, or as a deploy key's
+    /// `authorized_keys` name. A certificate with several principals logs
+    /// in as the first one the file knows.
+    pub fn knows(&self, user: &str) -> bool {
+        let in_rights =
+            |r: &Rights| r.read.contains(user) || r.write.contains(user) || r.create.contains(user);
+        self.groups.values().any(|members| members.contains(user))
+            || self.repos.iter().any(|r| in_rights(&r.rights))
+            || self.default.as_ref().is_some_and(in_rights)
+            || self
+                .deploys
+                .iter()
+                .any(|d| !d.key.starts_with("SHA256:") && d.key == user)
     }
 
     /// The deploy entries naming this key, if it is a deploy key.
@@ -532,6 +559,21 @@ write = true
         assert_eq!(rules.object_format_for("t/x"), Some(ObjectFormat::Sha256));
         assert_eq!(rules.object_format_for("u/x"), Some(ObjectFormat::Sha1));
         assert_eq!(rules.object_format_for("u"), None);
+    }
+
+    #[test]
+    fn the_names_the_file_knows() {
+        let rules = AccessRules::parse(EXAMPLE).unwrap();
+        for known in ["alice", "bob", "ci", "carol", "builder"] {
+            assert!(rules.knows(known), "{known}");
+        }
+        for unknown in ["dave", "SHA256:abc", "@devs", "devs", ""] {
+            assert!(!rules.knows(unknown), "{unknown}");
+        }
+        // A member of a group no rule uses is known too.
+        let rules = AccessRules::parse("[groups]\nlurkers = [\"erin\"]\n").unwrap();
+        assert!(rules.knows("erin"));
+        assert!(!AccessRules::parse("").unwrap().knows("erin"));
     }
 
     #[test]

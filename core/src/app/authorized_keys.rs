@@ -6,16 +6,20 @@
 //! Bad lines are reported as [`LineError`]s and skipped, never fatal, so one
 //! typo does not lock everybody out.
 //!
-//! gitmouth enforces none of the restrictions sshd's options express, so a
-//! line whose options would restrict the key in a way that matters here
-//! (`command=`, `from=`, `expiry-time=`, ...) is refused rather than
-//! accepted with the restriction silently dropped. Options that govern only
-//! what gitmouth never offers (ptys, forwarding, `environment=`) are kept and
-//! otherwise harmless.
+//! Options are honoured as sshd honours them, where they matter here:
+//! `from=` and `expiry-time=` restrict when and from where the key is
+//! used (judged at each login by [`AuthorizedKeys::admit`], see
+//! [`super::key_options`]). Options that govern only what gitmouth never
+//! offers (`restrict` and the `no-*` flags, ptys, forwarding,
+//! `permitopen=`, `permitlisten=`, `environment=`) are accepted: since only
+//! git runs, they are satisfied already. A line whose options name what
+//! gitmouth cannot do (`command=`, `principals=`, `cert-authority`,
+//! `verify-required`) is refused rather than accepted with the option
+//! silently dropped.
 //!
-//! When a key appears on several usable lines the first wins. A refused
-//! line does not hide a later usable line for the same key, as in sshd,
-//! which tries the next line when one's options fail.
+//! When a key appears on several lines, a login takes the first line
+//! whose restrictions let it in, as sshd tries the lines in turn. A refused
+//! line does not hide a later usable line for the same key.
 
 use std::collections::HashMap;
 
@@ -24,6 +28,7 @@ use ssh_encoding::Encode;
 use ssh_key::{PublicKey, public::KeyData};
 
 use super::fingerprint;
+use super::key_options::{KeyRefusal, Restrictions};
 
 /// RSA keys shorter than this are refused (NIST SP 800-131A; OpenSSH's own
 /// floor is 1024).
@@ -58,6 +63,8 @@ pub struct AuthorizedKey {
     pub user: String,
     /// The line's options, in order.
     pub options: Vec<KeyOption>,
+    /// What `from=` and `expiry-time=` restrict.
+    pub restrictions: Restrictions,
     /// The 1-based line number.
     pub line: usize,
 }
@@ -92,14 +99,41 @@ pub struct LineError {
     pub reason: String,
 }
 
-/// The parsed file: the usable keys in file order, indexed by key blob.
+/// A line's restrictions kept its key out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRefusal {
+    /// The 1-based line number.
+    pub line: usize,
+    /// Why.
+    pub refusal: KeyRefusal,
+}
+
+impl std::fmt::Display for LineRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.refusal)
+    }
+}
+
+/// What the file says of a key at a login.
+#[derive(Debug, Clone)]
+pub enum Admission<'a> {
+    /// This line lets it in.
+    Admitted(&'a AuthorizedKey),
+    /// No line holds it.
+    Unknown,
+    /// Every line holding it refuses it now, for these reasons (in file
+    /// order; never empty).
+    Refused(Vec<LineRefusal>),
+}
+
+/// The parsed file: the usable lines in file order, indexed by key blob.
 #[derive(Clone, Debug, Default)]
 pub struct AuthorizedKeys {
     keys: Vec<AuthorizedKey>,
-    /// Canonical key blob (RFC 4253 §6.6 encoding) to index in `keys`. Only
-    /// looked up, never iterated, so the map's order cannot leak into
-    /// behaviour.
-    by_blob: HashMap<Vec<u8>, usize>,
+    /// Canonical key blob (RFC 4253 §6.6 encoding) to the indexes in `keys`
+    /// of its lines, in file order. Only looked up, never iterated, so the
+    /// map's order cannot leak into behaviour.
+    by_blob: HashMap<Vec<u8>, Vec<usize>>,
 }
 
 impl AuthorizedKeys {
@@ -112,10 +146,8 @@ impl AuthorizedKeys {
             match parse_line(raw, line) {
                 Ok(None) => {}
                 Ok(Some((entry, blob))) => {
-                    if !keys.by_blob.contains_key(&blob) {
-                        keys.by_blob.insert(blob, keys.keys.len());
-                        keys.keys.push(entry);
-                    }
+                    keys.by_blob.entry(blob).or_default().push(keys.keys.len());
+                    keys.keys.push(entry);
                 }
                 Err(reason) => errors.push(LineError { line, reason }),
             }
@@ -128,9 +160,9 @@ impl AuthorizedKeys {
         Self::default()
     }
 
-    /// The number of usable keys (duplicates counted once).
+    /// The number of usable keys (a key on several lines counted once).
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.by_blob.len()
     }
 
     /// Whether no key is usable.
@@ -138,16 +170,49 @@ impl AuthorizedKeys {
         self.keys.is_empty()
     }
 
-    /// The usable keys in file order.
+    /// The usable lines in file order (a key on several lines is there
+    /// each time).
     pub fn iter(&self) -> impl Iterator<Item = &AuthorizedKey> {
         self.keys.iter()
     }
 
-    /// Finds the entry for a public key blob (the raw key blob as sent in
-    /// SSH_MSG_USERAUTH_REQUEST). Compares bytes exactly: a blob that
-    /// encodes the same key differently matches nothing.
+    /// Finds the first line of a public key blob (the raw key blob as sent
+    /// in SSH_MSG_USERAUTH_REQUEST), whatever its restrictions. Compares
+    /// bytes exactly: a blob that encodes the same key differently matches
+    /// nothing.
     pub fn find_blob(&self, blob: &[u8]) -> Option<&AuthorizedKey> {
-        self.by_blob.get(blob).and_then(|&i| self.keys.get(i))
+        self.lines_of(blob).next()
+    }
+
+    /// The lines of a key blob, in file order.
+    fn lines_of(&self, blob: &[u8]) -> impl Iterator<Item = &AuthorizedKey> {
+        self.by_blob
+            .get(blob)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.keys.get(i))
+    }
+
+    /// Whether the key `blob` may log in from `client` at `now` (seconds
+    /// since the Unix epoch, the wall-clock time): the first of its lines
+    /// whose restrictions (`from=`, `expiry-time=`) allow it, as sshd
+    /// tries the lines in turn.
+    pub fn admit(&self, blob: &[u8], client: core::net::IpAddr, now: u64) -> Admission<'_> {
+        let mut refusals = Vec::new();
+        for entry in self.lines_of(blob) {
+            match entry.restrictions.check(client, now) {
+                Ok(()) => return Admission::Admitted(entry),
+                Err(refusal) => refusals.push(LineRefusal {
+                    line: entry.line,
+                    refusal,
+                }),
+            }
+        }
+        if refusals.is_empty() {
+            Admission::Unknown
+        } else {
+            Admission::Refused(refusals)
+        }
     }
 
     /// Finds the entry for a parsed key.
@@ -178,7 +243,7 @@ fn parse_line(raw: &str, line: usize) -> Result<Option<(AuthorizedKey, Vec<u8>)>
     if type_name.is_empty() || base64.is_empty() {
         return Err("no key on the line".to_owned());
     }
-    check_options(&options)?;
+    let restrictions = check_options(&options)?;
     let key_data = parse_key(type_name, base64)?;
     let blob = key_data
         .encode_vec()
@@ -201,6 +266,7 @@ fn parse_line(raw: &str, line: usize) -> Result<Option<(AuthorizedKey, Vec<u8>)>
             key,
             user,
             options,
+            restrictions,
             line,
         },
         blob,
@@ -320,11 +386,20 @@ fn dequote(text: &str) -> Option<(String, &str)> {
     None
 }
 
-/// Options that take a value, all harmless here.
-const VALUE_OPTIONS: &[&str] = &["environment", "permitlisten", "permitopen", "tunnel"];
+/// Options that take a value: `from` and `expiry-time` restrict the key
+/// (see [`Restrictions`]); the others are harmless here.
+const VALUE_OPTIONS: &[&str] = &[
+    "environment",
+    "expiry-time",
+    "from",
+    "permitlisten",
+    "permitopen",
+    "tunnel",
+];
 
 /// Flags that are harmless here: they allow or forbid only things gitmouth
-/// never offers, or (`no-touch-required`) are exposed for the caller.
+/// never offers (`restrict` forbids them all; only git runs anyway), or
+/// (`no-touch-required`) are exposed for the caller.
 const FLAG_OPTIONS: &[&str] = &[
     "agent-forwarding",
     "no-agent-forwarding",
@@ -342,18 +417,14 @@ const FLAG_OPTIONS: &[&str] = &[
 
 /// Options naming a restriction or a mode gitmouth cannot honour: the line
 /// is refused rather than used without it.
-const REFUSED_OPTIONS: &[&str] = &[
-    "cert-authority",
-    "command",
-    "expiry-time",
-    "from",
-    "principals",
-    "verify-required",
-];
+const REFUSED_OPTIONS: &[&str] = &["cert-authority", "command", "principals", "verify-required"];
 
 /// Refuses lines whose options cannot be honoured, or which sshd itself
-/// would refuse (unknown options, a flag with a value or a missing value).
-fn check_options(options: &[KeyOption]) -> Result<(), String> {
+/// would refuse (unknown options, a flag with a value or a missing value,
+/// a `from=` or `expiry-time=` that cannot be read); returns what the
+/// options restrict.
+fn check_options(options: &[KeyOption]) -> Result<Restrictions, String> {
+    let mut restrictions = Restrictions::default();
     for option in options {
         let name = option.name.as_str();
         if REFUSED_OPTIONS.contains(&name) {
@@ -375,8 +446,13 @@ fn check_options(options: &[KeyOption]) -> Result<(), String> {
                 format!("option {name} takes no value")
             });
         }
+        match (name, option.value.as_deref()) {
+            ("from", Some(value)) => restrictions.add_from(value)?,
+            ("expiry-time", Some(value)) => restrictions.add_expiry(value)?,
+            _ => {}
+        }
     }
-    Ok(())
+    Ok(restrictions)
 }
 
 /// Decodes `type base64` into a key gitmouth will accept.
@@ -625,16 +701,21 @@ mod tests {
                 "command= is not supported by gitmouth",
             ),
             (
-                format!("from=\"10.0.0.0/8,!10.1.0.0/16\" {key}"),
-                "from= is not supported by gitmouth",
+                format!("principals=\"git\" {key}"),
+                "principals= is not supported by gitmouth",
             ),
             (
-                format!("FROM=\"10.0.0.1\" {key}"),
-                "from= is not supported by gitmouth",
+                format!("from=\"10.0.0.1/8\" {key}"),
+                "from= entry \"10.0.0.1/8\" has address bits set past its mask (the network is 10.0.0.0/8)",
             ),
             (
-                format!("expiry-time=\"20300101\" {key}"),
-                "expiry-time= is not supported by gitmouth",
+                format!("from=\"10.0.0.1\",FROM=\"10.0.0.2\" {key}"),
+                "from= given twice",
+            ),
+            (format!("from {key}"), "option from needs a value"),
+            (
+                format!("expiry-time=\"2030\" {key}"),
+                "expiry-time \"2030\": not a time (YYYYMMDD[HHMM[SS]], UTC)",
             ),
             (
                 format!("cert-authority {key}"),
@@ -686,6 +767,57 @@ mod tests {
         assert_eq!(keys.len(), 1);
         let entry = keys.find_blob(&blob(ED25519)).unwrap();
         assert_eq!((entry.line, entry.user.as_str()), (2, "second"));
+    }
+
+    #[test]
+    fn from_and_expiry_time_are_judged_at_login() {
+        let key = key_part(ED25519);
+        let ip = |s: &str| s.parse::<core::net::IpAddr>().unwrap();
+        // 2030-01-01 and a minute before.
+        let (expiry, before) = (1_893_456_000, 1_893_455_940);
+        let file = format!(
+            "restrict,from=\"!127.0.0.9,127.0.0.0/8\",no-pty {key} local\n\
+             expiry-time=\"20300101\",from=\"192.0.2.*\" {key} office\n\
+             {} alice\n",
+            key_part(ALICE)
+        );
+        let keys = parse_ok(&file);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys.iter().count(), 3);
+        let who = |client: &str, now| match keys.admit(&blob(ED25519), ip(client), now) {
+            Admission::Admitted(entry) => Ok(entry.user.clone()),
+            Admission::Unknown => Err(Vec::new()),
+            Admission::Refused(refusals) => Err(refusals),
+        };
+        assert_eq!(who("127.0.0.1", before), Ok("local".to_owned()));
+        assert_eq!(who("::ffff:127.0.0.1", before), Ok("local".to_owned()));
+        assert_eq!(who("192.0.2.7", before), Ok("office".to_owned()));
+        assert_eq!(who("192.0.2.7", expiry), Ok("office".to_owned()));
+        let late = who("192.0.2.7", expiry + 1).unwrap_err();
+        assert_eq!(
+            late.iter().map(|r| r.line).collect::<Vec<_>>(),
+            [1, 2],
+            "{late:?}"
+        );
+        assert_eq!(late[1].refusal, KeyRefusal::Expired(expiry));
+        assert_eq!(
+            late[0].to_string(),
+            "line 1: from=\"!127.0.0.9,127.0.0.0/8\": client 192.0.2.7 matches no entry"
+        );
+        let excluded = who("127.0.0.9", before).unwrap_err();
+        assert_eq!(excluded.len(), 2);
+        assert!(excluded[0].to_string().contains("excluded by !127.0.0.9"));
+        // A key on no line, and a key on a line without restrictions.
+        assert!(matches!(
+            keys.admit(&blob(P256), ip("127.0.0.1"), before),
+            Admission::Unknown
+        ));
+        assert!(matches!(
+            keys.admit(&blob(ALICE), ip("203.0.113.1"), u64::MAX),
+            Admission::Admitted(entry) if entry.user == "alice"
+        ));
+        // find_blob still gives the first line, whatever it restricts.
+        assert_eq!(keys.find_blob(&blob(ED25519)).unwrap().user, "local");
     }
 
     #[test]

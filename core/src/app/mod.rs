@@ -8,5 +8,6 @@ pub mod command;
 pub mod dyno;
 pub mod fingerprint;
 pub mod http;
+pub mod key_options;
 pub mod messages;
 pub mod repo_format;

@@ -11,7 +11,9 @@
 //! certificate is a user certificate, valid now, names a principal, and its
 //! critical options are all understood (`source-address` is enforced,
 //! `force-command` refused since only git runs, any other refused).
-//! Extensions are ignored. The user is the first principal.
+//! Extensions are ignored. The user is the first principal the access
+//! file knows (a `known` predicate, an input like the rest); with no
+//! access file, or when it knows none of them, the first principal.
 
 use core::net::IpAddr;
 use std::collections::HashSet;
@@ -201,7 +203,7 @@ impl fmt::Display for Refusal {
 /// A certificate that lets its holder in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertUser {
-    /// The user: the first principal.
+    /// The user: the first principal `known` accepted, else the first.
     pub principal: String,
     /// The certificate's key id (`ssh-keygen -I`), escaped.
     pub key_id: String,
@@ -221,13 +223,16 @@ pub fn is_certificate(blob: &[u8]) -> bool {
 
 /// Decides whether the certificate `blob` lets its holder in at `now`
 /// (seconds since the Unix epoch), connecting from `client` (the real
-/// client, as the PROXY protocol gives it).
+/// client, as the PROXY protocol gives it), and as whom: the first of its
+/// principals that `known` accepts (the access file's names), else its
+/// first principal (to whom the access file then gives no right).
 pub fn check(
     blob: &[u8],
     cas: &UserCas,
     revoked: &RevokedKeys,
     now: u64,
     client: IpAddr,
+    known: &dyn Fn(&str) -> bool,
 ) -> Result<CertUser, Refusal> {
     let cert = pubkey::decode_certificate(blob).map_err(|e| Refusal::Malformed(e.to_string()))?;
     let ca_blob = blob_of(cert.signature_key())
@@ -256,9 +261,11 @@ pub fn check(
     if now >= cert.valid_before() {
         return Err(Refusal::Expired(cert.valid_before()));
     }
-    let Some(principal) = cert.valid_principals().first() else {
+    let principals = cert.valid_principals();
+    let Some(first) = principals.first() else {
         return Err(Refusal::NoPrincipals);
     };
+    let principal = principals.iter().find(|p| known(p)).unwrap_or(first);
     for (name, value) in cert.critical_options().iter() {
         match name.as_str() {
             "source-address" => {
@@ -388,11 +395,43 @@ mod tests {
         "192.0.2.7".parse().unwrap()
     }
 
+    /// No access file: every name will do.
+    fn anyone(_: &str) -> bool {
+        true
+    }
+
+    #[test]
+    fn the_user_is_the_first_principal_the_access_file_knows() {
+        let blob = cert_with(|b| {
+            b.valid_principal("carol").unwrap();
+        });
+        let none = RevokedKeys::default();
+        let who = |known: &dyn Fn(&str) -> bool| {
+            check(&blob, &cas(), &none, NOW, client(), known)
+                .unwrap()
+                .principal
+        };
+        // Principals are alice, bob, carol, in that order.
+        assert_eq!(who(&anyone), "alice");
+        assert_eq!(who(&|p| p == "bob" || p == "carol"), "bob");
+        assert_eq!(who(&|p| p == "carol"), "carol");
+        // None known: the first, with no rights of its own.
+        assert_eq!(who(&|_| false), "alice");
+    }
+
     #[test]
     fn a_good_certificate_gives_its_first_principal() {
         let blob = cert_with(|_| {});
         assert!(is_certificate(&blob));
-        let found = check(&blob, &cas(), &RevokedKeys::default(), NOW, client()).unwrap();
+        let found = check(
+            &blob,
+            &cas(),
+            &RevokedKeys::default(),
+            NOW,
+            client(),
+            &anyone,
+        )
+        .unwrap();
         assert_eq!(found.principal, "alice");
         assert_eq!(found.serial, 42);
         assert_eq!(found.key_id, "id");
@@ -404,11 +443,11 @@ mod tests {
     fn refusals() {
         let none = RevokedKeys::default();
         let blob = cert_with(|_| {});
-        let go = |blob: &[u8], now| check(blob, &cas(), &none, now, client());
+        let go = |blob: &[u8], now| check(blob, &cas(), &none, now, client(), &anyone);
         assert_eq!(go(&blob, NOW - 61), Err(Refusal::NotYetValid(NOW - 60)));
         assert_eq!(go(&blob, NOW + 3600), Err(Refusal::Expired(NOW + 3600)));
         assert_eq!(
-            check(&blob, &UserCas::default(), &none, NOW, client()),
+            check(&blob, &UserCas::default(), &none, NOW, client(), &anyone),
             Err(Refusal::UnknownCa)
         );
         let host = cert_with(|b| {
@@ -467,7 +506,7 @@ mod tests {
         for text in [key_line, ca_line, cert_line] {
             let revoked = RevokedKeys::parse(&format!("# revoked\n\n{text}\n")).unwrap();
             assert_eq!(
-                check(&blob, &cas(), &revoked, NOW, client()),
+                check(&blob, &cas(), &revoked, NOW, client(), &anyone),
                 Err(Refusal::Revoked)
             );
         }
@@ -497,7 +536,7 @@ mod tests {
     proptest! {
         #[test]
         fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..800)) {
-            let _ = check(&bytes, &cas(), &RevokedKeys::default(), NOW, client());
+            let _ = check(&bytes, &cas(), &RevokedKeys::default(), NOW, client(), &anyone);
             if let Ok(cert) = pubkey::decode_certificate(&bytes) {
                 prop_assert_eq!(cert.encode_vec().unwrap(), bytes);
             }
@@ -514,7 +553,7 @@ mod tests {
             blob[i] = byte;
             let cut = cut.index(blob.len() + 1);
             let blob = &blob[..cut.max(i)];
-            let _ = check(blob, &cas(), &RevokedKeys::default(), NOW, client());
+            let _ = check(blob, &cas(), &RevokedKeys::default(), NOW, client(), &anyone);
             if let Ok(cert) = pubkey::decode_certificate(blob) {
                 prop_assert_eq!(cert.encode_vec().unwrap(), blob.to_vec());
             }
