@@ -76,6 +76,10 @@ pub struct ProcessSpec {
 pub enum RepoError {
     /// It does not exist (and was not to be created).
     NotFound,
+    /// It does not exist, and was not created: a repository whose name
+    /// differs from its name only in case exists, named here (as
+    /// `team/site`, without `.git`; see [`RepoInit::name`]).
+    CaseTwin(String),
     /// Something failed; the text is for the operator's log.
     Failed(String),
 }
@@ -232,16 +236,27 @@ pub struct RepoInit {
     /// Where `init` makes the repository (a name starting with
     /// [`INIT_PREFIX`], which is never a repository's).
     pub temp: PathBuf,
-    /// `git init --bare --quiet <temp>`.
+    /// `git init --bare --quiet <format flags> <temp>`.
     pub init: ProcessSpec,
+    /// The directory of all repositories: the repository is
+    /// `<root>/<name>.git`.
+    pub root: PathBuf,
+    /// The repository's name (`team/site`). Before creating it, the
+    /// runtime looks under `root` for a repository whose name differs
+    /// from this one only in case, each part compared without ASCII case
+    /// (`Team/Site.git` for `team/site`, folder included); if there is
+    /// one, it creates nothing and answers [`RepoError::CaseTwin`].
+    pub name: String,
 }
 
 /// Something the runtime must do, from [`crate::server::Session::poll_output`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
     /// Make sure a bare repository exists at `path`: answer `Ok(false)` if
-    /// it does; if not and `create` says how, run its `init` (which makes
-    /// a bare repository at its `temp`), rename `temp` to `path` and answer
+    /// it does; if not and `create` says how, answer
+    /// `Err(RepoError::CaseTwin(..))` if a repository of the same name but
+    /// for case exists ([`RepoInit::name`]), else run its `init` (which
+    /// makes a bare repository at its `temp`), rename `temp` to `path` and answer
     /// `Ok(true)` (or `Ok(false)` if another push's rename won: remove
     /// `temp` then); without `create`, answer `Err(RepoError::NotFound)`.
     /// Abandoned ([`Output::Cancel`]), the `init` is killed; the core

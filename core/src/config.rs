@@ -84,6 +84,10 @@ pub struct ServerConfig {
     /// (`--push-lock-wait`), with a progress line every few seconds;
     /// zero: it is refused at once.
     pub push_lock_wait: Duration,
+    /// Standalone mode: the format of a repository a push creates, unless
+    /// the access file's rule for it names an object format
+    /// (`--default-object-format`, `--default-ref-format`).
+    pub repo_format: crate::app::repo_format::RepoFormat,
     /// Users and repositories.
     pub mode: Mode,
 }
@@ -111,6 +115,7 @@ impl ServerConfig {
             keepalive_count_max: 3,
             max_sessions: 10,
             push_lock_wait: Duration::ZERO,
+            repo_format: Default::default(),
             mode: Mode::Standalone { repos },
         }
     }

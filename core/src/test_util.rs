@@ -728,8 +728,20 @@ impl FakeRuntime {
                     self.held_repo = Some((*id, path.clone(), init.temp.clone()));
                     return;
                 }
+                // A repository of the same name but for case, as the
+                // runtime looks for one before creating.
+                let twin = create.as_ref().and_then(|init| {
+                    self.repos.iter().find_map(|p| {
+                        let name = p.strip_prefix(&init.root).ok()?.to_str()?;
+                        let name = name.strip_suffix(".git")?;
+                        crate::app::repo_format::differ_only_in_case(name, &init.name)
+                            .then(|| name.to_owned())
+                    })
+                });
                 let result = if self.repos.contains(path) {
                     Ok(false)
+                } else if let Some(twin) = twin {
+                    Err(RepoError::CaseTwin(twin))
                 } else if create.is_some() {
                     self.repos.insert(path.clone());
                     self.unborn.insert(path.clone());

@@ -46,11 +46,13 @@ pub const ALIASES: [crate::layers::Alias; 3] = [
 ];
 
 /// Settings only standalone mode uses: refused in API mode.
-const STANDALONE_ONLY: [&str; 4] = [
+const STANDALONE_ONLY: [&str; 6] = [
     "authorized-keys",
     "trusted-user-ca-keys",
     "revoked-keys",
     "access",
+    "default-object-format",
+    "default-ref-format",
 ];
 /// Settings only API mode uses: refused in standalone mode.
 const API_ONLY: [&str; 2] = ["api-timeout", "provision-timeout"];
@@ -87,8 +89,8 @@ Logging:
   NO_COLOR                  no colours in the log
 
 SIGHUP re-reads the configuration file, ./.env and the authorized keys:
-limits, time limits, algorithm lists, the log filter and the keys change
-for new connections; the listen address, data directory, host keys and
+limits, time limits, algorithm lists, the log filter, the keys and the
+formats of new repositories change for new connections; the listen address, data directory, host keys and
 mode need a restart (the log says so).";
 
 /// The command line, shared by `gitmouth` and `gitmouth-async-std`.
@@ -191,6 +193,22 @@ pub struct Cli {
     /// authorized_keys may read, write and create every repository.
     #[arg(long, value_name = "FILE")]
     pub access: Option<PathBuf>,
+
+    /// Standalone mode: object format (hash) of a repository a push
+    /// creates: sha1 or sha256
+    ///
+    /// A repository is created in one format and keeps it: a SHA-256
+    /// repository can only be pushed to one created sha256, so the push
+    /// that creates it must find the server creating sha256. The access
+    /// file's object-format for a repository wins over this. The pusher
+    /// sees the new repository's format on stderr.
+    #[arg(long, value_name = "sha1|sha256", default_value = "sha1", value_parser = ["sha1", "sha256"])]
+    pub default_object_format: String,
+
+    /// Standalone mode: ref storage of a repository a push creates: files
+    /// or reftable (git 2.45 or later, checked at start)
+    #[arg(long, value_name = "files|reftable", default_value = "files", value_parser = ["files", "reftable"])]
+    pub default_ref_format: String,
 
     /// Host name users push to, with the port when it is not the one
     /// listened on (behind a load balancer: git.example.org:2222), shown in
@@ -646,6 +664,9 @@ pub struct Settings {
     pub revoked_keys: Option<PathBuf>,
     /// The access file (standalone mode; `None`: single-team mode).
     pub access: Option<PathBuf>,
+    /// The format of a repository a push creates (standalone mode), where
+    /// the access file names none.
+    pub repo_format: gitmouth_core::app::repo_format::RepoFormat,
     /// Where users reach the server (host and port), shown in messages.
     pub public_host: PublicHost,
     /// Standalone or API mode, with API mode's settings.
@@ -975,6 +996,11 @@ fn settings(
             None
         }
     };
+    // The value parsers took only these names.
+    let repo_format = gitmouth_core::app::repo_format::RepoFormat {
+        objects: gitmouth_core::app::repo_format::ObjectFormat::parse(&cli.default_object_format)?,
+        refs: gitmouth_core::app::repo_format::RefFormat::parse(&cli.default_ref_format)?,
+    };
     Ok(Settings {
         database,
         admission,
@@ -985,6 +1011,7 @@ fn settings(
         trusted_user_ca_keys: cli.trusted_user_ca_keys,
         revoked_keys: cli.revoked_keys,
         access: cli.access,
+        repo_format,
         public_host,
         listen,
         data_dir: cli.data_dir,
@@ -1136,6 +1163,21 @@ pub fn render_config(bin_name: &'static str, settings: &Settings, env: &Env) -> 
             continue;
         }
         let list = matches!(arg.get_action(), clap::ArgAction::Append);
+        // A default the mode does not use, printed, would be refused when
+        // the output is read back as a file.
+        let unused = match settings.mode {
+            ModeSettings::Standalone => &API_ONLY[..],
+            ModeSettings::Api(_) => &STANDALONE_ONLY[..],
+        };
+        if unused.contains(&long)
+            && !settings
+                .origins
+                .iter()
+                .any(|o| o.long == long && o.source.is_explicit())
+        {
+            let _ = writeln!(out, "# {long}: not used in this mode");
+            continue;
+        }
         let (values, source) = match settings.origins.iter().find(|o| o.long == long) {
             Some(o) => (o.values.clone(), o.source.to_string()),
             None => match derived(long) {
@@ -1258,6 +1300,7 @@ pub fn server_config(
         keepalive_count_max: settings.keepalive_count_max,
         max_sessions: settings.max_sessions,
         push_lock_wait: settings.push_lock_wait,
+        repo_format: settings.repo_format,
         mode,
     }
 }
@@ -1893,6 +1936,46 @@ mod tests {
                 .unwrap()
                 .authorized_keys_explicit
         );
+    }
+
+    #[test]
+    fn repository_formats_from_each_layer() {
+        use gitmouth_core::app::repo_format::{ObjectFormat, RefFormat, RepoFormat};
+        let none = Env::default();
+        let s = with_file(&[], &none, "").unwrap();
+        assert_eq!(s.repo_format, RepoFormat::default());
+        let s = with_file(&["--default-object-format", "sha256"], &none, "").unwrap();
+        assert_eq!(s.repo_format.objects, ObjectFormat::Sha256);
+        let vars = env(&[("GITMOUTH_DEFAULT_REF_FORMAT", "reftable")], None);
+        let s = with_file(&[], &vars, "default-object-format = \"sha256\"\n").unwrap();
+        assert_eq!(
+            s.repo_format,
+            RepoFormat {
+                objects: ObjectFormat::Sha256,
+                refs: RefFormat::Reftable
+            }
+        );
+        let config = server_config(
+            &s,
+            Vec::new().into(),
+            gitmouth_core::server::Mode::Standalone {
+                repos: PathBuf::from("r"),
+            },
+        );
+        assert_eq!(config.repo_format, s.repo_format);
+        // Bad values, naming the setting and where it came from.
+        let err = with_file(&[], &none, "default-object-format = \"SHA256\"\n").unwrap_err();
+        assert!(
+            err.contains("default-object-format") && err.contains("/etc/gm.toml line 1"),
+            "{err}"
+        );
+        let err = with_file(&["--default-ref-format", "table"], &none, "").unwrap_err();
+        assert!(err.contains("files, reftable"), "{err}");
+        // API mode creates no repositories.
+        let api = env(&[("APISERVER_KEY", "k")], None);
+        let err = with_file(&["--default-object-format", "sha256"], &api, "").unwrap_err();
+        assert!(err.contains("API mode"), "{err}");
+        assert!(with_file(&[], &api, "").is_ok());
     }
 
     #[test]

@@ -182,9 +182,18 @@ pub async fn open_repo(
     if path.join("HEAD").is_file() {
         return Ok(false);
     }
-    let Some(RepoInit { temp, init }) = create else {
+    let Some(RepoInit {
+        temp,
+        init,
+        root,
+        name,
+    }) = create
+    else {
         return Err(RepoError::NotFound);
     };
+    if let Some(twin) = case_twin(&root, &name) {
+        return Err(RepoError::CaseTwin(twin));
+    }
     let parent = path
         .parent()
         .ok_or_else(|| RepoError::Failed(format!("{}: no parent", path.display())))?;
@@ -220,6 +229,48 @@ pub async fn open_repo(
     }
 }
 
+/// A repository under `root` whose name differs from `name` only in case
+/// (`Team/Site` for `team/site`: each part, the folder too, compared
+/// without ASCII case), if one exists: the first in sorted order.
+pub fn case_twin(root: &std::path::Path, name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('/').collect();
+    // The directories matching the parts so far, with their names.
+    let mut found = vec![(root.to_path_buf(), Vec::<String>::new())];
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let mut next = Vec::new();
+        for (dir, names) in &found {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let file = entry.file_name();
+                let Some(file) = file.to_str() else { continue };
+                // A repository is `<name>.git`, that suffix exactly.
+                let stem = if last {
+                    file.strip_suffix(".git")
+                } else {
+                    Some(file)
+                };
+                if stem.is_some_and(|stem| stem.eq_ignore_ascii_case(part)) {
+                    let mut names = names.clone();
+                    names.push(stem.unwrap_or_default().to_owned());
+                    next.push((entry.path(), names));
+                }
+            }
+        }
+        found = next;
+    }
+    let mut twins: Vec<String> = found
+        .into_iter()
+        .filter(|(path, _)| path.join("HEAD").is_file())
+        .map(|(_, names)| names.join("/"))
+        .filter(|twin| gitmouth_core::app::repo_format::differ_only_in_case(twin, name))
+        .collect();
+    twins.sort();
+    twins.into_iter().next()
+}
+
 /// Runs a short helper to completion; its stdout if it succeeded.
 pub async fn run_helper(spec: ProcessSpec) -> Result<Vec<u8>, String> {
     let mut cmd = command(&spec);
@@ -253,5 +304,44 @@ pub async fn run_helper(spec: ProcessSpec) -> Result<Vec<u8>, String> {
             "{status}: {}",
             String::from_utf8_lossy(&stderr).trim()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn case_twins_are_found_at_every_level() {
+        let root = std::env::temp_dir().join(format!(
+            "gitmouth-case-twin-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let repo = |name: &str| {
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        };
+        repo("myapp.git");
+        repo("team/site.git");
+        repo("Other/Thing.git");
+        // Not repositories: no HEAD, or not `.git` exactly.
+        std::fs::create_dir_all(root.join("empty.git")).unwrap();
+        repo("loud.GIT");
+        let twin = |name: &str| case_twin(&root, name);
+        assert_eq!(twin("MyApp").as_deref(), Some("myapp"));
+        assert_eq!(twin("myapp"), None);
+        assert_eq!(twin("Team/site").as_deref(), Some("team/site"));
+        assert_eq!(twin("TEAM/SITE").as_deref(), Some("team/site"));
+        assert_eq!(twin("team/Site").as_deref(), Some("team/site"));
+        assert_eq!(twin("other/thing").as_deref(), Some("Other/Thing"));
+        assert_eq!(twin("Team/other"), None);
+        assert_eq!(twin("Empty"), None);
+        assert_eq!(twin("Loud"), None);
+        assert_eq!(twin("nothing/here"), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

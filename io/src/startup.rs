@@ -234,6 +234,13 @@ pub fn reload(shared: &crate::Shared, current: &mut Settings) {
         tracing::error!(error = %e, "SIGHUP: the configuration is refused; the running one stays");
         return;
     }
+    if matches!(new.mode, ModeSettings::Standalone)
+        && new.repo_format != current.repo_format
+        && let Err(e) = check_git(&new)
+    {
+        tracing::error!(error = %e, "SIGHUP: the configuration is refused; the running one stays");
+        return;
+    }
     let restart = [
         ("listen", new.listen != current.listen),
         ("data-dir", new.data_dir != current.data_dir),
@@ -428,6 +435,7 @@ pub fn preflight(settings: &Settings) -> Result<(), String> {
         if let Some(path) = &settings.access {
             crate::files::read_access(path)?;
         }
+        check_git(settings)?;
     }
     for source in settings
         .host_keys
@@ -442,6 +450,44 @@ pub fn preflight(settings: &Settings) -> Result<(), String> {
         host_key_step(source, read, crate::seed())?;
     }
     Ok(())
+}
+
+/// Runs `git --version` (the git in the server's `PATH`, which runs every
+/// command) and refuses one too old to create repositories in the formats
+/// configured (`--default-ref-format reftable` needs git 2.45), naming the
+/// setting and the version found.
+fn check_git(settings: &Settings) -> Result<(), String> {
+    let out = std::process::Command::new("git")
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let version = match out {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+        Ok(o) => Err(format!(
+            "{}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    match &version {
+        Ok(v) => tracing::debug!(version = %v, "git"),
+        Err(why) => {
+            tracing::warn!(error = %why, "cannot run git --version: pushes and clones need git in the PATH")
+        }
+    }
+    gitmouth_core::app::repo_format::check_git(
+        settings.repo_format,
+        version.as_deref().map_err(String::as_str),
+    )
+    .map(|()| {
+        let f = settings.repo_format;
+        tracing::info!(
+            object_format = f.objects.name(),
+            ref_format = f.refs.name(),
+            "repositories a push creates"
+        );
+    })
 }
 
 /// Refuses a host key that anyone but its owner may read or write, as

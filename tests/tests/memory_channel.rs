@@ -517,7 +517,13 @@ fn a_push_to_a_new_repository_points_head_at_its_branch() {
     assert_eq!(init.1.init.program, "git");
     assert_eq!(
         init.1.init.args,
-        ["init", "--bare", "--quiet", init.1.temp.to_str().unwrap()]
+        [
+            "init",
+            "--bare",
+            "--quiet",
+            "--object-format=sha1",
+            init.1.temp.to_str().unwrap()
+        ]
     );
     pair.client.send_eof();
     pair.drive();

@@ -11,6 +11,7 @@
 //! read = ["@devs", "ci"]
 //! write = ["@devs"]
 //! create = ["alice"]
+//! object-format = "sha256" # of a repository a push creates (optional)
 //!
 //! [default]               # repositories no rule names
 //! read = []
@@ -37,6 +38,10 @@
 //! - `write` implies `read`; `create` (the push that creates a missing
 //!   repository) is its own right.
 //! - A list holds user names and `@group`s.
+//! - A repository a push creates gets the `object-format` (`sha1` or
+//!   `sha256`) of the rule that decides for it, if that rule has one;
+//!   otherwise the server's `--default-object-format`
+//!   ([`AccessRules::object_format_for`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -45,6 +50,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::app::command::RepoName;
+use crate::app::repo_format::ObjectFormat;
 
 /// What a command does to a repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,6 +110,9 @@ pub struct RepoRule {
     pub glob: bool,
     /// Who may do what.
     pub rights: Rights,
+    /// The object format of a repository it decides for that a push
+    /// creates (`None`: the server's default).
+    pub object_format: Option<ObjectFormat>,
 }
 
 /// One `[[deploy]]` entry.
@@ -180,6 +189,8 @@ struct RawRepo {
     write: Vec<Spanned<String>>,
     #[serde(default)]
     create: Vec<Spanned<String>>,
+    #[serde(rename = "object-format")]
+    object_format: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +312,14 @@ impl AccessRules {
                     format!("{name:?} is not a repository name or glob"),
                 ));
             }
+            let object_format = r
+                .object_format
+                .as_ref()
+                .map(|f| {
+                    ObjectFormat::parse(f.get_ref())
+                        .map_err(|why| err(f.span(), format!("object-format: {why}")))
+                })
+                .transpose()?;
             repos.push(RepoRule {
                 name: name.clone(),
                 glob: name.contains(['*', '?']),
@@ -309,6 +328,7 @@ impl AccessRules {
                     write: expand(&r.write)?,
                     create: expand(&r.create)?,
                 },
+                object_format,
             });
         }
         let default = raw.default.as_ref().map(rights).transpose()?;
@@ -370,9 +390,9 @@ impl AccessRules {
         self.deploys.iter().filter(move |d| d.is(user, fingerprint))
     }
 
-    /// The rights that decide for `repo`: its exact rule, else the first
-    /// glob matching it, else `[default]`.
-    pub fn rights_for(&self, repo: &str) -> Option<&Rights> {
+    /// The `[[repo]]` rule that decides for `repo`: its exact rule, else
+    /// the first glob matching it.
+    pub fn rule_for(&self, repo: &str) -> Option<&RepoRule> {
         self.repos
             .iter()
             .find(|r| !r.glob && r.name == repo)
@@ -381,8 +401,20 @@ impl AccessRules {
                     .iter()
                     .find(|r| r.glob && glob_matches(&r.name, repo))
             })
+    }
+
+    /// The rights that decide for `repo`: its exact rule, else the first
+    /// glob matching it, else `[default]`.
+    pub fn rights_for(&self, repo: &str) -> Option<&Rights> {
+        self.rule_for(repo)
             .map(|r| &r.rights)
             .or(self.default.as_ref())
+    }
+
+    /// The object format the rule deciding for `repo` gives a repository
+    /// a push creates (`None`: the server's default).
+    pub fn object_format_for(&self, repo: &str) -> Option<ObjectFormat> {
+        self.rule_for(repo).and_then(|r| r.object_format)
     }
 
     /// Whether the key (`user` from `authorized_keys`, its `fingerprint`)
@@ -450,6 +482,7 @@ create = ["alice"]
 [[repo]]
 name = "team/secret"
 read = ["alice"]
+object-format = "sha256"
 
 [default]
 read = ["carol"]
@@ -501,6 +534,31 @@ write = true
         );
         assert_eq!(rules.summary("carol", fp), "  (other repositories): read\n");
         assert_eq!(rules.summary("dave", fp), "  (no repositories)\n");
+        // The deciding rule's object format, or none (the default).
+        assert_eq!(
+            rules.object_format_for("team/secret"),
+            Some(ObjectFormat::Sha256)
+        );
+        assert_eq!(rules.object_format_for("team/site"), None);
+        assert_eq!(rules.object_format_for("other"), None);
+    }
+
+    #[test]
+    fn object_formats_of_the_deciding_rule() {
+        let text = "[[repo]]\nname = \"t/*\"\nobject-format = \"sha256\"\n\
+                    [[repo]]\nname = \"t/old\"\nobject-format = \"sha1\"\n\
+                    [[repo]]\nname = \"t/plain\"\n\
+                    [[repo]]\nname = \"*/x\"\nobject-format = \"sha1\"\n";
+        let rules = AccessRules::parse(text).unwrap();
+        assert_eq!(rules.object_format_for("t/a"), Some(ObjectFormat::Sha256));
+        // The exact name beats the glob, even naming sha1.
+        assert_eq!(rules.object_format_for("t/old"), Some(ObjectFormat::Sha1));
+        // The exact rule decides, without an object format: the default.
+        assert_eq!(rules.object_format_for("t/plain"), None);
+        // The first glob in file order.
+        assert_eq!(rules.object_format_for("t/x"), Some(ObjectFormat::Sha256));
+        assert_eq!(rules.object_format_for("u/x"), Some(ObjectFormat::Sha1));
+        assert_eq!(rules.object_format_for("u"), None);
     }
 
     #[test]
@@ -549,6 +607,16 @@ write = true
                 "not a repository name",
             ),
             ("[groups]\na = [\"@b\"]\n", 2, "user names"),
+            (
+                "[[repo]]\nname = \"x\"\n\nobject-format = \"sha-256\"\n",
+                4,
+                "object-format: unknown object format \"sha-256\": expected sha1 or sha256",
+            ),
+            (
+                "[default]\nobject-format = \"sha256\"\n",
+                2,
+                "object-format",
+            ),
         ];
         for (text, line, words) in cases {
             let e = AccessRules::parse(text).unwrap_err();
@@ -583,7 +651,9 @@ write = true
     #[derive(Clone, Debug)]
     struct Case {
         groups: Vec<Vec<usize>>,
-        rules: Vec<(usize, RawLists)>,
+        /// Name, rights, and the object format (an index into
+        /// `ObjectFormat::ALL`), if any.
+        rules: Vec<(usize, RawLists, Option<usize>)>,
         default: Option<RawLists>,
         deploys: Vec<(usize, usize, bool)>,
     }
@@ -614,9 +684,15 @@ write = true
                     t.push_str(&format!("{key} = {}\n", list(l)));
                 }
             };
-            for (name, r) in &self.rules {
+            for (name, r, format) in &self.rules {
                 t.push_str(&format!("[[repo]]\nname = \"{}\"\n", NAMES[*name]));
                 rights(&mut t, r);
+                if let Some(f) = format {
+                    t.push_str(&format!(
+                        "object-format = \"{}\"\n",
+                        ObjectFormat::ALL[*f].name()
+                    ));
+                }
             }
             if let Some(r) = &self.default {
                 t.push_str("[default]\n");
@@ -641,6 +717,32 @@ write = true
             })
         }
 
+        /// The rule deciding for a repository: its rights and object
+        /// format.
+        fn rule(&self, repo: usize) -> Option<(&RawLists, Option<usize>)> {
+            let name = REPOS[repo];
+            for (n, r, f) in &self.rules {
+                if NAMES[*n] == name {
+                    return Some((r, *f));
+                }
+            }
+            for (n, r, f) in &self.rules {
+                if simple_glob(NAMES[*n], name) {
+                    return Some((r, *f));
+                }
+            }
+            None
+        }
+
+        /// The object format a new repository gets under these rules,
+        /// by the documented rule: the deciding rule's, else the default.
+        fn reference_format(&self, repo: usize, default: ObjectFormat) -> ObjectFormat {
+            match self.rule(repo) {
+                Some((_, Some(f))) => ObjectFormat::ALL[f],
+                _ => default,
+            }
+        }
+
         fn reference(&self, user: usize, repo: usize, op: Operation) -> bool {
             let name = REPOS[repo];
             let mine: Vec<&(usize, usize, bool)> =
@@ -658,21 +760,7 @@ write = true
                 }
                 return false;
             }
-            let mut chosen = None;
-            for (n, r) in &self.rules {
-                if NAMES[*n] == name {
-                    chosen = Some(r);
-                    break;
-                }
-            }
-            if chosen.is_none() {
-                for (n, r) in &self.rules {
-                    if simple_glob(NAMES[*n], name) {
-                        chosen = Some(r);
-                        break;
-                    }
-                }
-            }
+            let chosen = self.rule(repo).map(|(r, _)| r);
             let chosen = chosen.or(self.default.as_ref());
             let Some(r) = chosen else { return false };
             match op {
@@ -709,7 +797,14 @@ write = true
     fn case_strategy() -> impl Strategy<Value = Case> {
         (
             prop::collection::vec(prop::collection::vec(0..4usize, 0..3), 4),
-            prop::collection::vec((0..NAMES.len(), rights_strategy()), 0..5),
+            prop::collection::vec(
+                (
+                    0..NAMES.len(),
+                    rights_strategy(),
+                    prop::option::of(0..ObjectFormat::ALL.len()),
+                ),
+                0..5,
+            ),
             prop::option::of(rights_strategy()),
             prop::collection::vec((0..4usize, 0..REPOS.len(), any::<bool>()), 0..2),
         )
@@ -734,6 +829,25 @@ write = true
             prop_assert_eq!(
                 rules.allows(USERS[user], "SHA256:none", REPOS[repo], op),
                 case.reference(user, repo, op),
+                "{}", text
+            );
+        }
+
+        #[test]
+        fn object_formats_match_the_reference(
+            case in case_strategy(),
+            repo in 0..REPOS.len(),
+            default in prop::sample::select(ObjectFormat::ALL.to_vec()),
+        ) {
+            let text = case.text();
+            let rules = AccessRules::parse(&text).unwrap();
+            let defaults = crate::app::repo_format::RepoFormat {
+                objects: default,
+                ..Default::default()
+            };
+            prop_assert_eq!(
+                defaults.for_new_repo(rules.object_format_for(REPOS[repo])).objects,
+                case.reference_format(repo, default),
                 "{}", text
             );
         }

@@ -199,6 +199,32 @@ pub fn waiting_for_push(app: &str, user: &str, started: &str) -> String {
     )
 }
 
+/// Shown when a push creates its repository (a progress line, not an
+/// error), before git's advertisement: git's client gives up on a hash
+/// mismatch right after it, so the pusher learns the format first.
+/// `ref_format` is named when it is not git's usual `files`.
+pub fn creating_repository(repo: &str, object_format: &str, ref_format: Option<&str>) -> String {
+    let refs = ref_format
+        .map(|r| format!(", ref format {}", sanitize(r)))
+        .unwrap_or_default();
+    format!(
+        "-----> Creating repository {} (object format {}{refs})\n",
+        sanitize(repo),
+        sanitize(object_format)
+    )
+}
+
+/// A push would create a repository whose name differs only in case from
+/// one that exists: two such names cannot both be repositories.
+pub fn case_collision(repo: &str, existing: &str) -> String {
+    format!(
+        " ! Repository {} cannot be created: its name differs only in case from the existing repository {}. Push to {}, or choose another name.\n",
+        sanitize(repo),
+        sanitize(existing),
+        sanitize(existing)
+    )
+}
+
 /// Too many git commands run on the server at once (`--max-commands`).
 pub fn server_busy() -> &'static str {
     " ! The server is busy (too many git commands at once); try again in a moment.\n"
@@ -279,6 +305,14 @@ pub enum UserError {
         /// The repository name.
         app: String,
     },
+    /// A push would create a repository whose name differs only in case
+    /// from an existing one.
+    CaseCollision {
+        /// The repository name the user pushed to.
+        repo: String,
+        /// The existing repository's name.
+        existing: String,
+    },
     /// Our side failed to run the command.
     ServerFailed,
     /// The server is stopping.
@@ -328,6 +362,7 @@ impl UserError {
                 instance,
             } => push_in_progress(app, started, user, instance.as_deref()),
             UserError::LockUnavailable { app } => lock_unavailable(app),
+            UserError::CaseCollision { repo, existing } => case_collision(repo, existing),
             UserError::NoShell { user, access: None } => shell_greeting(user),
             UserError::NoShell {
                 user,
@@ -375,6 +410,7 @@ impl UserError {
             | UserError::LostBuildServer
             | UserError::PushInProgress { .. }
             | UserError::LockUnavailable { .. }
+            | UserError::CaseCollision { .. }
             | UserError::ServerFailed
             | UserError::LfsUnsupported
             | UserError::ServerStopping
@@ -480,6 +516,18 @@ mod tests {
         assert_eq!(
             shell_greeting("alice@example.com"),
             "Hi alice@example.com! You've successfully authenticated, but gitmouth does not provide shell access.\n"
+        );
+        assert_eq!(
+            creating_repository("team/site", "sha256", None),
+            "-----> Creating repository team/site (object format sha256)\n"
+        );
+        assert_eq!(
+            creating_repository("a", "sha1", Some("reftable")),
+            "-----> Creating repository a (object format sha1, ref format reftable)\n"
+        );
+        assert_eq!(
+            case_collision("MyApp", "myapp"),
+            " ! Repository MyApp cannot be created: its name differs only in case from the existing repository myapp. Push to myapp, or choose another name.\n"
         );
     }
 

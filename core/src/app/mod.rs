@@ -10,3 +10,4 @@ pub mod fingerprint;
 pub mod http;
 pub mod key_options;
 pub mod messages;
+pub mod repo_format;

@@ -8,6 +8,15 @@
 //!              └──────────────────┴───────────────┴──────────────┴──────────────▶ Done (message, status)
 //! ```
 //!
+//! A push that may create its repository says how it would be made: its
+//! format (the server's default, or the access file's object format for
+//! it), and that a repository whose name differs only in case must not
+//! exist. When the push creates it, the pusher is told its name and
+//! object format on stderr before git's advertisement (their git gives up
+//! on a hash mismatch right after it); when a case twin exists, the
+//! pusher is told which, if they may read it (otherwise, as for any
+//! repository they may not touch, that there is no such repository).
+//!
 //! After every push, a repository whose `HEAD` names no branch gets it
 //! pointed at one the push created (the upkeep: CheckingHead,
 //! ListingBranches, SettingHead), so that a clone checks out `main` rather
@@ -33,7 +42,8 @@ use crate::actions::{
 };
 use crate::app::access::Operation;
 use crate::app::command::{GitCommand, GitVerb};
-use crate::app::messages::UserError;
+use crate::app::messages::{self, UserError};
+use crate::app::repo_format::{RefFormat, RepoFormat};
 use crate::timer::{Timers, timer_kinds};
 
 use super::{JobCx, JobInput};
@@ -68,6 +78,8 @@ enum State {
         path: PathBuf,
         /// Where `git init` makes it, for a push (which creates it).
         temp: Option<PathBuf>,
+        /// The format it is created in, if this push creates it.
+        format: RepoFormat,
         /// Stopped while `git init` runs: what it made is removed once it
         /// is done, and nothing else happens.
         abandoned: bool,
@@ -236,19 +248,22 @@ impl LocalJob {
     fn open_repo(&mut self, cx: &mut JobCx<'_>, cmd: GitCommand) {
         let path = self.repos.join(format!("{}.git", cmd.repo.as_str()));
         let id = cx.next_id();
+        let format = cx.config.repo_format.for_new_repo(
+            cx.access
+                .and_then(|rules| rules.object_format_for(cmd.repo.as_str())),
+        );
         let create = (cmd.verb.is_push() && self.may_create).then(|| {
             let name = format!("{INIT_PREFIX}{}-{}", cx.session, id.0);
             let temp = path.with_file_name(name);
-            let init = git(
-                vec![
-                    "init".into(),
-                    "--bare".into(),
-                    "--quiet".into(),
-                    temp.clone().into_os_string(),
-                ],
-                None,
-            );
-            RepoInit { temp, init }
+            let mut args: Vec<OsString> = vec!["init".into(), "--bare".into(), "--quiet".into()];
+            args.extend(format.init_flags().into_iter().map(OsString::from));
+            args.push(temp.clone().into_os_string());
+            RepoInit {
+                temp,
+                init: git(args, None),
+                root: self.repos.clone(),
+                name: cmd.repo.as_str().to_owned(),
+            }
         });
         let temp = create.as_ref().map(|c| c.temp.clone());
         if temp.is_some() {
@@ -265,6 +280,7 @@ impl LocalJob {
             cmd,
             path,
             temp,
+            format,
             abandoned: false,
         };
     }
@@ -330,6 +346,7 @@ impl LocalJob {
             cmd,
             path,
             temp,
+            format,
             abandoned,
             ..
         } = std::mem::replace(&mut self.state, State::Done)
@@ -363,7 +380,20 @@ impl LocalJob {
             }
             Ok(created) => {
                 if created {
-                    tracing::info!(repo = cmd.repo.as_str(), "created repository");
+                    tracing::info!(
+                        repo = cmd.repo.as_str(),
+                        object_format = format.objects.name(),
+                        ref_format = format.refs.name(),
+                        "created repository"
+                    );
+                    // Before git's advertisement, which a client of
+                    // another hash algorithm gives up on.
+                    let refs = (format.refs != RefFormat::Files).then(|| format.refs.name());
+                    cx.notice(&messages::creating_repository(
+                        cmd.repo.as_str(),
+                        format.objects.name(),
+                        refs,
+                    ));
                 }
                 let id = cx.next_id();
                 let caller = super::git_spec::Caller {
@@ -389,6 +419,14 @@ impl LocalJob {
             Err(RepoError::NotFound) => {
                 tracing::info!(repo = cmd.repo.as_str(), "no such repository");
                 no_such_repo(cx, &cmd);
+            }
+            Err(RepoError::CaseTwin(existing)) => {
+                tracing::info!(
+                    repo = cmd.repo.as_str(),
+                    existing = existing.as_str(),
+                    "not creating a repository whose name differs only in case from an existing one"
+                );
+                case_collision(cx, &cmd, existing);
             }
             Err(RepoError::Failed(why)) => {
                 tracing::error!(repo = cmd.repo.as_str(), error = %why, "cannot open repository");
@@ -727,6 +765,24 @@ fn no_such_repo(cx: &mut JobCx<'_>, cmd: &GitCommand) {
     cx.fail(UserError::NoSuchApp {
         app: cmd.repo.as_str().to_owned(),
     });
+}
+
+/// A push may not create `cmd`'s repository: `existing` has the same name
+/// but for case. The pusher learns which repository it collides with if
+/// they may read it; otherwise that name stays unsaid, as with any
+/// repository they may not touch.
+fn case_collision(cx: &mut JobCx<'_>, cmd: &GitCommand, existing: String) {
+    let may_read = cx
+        .access
+        .is_none_or(|rules| rules.allows(cx.user, cx.fingerprint, &existing, Operation::Read));
+    if may_read {
+        cx.fail(UserError::CaseCollision {
+            repo: cmd.repo.as_str().to_owned(),
+            existing,
+        });
+    } else {
+        no_such_repo(cx, cmd);
+    }
 }
 
 fn finish_push(cx: &mut JobCx<'_>, after: After) {

@@ -51,9 +51,17 @@ impl LockRequest {
     /// the server is configured to).
     pub(super) fn ask(cx: &mut JobCx<'_>, cmd: GitCommand) -> Self {
         let id = cx.next_id();
+        // In standalone mode, names differing only in case share a lock:
+        // the push that would create one while another creates its twin
+        // waits, so that the check for a twin and the creation cannot
+        // interleave.
+        let repo = match cx.config.mode {
+            crate::config::Mode::Standalone { .. } => cmd.repo.as_str().to_ascii_lowercase(),
+            crate::config::Mode::Api { .. } => cmd.repo.as_str().to_owned(),
+        };
         cx.push(Output::AcquireLock {
             id,
-            repo: cmd.repo.as_str().to_owned(),
+            repo,
             user: cx.user.to_owned(),
             wait: !cx.config.push_lock_wait.is_zero(),
         });
