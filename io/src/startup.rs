@@ -452,24 +452,13 @@ pub fn preflight(settings: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `git --version` (the git in the server's `PATH`, which runs every
-/// command) and refuses one too old to create repositories in the formats
+/// Runs `git --version` as git commands run (the server's `PATH`, which
+/// decides which git runs every command; the same minimal environment) and
+/// refuses one too old to create repositories in the formats
 /// configured (`--default-ref-format reftable` needs git 2.45), naming the
 /// setting and the version found.
 fn check_git(settings: &Settings) -> Result<(), String> {
-    let out = std::process::Command::new("git")
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output();
-    let version = match out {
-        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned()),
-        Ok(o) => Err(format!(
-            "{}: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(e.to_string()),
-    };
+    let version = crate::process::git_version();
     match &version {
         Ok(v) => tracing::debug!(version = %v, "git"),
         Err(why) => {
