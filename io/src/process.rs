@@ -1,6 +1,8 @@
 //! Local git processes (standalone mode): spawning, signals, repositories.
 
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
 
@@ -47,22 +49,57 @@ pub struct Process {
 
 /// `spec` as a command to run, in its own process group.
 fn std_command(spec: &ProcessSpec) -> std::process::Command {
-    // Its own process group, so that stopping git stops its hooks too.
-    let mut cmd = std::process::Command::new(&spec.program);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    cmd.args(&spec.args);
     // The core's minimal environment: nothing of the server's but what it
     // names (its PATH, which decides which git runs, and HOME).
+    let mut env: Vec<(OsString, OsString)> = spec
+        .inherit
+        .iter()
+        .filter_map(|name| Some((name.clone(), std::env::var_os(name)?)))
+        .collect();
+    env.extend(spec.env.iter().cloned());
+    let path = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v);
+    // Its own process group, so that stopping git stops its hooks too.
+    let mut cmd = std::process::Command::new(resolve(&spec.program, path.map(OsString::as_os_str)));
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.args(&spec.args);
     cmd.env_clear();
-    for name in &spec.inherit {
-        if let Some(value) = std::env::var_os(name) {
-            cmd.env(name, value);
-        }
-    }
-    for (k, v) in &spec.env {
-        cmd.env(k, v);
-    }
+    cmd.envs(env);
     cmd
+}
+
+/// `program` as a path: itself if it names one (holds a `/`), else the
+/// first executable file of that name in the directories of `path` (the
+/// child's `PATH`, searched as `execvp` would), or `program` unchanged if
+/// there is none (the spawn then fails with the usual "not found").
+///
+/// Why not leave the search to the spawn: when the child's environment
+/// sets `PATH` and the program is a bare name, the standard library cannot
+/// use `posix_spawn` (which would search the parent's `PATH`) and forks
+/// instead, copying the server's page tables for every git command; with
+/// a path it spawns without copying them.
+fn resolve(program: &OsStr, path: Option<&OsStr>) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_bytes().contains(&b'/') {
+        return PathBuf::from(program);
+    }
+    let executable = |candidate: &Path| {
+        std::fs::metadata(candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    path.into_iter()
+        .flat_map(std::env::split_paths)
+        // An empty entry means the working directory, as for execvp.
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            }
+        })
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+        .unwrap_or_else(|| PathBuf::from(program))
 }
 
 fn command(spec: &ProcessSpec) -> Command {
@@ -342,6 +379,40 @@ mod tests {
         assert_eq!(twin("Empty"), None);
         assert_eq!(twin("Loud"), None);
         assert_eq!(twin("nothing/here"), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_bare_program_is_found_in_the_childs_path_as_execvp_would() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!(
+            "gitmouth-resolve-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let (first, second) = (root.join("a"), root.join("b"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        // Not executable, or a directory: skipped.
+        std::fs::write(first.join("tool"), "").unwrap();
+        std::fs::create_dir_all(first.join("dir-tool")).unwrap();
+        for name in ["tool", "dir-tool"] {
+            let file = second.join(name);
+            std::fs::write(&file, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = std::env::join_paths([&first, &second]).unwrap();
+        let found = |program: &str| resolve(OsStr::new(program), Some(&path));
+        assert_eq!(found("tool"), second.join("tool"));
+        assert_eq!(found("dir-tool"), second.join("dir-tool"));
+        // Not found, no PATH, or already a path: unchanged.
+        assert_eq!(found("missing"), PathBuf::from("missing"));
+        assert_eq!(resolve(OsStr::new("tool"), None), PathBuf::from("tool"));
+        assert_eq!(found("./tool"), PathBuf::from("./tool"));
+        assert_eq!(found("/bin/sh"), PathBuf::from("/bin/sh"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
