@@ -29,8 +29,17 @@ use crate::Shared;
 use crate::dyno::DynoStream;
 use crate::process::{self, Process};
 
-/// Size of one read from the socket, and from the command's stderr.
+/// Size of one read from the socket once a read fills the first buffer,
+/// and from the command's stderr.
 const CHUNK: usize = 32 * 1024;
+
+/// The socket's first read buffer. A connection that only logs in and
+/// idles reads nothing larger (the client's version, key exchange and
+/// signed authentication request are each well under it), and every page
+/// of a buffer the allocator hands out recycled is written when it is
+/// zeroed: a [`CHUNK`] from the start would cost each idle session eight
+/// pages instead of one on a server whose connections come and go.
+const FIRST_CHUNK: usize = 4 * 1024;
 
 /// Largest read from the socket, once a client sends bulk data (a push).
 const SOCKET_CHUNK: usize = 256 * 1024;
@@ -408,7 +417,7 @@ async fn run<S>(
         slots: Vec::new(),
         api_routes: Vec::new(),
         client: peer,
-        sock_buf: vec![0; CHUNK],
+        sock_buf: vec![0; FIRST_CHUNK],
         sock_read: Source::new(),
         sock_write: Source::new(),
         quick_ack: true,
@@ -803,11 +812,15 @@ impl<S: AsyncRead + AsyncWrite + AsFd + Unpin> Conn<S> {
                     quick_ack(&self.socket);
                 }
                 session.handle_input(now, Input::Received(&self.sock_buf[..n]));
-                // A read that filled the buffer after authentication is a
-                // push's data: read more per system call from now on. (An
-                // idle session never fills it, and keeps its small one.)
-                if n == self.sock_buf.len() && !self.quick_ack && n < SOCKET_CHUNK {
-                    self.sock_buf.resize(SOCKET_CHUNK, 0);
+                // A read that filled the buffer brought more than a login
+                // does: read more per system call from now on, up to
+                // [`SOCKET_CHUNK`] once authenticated (a push's data). An
+                // idle session never fills it, and keeps its small one.
+                if n == self.sock_buf.len() {
+                    let next = if self.quick_ack { CHUNK } else { SOCKET_CHUNK };
+                    if next > n {
+                        self.sock_buf.resize(next, 0);
+                    }
                 }
             }
             None => {}
