@@ -803,6 +803,8 @@ impl<'a> Run<'a> {
                     1 => Ok(true),
                     2 => Err(RepoError::NotFound),
                     3 => Err(RepoError::Failed("disk on fire".into())),
+                    // Nothing opened: git must not run for this command.
+                    4 => Err(RepoError::CaseTwin("Twin".into())),
                     _ => return false,
                 };
                 if result.is_ok() {

@@ -137,8 +137,9 @@ pub mod op {
 pub mod answer {
     /// `LookupKey`: alice, nobody, bob, an empty name, not now.
     pub const LOOKUP_KEY: u8 = 5;
-    /// `OpenRepo`: exists, created, not found, failed, not now.
-    pub const OPEN_REPO: u8 = 5;
+    /// `OpenRepo`: exists, created, not found, failed, a twin differing
+    /// only in case exists, not now.
+    pub const OPEN_REPO: u8 = 6;
     /// `Spawn`: started, failed, not now.
     pub const SPAWN: u8 = 3;
     /// `RunHelper`: `main` and `dev`, empty, `zeta` and `alpha`, failed,
