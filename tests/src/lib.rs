@@ -188,10 +188,9 @@ impl Server {
         }
         cmd.args(&options.args);
         cmd.current_dir(options.cwd.as_deref().unwrap_or(dir.path()));
-        cmd.env_remove("RUST_LOG")
-            .env_remove("APISERVER_KEY")
-            .env_remove("GITMOUTH_PORT");
-        cmd.env_remove("GITMOUTH_PRIVATE_KEY");
+        for var in SERVER_ENV_REMOVED {
+            cmd.env_remove(var);
+        }
         cmd.env("RUST_LOG", "debug,polling=info,async_io=info");
         cmd.env("NO_COLOR", "1");
         for (k, v) in &options.env {
@@ -443,6 +442,32 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
+}
+
+/// Variables of the test's own environment that would change what the
+/// server reads (its log filter, API mode's key, the original's port and
+/// host key): removed from every server a test starts.
+pub const SERVER_ENV_REMOVED: [&str; 4] = [
+    "RUST_LOG",
+    "APISERVER_KEY",
+    "GITMOUTH_PORT",
+    "GITMOUTH_PRIVATE_KEY",
+];
+
+/// The server binary run in `dir`, with a data directory of its own
+/// (`dir/data`), `--listen 127.0.0.1:0`, no colour and none of
+/// [`SERVER_ENV_REMOVED`]: for tests of what a start refuses (run it with
+/// [`run_with_timeout`]); [`Server::start_with`] starts one that serves.
+pub fn server_command(runtime: Runtime, dir: &Path) -> Command {
+    let mut cmd = Command::new(runtime.binary());
+    cmd.current_dir(dir)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .env("NO_COLOR", "1");
+    for var in SERVER_ENV_REMOVED {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// Runs `cmd`, killing it after `timeout` (a hang fails the test rather

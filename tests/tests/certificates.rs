@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gitmouth_tests::{
-    Runtime, Server, ServerOptions, Ssh, keygen, per_runtime, public_key, start_git_server, stderr,
+    Runtime, Server, ServerOptions, Ssh, keygen, per_runtime, public_key, run_with_timeout,
+    server_command, start_git_server, stderr,
 };
 
 /// Signs `key`'s public half with the CA `ca` (`ssh-keygen -s`), with
@@ -187,16 +188,10 @@ fn a_certificate_file_that_does_not_parse_stops_the_start(runtime: Runtime) {
     let dir = scratch.path();
     let bad = dir.join("bad_ca");
     std::fs::write(&bad, "not a key\n").unwrap();
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let out = Command::new(runtime.binary())
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .arg("--trusted-user-ca-keys")
-        .arg(&bad)
-        .env_remove("APISERVER_KEY")
-        .output()
-        .unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let mut cmd = server_command(runtime, dir);
+    cmd.arg("--trusted-user-ca-keys").arg(&bad);
+    let out = run_with_timeout(cmd, std::time::Duration::from_secs(30));
     assert!(!out.status.success());
     let err =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);

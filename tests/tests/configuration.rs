@@ -17,7 +17,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use gitmouth_tests::{
-    Runtime, Server, ServerOptions, keygen, kill, per_runtime, run_with_timeout, stderr, stdout,
+    Runtime, Server, ServerOptions, keygen, kill, per_runtime, run_with_timeout, server_command,
+    stderr, stdout,
 };
 
 /// One way to start the server.
@@ -36,25 +37,12 @@ fn run(runtime: Runtime, start: &Start<'_>, scratch: &Path, extra: &[&str]) -> O
     if let Some(text) = start.dotenv {
         std::fs::write(scratch.join(".env"), text).unwrap();
     }
-    let mut cmd = Command::new(runtime.binary());
+    let mut cmd = server_command(runtime, scratch);
     if let Some(text) = start.file {
         std::fs::write(scratch.join("gm.toml"), text).unwrap();
         cmd.args(["--config", "gm.toml"]);
     }
-    cmd.current_dir(scratch)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(scratch.join("data"))
-        .args(start.args)
-        .args(extra)
-        .env("NO_COLOR", "1");
-    for var in [
-        "RUST_LOG",
-        "APISERVER_KEY",
-        "GITMOUTH_PORT",
-        "GITMOUTH_PRIVATE_KEY",
-    ] {
-        cmd.env_remove(var);
-    }
+    cmd.args(start.args).args(extra);
     for (k, v) in start.env {
         cmd.env(k, v);
     }

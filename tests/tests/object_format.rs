@@ -15,8 +15,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use gitmouth_tests::{
-    Git, Runtime, Server, ServerOptions, keygen, per_runtime, run_with_timeout, start_git_server,
-    stderr, wait_until,
+    Git, Runtime, Server, ServerOptions, keygen, per_runtime, run_with_timeout, server_command,
+    start_git_server, stderr, wait_until,
 };
 
 /// A server for alice, and her git.
@@ -339,20 +339,8 @@ fn reftable_repositories_with_a_git_that_has_them(runtime: Runtime) {
 /// `PATH` if given.
 fn start_refused(runtime: Runtime, args: &[&str], fake_git: Option<&Path>) -> Output {
     let scratch = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(runtime.binary());
-    cmd.current_dir(scratch.path())
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(scratch.path().join("data"))
-        .args(args)
-        .env("NO_COLOR", "1");
-    for var in [
-        "RUST_LOG",
-        "APISERVER_KEY",
-        "GITMOUTH_PORT",
-        "GITMOUTH_PRIVATE_KEY",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = server_command(runtime, scratch.path());
+    cmd.args(args);
     if let Some(dir) = fake_git {
         let path = std::env::var("PATH").unwrap_or_default();
         cmd.env("PATH", format!("{}:{path}", dir.display()));
@@ -422,13 +410,8 @@ fn bad_values_are_refused_at_start_naming_the_setting(runtime: Runtime) {
     );
     // From the environment, the variable is named.
     let scratch = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(runtime.binary());
-    cmd.current_dir(scratch.path())
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(scratch.path().join("data"))
-        .env("GITMOUTH_DEFAULT_OBJECT_FORMAT", "md5")
-        .env_remove("APISERVER_KEY")
-        .env("NO_COLOR", "1");
+    let mut cmd = server_command(runtime, scratch.path());
+    cmd.env("GITMOUTH_DEFAULT_OBJECT_FORMAT", "md5");
     let out = run_with_timeout(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     let err = stderr(&out);
