@@ -277,6 +277,14 @@ impl Server {
         false
     }
 
+    /// Whether the log contains `needle`, waiting up to 30 s for it: the
+    /// server logs a line before the client sees what follows it, but the
+    /// thread that copies the server's output here may not have read it
+    /// yet. Check lines the server logs at start with [`Server::log`].
+    pub fn logged(&self, needle: &str) -> bool {
+        self.wait_for_log(needle, Duration::from_secs(30))
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the process to exit;
     /// `None` if it was still running then. Once it has exited, everything
     /// the server would ever do has happened.

@@ -353,7 +353,7 @@ fn a_bad_reread_keeps_the_last_good_rules(runtime: Runtime) {
         "{}",
         t.server.log()
     );
-    assert!(t.server.log().contains("line 3"), "{}", t.server.log());
+    assert!(t.server.logged("line 3"), "{}", t.server.log());
     ok(&t.clone("bob", "team/site"));
     assert!(!t.clone("dave", "team/site").status.success());
     // A good file takes effect without a restart.

@@ -488,7 +488,7 @@ fn an_unknown_key_is_denied_without_the_outage_banner(runtime: Runtime) {
         vec![("GET".into(), lookup_target(&stranger), Some(basic(KEY)))]
     );
     p.wait_closed(1);
-    assert!(p.server.log().contains("unknown key"));
+    assert!(p.server.logged("unknown key"));
 }
 
 per_runtime!(the_api_server_down_shows_the_banner_and_recovers);
@@ -783,7 +783,7 @@ fn dyno_host_failures_never_end_in_success(runtime: Runtime) {
     assert_session_line(&err);
     assert_eq!(code(&out), Some(127), "{err}");
     p.wait_closed(3);
-    assert!(p.server.log().contains("cannot reach the dyno"));
+    assert!(p.server.logged("cannot reach the dyno"));
 }
 
 per_runtime!(a_dyno_dropping_mid_push_is_a_lost_build_server);
@@ -868,7 +868,7 @@ fn a_client_hanging_up_during_provisioning_leaves_no_dyno_behind(runtime: Runtim
         e.iter().any(|e| matches!(e, ApiEvent::Provisioned(_)))
     });
     p.wait_closed(1);
-    assert!(p.server.log().contains("abandoning the platform request"));
+    assert!(p.server.logged("abandoning the platform request"));
     let target = format!("/internal/{APP}/gitaction?command=git-receive-pack");
     let provision_closed = p.api.wait(Duration::from_secs(3), |e| {
         e.contains(&ApiEvent::Abandoned {
@@ -1153,7 +1153,7 @@ fn a_dyno_host_that_stops_commands_on_close_gets_them_stopped(runtime: Runtime) 
         discarded: true,
     }));
     p.wait_closed(1);
-    assert!(p.server.log().contains("closing the dyno connection"));
+    assert!(p.server.logged("closing the dyno connection"));
 }
 
 per_runtime!(a_dyno_host_like_the_original_finishes_commands_after_close);

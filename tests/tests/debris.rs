@@ -492,5 +492,5 @@ fn a_crash_s_old_temporary_repository_is_removed_at_start(runtime: Runtime) {
         young.join("HEAD").is_file(),
         "a young .init-* may be at work"
     );
-    assert!(server.log().contains("left by a crash"), "{}", server.log());
+    assert!(server.logged("left by a crash"), "{}", server.log());
 }

@@ -108,11 +108,7 @@ fn a_push_in_flight_at_sigterm_completes_and_the_server_exits_0(runtime: Runtime
         remote_head(&held),
         held.git.ok(&held.src, &["rev-parse", "main"])
     );
-    assert!(
-        held.server.log().contains("drained"),
-        "{}",
-        held.server.log()
-    );
+    assert!(held.server.logged("drained"), "{}", held.server.log());
 }
 
 per_runtime!(a_second_signal_stops_at_once_and_tells_the_user);
@@ -131,11 +127,7 @@ fn a_second_signal_stops_at_once_and_tells_the_user(runtime: Runtime) {
     assert!(text.contains("The server is restarting"), "{text}");
     let status = exit_status(&mut held.server, Duration::from_secs(20)).expect("server exited");
     assert!(status.success(), "{status:?}");
-    assert!(
-        held.server.log().contains("second signal"),
-        "{}",
-        held.server.log()
-    );
+    assert!(held.server.logged("second signal"), "{}", held.server.log());
 }
 
 per_runtime!(a_command_still_running_at_the_drain_timeout_is_stopped);
@@ -149,9 +141,5 @@ fn a_command_still_running_at_the_drain_timeout_is_stopped(runtime: Runtime) {
     assert!(text.contains("The server is restarting"), "{text}");
     let status = exit_status(&mut held.server, Duration::from_secs(20)).expect("server exited");
     assert!(status.success(), "{status:?}");
-    assert!(
-        held.server.log().contains("drain timeout"),
-        "{}",
-        held.server.log()
-    );
+    assert!(held.server.logged("drain timeout"), "{}", held.server.log());
 }

@@ -236,7 +236,7 @@ fn hooks_see_push_options_and_who_pushed_and_nothing_of_the_server(runtime: Runt
         "{session}"
     );
     assert!(
-        server.log().contains(&format!("session={session}")),
+        server.logged(&format!("session={session}")),
         "the logs' session id"
     );
     // Nothing of the server's environment but PATH and HOME.

@@ -206,7 +206,7 @@ fn a_header_from_an_untrusted_peer_ends_the_connection_before_any_ssh_byte(runti
                 .option("BindAddress=127.0.0.3")
                 .run(&[]);
             assert!(stderr(&out).contains("Hi alice!"), "{}", stderr(&out));
-            assert!(server.log().contains(" peer=127.0.0.3:"));
+            assert!(server.logged(" peer=127.0.0.3:"));
         }
     }
 }

@@ -332,7 +332,7 @@ fn clones_go_on_while_the_database_is_stopped_and_pushes_resume_after() {
     });
     assert!(pushed, "pushes never resumed:\n{}", pair.b.log());
     eprintln!("pushes resumed {:?} after the database", start.elapsed());
-    assert!(pair.b.log().contains("push lock: the database is back"));
+    assert!(pair.b.logged("push lock: the database is back"));
     assert_eq!(database_up(&pair.b), "1");
     pair.assert_no_password();
 }
@@ -366,11 +366,7 @@ fn a_source_penalised_on_a_is_refused_on_b_and_a_users_connections_count_on_both
         err.contains("Connection closed") || err.contains("Connection reset")
     });
     assert!(refused, "B never refused the source:\n{}", pair.b.log());
-    assert!(
-        pair.b.log().contains("source penalised"),
-        "{}",
-        pair.b.log()
-    );
+    assert!(pair.b.logged("source penalised"), "{}", pair.b.log());
     // Another source is still welcome on B.
     let err = stderr(&from(&pair.b, "127.0.0.6", &pair.key).run(&[]));
     assert!(err.contains("Hi alice!"), "{err}");

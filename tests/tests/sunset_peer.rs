@@ -664,7 +664,7 @@ fn mlkem768x25519_real_server_real_git(runtime: Runtime) {
         "{}",
         server.log()
     );
-    assert!(server.log().contains("user=frank"), "{}", server.log());
+    assert!(server.logged("user=frank"), "{}", server.log());
     assert!(
         server.wait_for_log("git exited", Duration::from_secs(2)),
         "{}",
