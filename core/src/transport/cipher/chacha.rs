@@ -8,14 +8,14 @@
 
 use chacha20::{
     ChaCha20Legacy, LegacyNonce,
-    cipher::{KeyIvInit, StreamCipher},
+    cipher::{KeyIvInit, StreamCipher, StreamCipherSeek},
 };
 use poly1305::{
     Poly1305,
     universal_hash::{KeyInit, UniversalHash},
 };
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::MacError;
 
@@ -40,6 +40,63 @@ fn nonce(seq: u32) -> LegacyNonce {
     nonce.into()
 }
 
+/// A ChaCha20 block's size.
+const BLOCK: usize = 64;
+
+/// The keystream is asked of `chacha20` in groups of four blocks, never
+/// one block alone. Its AVX2 back end makes four blocks at a time and
+/// keeps one when asked for one; its AVX-512 back end makes four in one
+/// vector, but a single block in functions compiled without AVX-512VL,
+/// where every vector operation is a call. Measured with `gm-packet-bench
+/// --size 64` (see `bench/README.md`): one block from the AVX-512 back end
+/// cost more than four.
+const GROUP: usize = 4 * BLOCK;
+/// K_1's keystream made for the length: one group, of which the length
+/// uses 4 bytes.
+const LENGTH_KEYSTREAM: usize = GROUP;
+/// K_2's keystream made at the start of each packet: block 0 (the Poly1305
+/// key) and the body's first three blocks, which cover all of a small
+/// packet's body.
+const BODY_PREFIX: usize = GROUP;
+
+/// XORs `keystream` (at least as long) into `data`.
+fn xor_in_place(data: &mut [u8], keystream: &[u8]) {
+    for (byte, key) in data.iter_mut().zip(keystream) {
+        *byte ^= key;
+    }
+}
+
+/// The first `N` bytes of `key`'s keystream for `nonce` (`N` a multiple of
+/// [`GROUP`]).
+fn keystream<const N: usize>(key: &[u8; 32], nonce: &LegacyNonce) -> Keystream<N> {
+    let mut blocks = Keystream([0u8; N]);
+    ChaCha20Legacy::new(key.into(), nonce).apply_keystream(&mut blocks.0);
+    blocks
+}
+
+/// Keystream bytes, cleared when dropped. Cleared as a slice: `zeroize`
+/// clears an array (what `Zeroizing<[u8; N]>` holds) one volatile byte
+/// write at a time, which cost several percent of a 1 KiB packet.
+struct Keystream<const N: usize>([u8; N]);
+
+impl<const N: usize> Drop for Keystream<N> {
+    fn drop(&mut self) {
+        self.0.as_mut_slice().zeroize();
+    }
+}
+
+/// `a` XOR `b`.
+fn xor4(a: [u8; 4], b: [u8; 4]) -> [u8; 4] {
+    (u32::from_ne_bytes(a) ^ u32::from_ne_bytes(b)).to_ne_bytes()
+}
+
+/// Encrypts or decrypts the 4-byte length field in place.
+fn apply_length(length: &mut [u8], keystream: [u8; 4]) {
+    let mut field = [0u8; 4];
+    field.copy_from_slice(length);
+    length.copy_from_slice(&xor4(field, keystream));
+}
+
 /// Poly1305 over `data`, feeding whole blocks through the vectorised path.
 fn poly1305_tag(mut mac: Poly1305, data: &[u8]) -> [u8; TAG_LEN] {
     let (blocks, rest) = poly1305::Block::slice_as_chunks(data);
@@ -59,28 +116,47 @@ impl ChaChaPoly {
         ChaChaPoly { k1, k2 }
     }
 
-    /// The K_1 keystream for `seq`, from block counter 0.
-    fn length_cipher(&self, nonce: &LegacyNonce) -> ChaCha20Legacy {
-        ChaCha20Legacy::new((&*self.k1).into(), nonce)
+    /// The length's keystream: the first 4 bytes of K_1's block 0.
+    fn length_keystream(&self, nonce: &LegacyNonce) -> [u8; 4] {
+        let blocks = keystream::<LENGTH_KEYSTREAM>(&self.k1, nonce);
+        [blocks.0[0], blocks.0[1], blocks.0[2], blocks.0[3]]
     }
 
-    /// The K_2 keystream for `seq`, positioned at block 1, and the Poly1305
-    /// instance keyed with the first 32 bytes of block 0.
-    fn body_cipher(&self, nonce: &LegacyNonce) -> (ChaCha20Legacy, Poly1305) {
+    /// K_2's first blocks for `nonce` (see [`BODY_PREFIX`]), and the
+    /// Poly1305 instance keyed with the first 32 bytes of block 0.
+    fn body_keystream(&self, nonce: &LegacyNonce) -> (Keystream<BODY_PREFIX>, Poly1305) {
+        let prefix = keystream::<BODY_PREFIX>(&self.k2, nonce);
+        let mut poly_key = Keystream([0u8; 32]);
+        poly_key.0.copy_from_slice(&prefix.0[..32]);
+        (prefix, Poly1305::new((&poly_key.0).into()))
+    }
+
+    /// Encrypts or decrypts `body` with K_2 from block 1 (the rest of
+    /// block 0 is discarded): its start from `prefix`, the rest from a
+    /// stream positioned after it: whole groups (see [`GROUP`]) straight,
+    /// and the last part group's keystream made as a whole group and
+    /// XORed.
+    fn apply_body(&self, nonce: &LegacyNonce, prefix: &Keystream<BODY_PREFIX>, body: &mut [u8]) {
+        let (head, rest) = body.split_at_mut(body.len().min(BODY_PREFIX - BLOCK));
+        xor_in_place(head, &prefix.0[BLOCK..]);
+        if rest.is_empty() {
+            return;
+        }
         let mut cipher = ChaCha20Legacy::new((&*self.k2).into(), nonce);
-        let mut poly_key = Zeroizing::new([0u8; 32]);
-        cipher.apply_keystream(&mut *poly_key);
-        // The rest of block 0 is discarded so that the body starts at block 1.
-        let mut discard = Zeroizing::new([0u8; 32]);
-        cipher.apply_keystream(&mut *discard);
-        let mac = Poly1305::new((&*poly_key).into());
-        (cipher, mac)
+        cipher.seek(BODY_PREFIX as u64);
+        let (groups, tail) = rest.split_at_mut(rest.len() / GROUP * GROUP);
+        cipher.apply_keystream(groups);
+        if !tail.is_empty() {
+            let mut keystream = Keystream([0u8; GROUP]);
+            cipher.apply_keystream(&mut keystream.0);
+            xor_in_place(tail, &keystream.0);
+        }
     }
 
     /// Decrypts the length field with K_1.
-    pub(super) fn decrypt_length(&self, seq: u32, mut first4: [u8; 4]) -> u32 {
-        self.length_cipher(&nonce(seq)).apply_keystream(&mut first4);
-        u32::from_be_bytes(first4)
+    pub(super) fn decrypt_length(&self, seq: u32, first4: [u8; 4]) -> u32 {
+        let keystream = self.length_keystream(&nonce(seq));
+        u32::from_be_bytes(xor4(first4, keystream))
     }
 
     /// Encrypts `packet` (at least 4 bytes: length then body) in place and
@@ -88,9 +164,9 @@ impl ChaChaPoly {
     pub(super) fn seal(&self, seq: u32, packet: &mut [u8], tag: &mut [u8; TAG_LEN]) {
         let nonce = nonce(seq);
         let (length, body) = packet.split_at_mut(4);
-        self.length_cipher(&nonce).apply_keystream(length);
-        let (mut cipher, mac) = self.body_cipher(&nonce);
-        cipher.apply_keystream(body);
+        apply_length(length, self.length_keystream(&nonce));
+        let (prefix, mac) = self.body_keystream(&nonce);
+        self.apply_body(&nonce, &prefix, body);
         *tag = poly1305_tag(mac, packet);
     }
 
@@ -103,14 +179,14 @@ impl ChaChaPoly {
         tag: &[u8; TAG_LEN],
     ) -> Result<(), MacError> {
         let nonce = nonce(seq);
-        let (mut cipher, mac) = self.body_cipher(&nonce);
+        let (prefix, mac) = self.body_keystream(&nonce);
         let expected = poly1305_tag(mac, packet);
         if !bool::from(expected.ct_eq(tag)) {
             return Err(MacError);
         }
         let (length, body) = packet.split_at_mut(4);
-        self.length_cipher(&nonce).apply_keystream(length);
-        cipher.apply_keystream(body);
+        apply_length(length, self.length_keystream(&nonce));
+        self.apply_body(&nonce, &prefix, body);
         Ok(())
     }
 }
