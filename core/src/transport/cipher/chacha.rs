@@ -134,7 +134,7 @@ impl ChaChaPoly {
     /// Encrypts or decrypts `body` with K_2 from block 1 (the rest of
     /// block 0 is discarded): its start from `prefix`, the rest from a
     /// stream positioned after it: whole groups (see [`GROUP`]) straight,
-    /// and the last part group's keystream made as a whole group and
+    /// and the keystream of the last, partial group made whole and
     /// XORed.
     fn apply_body(&self, nonce: &LegacyNonce, prefix: &Keystream<BODY_PREFIX>, body: &mut [u8]) {
         let (head, rest) = body.split_at_mut(body.len().min(BODY_PREFIX - BLOCK));
