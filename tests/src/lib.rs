@@ -171,7 +171,7 @@ impl Server {
             .data_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("data"));
-        let mut cmd = Command::new(runtime.binary());
+        let mut cmd = bare_server_command(runtime);
         if !options.no_listen_flag {
             cmd.arg("--listen").arg("127.0.0.1:0");
         }
@@ -188,11 +188,7 @@ impl Server {
         }
         cmd.args(&options.args);
         cmd.current_dir(options.cwd.as_deref().unwrap_or(dir.path()));
-        for var in SERVER_ENV_REMOVED {
-            cmd.env_remove(var);
-        }
         cmd.env("RUST_LOG", "debug,polling=info,async_io=info");
-        cmd.env("NO_COLOR", "1");
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
@@ -467,15 +463,38 @@ pub const SERVER_ENV_REMOVED: [&str; 4] = [
 /// [`SERVER_ENV_REMOVED`]: for tests of what a start refuses (run it with
 /// [`run_with_timeout`]); [`Server::start_with`] starts one that serves.
 pub fn server_command(runtime: Runtime, dir: &Path) -> Command {
-    let mut cmd = Command::new(runtime.binary());
+    let mut cmd = bare_server_command(runtime);
     cmd.current_dir(dir)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .env("NO_COLOR", "1");
+        .arg(dir.join("data"));
+    cmd
+}
+
+/// The server binary with no colour and none of [`SERVER_ENV_REMOVED`],
+/// and no argument yet: what every server a test runs starts from.
+fn bare_server_command(runtime: Runtime) -> Command {
+    let mut cmd = Command::new(runtime.binary());
+    cmd.env("NO_COLOR", "1");
     for var in SERVER_ENV_REMOVED {
         cmd.env_remove(var);
     }
     cmd
+}
+
+/// Whether `ssh`'s stderr says the server ended the connection without a
+/// word, as it does for a source it refuses before the version exchange.
+/// ssh words it after what it was doing: reading ("Connection closed",
+/// "closed by remote host", "Connection reset") or still writing its own
+/// version line ("Broken pipe", seen through a `ProxyCommand`).
+pub fn closed_without_a_word(stderr: &str) -> bool {
+    [
+        "Connection closed",
+        "closed by remote host",
+        "Connection reset",
+        "Broken pipe",
+    ]
+    .iter()
+    .any(|sign| stderr.contains(sign))
 }
 
 /// Runs `cmd`, killing it after `timeout` (a hang fails the test rather

@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use gitmouth_tests::{Runtime, Server, ServerOptions, keygen, per_runtime, stderr};
+use gitmouth_tests::{
+    Runtime, Server, ServerOptions, closed_without_a_word, keygen, per_runtime, stderr,
+};
 
 fn strict(args: &[&str]) -> ServerOptions {
     ServerOptions {
@@ -52,10 +54,7 @@ fn a_source_that_keeps_failing_is_refused_for_a_while(runtime: Runtime) {
         if err.contains("Permission denied") {
             continue;
         }
-        assert!(
-            err.contains("Connection closed") || err.contains("Connection reset"),
-            "attempt {attempt}: {err}"
-        );
+        assert!(closed_without_a_word(&err), "attempt {attempt}: {err}");
         refused_at = Some(attempt);
         break;
     }
