@@ -31,6 +31,13 @@ pub(super) struct ChaChaPoly {
     k1: Zeroizing<[u8; 32]>,
     /// K_2, the FIRST 32 bytes: Poly1305 key and the packet body.
     k2: Zeroizing<[u8; 32]>,
+    /// The length keystream [`ChaChaPoly::decrypt_length`] made last, with
+    /// its sequence number: the reader asks for a packet's length first and
+    /// opens the packet once it has all of it, and `open` takes this rather
+    /// than making the same group of blocks again (`gm-packet-bench`, read
+    /// through the framing: 35 -> 37 MB/s for 64-byte packets, 425 -> 451
+    /// for 1 KiB).
+    last_length: Option<(u32, [u8; 4])>,
 }
 
 /// The nonce for sequence number `seq`: `uint64(seq)`, big-endian.
@@ -113,7 +120,11 @@ impl ChaChaPoly {
         let mut k2 = Zeroizing::new([0u8; 32]);
         k2.copy_from_slice(&key[..32]);
         k1.copy_from_slice(&key[32..]);
-        ChaChaPoly { k1, k2 }
+        ChaChaPoly {
+            k1,
+            k2,
+            last_length: None,
+        }
     }
 
     /// The length's keystream: the first 4 bytes of K_1's block 0.
@@ -154,8 +165,9 @@ impl ChaChaPoly {
     }
 
     /// Decrypts the length field with K_1.
-    pub(super) fn decrypt_length(&self, seq: u32, first4: [u8; 4]) -> u32 {
+    pub(super) fn decrypt_length(&mut self, seq: u32, first4: [u8; 4]) -> u32 {
         let keystream = self.length_keystream(&nonce(seq));
+        self.last_length = Some((seq, keystream));
         u32::from_be_bytes(xor4(first4, keystream))
     }
 
@@ -173,7 +185,7 @@ impl ChaChaPoly {
     /// Verifies the tag over `packet` (at least 4 bytes, as received) and
     /// only then decrypts both the length and the body in place.
     pub(super) fn open(
-        &self,
+        &mut self,
         seq: u32,
         packet: &mut [u8],
         tag: &[u8; TAG_LEN],
@@ -184,8 +196,12 @@ impl ChaChaPoly {
         if !bool::from(expected.ct_eq(tag)) {
             return Err(MacError);
         }
+        let keystream = match self.last_length.take() {
+            Some((made_for, keystream)) if made_for == seq => keystream,
+            _ => self.length_keystream(&nonce),
+        };
         let (length, body) = packet.split_at_mut(4);
-        apply_length(length, self.length_keystream(&nonce));
+        apply_length(length, keystream);
         self.apply_body(&nonce, &prefix, body);
         Ok(())
     }
@@ -210,7 +226,7 @@ mod tests {
         let k2 = hex("379a8ca9e7e705763633213511e8d92eb148a46f1dd0045ec8164e5d23e456eb");
         let mut key = [0u8; 64];
         key[..32].copy_from_slice(&k2);
-        let state = ChaChaPoly::new(&key);
+        let mut state = ChaChaPoly::new(&key);
         let mut packet = hex("5709db2d 6dcfb03be8a55e7f0220465672edd921489ea0171198e8a7");
         let tag: [u8; 16] = hex("3e82fe0a2db7128d58ef8d9047963ca3").try_into().unwrap();
         state.open(3, &mut packet, &tag).unwrap();
@@ -243,7 +259,7 @@ mod tests {
             pad in any::<u8>(),
         ) {
             let key: [u8; 64] = key.try_into().unwrap();
-            let state = ChaChaPoly::new(&key);
+            let mut state = ChaChaPoly::new(&key);
             let original = frame(&payload, 8, false, pad);
 
             let mut ours = original.clone();
@@ -273,6 +289,41 @@ mod tests {
             // We open ring's.
             state.open(seq, &mut theirs, &their_tag).unwrap();
             prop_assert_eq!(&theirs, &original);
+        }
+
+        /// `open` uses the length keystream `decrypt_length` kept only for
+        /// the packet it was made for: after the length of another packet,
+        /// or of none, it still opens what was sealed.
+        #[test]
+        fn open_takes_the_kept_length_keystream_only_for_its_packet(
+            key in any::<[u8; 32]>(),
+            seq in any::<u32>(),
+            other in any::<u32>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let mut full = [0u8; 64];
+            full[..32].copy_from_slice(&key);
+            full[32..].copy_from_slice(&key.map(|b| b ^ 0x5a));
+            let mut state = ChaChaPoly::new(&full);
+            let original = frame(&payload, 8, false, 0);
+            let mut sealed = original.clone();
+            let mut tag = [0u8; 16];
+            state.seal(seq, &mut sealed, &mut tag);
+            let first4: [u8; 4] = sealed[..4].try_into().unwrap();
+            // A length asked for another packet, then this one's opened.
+            state.decrypt_length(other, first4);
+            let mut opened = sealed.clone();
+            state.open(seq, &mut opened, &tag).unwrap();
+            prop_assert_eq!(&opened, &original);
+            // Nothing kept now: opening again makes the keystream itself.
+            let mut again = sealed.clone();
+            state.open(seq, &mut again, &tag).unwrap();
+            prop_assert_eq!(&again, &original);
+            // The usual order: the length, then the packet.
+            prop_assert_eq!(state.decrypt_length(seq, first4) as usize, original.len() - 4);
+            let mut in_order = sealed;
+            state.open(seq, &mut in_order, &tag).unwrap();
+            prop_assert_eq!(&in_order, &original);
         }
 
         /// decrypt_length agrees with ring on arbitrary bytes too.
